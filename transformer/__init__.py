@@ -1,0 +1,1 @@
+"""Transformers in JAX/Flax NNX: encoder-only, decoder-only and encoder-decoder from one code path."""

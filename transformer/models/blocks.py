@@ -1,0 +1,176 @@
+"""Shared blocks and the layer stack every family is built from.
+
+EncoderBlock: self-attention + MLP. DecoderBlock: causal self-attention + optional
+cross-attention ('encoder_decoder_attention') + MLP. Norm placement (pre / post) and everything
+else come from HParams. `Stack` adds positions to token embeddings, runs the blocks (a Python
+loop, or `nnx.scan` over stacked layers when hp.scan_layers) with optional remat, and applies
+the final norm.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from transformer import attention, layers
+from transformer.models.hparams import HParams
+
+REMAT_POLICIES = {
+    'full': None,  # save nothing: recompute the whole block in the backward pass
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+def _attention(hp: HParams, rngs, *, rotary):
+  return attention.MultiHeadAttention(
+      hp.d_model, hp.num_heads, num_kv_heads=hp.num_kv_heads, head_dim=hp.head_dim,
+      use_bias=hp.use_bias, scale_attention=hp.scale_attention,
+      dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
+      rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
+      param_dtype=hp.params_dtype, init_std=hp.init_std, rngs=rngs)
+
+
+def _norm(hp: HParams):
+  return layers.LayerNorm(hp.d_model, kind=hp.norm, eps=hp.norm_eps, dtype=hp.compute_dtype,
+                          param_dtype=hp.params_dtype)
+
+
+class _Block(nnx.Module):
+  """Residual sublayers around attention(s) and an MLP, pre- or post-norm."""
+
+  def __init__(self, hp: HParams, *, cross_attention, rngs: nnx.Rngs):
+    self.pre_norm = hp.norm_position == 'pre'
+    rotary = hp.positions == 'rotary'
+    self.attention_norm = _norm(hp)
+    self.self_attention = _attention(hp, rngs, rotary=rotary)
+    if cross_attention:
+      self.cross_attention_norm = _norm(hp)
+      self.encoder_decoder_attention = _attention(hp, rngs, rotary=False)
+    else:
+      self.encoder_decoder_attention = None
+    self.mlp_norm = _norm(hp)
+    self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
+                          dropout_rate=hp.dropout_rate, init_std=hp.init_std,
+                          dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+    self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+
+  def _residual(self, norm, fn, x, deterministic):
+    if self.pre_norm:
+      return x + self.dropout(fn(norm(x)), deterministic=deterministic)
+    return norm(x + self.dropout(fn(x), deterministic=deterministic))
+
+  def __call__(self, x, *, segment_ids, positions, causal, prefix=None, bias=None, encoded=None,
+               encoded_segment_ids=None, encoded_positions=None, deterministic=True,
+               decode=False):
+    def self_attn(h):
+      return self.self_attention(h, q_segment_ids=segment_ids, q_positions=positions,
+                                 causal=causal, q_prefix=prefix, bias=bias,
+                                 deterministic=deterministic, decode=decode)
+    x = self._residual(self.attention_norm, self_attn, x, deterministic)
+    if self.encoder_decoder_attention is not None:
+      def cross_attn(h):
+        return self.encoder_decoder_attention(
+            h, encoded, q_segment_ids=segment_ids, kv_segment_ids=encoded_segment_ids,
+            q_positions=positions, kv_positions=encoded_positions, causal=False,
+            deterministic=deterministic)
+      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
+    mlp = lambda h: self.mlp(h, deterministic=deterministic)
+    return self._residual(self.mlp_norm, mlp, x, deterministic)
+
+
+class EncoderBlock(_Block):
+  """Bidirectional self-attention + MLP."""
+
+  def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
+    super().__init__(hp, cross_attention=False, rngs=rngs)
+
+
+class DecoderBlock(_Block):
+  """Causal self-attention (+ cross-attention to an encoder) + MLP."""
+
+  def __init__(self, hp: HParams, *, cross_attention: bool, rngs: nnx.Rngs):
+    super().__init__(hp, cross_attention=cross_attention, rngs=rngs)
+
+
+class Stack(nnx.Module):
+  """Positions + embedding norm + `num_layers` blocks + final norm: an encoder or a decoder."""
+
+  def __init__(self, hp: HParams, *, num_layers, decoder, cross_attention=False,
+               rngs: nnx.Rngs):
+    self.hp, self.decoder, self.num_layers = hp, decoder, num_layers
+    std = hp.init_std or 1.0
+    if hp.positions == 'learned':
+      self.position_embedding = layers.param(rngs, (hp.max_len, hp.d_model), ('length', 'embed'),
+                                             std, hp.params_dtype)
+    if hp.positions == 'relative':
+      self.relative_bias = layers.RelativePositionBias(
+          hp.relative_buckets, hp.relative_max_distance, hp.num_heads, bidirectional=not decoder,
+          init_std=hp.init_std, param_dtype=hp.params_dtype, rngs=rngs)
+    self.embed_norm = _norm(hp) if hp.embed_norm else None
+    self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+    make = (lambda r: DecoderBlock(hp, cross_attention=cross_attention, rngs=r)) if decoder else (
+        lambda r: EncoderBlock(hp, rngs=r))
+    if hp.scan_layers:
+      @nnx.split_rngs(splits=num_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
+      def stacked(r):
+        return make(r)
+      self.layers = stacked(rngs)
+    else:
+      self.layers = nnx.List([make(rngs) for _ in range(num_layers)])
+    self.final_norm = _norm(hp) if hp.final_norm else None
+    self.cache_len = 0
+
+  def init_cache(self, batch_size, max_len):
+    """Allocate KV caches in every self-attention for decoding up to `max_len` tokens."""
+    self.cache_len = max_len
+    if self.hp.scan_layers:
+      @nnx.vmap(in_axes=(0,), out_axes=0)
+      def init(block):
+        block.self_attention.init_cache(batch_size, max_len)
+      init(self.layers)
+    else:
+      for block in self.layers:
+        block.self_attention.init_cache(batch_size, max_len)
+
+  def __call__(self, x_BLD, *, segment_ids, positions, prefix=None, encoded=None,
+               encoded_segment_ids=None, encoded_positions=None, deterministic=True,
+               decode=False):
+    hp = self.hp
+    if hp.positions == 'learned':
+      x_BLD = x_BLD + jnp.take(self.position_embedding.value, positions, axis=0).astype(x_BLD.dtype)
+    elif hp.positions == 'sinusoidal':
+      x_BLD = x_BLD + layers.sinusoidal(positions, hp.d_model).astype(x_BLD.dtype)
+    if self.embed_norm is not None:
+      x_BLD = self.embed_norm(x_BLD)
+    x_BLD = self.dropout(x_BLD, deterministic=deterministic)
+    bias = None
+    if hp.positions == 'relative':
+      kv_positions = positions
+      if decode:
+        kv_positions = jnp.broadcast_to(jnp.arange(self.cache_len, dtype=jnp.int32),
+                                        (positions.shape[0], self.cache_len))
+      bias = self.relative_bias(positions, kv_positions)
+    if encoded is not None and encoded_positions is None:
+      encoded_positions = jnp.zeros(encoded.shape[:2], jnp.int32)
+    kwargs = dict(segment_ids=segment_ids, positions=positions, causal=self.decoder,
+                  prefix=prefix, bias=bias, encoded=encoded,
+                  encoded_segment_ids=encoded_segment_ids, encoded_positions=encoded_positions,
+                  deterministic=deterministic, decode=decode)
+
+    def apply(block, x):
+      return block(x, **kwargs)
+    if hp.remat != 'none':
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[hp.remat], prevent_cse=not hp.scan_layers)
+
+    if hp.scan_layers:
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry,
+                transform_metadata={nnx.PARTITION_NAME: 'layers'})
+      def run(x, block):
+        return apply(block, x)
+      x_BLD = run(x_BLD, self.layers)
+    else:
+      for block in self.layers:
+        x_BLD = apply(block, x_BLD)
+    if self.final_norm is not None:  # pre-norm stacks (T5 also drops out after it)
+      x_BLD = self.dropout(self.final_norm(x_BLD), deterministic=deterministic)
+    return x_BLD

@@ -1,0 +1,70 @@
+"""Output heads: LM (tied or untied), masked-LM (BERT transform + tied decoder), classification."""
+
+import jax.numpy as jnp
+from flax import nnx
+
+from transformer import layers
+from transformer.models.hparams import HParams
+
+
+class LMHead(nnx.Module):
+  """Vocabulary logits: the token embedding transposed (tied) or an untied 'kernel' [embed, vocab]."""
+
+  def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
+    self.tied, self.d_model = hp.tie_embeddings, hp.d_model
+    self.scale_tied_logits = hp.scale_tied_logits
+    self.kernel = None if hp.tie_embeddings else layers.Dense(
+        (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
+        init_std=hp.init_std, dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+    self.bias = (layers.logical_param(jnp.zeros((hp.vocab_size,), hp.params_dtype), ('vocab',))
+                 if hp.lm_head_bias else None)
+
+  def __call__(self, x_BLD, embed: layers.Embed):
+    if self.tied:
+      if self.scale_tied_logits:
+        x_BLD = x_BLD * self.d_model ** -0.5
+      logits = embed.attend(x_BLD)
+    else:
+      logits = self.kernel(x_BLD)
+    logits = logits.astype(jnp.float32)
+    if self.bias is not None:
+      logits = logits + self.bias.value.astype(jnp.float32)
+    return logits
+
+
+class MLMHead(nnx.Module):
+  """BERT's masked-LM head: dense + activation + norm ('transform'), then LM logits."""
+
+  def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
+    self.transform = nnx.data(None)
+    if hp.mlm_transform:
+      self.transform = layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'),
+                                    use_bias=True, init_std=hp.init_std, dtype=hp.compute_dtype,
+                                    param_dtype=hp.params_dtype, rngs=rngs)
+      self.transform_norm = layers.LayerNorm(hp.d_model, kind=hp.norm, eps=hp.norm_eps,
+                                             dtype=hp.compute_dtype, param_dtype=hp.params_dtype)
+      self.act = layers.ACTIVATIONS[layers.GATED.get(hp.activation, hp.activation)]
+    self.lm = LMHead(hp, rngs=rngs)
+
+  def __call__(self, x_BLD, embed: layers.Embed):
+    if self.transform is not None:
+      x_BLD = self.transform_norm(self.act(self.transform(x_BLD)))
+    return self.lm(x_BLD, embed)
+
+
+class ClassificationHead(nnx.Module):
+  """Optional BERT pooler (dense + tanh) on one pooled vector, dropout, then a linear classifier."""
+
+  def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
+    dense = dict(use_bias=True, init_std=hp.init_std or 0.02, dtype=hp.compute_dtype,
+                 param_dtype=hp.params_dtype, rngs=rngs)
+    self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
+                   if hp.classifier_pooler else None)
+    self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+    self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'), **dense)
+
+  def __call__(self, pooled_BD, *, deterministic=True):
+    if self.pooler is not None:
+      pooled_BD = jnp.tanh(self.pooler(pooled_BD))
+    pooled_BD = self.dropout(pooled_BD, deterministic=deterministic)
+    return self.classifier(pooled_BD).astype(jnp.float32)
