@@ -1,0 +1,139 @@
+"""Loading configs (`configs/<family>.py:<size>` plus `--config.a.b=v` overrides) and validating
+them once, before anything runs. Every failure is a one-line ConfigError naming the key.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from transformer.errors import ConfigError
+from transformer.models.hparams import HParams
+
+SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
+OBJECTIVES = ('mlm', 'causal_lm', 'prefix_lm', 'span_corruption', 'seq2seq', 'classification')
+OPTIMIZERS = ('adamw', 'adafactor')
+SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
+MESH_PRESETS = ('data', 'fsdp', 'tensor', 'fsdp_tensor', 'data_tensor')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_file(spec):
+  """'configs/gpt2.py:small' -> get_config('small') of that file (the argument is optional)."""
+  path, _, arg = spec.partition(':')
+  if not os.path.exists(path) and os.path.exists(os.path.join(REPO, path)):
+    path = os.path.join(REPO, path)
+  if not os.path.isfile(path):
+    raise ConfigError(f'--config {spec}: no such file {path!r}; use e.g. configs/gpt2.py:tiny')
+  module_spec = importlib.util.spec_from_file_location('_config_module', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  try:
+    return module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def parse_value(text, current):
+  """Parse an override string into the type of the value it replaces."""
+  if isinstance(current, bool):
+    if text.lower() in ('true', '1', 'yes'):
+      return True
+    if text.lower() in ('false', '0', 'no'):
+      return False
+    raise ValueError('expected true or false')
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  if isinstance(current, (tuple, list)):
+    items = [x for x in text.strip('()[] ').split(',') if x.strip()]
+    kind = type(current[0]) if current else str
+    return type(current)(parse_value(x.strip(), kind()) for x in items)
+  return text
+
+
+def apply_overrides(config, overrides):
+  """Apply {'train.steps': '100', ...} (strings or typed values); unknown keys are errors."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for i, name in enumerate(parents):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        raise ConfigError(f'unknown config key {".".join(parents[:i + 1])!r} in --config.{key}; '
+                          f'top-level sections are {", ".join(SECTIONS)}')
+      node = node[name]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ConfigError(f'unknown config key --config.{key}; see configs/common.py for every key')
+    current = node[leaf]
+    if isinstance(value, str) and not isinstance(current, str):
+      try:
+        value = parse_value(value, current)
+      except ValueError:
+        raise ConfigError(f'--config.{key}={value!r}: expected a {type(current).__name__} '
+                          f'like {current!r}') from None
+    elif not isinstance(value, type(current)) and not (
+        isinstance(current, float) and isinstance(value, int)):
+      raise ConfigError(f'--config.{key}={value!r}: expected a {type(current).__name__} '
+                        f'like {current!r}')
+    node[leaf] = value
+  return config
+
+
+def load(spec, overrides=None):
+  """Load a config file and apply overrides, then validate it."""
+  config = load_file(spec)
+  apply_overrides(config, overrides or {})
+  validate(config)
+  return config
+
+
+def validate(config):
+  """Check every section once; raises ConfigError (one line, names the key and the fix)."""
+  for section in SECTIONS:
+    if section not in config:
+      raise ConfigError(f'config has no {section!r} section; start from configs/common.py')
+
+  def choose(key, value, allowed):
+    if value not in allowed:
+      raise ConfigError(f'{key}={value!r}: choose one of {", ".join(allowed)}')
+
+  def positive(key, value, allow_zero=False):
+    if value < 0 or (value == 0 and not allow_zero):
+      raise ConfigError(f'{key}={value!r}: must be {"non-negative" if allow_zero else "positive"}')
+
+  choose('objective', config.objective, OBJECTIVES)
+  model = dict(config.model)
+  model['vocab_size'] = model['vocab_size'] or config.data.vocab_size
+  HParams.from_config(model)
+  positive('data.vocab_size', config.data.vocab_size)
+  positive('data.seq_len', config.data.seq_len)
+  positive('data.targets_len', config.data.targets_len, allow_zero=True)
+  if config.model.positions == 'learned' and max(
+      config.data.seq_len, config.data.targets_len) > config.model.max_len:
+    raise ConfigError(f'data.seq_len={config.data.seq_len} is longer than model.max_len='
+                      f'{config.model.max_len} learned positions; shorten it or raise max_len')
+  positive('train.batch_size', config.train.batch_size)
+  positive('train.steps', config.train.steps, allow_zero=config.train.tokens > 0)
+  positive('train.tokens', config.train.tokens, allow_zero=True)
+  positive('train.eval_every', config.train.eval_every)
+  positive('train.eval_steps', config.train.eval_steps, allow_zero=True)
+  positive('train.log_every', config.train.log_every)
+  choose('opt.optimizer', config.opt.optimizer, OPTIMIZERS)
+  choose('opt.schedule', config.opt.schedule, SCHEDULES)
+  positive('opt.learning_rate', config.opt.learning_rate)
+  positive('opt.warmup_steps', config.opt.warmup_steps, allow_zero=True)
+  positive('opt.accumulation_steps', config.opt.accumulation_steps)
+  if config.train.batch_size % config.opt.accumulation_steps:
+    raise ConfigError(f'opt.accumulation_steps={config.opt.accumulation_steps} must divide '
+                      f'train.batch_size={config.train.batch_size}')
+  choose('mesh.preset', config.mesh.preset, MESH_PRESETS)
+  if len(config.mesh.shape) != 3 or list(config.mesh.shape).count(-1) > 1:
+    raise ConfigError(f'mesh.shape={tuple(config.mesh.shape)}: give 3 sizes (data, fsdp, tensor) '
+                      'with at most one -1')
+  positive('checkpoint.every', config.checkpoint.every)
+  positive('checkpoint.keep', config.checkpoint.keep)
+  if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):
+    raise ConfigError(f'checkpoint.init_from={config.checkpoint.init_from!r} is not a directory; '
+                      'give a run directory or one written by ./launch.sh import-hf')
+  return config
