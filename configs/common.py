@@ -78,6 +78,7 @@ def base_config():
       label_key='',                  # classification label field
       vocab_size=2048,               # SentencePiece vocabulary trained on the train split
       tokenizer='',                  # '' : train one and cache it beside the data; or a .model path
+      tokenizer_model='unigram',     # unigram | bpe (SentencePiece model type)
       tokenizer_train_examples=20000,
       seq_len=128,                   # length of the (encoder / only) token stream
       targets_len=0,                 # encoder_decoder target stream; 0 : same as seq_len

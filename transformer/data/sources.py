@@ -1,0 +1,286 @@
+"""Where raw examples come from: `config.data.source` -> a `Source` of tf.data datasets.
+
+A source is one of
+  * a TFDS name with optional config/version (`lm1b`, `c4`, `wmt14_translate/de-en`, `glue/sst2`,
+    our embedded `python_stdlib/text`, `python_stdlib/docstrings`, `gettext_catalogs/en_de`, or
+    any other TFDS dataset whose fields are named by `data.text_key` / `inputs_key` / ...);
+  * `text:/path/*.txt`: one example per non-empty line;
+  * `jsonl:/path/*.jsonl`: one JSON object per line, fields named by the `data.*_key` keys.
+
+Every source hands out the same thing: `source.dataset(split, roles, ...)`, a tf.data dataset of
+dicts keyed by *role* ('text', 'inputs', 'targets', 'label'), whatever the field is called in the
+data, in a fixed order (or a seeded file order). Shuffling, repetition and tokenization are the
+pipeline's job. Bad names, globs and fields raise a one-line `ConfigError`.
+"""
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import re
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from transformer.data import gettext_corpus
+from transformer.data import stdlib_corpus
+from transformer.errors import ConfigError
+
+ROLES = ('text', 'inputs', 'targets', 'label')
+LOCAL_VALIDATION_PERCENT = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Known:
+  """Defaults for a TFDS dataset we know: its full name, fields per role and split names."""
+  name: str
+  fields: dict
+  splits: dict = dataclasses.field(default_factory=dict)   # our split name -> TFDS split
+
+
+_PAIRS = {'inputs': 'inputs', 'targets': 'targets'}
+_WMT = {'inputs': 'en', 'targets': 'de'}
+KNOWN = {
+    'lm1b': Known('lm1b', {'text': 'text'}, {'validation': 'test'}),
+    'c4': Known('c4/en', {'text': 'text'}),
+    'c4/en': Known('c4/en', {'text': 'text'}),
+    'wikipedia': Known('wikipedia/20230601.en', {'text': 'text'},
+                       {'train': 'train[:99%]', 'validation': 'train[99%:]'}),
+    'wikipedia/20230601.en': Known('wikipedia/20230601.en', {'text': 'text'},
+                                   {'train': 'train[:99%]', 'validation': 'train[99%:]'}),
+    'wmt14_translate/de-en': Known('wmt14_translate/de-en', _WMT),
+    'wmt17_translate/de-en': Known('wmt17_translate/de-en', _WMT),
+    'glue/sst2': Known('glue/sst2', {'text': 'sentence', 'label': 'label'}),
+    'python_stdlib': Known('python_stdlib/text', {'text': 'text'}),
+    'python_stdlib/text': Known('python_stdlib/text', {'text': 'text'}),
+    'python_stdlib/docstrings': Known('python_stdlib/docstrings', _PAIRS),
+    'gettext_catalogs': Known('gettext_catalogs/en_de', _PAIRS),
+    'gettext_catalogs/en_de': Known('gettext_catalogs/en_de', _PAIRS),
+}
+_LOCAL_BUILDERS = ('python_stdlib', 'gettext_catalogs')
+
+
+def data_dir(config):
+  """The TFDS data_dir: `data.data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  explicit = config.data.get('data_dir', '') or os.environ.get('TFDS_DATA_DIR', '')
+  return os.path.expanduser(explicit or '~/tensorflow_datasets')
+
+
+def _configured_key(config, role):
+  return config.data.get(f'{role}_key', '') or ''
+
+
+class Source:
+  """Raw examples of one data source, keyed by role."""
+
+  name = ''
+
+  def field(self, role):
+    """The data's field for `role`, or None when this source has none."""
+    raise NotImplementedError
+
+  def require(self, roles):
+    """ConfigError unless every role has a field (checked before any data is read)."""
+    for role in roles:
+      if self.field(role) is None:
+        raise ConfigError(
+            f'config key `data.{role}_key`: source {self.name!r} has no default {role!r} field; '
+            f'set --config.data.{role}_key to one of: {", ".join(self.available_fields())}')
+
+  def available_fields(self):
+    raise NotImplementedError
+
+  def dataset(self, split, roles, *, shard=(0, 1), file_seed=None):
+    """tf.data dataset of {role: tensor} for `split`, shard `shard` = (index, count).
+
+    The order is fixed; with `file_seed` the order of the underlying files is shuffled by it.
+    """
+    raise NotImplementedError
+
+  def fingerprint(self):
+    """A string that changes when the data changes (keys the tokenizer cache)."""
+    return self.name
+
+
+class TfdsSource(Source):
+  """A TFDS dataset (prepared into data_dir at first use; no download for our own builders)."""
+
+  def __init__(self, config, spec):
+    self.config = config
+    known = KNOWN.get(spec.split(':')[0])
+    self.name = known.name if known else spec
+    self.known = known
+    base = self.name.split('/')[0]
+    if base == 'gettext_catalogs' and not gettext_corpus.catalog_paths():
+      raise ConfigError(
+          f'config key `data.source` = {spec!r}: no gettext catalogs in '
+          f'{gettext_corpus.LOCALE_DIR.format(lang="de")}; use '
+          f'--config.data.source=python_stdlib/docstrings')
+    try:
+      self.builder = tfds.builder(self.name, data_dir=data_dir(config))
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise ConfigError(f'config key `data.source` = {spec!r} is not a TFDS dataset ({first}); '
+                        f'use a TFDS name, text:/glob or jsonl:/glob') from None
+    self._prepare(spec, local=base in _LOCAL_BUILDERS)
+
+  def _prepare(self, spec, local):
+    if self.builder.is_prepared():
+      return
+    config = tfds.download.DownloadConfig(try_download_gcs=not local)
+    try:
+      self.builder.download_and_prepare(download_config=config)
+    except Exception as e:  # pylint: disable=broad-except
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      raise ConfigError(
+          f'config key `data.source` = {spec!r}: could not prepare it in {data_dir(self.config)} '
+          f'({type(e).__name__}: {first}); prepare it where there is internet or use '
+          f'--config.data.source=python_stdlib/text') from None
+
+  def features(self):
+    features = self.builder.info.features
+    return list(features.keys()) if hasattr(features, 'keys') else []
+
+  def available_fields(self):
+    return self.features()
+
+  def field(self, role):
+    key = _configured_key(self.config, role)
+    if not key and self.known:
+      key = self.known.fields.get(role, '')
+    if not key and role in self.features():
+      key = role
+    if not key:
+      return None
+    if self.features() and key not in self.features():
+      raise ConfigError(
+          f'config key `data.{role}_key` = {key!r}: {self.name!r} has no such field; '
+          f'use one of: {", ".join(self.features())}')
+    return key
+
+  def tfds_split(self, split):
+    """Our split name -> the TFDS split (e.g. lm1b has no 'validation': its 'test' is used)."""
+    tfds_split = (self.known.splits.get(split, split) if self.known else split)
+    available = list(self.builder.info.splits.keys())
+    bases = [re.split(r'[\[\s]', part.strip())[0] for part in tfds_split.split('+')]
+    missing = [b for b in bases if available and b not in available]
+    if missing:
+      raise ConfigError(
+          f'config key `data.train_split`/`data.eval_split` = {split!r}: {self.name!r} has '
+          f'splits {", ".join(available)}; set the key to one of them')
+    return tfds_split
+
+  def dataset(self, split, roles, *, shard=(0, 1), file_seed=None):
+    self.require(roles)
+    tfds_split = self.tfds_split(split)
+    if shard[1] > 1:
+      tfds_split = tfds.even_splits(tfds_split, n=shard[1], drop_remainder=True)[shard[0]]
+    read_config = tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False)
+    ds = self.builder.as_dataset(split=tfds_split, shuffle_files=file_seed is not None,
+                                 read_config=read_config)
+    fields = {role: self.field(role) for role in roles}
+    return ds.map(lambda ex: {role: ex[key] for role, key in fields.items()})
+
+  def fingerprint(self):
+    return f'{self.name}:{self.builder.version}'
+
+
+def _is_local_validation(line):
+  digest = hashlib.md5(line.encode('utf-8')).digest()
+  return int.from_bytes(digest[:4], 'little') % 100 < LOCAL_VALIDATION_PERCENT
+
+
+class LocalSource(Source):
+  """`text:` / `jsonl:` files, read into memory once; ~5% of lines (by hash) are validation."""
+
+  def __init__(self, config, kind, pattern):
+    self.config = config
+    self.kind = kind
+    self.name = f'{kind}:{pattern}'
+    self.paths = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not self.paths:
+      raise ConfigError(f'config key `data.source` = {self.name!r}: the glob matches no files; '
+                        f'give an existing path, e.g. {kind}:/data/*.{kind.replace("text", "txt")}')
+    self.records = {'train': [], 'validation': []}
+    for path in self.paths:
+      with open(path, encoding='utf-8') as f:
+        for lineno, line in enumerate(f, 1):
+          line = line.rstrip('\n')
+          if not line.strip():
+            continue
+          split = 'validation' if _is_local_validation(line) else 'train'
+          self.records[split].append(self._parse(line, path, lineno))
+
+  def _parse(self, line, path, lineno):
+    if self.kind == 'text':
+      return {'text': line}
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f'config key `data.source`: {path}:{lineno} is not valid JSON ({e.msg}); '
+                        f'fix the file or use text:') from None
+    if not isinstance(record, dict):
+      raise ConfigError(f'config key `data.source`: {path}:{lineno} is not a JSON object; '
+                        f'each line of a jsonl: file must be an object')
+    return record
+
+  def available_fields(self):
+    if self.kind == 'text':
+      return ['text']
+    first = next(iter(self.records['train'] or self.records['validation']), {})
+    return sorted(first)
+
+  def field(self, role):
+    if self.kind == 'text':
+      return 'text' if role == 'text' else None
+    return _configured_key(self.config, role) or role
+
+  def _split_records(self, split):
+    if split in ('train',):
+      return self.records['train']
+    if split in ('validation', 'test', 'eval'):
+      return self.records['validation']
+    raise ConfigError(f'config key `data.train_split`/`data.eval_split` = {split!r}: {self.name} '
+                      f'has splits train and validation; set the key to one of them')
+
+  def dataset(self, split, roles, *, shard=(0, 1), file_seed=None):
+    del file_seed  # The pipeline's shuffle buffer covers in-memory data.
+    self.require(roles)
+    records = self._split_records(split)[shard[0]::shard[1]]
+    columns = {}
+    for role in roles:
+      key = self.field(role)
+      values = []
+      for record in records:
+        if key not in record:
+          raise ConfigError(f'config key `data.{role}_key` = {key!r}: a record of {self.name} '
+                            f'lacks it; set --config.data.{role}_key to one of: '
+                            f'{", ".join(sorted(record))}')
+        values.append(record[key])
+      columns[role] = (tf.constant(values, tf.int64) if role == 'label'
+                       else tf.constant(values, tf.string))
+    if not records:
+      columns = {role: tf.constant([], tf.int64 if role == 'label' else tf.string)
+                 for role in roles}
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+  def fingerprint(self):
+    stats = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in self.paths]
+    return f'{self.name}:{stats}'
+
+
+def get_source(config):
+  """`config.data.source` -> a Source (TFDS builders prepared, local files read)."""
+  spec = str(config.data.source).strip()
+  if not spec:
+    raise ConfigError('config key `data.source` is empty; set it, e.g. '
+                      '--config.data.source=python_stdlib/text')
+  kind, sep, rest = spec.partition(':')
+  if sep and kind in ('text', 'jsonl'):
+    return LocalSource(config, kind, rest)
+  return TfdsSource(config, spec)
+
+
+# Importing this module registers our builders with TFDS.
+_BUILDERS = (stdlib_corpus.PythonStdlib, gettext_corpus.GettextCatalogs)

@@ -1,0 +1,201 @@
+"""SentencePiece tokenizer: trained on the train split at first use and cached beside the data.
+
+Ids are fixed so every objective and model can rely on them: pad 0, eos 1, unk 2, bos 3, then the
+user-defined symbols '<mask>', '<sep>', '<cls>' and the 32 span-corruption sentinels
+'<extra_id_0>'..'<extra_id_31>', then the learned pieces. The model normalizes nothing (identity
+rule, whitespace kept) and falls back to bytes, so code and text round-trip exactly.
+
+Training is deterministic (fixed seed, one thread, input in split order), and the cached file
+name carries a hash of everything that shapes the model:
+  <data_dir>/tokenizers/<source>_<vocab>_<hash>.model
+so a second run (or another host) loads the same vocabulary instead of training again.
+"""
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+
+from absl import logging
+import sentencepiece as spm
+import tensorflow_datasets as tfds
+
+from transformer.data import sources
+from transformer.errors import ConfigError
+
+PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
+NUM_SENTINELS = 32
+SPECIAL_SYMBOLS = ('<mask>', '<sep>', '<cls>') + tuple(
+    f'<extra_id_{i}>' for i in range(NUM_SENTINELS))
+_FORMAT_VERSION = 2          # bump when the training recipe below changes
+_MAX_SENTENCE_CHARS = 4000   # SentencePiece skips longer training sentences; we cut them
+_MIN_BYTE_FALLBACK_VOCAB = 512   # byte pieces need 256 ids; smaller vocabularies go without
+
+
+class Tokenizer:
+  """A loaded SentencePiece model with the ids of the shared contract."""
+
+  def __init__(self, model_path):
+    self.model_path = str(model_path)
+    with open(self.model_path, 'rb') as f:
+      self._proto = f.read()
+    self.sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    self.vocab_size = self.sp.get_piece_size()
+    self.pad_id = self.sp.pad_id()
+    self.eos_id = self.sp.eos_id()
+    self.unk_id = self.sp.unk_id()
+    self.bos_id = self.sp.bos_id()
+    self.mask_id = self._symbol('<mask>')
+    self.sep_id = self._symbol('<sep>')
+    self.cls_id = self._symbol('<cls>')
+    sentinels = [self._symbol(f'<extra_id_{i}>') for i in range(NUM_SENTINELS)]
+    self.sentinel_ids = sentinels if None not in sentinels else []
+
+  def _symbol(self, piece):
+    """The id of a user-defined symbol, or None when this model lacks it."""
+    i = self.sp.piece_to_id(piece)
+    return i if i != self.unk_id and self.sp.id_to_piece(i) == piece else None
+
+  def encode(self, text):
+    """str -> list of ids (no BOS/EOS added)."""
+    return self.sp.encode(text)
+
+  def encode_batch(self, texts):
+    """list of str -> list of lists of ids (one C++ call)."""
+    return self.sp.encode(list(texts))
+
+  def decode(self, ids):
+    """ids -> str, stopping at the first EOS and dropping padding."""
+    kept = []
+    for i in ids:
+      i = int(i)
+      if i == self.eos_id:
+        break
+      if i != self.pad_id:
+        kept.append(i)
+    return self.sp.decode(kept)
+
+  def id_to_piece(self, i):
+    return self.sp.id_to_piece(int(i))
+
+  def save(self, path):
+    """Copy the model file to `path` (the trainer keeps one in every run directory)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    shutil.copyfile(self.model_path, path)
+    return path
+
+  def __repr__(self):
+    return f'Tokenizer({self.model_path!r}, vocab_size={self.vocab_size})'
+
+
+_LOADED = {}
+
+
+def load(model_path):
+  """A Tokenizer for a .model file, loaded once per process."""
+  model_path = os.path.abspath(model_path)
+  if model_path not in _LOADED:
+    _LOADED[model_path] = Tokenizer(model_path)
+  return _LOADED[model_path]
+
+
+def _training_roles(source):
+  """Text roles to learn the vocabulary from: 'text' if the source has it, and both sides."""
+  roles = [r for r in ('text', 'inputs', 'targets') if source.field(r) is not None]
+  if not roles:
+    source.require(('text',))   # raises a ConfigError naming `data.text_key`
+  return tuple(roles)
+
+
+def _recipe(config, source, roles):
+  data = config.data
+  return dict(
+      version=_FORMAT_VERSION, source=source.fingerprint(), split=data.train_split,
+      fields=[source.field(r) for r in roles], vocab_size=int(data.vocab_size),
+      examples=int(data.tokenizer_train_examples),
+      model_type=data.get('tokenizer_model', 'unigram'))
+
+
+def cache_path(config, source=None):
+  """Where the tokenizer trained for `config` lives (whether or not it exists yet)."""
+  source = source or sources.get_source(config)
+  roles = _training_roles(source)
+  recipe = _recipe(config, source, roles)
+  digest = hashlib.sha1(repr(sorted(recipe.items())).encode()).hexdigest()[:10]
+  stem = re.sub(r'[^A-Za-z0-9.-]+', '-', source.name.split(':')[0] if
+                isinstance(source, sources.LocalSource) else source.name).strip('-')
+  return os.path.join(sources.data_dir(config), 'tokenizers',
+                      f'{stem}_{recipe["vocab_size"]}_{digest}.model')
+
+
+def training_texts(config, source, roles):
+  """Up to `data.tokenizer_train_examples` examples of the train split, each side a sentence."""
+  limit = int(config.data.tokenizer_train_examples)
+  ds = source.dataset(config.data.train_split, roles)
+  for example in tfds.as_numpy(ds.take(limit)):
+    for role in roles:
+      text = example[role].decode('utf-8', errors='replace')
+      # Long documents become several sentences (SentencePiece drops overlong ones).
+      for start in range(0, len(text), _MAX_SENTENCE_CHARS):
+        piece = text[start:start + _MAX_SENTENCE_CHARS]
+        if piece.strip():
+          yield piece
+
+
+def train(config, source, model_path):
+  """Train the SentencePiece model for `config` and write it to `model_path` atomically."""
+  roles = _training_roles(source)
+  recipe = _recipe(config, source, roles)
+  if recipe['vocab_size'] < len(SPECIAL_SYMBOLS) + 8:
+    raise ConfigError(f'config key `data.vocab_size` = {recipe["vocab_size"]} is too small; '
+                      f'use at least {len(SPECIAL_SYMBOLS) + 64}, e.g. 2048')
+  if recipe['model_type'] not in ('unigram', 'bpe'):
+    raise ConfigError(f'config key `data.tokenizer_model` = {recipe["model_type"]!r}; '
+                      f'use unigram or bpe')
+  texts = list(training_texts(config, source, roles))
+  if not texts:
+    raise ConfigError(f'config key `data.source` = {source.name!r}: the train split has no '
+                      f'text to learn a vocabulary from; check the source and its fields')
+  logging.info('Training a %d-piece tokenizer on %d texts of %s', recipe['vocab_size'],
+               len(texts), source.name)
+  byte_fallback = recipe['vocab_size'] >= _MIN_BYTE_FALLBACK_VOCAB
+  model = io.BytesIO()
+  spm.set_random_generator_seed(0)
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model,
+      vocab_size=recipe['vocab_size'], model_type=recipe['model_type'],
+      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
+      user_defined_symbols=list(SPECIAL_SYMBOLS), hard_vocab_limit=False,
+      byte_fallback=byte_fallback, character_coverage=0.9995 if byte_fallback else 1.0,
+      normalization_rule_name='identity', remove_extra_whitespaces=False,
+      allow_whitespace_only_pieces=True, split_digits=True,
+      max_sentence_length=4 * _MAX_SENTENCE_CHARS, input_sentence_size=0,
+      shuffle_input_sentence=False, num_threads=1, minloglevel=2)
+  os.makedirs(os.path.dirname(model_path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(model_path), suffix='.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    f.write(model.getvalue())
+  os.replace(tmp, model_path)   # atomic: concurrent hosts never see half a file
+  return model_path
+
+
+def get_tokenizer(config):
+  """The tokenizer for `config`: `data.tokenizer` if set, else the cached or newly trained one."""
+  explicit = config.data.get('tokenizer', '')
+  if explicit:
+    path = os.path.expanduser(explicit)
+    if not os.path.isfile(path):
+      raise ConfigError(f'config key `data.tokenizer` = {explicit!r}: no such file; give a '
+                        f'SentencePiece .model path or leave it empty to train one')
+    try:
+      return load(path)
+    except (OSError, RuntimeError) as e:
+      raise ConfigError(f'config key `data.tokenizer` = {explicit!r} is not a SentencePiece '
+                        f'model ({str(e).splitlines()[0] if str(e) else e!r})') from None
+  source = sources.get_source(config)
+  path = cache_path(config, source)
+  if not os.path.isfile(path):
+    train(config, source, path)
+  return load(path)

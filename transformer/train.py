@@ -1,0 +1,276 @@
+"""The training entry point: `python -m transformer.train --config configs/gpt2.py:tiny --workdir runs`.
+
+One run lives in <workdir>/<experiment>/<run_name>/: resolved config.json, tokenizer.model,
+TensorBoard events and checkpoints/. A run directory that holds a checkpoint resumes from it
+(parameters, optimizer, data position); SIGTERM/SIGINT save before exiting.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from transformer import attention_maps, checkpoint, data, objectives, sharding, summary
+from transformer import logging as tb
+from transformer.errors import ConfigError
+from transformer.progress import ProgressBar
+from transformer.trainer import Trainer
+
+# Model keys that may differ from a checkpoint's without changing its parameters.
+RUNTIME_MODEL_KEYS = ('dropout_rate', 'attention_dropout_rate', 'dtype', 'attention_impl',
+                      'remat', 'num_classes')
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""
+
+
+def run_dir(config, workdir):
+  return os.path.join(workdir, config.experiment, config.run_name or 'run')
+
+
+def resolve(config, tokenizer):
+  """Fill what depends on data or a pretrained checkpoint: vocab size, an imported architecture."""
+  if config.checkpoint.init_from:
+    saved = os.path.join(config.checkpoint.init_from, 'config.json')
+    if os.path.exists(saved):
+      with open(saved) as f:
+        model = json.load(f)['model']
+      for key, value in model.items():
+        if key not in RUNTIME_MODEL_KEYS and key in config.model:
+          config.model[key] = type(config.model[key])(value) if not isinstance(
+              config.model[key], (tuple, list)) else value
+  if not config.model.vocab_size:
+    config.model.vocab_size = tokenizer.vocab_size
+  elif config.model.vocab_size < tokenizer.vocab_size:
+    raise ConfigError(f'model.vocab_size={config.model.vocab_size} is smaller than the tokenizer '
+                      f'({tokenizer.vocab_size}); set it to 0 to take the tokenizer size')
+  return config
+
+
+def total_steps(config):
+  """train.tokens (if set) converts to steps at full packing: tokens / (batch * seq_len)."""
+  if config.train.tokens:
+    return math.ceil(config.train.tokens / (config.train.batch_size * config.data.seq_len))
+  return config.train.steps
+
+
+def fingerprint(config, state):
+  model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_MODEL_KEYS}
+  shapes = {'/'.join(map(str, p)): list(x.shape) for p, x in
+            jax.tree_util.tree_flatten_with_path(state['params'])[0]}
+  return {'model': model, 'num_params': sum(math.prod(s) for s in shapes.values())}
+
+
+def _tokens(batch):
+  return int(sum(np.count_nonzero(v) for k, v in batch.items() if k.endswith('_segment_ids')))
+
+
+def _average(sums):
+  out = {k: float(s) / max(float(c), 1e-9) for k, (s, c) in sums.items()}
+  if 'loss' in out:
+    out['perplexity'] = float(np.exp(min(out['loss'], 50.0)))
+  return out
+
+
+def _accumulate(acc, metrics):
+  for k, (s, c) in metrics.items():
+    s0, c0 = acc.get(k, (0.0, 0.0))
+    acc[k] = (s0 + float(s), c0 + float(c))
+  return acc
+
+
+def evaluate(trainer, config, params, pipeline, eval_fn):
+  sums = {}
+  it = pipeline.iterator(0)
+  for _, batch in zip(range(config.train.eval_steps), it):
+    sums = _accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(batch,
+                                                                              trainer.mesh))))
+  return _average(sums), batch
+
+
+def train(config, workdir, *, dry_run=False):
+  """Train (or resume) the run of `config` under `workdir`; returns the final metrics."""
+  out = run_dir(config, workdir)
+  os.makedirs(out, exist_ok=True)
+  tokenizer = data.get_tokenizer(config)
+  config = resolve(config, tokenizer)
+  objective = objectives.get(config, tokenizer)
+  steps = total_steps(config)
+  mesh = sharding.make_mesh(config.mesh)
+  trainer = Trainer.create(config, objective, mesh, steps)
+  ckpt_dir = os.path.join(out, 'checkpoints')
+  latest = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every, keep=1,
+                                   keep_best=False).latest_step() if os.path.isdir(
+                                       ckpt_dir) else None
+  if latest is not None and latest >= steps:
+    print(f'{out} already reached step {latest} of {steps}; nothing to do.')
+    return {}
+  state = trainer.init_state()
+  ckpt = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every,
+                                 keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+                                 async_save=config.checkpoint.async_save,
+                                 fingerprint=fingerprint(config, state))
+  position = (0, 0)
+  if latest is not None:
+    step0, state, saved = ckpt.restore(Trainer.abstract(state))
+    position = tuple(saved['position'])
+    print(f'Resumed {out} from step {step0} (data position {position}).')
+  elif config.checkpoint.init_from:
+    params, missing, _ = checkpoint.load_pretrained(config.checkpoint.init_from, state['params'])
+    state = trainer.state_from_params(params)
+    print(f'Initialised from {config.checkpoint.init_from}; fresh: {", ".join(missing) or "none"}.')
+  with open(os.path.join(out, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  tokenizer.save(os.path.join(out, 'tokenizer.model'))
+
+  train_data = data.Pipeline(config, objective, tokenizer, split='train',
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  eval_data = data.Pipeline(config, objective, tokenizer, split='eval',
+                            process_index=jax.process_index(), process_count=jax.process_count())
+  it = train_data.iterator(position)
+  first = next(it)
+  t0 = time.perf_counter()
+  step_fn = trainer.compile(state, sharding.global_batch(first, mesh))
+  compile_s = time.perf_counter() - t0
+  counts = summary.count_params(state['params'])
+  flops_token = summary.flops_per_token(config)['total_train']
+  if dry_run:
+    return _report_dry_run(config, counts, flops_token, first, step_fn, compile_s)
+
+  writer = tb.MetricWriter(out, enabled=jax.process_index() == 0)
+  writer.hparams(tb.flatten_config(config), {'eval/loss': None, 'eval/accuracy': None})
+  writer.scalars(int(state['step']), {'params/total': counts['total'],
+                                      'params/non_embedding': counts['non_embedding'],
+                                      'perf/compile_seconds': compile_s})
+  peak, peak_name = _peak(config)
+  eval_fn = jax.jit(trainer.eval_step)
+  print(f'Training {out}: {counts["total"]:,} parameters, {steps} steps, '
+        f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
+  step = int(state['step'])
+  bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
+  sums, previous, tokens_window, t_window, last = {}, None, 0, time.perf_counter(), {}
+  tokens_seen = 0
+  batch = first
+  with checkpoint.StopSignal() as stop:
+    while step < steps:
+      state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
+      step += 1
+      tokens_window += _tokens(batch)
+      if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
+        sums = _accumulate(sums, _checked(previous, step - 1))
+      previous = metrics
+      if step % config.train.log_every == 0 or step == steps:
+        sums, previous = _accumulate(sums, _checked(previous, step)), None
+        elapsed = time.perf_counter() - t_window
+        tokens_seen += tokens_window
+        last = _log_train(writer, step, sums, tokens_window, elapsed, flops_token, peak,
+                          config, tokens_seen)
+        bar.update(step, loss=last['loss'], tokens_per_sec=tokens_window / elapsed)
+        sums, tokens_window, t_window = {}, 0, time.perf_counter()
+      if step % config.train.eval_every == 0 or step == steps:
+        last.update(_eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
+                                      tokenizer))
+        t_window = time.perf_counter()
+      ckpt.save(step, state, data_position={'position': list(it.state)},
+                metrics={'eval/loss': last.get('eval/loss')} if 'eval/loss' in last else None,
+                force=step == steps or stop.requested)
+      if stop.requested:
+        ckpt.wait_until_finished()
+        print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command to '
+              'resume.')
+        break
+      if step < steps:
+        batch = next(it)
+  bar.close()
+  ckpt.wait_until_finished()
+  ckpt.close()
+  final = {k: v for k, v in last.items() if k.startswith('eval/')}
+  writer.hparams(tb.flatten_config(config), final)
+  writer.close()
+  return last
+
+
+def _checked(metrics, step):
+  """Fetch a step's metrics; stop with a clear message if the loss or gradient is not finite."""
+  metrics = jax.device_get(metrics)
+  loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
+  if not math.isfinite(loss) or not math.isfinite(float(metrics['grad_norm'][0])):
+    raise TrainingError(f'loss or gradient became {loss} at step {step}; nothing was saved from '
+                        'this step. Lower opt.learning_rate, raise opt.warmup_steps or set '
+                        'opt.grad_clip_norm, then resume from the last checkpoint.')
+  return metrics
+
+
+def _peak(config):
+  from transformer import perf  # pylint: disable=import-outside-toplevel
+  return perf.peak_flops(config.model.dtype)
+
+
+def _log_train(writer, step, sums, tokens, elapsed, flops_token, peak, config, tokens_seen):
+  avg = _average(sums)
+  tps = tokens / max(elapsed, 1e-9)
+  tflops = tps * flops_token / jax.device_count() / 1e12
+  scalars = {f'train/{k}': v for k, v in avg.items()}
+  scalars.update({'perf/tokens_per_sec': tps, 'perf/steps_per_sec':
+                  config.train.log_every / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
+                  'perf/mfu': tflops * 1e12 / peak, 'train/tokens_seen': tokens_seen})
+  writer.scalars(step, scalars)
+  return {'loss': avg['loss'], **scalars}
+
+
+def _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step, tokenizer):
+  metrics, batch = evaluate(trainer, config, state['params'], eval_data, eval_fn)
+  scalars = {f'eval/{k}': v for k, v in metrics.items()}
+  writer.scalars(step, scalars)
+  if jax.process_index() == 0 and config.log.samples:
+    model = trainer.model(state['params'])
+    rows = {k: v[:config.log.samples] for k, v in batch.items()}
+    samples = trainer.objective.predict(model, rows, tokenizer,
+                                        max_new_tokens=config.log.sample_length)
+    text = '\n\n'.join(f'**input:** {s["input"]}\n\n**prediction:** {s["prediction"]}\n\n'
+                       f'**reference:** {s["reference"]}' for s in samples)
+    writer.text(step, 'samples', text)
+    if config.log.attention_images:
+      weights = attention_maps.first_layer(trainer.model(state['params']), trainer.objective,
+                                           rows)
+      if weights is not None:
+        writer.attention_images(step, 'attention/layer0', weights)
+  writer.flush()
+  print(f'\nstep {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+  return scalars
+
+
+def _report_dry_run(config, counts, flops_token, batch, step_fn, compile_s):
+  tokens = config.train.batch_size * config.data.seq_len
+  mem = step_fn.memory_analysis()
+  print(summary.format_params(counts))
+  print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per token x {tokens} '
+        'tokens)')
+  if mem is not None:
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes -
+             mem.alias_size_in_bytes)
+    print(f'Compiled memory per device: {total / 2**20:.1f} MiB (arguments '
+          f'{mem.argument_size_in_bytes / 2**20:.1f}, temporaries {mem.temp_size_in_bytes / 2**20:.1f})')
+  print(f'Compiled the train step in {compile_s:.1f}s; dry run, exiting.')
+  return {'compile_seconds': compile_s, 'flops_per_token': flops_token}
+
+
+def main(argv=None):
+  from transformer import cli  # pylint: disable=import-outside-toplevel
+  args, config = cli.parse(argv if argv is not None else sys.argv[1:], extra_flags=('dry_run',))
+  try:
+    train(config, args.workdir, dry_run=args.dry_run)
+  except (ConfigError, TrainingError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2 if isinstance(e, ConfigError) else 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

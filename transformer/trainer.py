@@ -1,0 +1,136 @@
+"""The functional core of training: sharded init, the jitted train and eval steps.
+
+State is a plain pytree {'params', 'opt_state', 'step'} with params as a pure nested dict of
+arrays, so orbax, optax and the sharding rules all see the same tree. The network is rebuilt
+inside each step with `nnx.merge(graphdef, params, rest)`; dropout keys come from
+(seed, step, module path), so a resumed run draws exactly the keys an uninterrupted one would.
+"""
+
+import dataclasses
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from transformer import models, optim, sharding
+from transformer.models.hparams import HParams
+
+
+def _module_key(path, key, shape):
+  """A different dropout key for every module (and every stacked layer), from one step key."""
+  key = jax.random.fold_in(key, zlib.crc32(repr(path).encode()) & 0x7FFFFFFF)
+  return jax.random.split(key, shape) if shape else key
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Everything the steps close over; built once by `Trainer.create`."""
+  hp: HParams
+  objective: Any
+  mesh: Any
+  graphdef: Any
+  rest: Any                    # non-Param model state (dropout RNG streams), a pure dict
+  tx: Any
+  lr_fn: Any
+  accumulation_steps: int
+  seed: int
+  param_shardings: Any
+  build: Any                   # () -> nnx.split(model, nnx.Param, ...)
+  state_shardings: Any = None
+
+  @classmethod
+  def create(cls, config, objective, mesh, total_steps):
+    hp = HParams.from_config(config.model)
+    seed = config.train.seed
+
+    def build():
+      model = models.build(hp, head=objective.head,
+                           rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+      return nnx.split(model, nnx.Param, ...)
+    graphdef, abs_params, abs_rest = nnx.eval_shape(build)
+    shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset)
+    tx, lr_fn = optim.make(config.opt, total_steps)
+    trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rest=None, tx=tx,
+                  lr_fn=lr_fn, accumulation_steps=config.opt.accumulation_steps, seed=seed,
+                  param_shardings=nnx.to_pure_dict(shardings), build=build)
+    return trainer
+
+  # -- state -------------------------------------------------------------------------------
+  def init_state(self):
+    """Initialise params straight into their shardings, then the optimizer state."""
+    rep = sharding.replicated(self.mesh)
+
+    def init():
+      _, params, rest = self.build()
+      return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    abs_rest = jax.eval_shape(init)[1]
+    rest_shardings = jax.tree.map(lambda _: rep, abs_rest)
+    params, self.rest = jax.jit(init, out_shardings=(self.param_shardings, rest_shardings))()
+    return self.state_from_params(params)
+
+  def state_from_params(self, params):
+    opt_state = jax.jit(self.tx.init)(params)
+    state = {'params': params, 'opt_state': opt_state, 'step': jnp.zeros((), jnp.int32)}
+    self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    return state
+
+  @staticmethod
+  def abstract(state):
+    """ShapeDtypeStructs with the shardings of `state`: the restore target for checkpoints."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
+
+  def model(self, params):
+    """A concrete nnx model holding `params` (for sampling and inspection)."""
+    return nnx.merge(self.graphdef, params, self.rest)
+
+  # -- steps -------------------------------------------------------------------------------
+  def _loss(self, params, batch, step):
+    model = nnx.merge(self.graphdef, params, self.rest)
+    key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
+    nnx.reseed(model, dropout=key, policy=_module_key)
+    loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
+
+  def train_step(self, state, batch):
+    """One optimizer update (accumulating gradients over micro-batches when asked)."""
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    params, step = state['params'], state['step']
+    a = self.accumulation_steps
+    if a == 1:
+      (_, metrics), grads = grad_fn(params, batch, step)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((a, x.shape[0] // a) + x.shape[1:]), batch)
+
+      def body(carry, mb):
+        g_acc, m_acc = carry
+        (_, m), g = grad_fn(params, mb, step)
+        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, m_acc, m)), None
+      zeros_g = jax.tree.map(jnp.zeros_like, params)
+      first = jax.tree.map(lambda x: x[0], micro)
+      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step)[0][1])
+      zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), micro)
+    count = jnp.maximum(metrics['loss'][1], 1)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = self.tx.update(grads, state['opt_state'], params)
+    new_state = {'params': optax.apply_updates(params, updates), 'opt_state': opt_state,
+                 'step': step + 1}
+    metrics = dict(metrics)
+    metrics['grad_norm'] = (optax.global_norm(grads), jnp.ones(()))
+    metrics['learning_rate'] = (jnp.asarray(self.lr_fn(step), jnp.float32), jnp.ones(()))
+    return new_state, metrics
+
+  def eval_step(self, params, batch):
+    model = nnx.merge(self.graphdef, params, self.rest)
+    return self.objective.loss_and_metrics(model, batch, deterministic=True)[1]
+
+  def compile(self, state, batch):
+    """AOT-compile the train step for this state and batch layout (donating the state)."""
+    batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in batch}
+    step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
+                   out_shardings=(self.state_shardings, None), donate_argnums=0)
+    return step.lower(state, batch).compile()
