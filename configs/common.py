@@ -98,6 +98,7 @@ def base_config():
       eval_steps=10,
       seed=0,
       log_every=20,
+      z_loss=0.0,                    # auxiliary log(Z)^2 loss weight (PaLM-style); 0 : off
   ))
 
   c.opt = ml_collections.ConfigDict(dict(

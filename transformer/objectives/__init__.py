@@ -1,0 +1,54 @@
+"""Training objectives: each owns the batch-to-loss logic of one task (see base.py for the API).
+
+  obj = transformer.objectives.get(config, tokenizer)
+  model = transformer.models.build(config.model, head=obj.head, rngs=...)
+  loss, metrics = obj.loss_and_metrics(model, batch, deterministic=False)
+
+Which objective runs on which model family:
+
+  mlm              encoder           BERT masking, loss on the chosen 15%
+  causal_lm        decoder           next-token prediction, packed
+  prefix_lm        decoder           bidirectional prefix, loss on the rest
+  span_corruption  encoder_decoder   T5 sentinel denoising
+  seq2seq          encoder_decoder   source -> target
+                   decoder           prefix LM over source + <sep> + target, loss on the target
+  classification   encoder, decoder  one label per text
+"""
+
+from transformer.errors import ConfigError
+from transformer.objectives.base import Objective
+from transformer.objectives.classification import Classification
+from transformer.objectives.lm import CausalLM
+from transformer.objectives.lm import PrefixLM
+from transformer.objectives.mlm import MaskedLM
+from transformer.objectives.seq2seq import Seq2Seq
+from transformer.objectives.span_corruption import SpanCorruption
+
+REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
+                                      Classification)}
+
+
+def objectives_for(family):
+  """Names of the objectives that work with model family `family`."""
+  return [name for name, cls in REGISTRY.items() if family in cls.families]
+
+
+def get(config, tokenizer):
+  """The objective named by `config.objective`, checked against `config.model.family`."""
+  name = config.objective
+  family = config.model.family
+  if name not in REGISTRY:
+    raise ConfigError(f'config key `objective` = {name!r} is unknown; choose one of '
+                      f'{", ".join(REGISTRY)}')
+  cls = REGISTRY[name]
+  if family not in cls.families:
+    others = objectives_for(family)
+    raise ConfigError(
+        f'config key `objective` = {name!r} does not work with `model.family` = {family!r}: '
+        f'{name} needs model.family in ({", ".join(cls.families)}); '
+        f'for {family!r} use objective in ({", ".join(others) or "none"})')
+  return cls(config, tokenizer)
+
+
+__all__ = ['Objective', 'REGISTRY', 'get', 'objectives_for', 'MaskedLM', 'CausalLM', 'PrefixLM',
+           'SpanCorruption', 'Seq2Seq', 'Classification']

@@ -1,0 +1,136 @@
+"""Decoder-only language modelling: causal LM (GPT) and prefix LM (T5's decoder-only variant).
+
+Layout (one stream, 'targets'): every example is `[bos] + text + [eos]`, and the model predicts
+the NEXT token inside the same array: logits at position i are scored against token i+1 when
+both are in the same packed segment. Nothing is shifted on the host, so packing, positions and
+segment ids stay exactly as the data pipeline made them; the leading BOS means the first text
+token is predicted too and that generation can start from `[bos]` alone. No loss crosses a
+segment boundary and padding (segment id 0) is never scored.
+
+Prefix LM adds 'targets_prefix' (1 on `[bos]` + the first round(prefix_fraction * n) text
+tokens, clipped so that at least one text token is on each side). The model is called with
+`prefix=` so those tokens see each other bidirectionally, and only predictions of tokens outside
+the prefix are scored (the last prefix token predicting the first target token counts).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from transformer.objectives import base
+
+
+def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
+  """Next-token cross-entropy over the 'targets' stream of a decoder-only model.
+
+  Shared by causal LM, prefix LM and decoder-only seq2seq. With `use_prefix`, the model gets
+  `prefix=batch['targets_prefix']` and positions whose label lies in the prefix get weight 0.
+  """
+  tokens_BL = batch['targets']
+  segs_BL = batch['targets_segment_ids']
+  kwargs = {}
+  if use_prefix:
+    kwargs['prefix'] = batch['targets_prefix']
+  logits_BLV = model(tokens_BL, segs_BL, batch['targets_positions'],
+                     deterministic=deterministic, **kwargs)
+  labels_BL = base.next_token_labels(tokens_BL)
+  weights_BL = base.next_token_weights(segs_BL)
+  if use_prefix:
+    label_in_prefix = base.next_token_labels(batch['targets_prefix'])
+    weights_BL = weights_BL * (1 - label_in_prefix).astype(jnp.float32)
+  return base.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss)
+
+
+def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirectional_prompt):
+  """Greedy continuations of each prompt (a list of id lists) with transformer.decoding.generate.
+
+  Prompts of equal length run as one batch (generate takes unpadded [B, P] prompts). With
+  `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix did in
+  training (generate's `prefix_lm=True`).
+  """
+  from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
+  outputs = [None] * len(prompts)
+  by_length = {}
+  for i, p in enumerate(prompts):
+    by_length.setdefault(len(p), []).append(i)
+  for length, rows in by_length.items():
+    prompt = np.asarray([prompts[i] for i in rows], np.int32).reshape(len(rows), length)
+    out = np.asarray(decoding.generate(model, prompt, max_new_tokens=max_new_tokens,
+                                       eos_id=tokenizer.eos_id, prefix_lm=bidirectional_prompt))
+    for j, i in enumerate(rows):
+      outputs[i] = out[j].tolist()
+  return outputs
+
+
+class CausalLM(base.Objective):
+  """GPT-style next-token prediction over packed `[bos] + text + [eos]` examples."""
+
+  name = 'causal_lm'
+  head = 'lm'
+  example_fields = ('text',)
+  families = ('decoder',)
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    self.stream_lengths = {'targets': self.seq_len}
+    self.text_chunk_len = self.seq_len - 2  # room for BOS and EOS
+    self.num_samples = int(config.get('log', {}).get('samples', 2))
+
+  def features(self, example, rng=None):
+    del rng  # deterministic
+    text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
+    tok = self.tokenizer
+    return {'targets': base.int32([tok.bos_id, *text.tolist(), tok.eos_id])}
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
+                           z_loss=self.z_loss)
+
+  def _prompt_split(self, example):
+    """(prompt ids, reference ids): the first half of the example and the rest."""
+    tokens = example['tokens']
+    half = max(1, len(tokens) // 2)
+    return tokens[:half], tokens[half:]
+
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
+    """Greedy continuation of the first half of up to `log.samples` eval examples."""
+    tokenizer = tokenizer or self.tokenizer
+    examples = base.first_segments(batch, 'targets', self.num_samples)
+    splits = [self._prompt_split(e) for e in examples]
+    if not splits:
+      return []
+    outputs = generate_continuations(
+        model, tokenizer, [p for p, _ in splits], max_new_tokens=max_new_tokens,
+        bidirectional_prompt=self.name != 'causal_lm')
+    return [dict(input=tokenizer.decode(p), prediction=tokenizer.decode(o),
+                 reference=tokenizer.decode(r)) for (p, r), o in zip(splits, outputs)]
+
+
+class PrefixLM(CausalLM):
+  """Prefix LM: a bidirectional prefix, then next-token prediction on the rest only."""
+
+  name = 'prefix_lm'
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    self.prefix_fraction = base.data_value(config, 'prefix_fraction', 0.0, 1.0)
+
+  def features(self, example, rng=None):
+    del rng  # the split point is a fixed fraction of each example
+    text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
+    n = len(text)
+    k = int(round(self.prefix_fraction * n))
+    k = min(max(k, 1), n - 1) if n >= 2 else 0
+    tok = self.tokenizer
+    targets = base.int32([tok.bos_id, *text.tolist(), tok.eos_id])
+    prefix = np.zeros_like(targets)
+    prefix[:1 + k] = 1
+    return {'targets': targets, 'targets_prefix': prefix}
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
+                           z_loss=self.z_loss)
+
+  def _prompt_split(self, example):
+    """The prefix is the prompt; the non-prefix tokens are the reference."""
+    k = max(1, sum(example['prefix']))
+    return example['tokens'][:k], example['tokens'][k:]

@@ -1,0 +1,88 @@
+"""BERT masked language modelling (Devlin et al. 2019), masking done on the host.
+
+Stream 'inputs' = `[cls] + text + [sep]` (one BERT "sentence A"; packing puts several in a row,
+each with its own segment id). Of the ordinary tokens (never cls/sep/pad/eos/bos/unk/mask or a
+sentinel), exactly max(1, round(p * n)) are chosen uniformly without replacement, where
+p = data.mlm_probability (BERT's fixed per-sequence budget rather than independent coin flips:
+the same 15% on average, with less variance). Each chosen token independently becomes
+`[mask]` with probability 0.8, a random ordinary token with 0.1, and stays itself with 0.1.
+'inputs_labels' holds the original id at chosen positions and 0 elsewhere; only chosen positions
+are scored (ids of ordinary tokens are never 0 = pad, so labels > 0 is the weight).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from transformer.objectives import base
+
+MASK_FRACTION = 0.8    # chosen tokens replaced by [mask]
+RANDOM_FRACTION = 0.1  # chosen tokens replaced by a random ordinary token (the rest: unchanged)
+
+
+class MaskedLM(base.Objective):
+  """BERT MLM over packed `[cls] + text + [sep]` examples."""
+
+  name = 'mlm'
+  head = 'lm'
+  example_fields = ('text',)
+  families = ('encoder',)
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    self.probability = base.data_value(config, 'mlm_probability', 0.0, 1.0)
+    self.stream_lengths = {'inputs': self.seq_len}
+    self.text_chunk_len = self.seq_len - 2  # room for [cls] and [sep]
+    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.special = np.asarray(base.special_ids(tokenizer), np.int32)
+    self.ordinary = np.setdiff1d(np.arange(tokenizer.vocab_size, dtype=np.int32), self.special)
+
+  def features(self, example, rng=None):
+    """{'inputs': corrupted ids, 'inputs_labels': original id where chosen else 0}."""
+    rng = base.as_rng(rng)
+    tok = self.tokenizer
+    text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
+    original = base.int32([tok.cls_id, *text.tolist(), tok.sep_id])
+    candidates = np.flatnonzero(~np.isin(original, self.special))
+    inputs = original.copy()
+    labels = np.zeros_like(original)
+    if candidates.size:
+      count = max(1, int(round(self.probability * candidates.size)))
+      chosen = rng.choice(candidates, size=count, replace=False)
+      labels[chosen] = original[chosen]
+      u = rng.random(count)
+      to_mask = chosen[u < MASK_FRACTION]
+      to_random = chosen[(u >= MASK_FRACTION) & (u < MASK_FRACTION + RANDOM_FRACTION)]
+      inputs[to_mask] = tok.mask_id
+      inputs[to_random] = rng.choice(self.ordinary, size=to_random.size)
+    return {'inputs': inputs, 'inputs_labels': labels}
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    logits_BLV = model(batch['inputs'], batch['inputs_segment_ids'], batch['inputs_positions'],
+                       deterministic=deterministic)
+    labels_BL = batch['inputs_labels']
+    weights_BL = (labels_BL > 0).astype(jnp.float32)
+    return base.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=self.z_loss)
+
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
+    """The masked input, the model's fills at the chosen positions, and the original text."""
+    del max_new_tokens  # nothing is generated
+    tokenizer = tokenizer or self.tokenizer
+    examples = base.first_segments(batch, 'inputs', self.num_samples)
+    if not examples:
+      return []
+    tokens, segs = base.pad_rows([e['tokens'] for e in examples], tokenizer.pad_id)
+    positions = np.where(segs > 0, np.arange(tokens.shape[1])[None, :], 0).astype(np.int32)
+    logits = model(jnp.asarray(tokens), jnp.asarray(segs), jnp.asarray(positions),
+                   deterministic=True)
+    guesses = np.asarray(jnp.argmax(logits, axis=-1))
+    samples = []
+    for i, e in enumerate(examples):
+      labels = np.asarray(e['labels'])
+      chosen = labels > 0
+      shown = np.asarray(e['tokens'])
+      filled = np.where(chosen, guesses[i, :len(labels)], shown)
+      original = np.where(chosen, labels, shown)
+      samples.append(dict(input=tokenizer.decode(shown.tolist()),
+                          prediction=tokenizer.decode(filled.tolist()),
+                          reference=tokenizer.decode(original.tolist())))
+    return samples

@@ -1,0 +1,121 @@
+"""Sequence-to-sequence on (inputs, targets) pairs: translation, summarisation, code -> docstring.
+
+Encoder-decoder family: 'inputs' = source + [eos] (encoder), 'targets' = target + [eos]
+(decoder). The decoder reads the targets shifted right by one inside each packed segment (0 at
+each segment start), built in the jitted loss from targets + targets_segment_ids; every target
+token is scored.
+
+Decoder family: one stream, a prefix LM over `[bos] + source + [sep] + target + [eos]` with
+'targets_prefix' = 1 on `[bos] + source + [sep]` (bidirectional); only the target tokens and its
+EOS are scored (see lm.decoder_lm_loss). When a pair is longer than data.seq_len, the target
+keeps at least half the budget and the source is cut first.
+"""
+
+import numpy as np
+
+from transformer.objectives import base
+from transformer.objectives import lm
+
+
+def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0):
+  """Teacher-forced cross-entropy on 'targets' of an encoder-decoder model."""
+  targets_BT = batch['targets']
+  segs_BT = batch['targets_segment_ids']
+  decoder_inputs_BT = base.shift_right_in_segments(targets_BT, segs_BT)
+  logits_BTV = model(batch['inputs'], decoder_inputs_BT,
+                     inputs_segment_ids=batch['inputs_segment_ids'],
+                     inputs_positions=batch['inputs_positions'],
+                     decoder_segment_ids=segs_BT,
+                     decoder_positions=batch['targets_positions'],
+                     deterministic=deterministic)
+  weights_BT = (segs_BT > 0).astype(np.float32)
+  return base.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss)
+
+
+def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens):
+  """Greedy outputs for the first example of up to `rows` rows vs the reference targets."""
+  from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
+  sources = base.first_segments(batch, 'inputs', rows)
+  references = base.first_segments(batch, 'targets', rows)
+  if not sources:
+    return []
+  inputs, segs = base.pad_rows([s['tokens'] for s in sources], tokenizer.pad_id)
+  outputs = np.asarray(decoding.generate_seq2seq(model, inputs, segs,
+                                                 max_new_tokens=max_new_tokens,
+                                                 eos_id=tokenizer.eos_id))
+  return [dict(input=tokenizer.decode(s['tokens']), prediction=tokenizer.decode(o.tolist()),
+               reference=tokenizer.decode(r['tokens']))
+          for s, r, o in zip(sources, references, outputs)]
+
+
+def split_budget(source_len, target_len, budget):
+  """(kept source length, kept target length) with their sum at most `budget`."""
+  if source_len + target_len <= budget:
+    return source_len, target_len
+  keep_target = min(target_len, max(budget - source_len, budget // 2))
+  return min(source_len, budget - keep_target), keep_target
+
+
+class Seq2Seq(base.Objective):
+  """Pairs: encoder-decoder translation, or a decoder-only prefix LM over source + sep + target."""
+
+  name = 'seq2seq'
+  head = 'lm'
+  example_fields = ('inputs', 'targets')
+  families = ('encoder_decoder', 'decoder')
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    if self.family == 'decoder':
+      self.stream_lengths = {'targets': self.seq_len}
+    else:
+      self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
+    self.num_samples = int(config.get('log', {}).get('samples', 2))
+
+  def features(self, example, rng=None):
+    del rng  # deterministic
+    tok = self.tokenizer
+    source = np.asarray(example['inputs'], np.int32).tolist()
+    target = np.asarray(example['targets'], np.int32).tolist()
+    if self.family != 'decoder':
+      return {'inputs': base.int32(source[:self.seq_len - 1] + [tok.eos_id]),
+              'targets': base.int32(target[:self.targets_len - 1] + [tok.eos_id])}
+    n_src, n_tgt = split_budget(len(source), len(target), self.seq_len - 3)
+    prompt = [tok.bos_id] + source[:n_src] + [tok.sep_id]
+    targets = base.int32(prompt + target[:n_tgt] + [tok.eos_id])
+    prefix = np.zeros_like(targets)
+    prefix[:len(prompt)] = 1
+    return {'targets': targets, 'targets_prefix': prefix}
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    if self.family == 'decoder':
+      return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
+                                z_loss=self.z_loss)
+    return encoder_decoder_loss(model, batch, deterministic=deterministic, z_loss=self.z_loss)
+
+  def score(self, samples):
+    """{'bleu': corpus BLEU (sacrebleu, 0-100) of the predictions against the references}."""
+    if not samples:
+      return {}
+    import sacrebleu  # pylint: disable=g-import-not-at-top
+    hypotheses = [s['prediction'] for s in samples]
+    references = [[s['reference'] for s in samples]]
+    return {'bleu': float(sacrebleu.corpus_bleu(hypotheses, references).score)}
+
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
+    """Greedy translations of up to `log.samples` eval examples vs their references."""
+    tokenizer = tokenizer or self.tokenizer
+    if self.family != 'decoder':
+      return predict_encoder_decoder(model, batch, tokenizer, rows=self.num_samples,
+                                     max_new_tokens=max_new_tokens)
+    examples = base.first_segments(batch, 'targets', self.num_samples)
+    if not examples:
+      return []
+    splits = []
+    for e in examples:
+      k = max(1, sum(e['prefix']))
+      splits.append((e['tokens'][:k], e['tokens'][k:]))
+    outputs = lm.generate_continuations(model, tokenizer, [p for p, _ in splits],
+                                        max_new_tokens=max_new_tokens, bidirectional_prompt=True)
+    return [dict(input=tokenizer.decode(p[1:-1]), prediction=tokenizer.decode(o),
+                 reference=tokenizer.decode(r)) for (p, r), o in zip(splits, outputs)]

@@ -1,0 +1,130 @@
+"""T5 span corruption (Raffel et al. 2020, section 3.1.4) for encoder-decoder models.
+
+For a chunk of n text tokens, round(n * noise_density) tokens (at least 1, at most n - 1) are
+noise, grouped into round(noise / mean_noise_span_length) spans (at least 1, at most the number
+of sentinels). Span lengths and the lengths of the text runs between them are uniformly random
+compositions, and the chunk always starts with text and ends with noise, as in T5. Then
+
+  inputs  = text_0 <extra_id_0> text_1 <extra_id_1> ... text_k <extra_id_k> [eos]
+  targets = <extra_id_0> noise_0 <extra_id_1> noise_1 ... <extra_id_k> noise_k [eos]
+
+so replacing each sentinel in the inputs by its span in the targets gives the text back.
+`text_chunk_len` is the longest chunk whose corrupted inputs and targets fit data.seq_len and
+data.targets_len for every chunk length up to it (the job of T5's random_spans_helper).
+The decoder reads the targets shifted right inside each packed segment, built in the jitted
+loss from targets + targets_segment_ids so packing stays correct.
+"""
+
+import numpy as np
+
+from transformer.errors import ConfigError
+from transformer.objectives import base
+from transformer.objectives import seq2seq
+
+
+def noise_counts(length, noise_density, mean_span_length, max_spans):
+  """(noise tokens, noise spans) for a chunk of `length` tokens."""
+  if length < 2:
+    return 0, 0
+  num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  num_spans = min(max(int(round(num_noise / mean_span_length)), 1), num_noise, max_spans,
+                  length - num_noise)
+  return num_noise, num_spans
+
+
+def corrupted_lengths(length, noise_density, mean_span_length, max_spans):
+  """(inputs length, targets length) after corrupting `length` tokens, EOS included."""
+  num_noise, num_spans = noise_counts(length, noise_density, mean_span_length, max_spans)
+  return length - num_noise + num_spans + 1, num_noise + num_spans + 1
+
+
+def chunk_length(inputs_len, targets_len, noise_density, mean_span_length, max_spans):
+  """The longest n such that every chunk of 1..n tokens fits both streams once corrupted."""
+  n = 0
+  while True:
+    i, t = corrupted_lengths(n + 1, noise_density, mean_span_length, max_spans)
+    if i > inputs_len or t > targets_len:
+      return n
+    n += 1
+
+
+def random_composition(total, parts, rng):
+  """`parts` positive ints summing to `total`, uniform over all such compositions."""
+  if parts <= 1:
+    return np.asarray([total], np.int64)
+  cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False))
+  return np.diff(np.concatenate([[0], cuts, [total]]))
+
+
+def noise_mask(length, noise_density, mean_span_length, max_spans, rng):
+  """Boolean [length]: True on noise tokens, in spans alternating text/noise, text first."""
+  num_noise, num_spans = noise_counts(length, noise_density, mean_span_length, max_spans)
+  mask = np.zeros(length, bool)
+  if num_spans == 0:
+    return mask
+  noise_lengths = random_composition(num_noise, num_spans, rng)
+  text_lengths = random_composition(length - num_noise, num_spans, rng)
+  start = 0
+  for text_len, noise_len in zip(text_lengths, noise_lengths):
+    start += text_len
+    mask[start:start + noise_len] = True
+    start += noise_len
+  return mask
+
+
+def corrupt(tokens, mask, sentinel_ids, eos_id):
+  """(inputs, targets) of T5 span corruption for `tokens` given the noise `mask`."""
+  inputs, targets = [], []
+  span = -1
+  for i, (token, noisy) in enumerate(zip(tokens.tolist(), mask.tolist())):
+    if noisy:
+      if i == 0 or not mask[i - 1]:
+        span += 1
+        inputs.append(sentinel_ids[span])
+        targets.append(sentinel_ids[span])
+      targets.append(token)
+    else:
+      inputs.append(token)
+  return base.int32(inputs + [eos_id]), base.int32(targets + [eos_id])
+
+
+class SpanCorruption(base.Objective):
+  """T5 denoising: sentinel-marked inputs, sentinel + span targets, packed."""
+
+  name = 'span_corruption'
+  head = 'lm'
+  example_fields = ('text',)
+  families = ('encoder_decoder',)
+
+  def __init__(self, config, tokenizer):
+    super().__init__(config, tokenizer)
+    self.noise_density = base.data_value(config, 'noise_density', 0.0, 1.0)
+    self.mean_span_length = base.data_value(config, 'mean_noise_span_length', 0.0, 1e9)
+    self.sentinel_ids = list(tokenizer.sentinel_ids)
+    if not self.sentinel_ids:
+      raise ConfigError('span_corruption needs sentinel tokens: the tokenizer given by '
+                        '`data.tokenizer` has no <extra_id_N> symbols; leave it empty to train one')
+    self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
+    self.text_chunk_len = chunk_length(self.seq_len, self.targets_len, self.noise_density,
+                                       self.mean_span_length, len(self.sentinel_ids))
+    if self.text_chunk_len < 2:
+      raise ConfigError(f'`data.targets_len` = {self.targets_len} is too short for span corruption '
+                        f'at noise density {self.noise_density}; raise it, e.g. '
+                        f'--config.data.targets_len={max(8, self.seq_len // 4)}')
+    self.num_samples = int(config.get('log', {}).get('samples', 2))
+
+  def features(self, example, rng=None):
+    rng = base.as_rng(rng)
+    text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
+    mask = noise_mask(len(text), self.noise_density, self.mean_span_length,
+                      len(self.sentinel_ids), rng)
+    inputs, targets = corrupt(text, mask, self.sentinel_ids, self.tokenizer.eos_id)
+    return {'inputs': inputs, 'targets': targets}
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
+                                        z_loss=self.z_loss)
+
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
+    return seq2seq.predict_encoder_decoder(model, batch, tokenizer or self.tokenizer,
+                                           rows=self.num_samples, max_new_tokens=max_new_tokens)
