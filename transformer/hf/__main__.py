@@ -1,0 +1,67 @@
+"""Converts a local Hugging Face checkpoint into one of our checkpoints that training can start from.
+
+  python -m transformer.hf --from /path/to/hf_dir --workdir /path/to/out [--scan_layers]
+  ./launch.sh train --config configs/gpt2.py:small --config.checkpoint.init_from=/path/to/out
+
+Writes OUT/0/ (an orbax checkpoint at step 0 whose state is {'params': ...}) and OUT/config.json
+(our resolved config for the imported model: copy its `model` section into the run's config).
+"""
+
+import argparse
+import os
+import sys
+
+from flax import nnx
+
+from transformer import checkpoint
+from transformer.errors import ConfigError
+from transformer.hf.load import from_pretrained
+
+
+def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32'):
+  """Imports `hf_dir` and saves it under `workdir`; returns our ConfigDict of the model."""
+  config, model = from_pretrained(hf_dir, dtype=dtype, scan_layers=scan_layers)
+  workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
+  if os.path.isdir(workdir) and any(name.isdigit() for name in os.listdir(workdir)):
+    raise ConfigError(f'--workdir {workdir} already holds checkpoints; choose an empty directory')
+  os.makedirs(workdir, exist_ok=True)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1, keep_best=False)
+  try:
+    ckpt.save(0, {'params': params}, data_position={}, force=True)
+    ckpt.wait_until_finished()
+  finally:
+    ckpt.close()
+  config.checkpoint.init_from = workdir
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  return config
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog='python -m transformer.hf',
+      description='Import a local Hugging Face checkpoint (bert, gpt2, bart, t5, mt5) as one of '
+                  'our checkpoints, for --config.checkpoint.init_from=WORKDIR.')
+  parser.add_argument('--from', dest='hf_dir', required=True,
+                      help='Hugging Face checkpoint directory (config.json + weights)')
+  parser.add_argument('--workdir', required=True, help='output directory (empty or new)')
+  parser.add_argument('--scan_layers', action='store_true',
+                      help='stack layers for model.scan_layers=True runs')
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16', 'float16'),
+                      help='parameter dtype of the saved checkpoint')
+  args = parser.parse_args(argv)
+  try:
+    config = convert(args.hf_dir, args.workdir, scan_layers=args.scan_layers, dtype=args.dtype)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  m = config.model
+  print(f'imported {args.hf_dir} ({m.family}, {m.num_layers} layers, d_model {m.d_model}, '
+        f'vocab {m.vocab_size}) -> {args.workdir}; train with '
+        f'--config.checkpoint.init_from={args.workdir}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,140 @@
+"""config.json -> our `config.model` fields, one small function per Hugging Face model_type.
+
+Each function returns (family config module, size preset, model fields). The preset only
+supplies the training defaults of the family (objective, optimizer, ...); every architectural
+field that config.json decides is set from config.json.
+"""
+
+from configs import bart as bart_config
+from configs import bert as bert_config
+from configs import gpt2 as gpt2_config
+from configs import t5 as t5_config
+from transformer.errors import ConfigError
+
+# Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
+ACTIVATIONS = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
+               'relu': 'relu', 'silu': 'silu', 'swish': 'silu'}
+# T5 feed_forward_proj: '<act>' or 'gated-<act>'; transformers runs 'gated-gelu' as gelu_new (tanh).
+GATED = {'gelu': 'geglu', 'gelu_new': 'geglu', 'gelu_pytorch_tanh': 'geglu', 'relu': 'reglu',
+         'silu': 'swiglu', 'swish': 'swiglu'}
+T5_FEED_FORWARD = {**ACTIVATIONS, **{f'gated-{k}': v for k, v in GATED.items()}}
+
+
+class HFConfig:
+  """config.json values with one-line errors naming the missing or unsupported field."""
+
+  def __init__(self, values: dict, filename: str):
+    self.values, self.filename = values, filename
+
+  def __call__(self, key, default=KeyError):
+    value = self.values.get(key)
+    if value is None:
+      if default is KeyError:
+        raise ConfigError(f'{self.filename}: field "{key}" is missing')
+      return default
+    return value
+
+  def bad(self, key, why):
+    raise ConfigError(f'{self.filename}: "{key}": {self.values.get(key)!r} {why}')
+
+  def activation(self, key, default, table=ACTIVATIONS):
+    name = self(key, default)
+    if name not in table:
+      self.bad(key, f'is not supported; use one of {", ".join(sorted(table))}')
+    return table[name]
+
+  def require(self, key, expected, default=None):
+    if self(key, default) != expected:
+      self.bad(key, f'is not supported (only {expected!r})')
+
+
+def bert(c: HFConfig, weights):
+  del weights
+  c.require('position_embedding_type', 'absolute', 'absolute')
+  if c('is_decoder', False) or c('add_cross_attention', False):
+    c.bad('is_decoder', 'is not supported: only BERT encoders are imported')
+  return bert_config, 'base', dict(
+      family='encoder', vocab_size=c('vocab_size'), num_layers=c('num_hidden_layers'),
+      d_model=c('hidden_size'), num_heads=c('num_attention_heads'), head_dim=0,
+      d_ff=c('intermediate_size'), activation=c.activation('hidden_act', 'gelu'),
+      norm_eps=c('layer_norm_eps', 1e-12), max_len=c('max_position_embeddings'),
+      type_vocab_size=c('type_vocab_size', 2), dropout_rate=c('hidden_dropout_prob', 0.1),
+      attention_dropout_rate=c('attention_probs_dropout_prob', 0.1),
+      tie_embeddings=bool(c('tie_word_embeddings', True)))
+
+
+def gpt2(c: HFConfig, weights):
+  del weights
+  c.require('scale_attn_weights', True, True)
+  c.require('scale_attn_by_inverse_layer_idx', False, False)
+  c.require('add_cross_attention', False, False)
+  d_model = c('n_embd')
+  return gpt2_config, 'small', dict(
+      family='decoder', vocab_size=c('vocab_size'), num_layers=c('n_layer'), d_model=d_model,
+      num_heads=c('n_head'), head_dim=0, d_ff=c('n_inner', 4 * d_model),
+      activation=c.activation('activation_function', 'gelu_new'),
+      norm_eps=c('layer_norm_epsilon', 1e-5), max_len=c('n_positions'),
+      dropout_rate=c('resid_pdrop', 0.1), attention_dropout_rate=c('attn_pdrop', 0.1),
+      tie_embeddings=bool(c('tie_word_embeddings', True)))
+
+
+def bart(c: HFConfig, weights):
+  del weights
+  c.require('normalize_before', False, False)  # mBART-style pre-norm configs are not BART
+  c.require('add_final_layer_norm', False, False)
+  c.require('normalize_embedding', True, True)
+  for enc, dec in (('encoder_attention_heads', 'decoder_attention_heads'),
+                   ('encoder_ffn_dim', 'decoder_ffn_dim')):
+    if c(enc) != c(dec):
+      c.bad(dec, f'differs from "{enc}"={c(enc)}; our encoder and decoder share one size')
+  return bart_config, 'base', dict(
+      family='encoder_decoder', vocab_size=c('vocab_size'), num_layers=c('encoder_layers'),
+      num_decoder_layers=c('decoder_layers'), d_model=c('d_model'),
+      num_heads=c('encoder_attention_heads'), head_dim=0, d_ff=c('encoder_ffn_dim'),
+      activation=c.activation('activation_function', 'gelu'), norm_eps=1e-5,
+      max_len=c('max_position_embeddings'), scale_embeddings=bool(c('scale_embedding', False)),
+      dropout_rate=c('dropout', 0.1), attention_dropout_rate=c('attention_dropout', 0.0),
+      tie_embeddings=bool(c('tie_word_embeddings', True)), lm_head_bias=True)
+
+
+def t5_head(c: HFConfig, weights):
+  """(tied, scaled): whether logits use the shared embedding, and whether they are scaled.
+
+  Original T5 configs say tie_word_embeddings (true: v1.0, tied and scaled by d_model**-0.5;
+  false: v1.1, untied lm_head, unscaled). Newer transformers always write tie_word_embeddings
+  true plus scale_decoder_outputs, and keep lm_head.weight only when it differs from the shared
+  embedding, so a distinct lm_head.weight in the file means untied.
+  """
+  tie_flag = bool(c('tie_word_embeddings', True))
+  scaled = bool(c('scale_decoder_outputs', tie_flag))
+  distinct_head = weights.has('lm_head.weight') and weights.has('shared.weight') and not (
+      weights.tensors['lm_head.weight'].shape == weights.tensors['shared.weight'].shape and
+      (weights.tensors['lm_head.weight'] == weights.tensors['shared.weight']).all())
+  return tie_flag and not distinct_head, scaled
+
+
+def t5(c: HFConfig, weights):
+  activation = c.activation('feed_forward_proj', 'relu', T5_FEED_FORWARD)
+  tied, scaled = t5_head(c, weights)
+  v1_1 = activation in GATED.values()
+  return t5_config, 'v1_1_base' if v1_1 else 'base', dict(
+      family='encoder_decoder', vocab_size=c('vocab_size'), num_layers=c('num_layers'),
+      num_decoder_layers=c('num_decoder_layers', c('num_layers')), d_model=c('d_model'),
+      num_heads=c('num_heads'), head_dim=c('d_kv'), d_ff=c('d_ff'), activation=activation,
+      norm_eps=c('layer_norm_epsilon', 1e-6),
+      relative_buckets=c('relative_attention_num_buckets', 32),
+      relative_max_distance=c('relative_attention_max_distance', 128),
+      dropout_rate=c('dropout_rate', 0.1), tie_embeddings=tied,
+      scale_tied_logits=tied and scaled)
+
+
+ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}
+WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'gpt2': ('transformer.', ''), 'bart': ('model.', ''),
+                   't5': ('',), 'mt5': ('',)}
+
+
+def model_type(c: HFConfig) -> str:
+  name = c('model_type')
+  if name not in ARCHITECTURES:
+    c.bad('model_type', f'is not supported; supported: {", ".join(sorted(ARCHITECTURES))}')
+  return name

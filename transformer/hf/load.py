@@ -1,0 +1,141 @@
+"""`from_pretrained`: a local Hugging Face checkpoint -> (our ConfigDict, our nnx model).
+
+The steps: config.json -> the family's base config with `model` from config.json
+(hf_config.py); read every tensor (reader.py); map them onto our parameter paths (mapping.py);
+stack per-layer entries when the model scans over layers; check that every parameter of the
+built model got exactly one tensor of its shape; write them into the model.
+"""
+
+import collections
+import logging
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from configs import common
+from transformer import models
+from transformer.errors import ConfigError
+from transformer.hf import hf_config, mapping, reader
+
+log = logging.getLogger(__name__)
+
+_LAYER = re.compile(r'^(.*/layers)/(\d+)/(.*)$')
+
+
+def build_config(c: hf_config.HFConfig, arch, weights: reader.Weights, *, dtype='float32',
+                 **model_overrides):
+  """Our full ConfigDict: the family's preset with `model` set from config.json and overrides."""
+  family_module, preset, fields = hf_config.ARCHITECTURES[arch](c, weights)
+  config = family_module.get_config(preset)
+  unknown = sorted(set(model_overrides) - set(common.MODEL_DEFAULTS))
+  if unknown:
+    raise ConfigError(f'from_pretrained: unknown model override {unknown[0]!r}; valid keys are '
+                      'config.model keys (configs/common.py)')
+  values = dict(config.model)
+  values.update(fields, dtype=dtype, param_dtype=dtype)
+  values.update(model_overrides)
+  config.model = common.model_config(**values)
+  config.run_name = f'hf_{arch}'
+  return config
+
+
+def stack_layers(flat: dict) -> dict:
+  """{'x/layers/<i>/p': a_i} -> {'x/layers/p': stack_i(a_i)}: the nnx.scan parameter layout."""
+  out, groups = {}, collections.defaultdict(dict)
+  for path, value in flat.items():
+    match = _LAYER.match(path)
+    if match:
+      groups[(match.group(1), match.group(3))][int(match.group(2))] = value
+    else:
+      out[path] = value
+  for (stack, rest), per_layer in groups.items():
+    out[f'{stack}/{rest}'] = np.stack([per_layer[i] for i in sorted(per_layer)])
+  return out
+
+
+def _set(pure: dict, keys, value):
+  for k in keys[:-1]:
+    pure = pure[k]
+  pure[keys[-1]] = value
+
+
+RNG_SEEDS = {'params': 0, 'dropout': 1}  # the streams of nnx.Rngs(params=0, dropout=1)
+
+
+def _concrete_rng(var):
+  """A fresh value for a non-parameter variable of an abstract model (its RNG streams).
+
+  Scanned layers hold stacked streams: keys and counts with a leading [num_layers] axis.
+  """
+  shape = tuple(var.get_value().shape)
+  if isinstance(var, nnx.RngKey):
+    key = jax.random.key(RNG_SEEDS.get(var.get_metadata('tag'), 0))
+    return jax.random.split(key, shape) if shape else key
+  if isinstance(var, nnx.RngCount):
+    return jnp.zeros(shape, jnp.uint32)
+  raise TypeError(f'cannot initialise {type(var).__name__} of an abstract model')
+
+
+def build_with(hp: models.HParams, flat: dict, label: str):
+  """Our model (head 'lm') holding the tensors `flat` {path: array}; every path checked.
+
+  The model is built abstractly (nnx.eval_shape): random init of every parameter would compile
+  one XLA program per distinct shape and cost more than the import itself.
+  """
+  abstract = nnx.eval_shape(lambda: models.build(hp, head='lm', rngs=nnx.Rngs(**RNG_SEEDS)))
+  graphdef, state = nnx.split(abstract)
+  pure = nnx.to_pure_dict(state)
+  remaining = dict(flat)
+  for keys, var in nnx.to_flat_state(state):
+    path = '/'.join(str(k) for k in keys)
+    if not isinstance(var, nnx.Param):
+      _set(pure, keys, _concrete_rng(var))
+      continue
+    if path not in remaining:
+      raise ConfigError(f'{label}: no tensor maps to our parameter {path}; this checkpoint '
+                        'variant is not supported')
+    value, want = remaining.pop(path), var.get_value()
+    if tuple(value.shape) != tuple(want.shape):
+      raise ConfigError(f'{label}: the tensor for {path} has shape {tuple(value.shape)}, the model '
+                        f'built from config.json needs {tuple(want.shape)}')
+    _set(pure, keys, jnp.asarray(value, dtype=want.dtype))
+  if remaining:
+    raise ConfigError(f'{label}: converted tensor {sorted(remaining)[0]} has no place in the '
+                      'model built from config.json')
+  nnx.replace_by_pure_dict(state, pure)
+  return nnx.merge(graphdef, state)
+
+
+def from_pretrained(path, *, dtype='float32', **model_overrides):
+  """Loads a local Hugging Face checkpoint directory -> (config, model with head 'lm').
+
+  Args:
+    path: a directory with config.json and model.safetensors (or sharded safetensors, or
+      pytorch_model.bin); model_type bert, gpt2, bart, t5 or mt5.
+    dtype: compute and parameter dtype of the model ('float32', 'bfloat16', 'float16').
+    **model_overrides: any config.model key, e.g. scan_layers=True, attention_impl='reference',
+      dropout_rate=0.0.
+
+  Raises:
+    ConfigError: one line naming the file or config.json field that is missing, unsupported or
+      inconsistent with the weights.
+  """
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  c = hf_config.HFConfig(reader.read_config(path), os.path.join(path, 'config.json'))
+  arch = hf_config.model_type(c)
+  tensors, label = reader.read_weights(path)
+  weights = reader.Weights(tensors, label, hf_config.WEIGHT_PREFIXES[arch])
+  config = build_config(c, arch, weights, dtype=dtype, **model_overrides)
+  hp = models.HParams.from_config(config.model)
+  flat = mapping.MAPPINGS[arch](weights, hp, c)
+  if hp.scan_layers:
+    flat = stack_layers(flat)
+  model = build_with(hp, flat, label)
+  unused = sorted(set(weights.tensors) - weights.used)
+  if unused:
+    log.info('%s: %d tensors not used (e.g. %s)', label, len(unused), unused[:3])
+  return config, model

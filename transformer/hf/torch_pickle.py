@@ -1,0 +1,105 @@
+"""Reads a PyTorch `torch.save` zip file (e.g. pytorch_model.bin) into numpy arrays, without torch.
+
+A zip-format torch file holds `<archive>/data.pkl`, a pickle of the state dict in which every
+tensor is a call to `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` and
+every storage is a persistent id ('storage', <dtype>Storage, key, location, numel) naming the raw
+little-endian bytes in `<archive>/data/<key>`. We unpickle with an allow-list: only those
+rebuild functions, the storage types and OrderedDict resolve; anything else is refused, so a
+checkpoint cannot run arbitrary code.
+"""
+
+import collections
+import pickle
+import zipfile
+
+import ml_dtypes
+import numpy as np
+
+from transformer.errors import ConfigError
+
+STORAGE_DTYPES = {
+    'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
+    'BFloat16Storage': ml_dtypes.bfloat16, 'LongStorage': np.int64, 'IntStorage': np.int32,
+    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
+    'BoolStorage': np.bool_,
+}
+
+
+class _StorageType:
+  """Stands in for torch.<X>Storage inside the pickle: only its element dtype matters."""
+
+  def __init__(self, name):
+    self.name, self.dtype = name, np.dtype(STORAGE_DTYPES[name])
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+  """torch._utils._rebuild_tensor_v2: a strided view of a flat storage, copied to own memory."""
+  if not size:
+    return storage[offset:offset + 1].reshape(()).copy()
+  view = np.lib.stride_tricks.as_strided(
+      storage[offset:], shape=tuple(size),
+      strides=tuple(s * storage.itemsize for s in stride))
+  return np.ascontiguousarray(view)
+
+
+def _rebuild_parameter(data, *unused):
+  return data
+
+
+_ALLOWED = {
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
+    ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+  """An allow-list unpickler that turns torch storages into flat numpy arrays."""
+
+  def __init__(self, file, archive: zipfile.ZipFile, prefix: str, filename: str):
+    super().__init__(file)
+    self.archive, self.prefix, self.filename = archive, prefix, filename
+
+  def find_class(self, module, name):
+    if (module, name) in _ALLOWED:
+      return _ALLOWED[(module, name)]
+    if module == 'torch' and name in STORAGE_DTYPES:
+      return _StorageType(name)
+    raise ConfigError(f'{self.filename}: refusing to unpickle {module}.{name}; only plain tensor '
+                      'state dicts are read (re-save it with safetensors)')
+
+  def persistent_load(self, pid):
+    if not (isinstance(pid, tuple) and pid and pid[0] == 'storage'):
+      raise ConfigError(f'{self.filename}: unknown persistent id {pid!r:.60}; only tensor '
+                        'storages are supported')
+    storage_type, key = pid[1], pid[2]
+    if not isinstance(storage_type, _StorageType):
+      raise ConfigError(f'{self.filename}: unsupported storage type {storage_type!r}')
+    data = self.archive.read(f'{self.prefix}/data/{key}')
+    return np.frombuffer(data, dtype=storage_type.dtype)  # byteorder checked in load()
+
+
+def load(filename) -> dict:
+  """The state dict in a zip-format torch file: {name: np.ndarray}."""
+  filename = str(filename)
+  if not zipfile.is_zipfile(filename):
+    raise ConfigError(f'{filename}: not a zip-format torch file (legacy torch.save format); '
+                      're-save it with torch>=1.6 or as safetensors')
+  with zipfile.ZipFile(filename) as archive:
+    pickles = [n for n in archive.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
+    if not pickles:
+      raise ConfigError(f'{filename}: no data.pkl inside; is this a torch.save file?')
+    prefix = pickles[0].split('/')[0]
+    order = f'{prefix}/byteorder'
+    if order in archive.namelist() and archive.read(order).strip() != b'little':
+      raise ConfigError(f'{filename}: big-endian torch files are not supported')
+    with archive.open(pickles[0]) as f:
+      state = _Unpickler(f, archive, prefix, filename).load()
+  if not isinstance(state, dict):
+    raise ConfigError(f'{filename}: holds a {type(state).__name__}, not a state dict of tensors')
+  # Unwrap {'state_dict': {...}} / {'model': {...}} wrappers some training scripts write.
+  for wrapper in ('state_dict', 'model'):
+    if set(state) == {wrapper} and isinstance(state[wrapper], dict):
+      state = state[wrapper]
+  return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
