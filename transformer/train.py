@@ -138,10 +138,10 @@ def train(config, workdir, *, dry_run=False):
   t0 = time.perf_counter()
   step_fn = trainer.compile(state, sharding.global_batch(first, mesh))
   compile_s = time.perf_counter() - t0
-  counts = summary.count_params(state['params'])
+  counts = summary.count_params(summary.abstract_model(config))
   flops_token = summary.flops_per_token(config)['total_train']
   if dry_run:
-    return _report_dry_run(config, counts, flops_token, first, step_fn, compile_s)
+    return _report_dry_run(config, counts, flops_token, step_fn, compile_s)
 
   writer = tb.MetricWriter(out, enabled=jax.process_index() == 0)
   writer.hparams(tb.flatten_config(config), {'eval/loss': None, 'eval/accuracy': None})
@@ -246,10 +246,10 @@ def _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step, 
   return scalars
 
 
-def _report_dry_run(config, counts, flops_token, batch, step_fn, compile_s):
+def _report_dry_run(config, counts, flops_token, step_fn, compile_s):
   tokens = config.train.batch_size * config.data.seq_len
   mem = step_fn.memory_analysis()
-  print(summary.format_params(counts))
+  print(summary.format_table(config, param_counts=counts))
   print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per token x {tokens} '
         'tokens)')
   if mem is not None:
