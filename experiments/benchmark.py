@@ -1,0 +1,299 @@
+"""Speed and memory of the train step, for each model family at each size.
+
+  python experiments/benchmark.py --families encoder,decoder,encoder_decoder --sizes tiny,small \
+      --steps 10 --dtype bfloat16 --out results.json [--config.model.scan_layers=true ...]
+
+Each row drives the real training code (config loading, tokenizer, objective, `Trainer`) on one
+family config: encoder = configs/bert.py (mlm), decoder = configs/gpt2.py (causal_lm),
+encoder_decoder = configs/t5.py (span_corruption). It measures
+
+  init_s        building the trainer and initialising the state (jitted init, optimizer state)
+  compile_s     AOT compile of the train step (`Trainer.compile`)
+  step_s        median over --steps timed steps after --warmup, each waited for with
+                block_until_ready; the batch is ONE batch from the real data pipeline on the
+                embedded corpus, reused every step, so data loading is never timed
+  tokens_per_s  non-padding tokens of that batch (every stream, as perf/tokens_per_sec) / step_s
+  flops_per_step  transformer.summary.flops_per_token(config)['total_train'] x the non-padding
+                tokens of the OUTPUT stream (summary's "per token": the targets of an
+                encoder-decoder, whose encoder work it spreads over them; the only stream else)
+  mfu           flops_per_step / step_s / (peak_flops x devices); the peak comes from
+                transformer.perf.peak_flops in this same run and is named in the output (a
+                published dense peak on accelerators, a measured matmul rate on CPU)
+  memory        compiled.memory_analysis() per device: arguments + outputs + temporaries -
+                aliased (the donated state), and on GPUs the allocator's peak_bytes_in_use (a
+                high-water mark of the whole process, so it never falls from one row to the next)
+
+On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes
+per step); the table header says so. --mesh_presets is reserved for sharding comparisons and
+accepts only 'data' for now. Any --config.KEY=VALUE is applied to every family's config last.
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+if __package__ in (None, ''):  # run as a script: make the repo root importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transformer import config as config_lib  # noqa: E402
+from transformer import data, objectives, perf, sharding, summary, train  # noqa: E402
+from transformer.errors import ConfigError  # noqa: E402
+from transformer.trainer import Trainer  # noqa: E402
+
+FAMILIES = {'encoder': 'configs/bert.py', 'decoder': 'configs/gpt2.py',
+            'encoder_decoder': 'configs/t5.py'}
+# A size a family lacks -> the size that plays its part (BERT's smallest published one is base).
+SIZE_ALIASES = {'encoder': {'small': 'base'}}
+MESH_PRESETS = ('data',)   # more arrive with the sharding work
+CPU_BATCH, CPU_SEQ_LEN = 2, 128
+DEFAULT_STEPS = {'cpu': 3, 'accelerator': 20}
+DEFAULT_WARMUP = {'cpu': 1, 'accelerator': 3}
+
+
+def _platform():
+  return 'cpu' if jax.devices()[0].platform == 'cpu' else 'accelerator'
+
+
+def parse_args(argv):
+  """(argparse namespace, {config key: string value}) from argv; ConfigError on bad flags."""
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0], allow_abbrev=False)
+  p.add_argument('--families', default=','.join(FAMILIES), help='comma list of ' +
+                 ', '.join(FAMILIES))
+  p.add_argument('--sizes', default='tiny,small', help='comma list of config sizes')
+  p.add_argument('--steps', type=int, default=None, help='timed steps (CPU 3, else 20)')
+  p.add_argument('--warmup', type=int, default=None, help='untimed steps first (CPU 1, else 3)')
+  p.add_argument('--batch_size', type=int, default=None,
+                 help=f'sequences per step (default: the config\'s; CPU: at most {CPU_BATCH})')
+  p.add_argument('--seq_len', type=int, default=None,
+                 help=f'data.seq_len (default: the config\'s; CPU: at most {CPU_SEQ_LEN})')
+  p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                 help='model.dtype (compute); parameters stay float32')
+  p.add_argument('--mesh_presets', default='data', help='comma list; only data for now')
+  p.add_argument('--out', default='', help='write the results here as JSON')
+  overrides, rest = {}, []
+  for arg in argv:
+    if arg.startswith('--config.'):
+      key, eq, value = arg[len('--config.'):].partition('=')
+      if not eq:
+        raise ConfigError(f'{arg}: give a value, e.g. --config.{key}=VALUE')
+      overrides[key] = value
+    else:
+      rest.append(arg)
+  args = p.parse_args(rest)
+  args.families = [f for f in args.families.split(',') if f]
+  args.sizes = [s for s in args.sizes.split(',') if s]
+  args.mesh_presets = [m for m in args.mesh_presets.split(',') if m]
+  for f in args.families:
+    if f not in FAMILIES:
+      raise ConfigError(f'--families: unknown family {f!r}; choose from {", ".join(FAMILIES)}')
+  for m in args.mesh_presets:
+    if m not in MESH_PRESETS:
+      raise ConfigError(f'--mesh_presets: {m!r} is not supported yet; use '
+                        f'{", ".join(MESH_PRESETS)} (other presets come with the sharding work)')
+  for name in ('steps', 'warmup', 'batch_size', 'seq_len'):
+    value = getattr(args, name)
+    if value is not None and (value < 0 or (value == 0 and name != 'warmup')):
+      raise ConfigError(f'--{name}={value}: must be positive')
+  kind = _platform()
+  args.steps = args.steps or DEFAULT_STEPS[kind]
+  args.warmup = DEFAULT_WARMUP[kind] if args.warmup is None else args.warmup
+  return args, overrides
+
+
+def family_config(family, size, args, mesh_preset, overrides):
+  """(spec, validated config) of `family` at `size` with the benchmark's batch, length, dtype."""
+  spec = f'{FAMILIES[family]}:{size}'
+  try:
+    config = config_lib.load_file(spec)
+  except ConfigError as e:
+    alias = SIZE_ALIASES.get(family, {}).get(size)
+    if alias is None:
+      raise ConfigError(f'--sizes {size}: not a size of {FAMILIES[family]} ({e})') from None
+    spec = f'{FAMILIES[family]}:{alias}'
+    config = config_lib.load_file(spec)
+  cpu = _platform() == 'cpu'
+  batch = args.batch_size or (min(config.train.batch_size, CPU_BATCH) if cpu else
+                              config.train.batch_size)
+  seq_len = args.seq_len or (min(config.data.seq_len, CPU_SEQ_LEN) if cpu else
+                             config.data.seq_len)
+  ours = {'train.batch_size': batch, 'data.seq_len': seq_len, 'model.dtype': args.dtype,
+          'mesh.preset': mesh_preset, 'train.steps': args.warmup + args.steps,
+          'opt.accumulation_steps': 1}
+  if config.data.targets_len and seq_len != config.data.seq_len:
+    # Keep the family's targets/inputs ratio (T5 small: 114/512) when the length changes.
+    ratio = config.data.targets_len / config.data.seq_len
+    ours['data.targets_len'] = max(8, math.ceil(seq_len * ratio))
+  config_lib.apply_overrides(config, ours)
+  config_lib.apply_overrides(config, overrides)   # the user's --config.* win
+  return spec, config_lib.validate(config)
+
+
+def tokens_in(batch, streams=None):
+  """Non-padding tokens (segment id != 0) of a batch, summed over `streams` (None: all)."""
+  return int(sum(np.count_nonzero(v) for k, v in batch.items() if k.endswith('_segment_ids') and
+                 (streams is None or k[:-len('_segment_ids')] in streams)))
+
+
+def output_stream(batch):
+  """The stream summary.flops_per_token counts per token: 'targets' when present, else 'inputs'."""
+  return 'targets' if 'targets_segment_ids' in batch else 'inputs'
+
+
+def memory_bytes(compiled):
+  """Per-device bytes from XLA's memory analysis of the compiled step (None where unknown)."""
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return {'memory_bytes': None}
+  out = {f'memory_{name}_bytes': int(getattr(mem, f'{name}_size_in_bytes'))
+         for name in ('argument', 'output', 'temp', 'alias')}
+  out['memory_bytes'] = (out['memory_argument_bytes'] + out['memory_output_bytes'] +
+                         out['memory_temp_bytes'] - out['memory_alias_bytes'])
+  return out
+
+
+def device_peak_bytes():
+  """The allocator's peak bytes in use on device 0 (GPUs), else None."""
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except  # backends without allocator stats
+    return None
+  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+
+
+def time_steps(step_fn, state, batch, warmup, steps):
+  """(median seconds per step, final state): each step waited for before the clock stops."""
+  for _ in range(warmup):
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
+  if not math.isfinite(loss):
+    raise RuntimeError(f'the benchmarked step produced a non-finite loss ({loss})')
+  return statistics.median(times), state
+
+
+def bench_one(family, size, args, mesh_preset, overrides, peak):
+  """One result row: build, compile and time the train step of `family` at `size`."""
+  spec, config = family_config(family, size, args, mesh_preset, overrides)
+  tokenizer = data.get_tokenizer(config)
+  config = train.resolve(config, tokenizer)
+  objective = objectives.get(config, tokenizer)
+  mesh = sharding.make_mesh(config.mesh)
+  host_batch = next(data.Pipeline(config, objective, tokenizer, split='train').iterator(0))
+  batch = sharding.global_batch(host_batch, mesh)
+  t0 = time.perf_counter()
+  trainer = Trainer.create(config, objective, mesh, train.total_steps(config))
+  state = trainer.init_state()
+  init_s = time.perf_counter() - t0
+  params = summary.count_params(summary.abstract_model(config))['total']
+  t0 = time.perf_counter()
+  step_fn = trainer.compile(state, batch)
+  compile_s = time.perf_counter() - t0
+  memory = memory_bytes(step_fn)
+  step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps)
+  tokens = tokens_in(host_batch)
+  out_tokens = tokens_in(host_batch, (output_stream(host_batch),))
+  flops_token = summary.flops_per_token(config)['total_train']
+  flops_step = flops_token * out_tokens
+  peak_flops, peak_name = peak
+  devices = jax.device_count()
+  achieved = flops_step / step_s / devices
+  del state, step_fn, batch
+  gc.collect()
+  device = jax.devices()[0]
+  return {
+      'family': family, 'config': spec, 'size': spec.rsplit(':', 1)[1],
+      'objective': config.objective, 'params': int(params),
+      'batch': int(config.train.batch_size), 'seq_len': int(config.data.seq_len),
+      'targets_len': int(config.data.targets_len), 'dtype': args.dtype,
+      'mesh_preset': mesh_preset, 'steps': args.steps, 'warmup': args.warmup,
+      'init_s': init_s, 'compile_s': compile_s, 'step_s': step_s, 'tokens_per_step': tokens,
+      'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
+      'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
+      'mfu': achieved / peak_flops, 'peak_name': peak_name, 'peak_flops': float(peak_flops),
+      **memory, 'peak_bytes_in_use': device_peak_bytes(),
+      'device_kind': device.device_kind, 'platform': device.platform, 'device_count': devices,
+      'jax_version': jax.__version__,
+  }
+
+
+def run(args, overrides):
+  """Every row of the benchmark (sizes outer, so the small rows come first) and its context."""
+  load_start = os.getloadavg()
+  peak = perf.peak_flops(args.dtype)
+  rows = []
+  for mesh_preset in args.mesh_presets:
+    for size in args.sizes:
+      for family in args.families:
+        print(f'benchmarking {family} {size} ({mesh_preset}) ...', file=sys.stderr, flush=True)
+        rows.append(bench_one(family, size, args, mesh_preset, overrides, peak))
+  device = jax.devices()[0]
+  meta = {'device_kind': device.device_kind, 'platform': device.platform,
+          'device_count': jax.device_count(), 'jax_version': jax.__version__,
+          'dtype': args.dtype, 'peak_name': peak[1], 'peak_flops': float(peak[0]),
+          'load_average_start': list(load_start), 'load_average_end': list(os.getloadavg()),
+          'cpu_reduced': _platform() == 'cpu' and not (args.batch_size and args.seq_len),
+          'steps': args.steps, 'warmup': args.warmup}
+  return {'meta': meta, 'rows': rows}
+
+
+def _mib(n):
+  return '-' if n is None else f'{n / 2**20:,.1f}'
+
+
+def markdown(result):
+  """The results as a Markdown table under a header that says what was measured where."""
+  m = result['meta']
+  lines = [f'### Train step on {m["device_count"]} x {m["device_kind"]} ({m["platform"]}), '
+           f'jax {m["jax_version"]}, {m["dtype"]}',
+           f'MFU against {m["peak_name"]}: {m["peak_flops"] / 1e12:.3f} TFLOP/s per device. '
+           f'Median of {m["steps"]} steps after {m["warmup"]} warm-up. Load average (1/5/15 min) '
+           f'{"/".join(f"{x:.2f}" for x in m["load_average_start"])} at start, '
+           f'{"/".join(f"{x:.2f}" for x in m["load_average_end"])} at end.']
+  if m['cpu_reduced']:
+    lines.append(f'CPU run: batch and seq_len reduced to at most {CPU_BATCH} x {CPU_SEQ_LEN} '
+                 'by default (pass --batch_size / --seq_len for the config values).')
+  lines += ['', '| family | config | params | batch x len | compile s | step s | tokens/s | '
+            'GFLOP/step | MFU | memory MiB | peak MiB |', '|' + '---|' * 11]
+  for r in result['rows']:
+    length = f'{r["seq_len"]}+{r["targets_len"]}' if r['family'] == 'encoder_decoder' else str(
+        r['seq_len'])
+    lines.append(
+        f'| {r["family"]} | {r["config"]} | {r["params"] / 1e6:,.1f}M | {r["batch"]} x {length} | '
+        f'{r["compile_s"]:.1f} | {r["step_s"]:.3f} | {r["tokens_per_s"]:,.0f} | '
+        f'{r["flops_per_step"] / 1e9:,.1f} | {100 * r["mfu"]:.1f}% | {_mib(r["memory_bytes"])} | '
+        f'{_mib(r["peak_bytes_in_use"])} |')
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  try:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    result = run(args, overrides)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(markdown(result))
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+      json.dump(result, f, indent=2)
+    print(f'wrote {args.out}', file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

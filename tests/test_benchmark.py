@@ -1,0 +1,99 @@
+"""experiments/benchmark.py: tiny rows end to end, the JSON contract, and its input errors."""
+
+import json
+
+import pytest
+
+from experiments import benchmark
+from transformer.errors import ConfigError
+
+# Tiny and quick: 2 timed steps on a 2 x 32 batch, the tests' 1024-piece tokenizer.
+TINY = ['--sizes', 'tiny', '--steps', '2', '--warmup', '1', '--batch_size', '2', '--seq_len', '32',
+        '--config.data.vocab_size=1024']
+POSITIVE = ('params', 'batch', 'seq_len', 'init_s', 'compile_s', 'step_s', 'tokens_per_step',
+            'output_tokens_per_step', 'tokens_per_s', 'flops_per_token', 'flops_per_step',
+            'tflops_per_device', 'mfu',
+            'peak_flops', 'memory_argument_bytes', 'memory_temp_bytes', 'memory_bytes',
+            'device_count')
+TEXT = ('family', 'config', 'size', 'dtype', 'peak_name', 'device_kind', 'jax_version')
+
+
+def _run(tmp_path, families, capsys):
+  out = tmp_path / 'results.json'
+  assert benchmark.main(['--families', families, *TINY, '--out', str(out)]) == 0
+  with open(out) as f:
+    result = json.load(f)
+  return result, capsys.readouterr().out
+
+
+def _check_row(row, family):
+  for key in POSITIVE:
+    assert isinstance(row[key], (int, float)) and row[key] > 0, (key, row[key])
+  for key in TEXT:
+    assert isinstance(row[key], str) and row[key], key
+  assert row['family'] == family and row['size'] == 'tiny'
+  assert row['batch'] == 2 and row['seq_len'] == 32 and row['dtype'] == 'float32'
+  # The figures agree with each other.
+  assert row['tokens_per_s'] == pytest.approx(row['tokens_per_step'] / row['step_s'])
+  assert row['flops_per_step'] == pytest.approx(row['flops_per_token'] *
+                                                row['output_tokens_per_step'])
+  assert row['output_tokens_per_step'] <= row['tokens_per_step']
+  assert row['mfu'] == pytest.approx(row['flops_per_step'] / row['step_s'] /
+                                     (row['peak_flops'] * row['device_count']))
+  assert 0 < row['tokens_per_step'] <= 2 * (32 + row['targets_len'])
+  assert row['memory_bytes'] <= (row['memory_argument_bytes'] + row['memory_output_bytes'] +
+                                 row['memory_temp_bytes'])
+
+
+def test_decoder_tiny_row_and_table(tmp_path, capsys):
+  result, text = _run(tmp_path, 'decoder', capsys)
+  assert len(result['rows']) == 1
+  _check_row(result['rows'][0], 'decoder')
+  meta = result['meta']
+  assert meta['peak_flops'] > 0 and meta['peak_name'] == result['rows'][0]['peak_name']
+  assert len(meta['load_average_start']) == 3
+  assert '| decoder | configs/gpt2.py:tiny |' in text
+  assert meta['peak_name'] in text and 'Load average' in text
+
+
+@pytest.mark.slow
+def test_every_family_tiny(tmp_path, capsys):
+  result, _ = _run(tmp_path, 'encoder,decoder,encoder_decoder', capsys)
+  assert [r['family'] for r in result['rows']] == ['encoder', 'decoder', 'encoder_decoder']
+  for row in result['rows']:
+    _check_row(row, row['family'])
+  t5 = result['rows'][2]
+  assert t5['objective'] == 'span_corruption' and t5['targets_len'] == 8  # 32/128 of T5 tiny
+
+
+@pytest.mark.parametrize('argv, names', [
+    (['--mesh_presets', 'fsdp'], '--mesh_presets'),
+    (['--families', 'rnn'], '--families'),
+    (['--steps', '0'], '--steps'),
+    (['--config.train.batch_size'], '--config.train.batch_size'),
+])
+def test_bad_flags_raise_one_line_config_errors(argv, names):
+  with pytest.raises(ConfigError, match=names) as e:
+    benchmark.parse_args(argv)
+  assert '\n' not in str(e.value)
+
+
+def test_unknown_size_and_key_name_the_fix(capsys):
+  args, _ = benchmark.parse_args(['--sizes', 'huge'])
+  with pytest.raises(ConfigError, match='tiny'):
+    benchmark.family_config('decoder', 'huge', args, 'data', {})
+  assert benchmark.main(['--families', 'decoder', '--sizes', 'tiny',
+                         '--config.model.nope=1']) == 2
+  assert 'model.nope' in capsys.readouterr().err
+
+
+def test_size_alias_and_cpu_defaults():
+  args, _ = benchmark.parse_args([])
+  spec, config = benchmark.family_config('encoder', 'small', args, 'data', {})
+  assert spec == 'configs/bert.py:base' and config.model.num_layers == 12
+  assert config.train.batch_size == benchmark.CPU_BATCH   # tests run on CPU
+  assert config.data.seq_len == benchmark.CPU_SEQ_LEN
+  spec, config = benchmark.family_config('encoder_decoder', 'small', args, 'data',
+                                         {'train.batch_size': '3'})
+  assert config.train.batch_size == 3                     # the user's --config.* win
+  assert config.data.targets_len == 29                    # ceil(128 * 114 / 512)
