@@ -25,7 +25,9 @@ def load_file(spec):
     path = os.path.join(REPO, path)
   if not os.path.isfile(path):
     raise ConfigError(f'--config {spec}: no such file {path!r}; use e.g. configs/gpt2.py:tiny')
-  module_spec = importlib.util.spec_from_file_location('_config_module', path)
+  rel = os.path.relpath(os.path.abspath(path), REPO)
+  name = os.path.splitext(rel if not rel.startswith('..') else os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name.replace(os.sep, '.'), path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   try:

@@ -67,7 +67,14 @@ def fingerprint(config, state):
 
 
 def _tokens(batch):
+  """Non-padding tokens of every stream (what tokens/s reports)."""
   return int(sum(np.count_nonzero(v) for k, v in batch.items() if k.endswith('_segment_ids')))
+
+
+def _output_tokens(batch):
+  """Non-padding tokens of the output stream: summary.flops_per_token counts per output token."""
+  key = 'targets_segment_ids' if 'targets_segment_ids' in batch else 'inputs_segment_ids'
+  return int(np.count_nonzero(batch[key]))
 
 
 def _average(sums):
@@ -154,7 +161,8 @@ def train(config, workdir, *, dry_run=False):
         f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
   step = int(state['step'])
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
-  sums, previous, tokens_window, t_window, last = {}, None, 0, time.perf_counter(), {}
+  sums, previous, last = {}, None, {}
+  tokens_window, output_window, t_window = 0, 0, time.perf_counter()
   tokens_seen = 0
   batch = first
   with checkpoint.StopSignal() as stop:
@@ -162,6 +170,7 @@ def train(config, workdir, *, dry_run=False):
       state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
       step += 1
       tokens_window += _tokens(batch)
+      output_window += _output_tokens(batch)
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
         sums = _accumulate(sums, _checked(previous, step - 1))
       previous = metrics
@@ -169,10 +178,10 @@ def train(config, workdir, *, dry_run=False):
         sums, previous = _accumulate(sums, _checked(previous, step)), None
         elapsed = time.perf_counter() - t_window
         tokens_seen += tokens_window
-        last = _log_train(writer, step, sums, tokens_window, elapsed, flops_token, peak,
-                          config, tokens_seen)
+        last = _log_train(writer, step, sums, tokens_window, output_window * flops_token,
+                          elapsed, peak, config, tokens_seen)
         bar.update(step, loss=last['loss'], tokens_per_sec=tokens_window / elapsed)
-        sums, tokens_window, t_window = {}, 0, time.perf_counter()
+        sums, tokens_window, output_window, t_window = {}, 0, 0, time.perf_counter()
       if step % config.train.eval_every == 0 or step == steps:
         last.update(_eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
                                       tokenizer))
@@ -212,10 +221,10 @@ def _peak(config):
   return perf.peak_flops(config.model.dtype)
 
 
-def _log_train(writer, step, sums, tokens, elapsed, flops_token, peak, config, tokens_seen):
+def _log_train(writer, step, sums, tokens, flops, elapsed, peak, config, tokens_seen):
   avg = _average(sums)
   tps = tokens / max(elapsed, 1e-9)
-  tflops = tps * flops_token / jax.device_count() / 1e12
+  tflops = flops / max(elapsed, 1e-9) / jax.device_count() / 1e12
   scalars = {f'train/{k}': v for k, v in avg.items()}
   scalars.update({'perf/tokens_per_sec': tps, 'perf/steps_per_sec':
                   config.train.log_every / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
@@ -247,11 +256,13 @@ def _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step, 
 
 
 def _report_dry_run(config, counts, flops_token, step_fn, compile_s):
-  tokens = config.train.batch_size * config.data.seq_len
+  out_len = config.data.targets_len or config.data.seq_len
+  tokens = config.train.batch_size * (
+      out_len if config.model.family == 'encoder_decoder' else config.data.seq_len)
   mem = step_fn.memory_analysis()
   print(summary.format_table(config, param_counts=counts))
-  print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per token x {tokens} '
-        'tokens)')
+  print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per output token x '
+        f'{tokens} output tokens)')
   if mem is not None:
     total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes -
              mem.alias_size_in_bytes)
