@@ -2,6 +2,7 @@
 them once, before anything runs. Every failure is a one-line ConfigError naming the key.
 """
 
+import ast
 import importlib.util
 import os
 
@@ -49,10 +50,31 @@ def parse_value(text, current):
   if isinstance(current, float):
     return float(text)
   if isinstance(current, (tuple, list)):
+    nested = _literal(text)
+    if nested is not None:   # Python syntax, e.g. "(('mlp', 'tensor'),)" or "(2, 1, 4)"
+      if current and isinstance(current[0], float):
+        nested = tuple(float(x) if isinstance(x, int) and not isinstance(x, bool) else x
+                       for x in nested)
+      if current and not all(isinstance(x, type(current[0])) for x in nested):
+        raise ValueError(f'expected items like {current[0]!r}')
+      return type(current)(nested)
     items = [x for x in text.strip('()[] ').split(',') if x.strip()]
     kind = type(current[0]) if current else str
     return type(current)(parse_value(x.strip(), kind()) for x in items)
   return text
+
+
+def _literal(text):
+  """A tuple/list written as a Python literal whose items are tuples, numbers or quoted strings
+  (nested: tuples of tuples); None when the text is not one (then items are split on commas)."""
+  try:
+    value = ast.literal_eval(text.strip())
+  except (ValueError, SyntaxError):
+    return None
+  if not isinstance(value, (tuple, list)):
+    return None
+  freeze = lambda v: tuple(freeze(x) for x in v) if isinstance(v, (tuple, list)) else v
+  return freeze(value)
 
 
 def apply_overrides(config, overrides):
@@ -133,6 +155,8 @@ def validate(config):
   if len(config.mesh.shape) != 3 or list(config.mesh.shape).count(-1) > 1:
     raise ConfigError(f'mesh.shape={tuple(config.mesh.shape)}: give 3 sizes (data, fsdp, tensor) '
                       'with at most one -1')
+  from transformer import sharding  # pylint: disable=import-outside-toplevel
+  sharding.config_rules(config.mesh)  # each rule a (logical axis, mesh axis) pair, one per axis
   positive('checkpoint.every', config.checkpoint.every)
   positive('checkpoint.keep', config.checkpoint.keep)
   if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):
