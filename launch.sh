@@ -2,11 +2,13 @@
 # One entry point for every mode. Sets up .venv from requirements*.txt on first use.
 #
 #   ./launch.sh train [--config configs/X.py:size] [--workdir DIR] [--config.a.b=v ...] [--dry_run]
+#                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
 #   ./launch.sh import-hf --from HF_DIR --workdir OUT
 #   ./launch.sh tensorboard [DIR]
+#   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -24,22 +26,55 @@ setup() {  # install $1 (a requirements file) into $VENV once per content of the
   fi
 }
 
+# train [--num_processes N [--devices_per_process D]] ARGS: N processes of one job on this
+# machine (coordinator 127.0.0.1:<free port>, CPU collectives over gloo); D fakes D CPU devices
+# in each. On clusters, srun/TPU VMs start the processes instead (README: Multi-host).
+train() {
+  local n=1 d="" args=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --num_processes) n="$2"; shift 2 ;;
+      --num_processes=*) n="${1#*=}"; shift ;;
+      --devices_per_process) d="$2"; shift 2 ;;
+      --devices_per_process=*) d="${1#*=}"; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  [ -n "$d" ] && export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$d"
+  if [ "$n" = 1 ]; then exec "$VENV/bin/python" -m transformer.train "${args[@]}"; fi
+  local port pids=() i rc=0
+  port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  for ((i = 0; i < n; i++)); do
+    TRANSFORMER_COORDINATOR="127.0.0.1:$port" TRANSFORMER_NUM_PROCESSES="$n" \
+      TRANSFORMER_PROCESS_ID="$i" "$VENV/bin/python" -m transformer.train "${args[@]}" &
+    pids+=($!)
+  done
+  trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
+  for ((i = 0; i < n; i++)); do  # the first failure stops the others
+    if ! wait -n; then rc=1; kill "${pids[@]}" 2>/dev/null || true; fi
+  done
+  return $rc
+}
+
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mode="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$mode" in
-  train)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.train "$@" ;;
+  train)       setup requirements.txt; train "$@" ;;
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
+  sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweep "$@" ;;
   test)        setup requirements-test.txt
-               exec "$VENV/bin/python" -m pytest -q -m "not slow" tests "$@" ;;
+               # two workers, one test file each at a time (module fixtures stay shared)
+               exec "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile \
+                 -m "not slow" tests "$@" ;;
   tensorboard) setup requirements.txt
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,10p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard" >&2
+  help|-h|--help) sed -n '2,12p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep" >&2
      exit 2 ;;
 esac

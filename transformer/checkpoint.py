@@ -99,6 +99,12 @@ class Checkpointer:
         cleanup_tmp_directories=True,
     )
     self._manager = ocp.CheckpointManager(self.directory, item_names=_ITEMS, options=options)
+    # Orbax removes leftovers of interrupted writes in a background thread; wait for it, so no
+    # file system work of ours overlaps whatever the caller does next (tfds.testing.mock_data
+    # reroutes every epath call while it reads, and would send that cleanup elsewhere).
+    wait_cleanup = getattr(self._manager, '_maybe_await_cleanup_tmp_directory', None)
+    if wait_cleanup is not None:
+      wait_cleanup()
     self._check_fingerprint()
 
   # --- queries ---------------------------------------------------------------------------------

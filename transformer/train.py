@@ -14,7 +14,8 @@ import time
 import jax
 import numpy as np
 
-from transformer import attention_maps, checkpoint, data, objectives, sharding, summary
+from transformer import (attention_maps, checkpoint, data, distributed, objectives, sharding,
+                         summary)
 from transformer import logging as tb
 from transformer.errors import ConfigError
 from transformer.progress import ProgressBar
@@ -33,11 +34,23 @@ def run_dir(config, workdir):
   return os.path.join(workdir, config.experiment, config.run_name or 'run')
 
 
+def pretrained_paths(init_from):
+  """(checkpoint dir, config.json or None) of `checkpoint.init_from`: one of our run directories,
+  its checkpoints/ folder, or an import-hf output (step folders beside config.json)."""
+  path = os.path.abspath(os.path.expanduser(init_from))
+  if os.path.isdir(os.path.join(path, 'checkpoints')):   # a run directory
+    path = os.path.join(path, 'checkpoints')
+  candidates = [os.path.join(path, 'config.json')]
+  if os.path.basename(path) == 'checkpoints':    # <run>/checkpoints: the run's own config.json
+    candidates.append(os.path.join(os.path.dirname(path), 'config.json'))
+  return path, next((c for c in candidates if os.path.exists(c)), None)
+
+
 def resolve(config, tokenizer):
   """Fill what depends on data or a pretrained checkpoint: vocab size, an imported architecture."""
   if config.checkpoint.init_from:
-    saved = os.path.join(config.checkpoint.init_from, 'config.json')
-    if os.path.exists(saved):
+    saved = pretrained_paths(config.checkpoint.init_from)[1]
+    if saved:
       with open(saved) as f:
         model = json.load(f)['model']
       for key, value in model.items():
@@ -110,6 +123,10 @@ def train(config, workdir, *, dry_run=False):
   steps = total_steps(config)
   mesh = sharding.make_mesh(config.mesh)
   trainer = Trainer.create(config, objective, mesh, steps)
+  if jax.process_index() == 0:
+    print(f'Mesh {dict(mesh.shape)} over {jax.device_count()} devices '
+          f'({jax.process_count()} processes), preset {config.mesh.preset!r}:\n'
+          f'{trainer.sharding_table}')
   ckpt_dir = os.path.join(out, 'checkpoints')
   latest = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every, keep=1,
                                    keep_best=False).latest_step() if os.path.isdir(
@@ -122,13 +139,14 @@ def train(config, workdir, *, dry_run=False):
                                  keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
                                  async_save=config.checkpoint.async_save,
                                  fingerprint=fingerprint(config, state))
-  position = (0, 0)
+  position, tokens_seen = (0, 0), 0
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))
-    position = tuple(saved['position'])
+    position, tokens_seen = tuple(saved['position']), int(saved.get('tokens_seen', 0))
     print(f'Resumed {out} from step {step0} (data position {position}).')
   elif config.checkpoint.init_from:
-    params, missing, _ = checkpoint.load_pretrained(config.checkpoint.init_from, state['params'])
+    params, missing, _ = checkpoint.load_pretrained(
+        pretrained_paths(config.checkpoint.init_from)[0], state['params'])
     state = trainer.state_from_params(params)
     print(f'Initialised from {config.checkpoint.init_from}; fresh: {", ".join(missing) or "none"}.')
   with open(os.path.join(out, 'config.json'), 'w') as f:
@@ -163,7 +181,6 @@ def train(config, workdir, *, dry_run=False):
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
   sums, previous, last = {}, None, {}
   tokens_window, output_window, t_window = 0, 0, time.perf_counter()
-  tokens_seen = 0
   batch = first
   with checkpoint.StopSignal() as stop:
     while step < steps:
@@ -186,7 +203,8 @@ def train(config, workdir, *, dry_run=False):
         last.update(_eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
                                       tokenizer))
         t_window = time.perf_counter()
-      ckpt.save(step, state, data_position={'position': list(it.state)},
+      ckpt.save(step, state, data_position={'position': list(it.state),
+                                            'tokens_seen': tokens_seen + tokens_window},
                 metrics={'eval/loss': last.get('eval/loss')} if 'eval/loss' in last else None,
                 force=step == steps or stop.requested)
       if stop.requested:
@@ -276,6 +294,7 @@ def main(argv=None):
   from transformer import cli  # pylint: disable=import-outside-toplevel
   args, config = cli.parse(argv if argv is not None else sys.argv[1:], extra_flags=('dry_run',))
   try:
+    distributed.initialize()  # before any device is touched; no-op for a single process
     train(config, args.workdir, dry_run=args.dry_run)
   except (ConfigError, TrainingError) as e:
     print(f'error: {e}', file=sys.stderr)

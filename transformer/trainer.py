@@ -40,6 +40,7 @@ class Trainer:
   param_shardings: Any
   build: Any                   # () -> nnx.split(model, nnx.Param, ...)
   state_shardings: Any = None
+  sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
@@ -51,11 +52,13 @@ class Trainer:
                            rngs=nnx.Rngs(params=seed, dropout=seed + 1))
       return nnx.split(model, nnx.Param, ...)
     graphdef, abs_params, abs_rest = nnx.eval_shape(build)
-    shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset)
+    shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset,
+                                         extra_rules=tuple(config.mesh.get('rules', ()) or ()))
     tx, lr_fn = optim.make(config.opt, total_steps)
     trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rest=None, tx=tx,
                   lr_fn=lr_fn, accumulation_steps=config.opt.accumulation_steps, seed=seed,
-                  param_shardings=nnx.to_pure_dict(shardings), build=build)
+                  param_shardings=nnx.to_pure_dict(shardings), build=build,
+                  sharding_table=sharding.sharding_table(abs_params, shardings))
     return trainer
 
   # -- state -------------------------------------------------------------------------------
@@ -72,8 +75,11 @@ class Trainer:
     return self.state_from_params(params)
 
   def state_from_params(self, params):
-    opt_state = jax.jit(self.tx.init)(params)
-    state = {'params': params, 'opt_state': opt_state, 'step': jnp.zeros((), jnp.int32)}
+    opt_shardings = sharding.like_params(jax.eval_shape(self.tx.init, params),
+                                         self.param_shardings, self.mesh)
+    opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh))
+    state = {'params': params, 'opt_state': opt_state, 'step': step}
     self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
     return state
 

@@ -14,6 +14,7 @@ pipeline's job. Bad names, globs and fields raise a one-line `ConfigError`.
 """
 
 import dataclasses
+import fcntl
 import glob
 import hashlib
 import json
@@ -129,8 +130,21 @@ class TfdsSource(Source):
     if self.builder.is_prepared():
       return
     config = tfds.download.DownloadConfig(try_download_gcs=not local)
+    root = data_dir(self.config)
+    os.makedirs(root, exist_ok=True)
+    # One preparer per dataset and machine: runs started side by side (a sweep with --parallel,
+    # several local processes) wait here for the first one instead of writing the same files.
+    lock_name = re.sub(r'[^A-Za-z0-9_.-]', '_', self.name) + '.prepare.lock'
     try:
-      self.builder.download_and_prepare(download_config=config)
+      with open(os.path.join(root, lock_name), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+          if self.builder.is_prepared():   # by another process: read its dataset_info
+            self.builder = tfds.builder(self.name, data_dir=root)
+          else:
+            self.builder.download_and_prepare(download_config=config)
+        finally:
+          fcntl.flock(lock, fcntl.LOCK_UN)
     except Exception as e:  # pylint: disable=broad-except
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       raise ConfigError(
