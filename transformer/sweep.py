@@ -1,0 +1,494 @@
+"""Sweeps: declare a list of config overrides in a Python file, run each as its own training job.
+
+  ./launch.sh sweep experiments/sweep_lr.py [--workdir runs] [--parallel K] [--slurm]
+      [--max_runs N] [--index I] [--list] [--results] [--config.a.b=v ...]
+
+A sweep file names a base config, an experiment and the runs (big_vision-style, beside a config):
+
+  BASE = 'configs/gpt2.py:tiny'
+  EXPERIMENT = 'gpt2_lr'
+  OVERRIDES = {'train.steps': 500}                     # every run
+  def sweep():
+    return grid({'opt.learning_rate': [1e-3, 3e-3], 'model.num_layers': [2, 4]})
+
+A run's overrides may also hold 'run_name' (else one is made from the swept values, e.g.
+`lr=3e-3,layers=4`) and 'config' (another config spec than BASE, for comparisons across families).
+`--config.KEY=VALUE` on the command line applies to every run (after the file's overrides).
+Each run is `python -m transformer.train` in a separate process, writing
+<workdir>/<experiment>/<run_name>/ (train.log, sweep_status.json beside its events and
+checkpoints). Runs whose checkpoints reached their last step are skipped, interrupted ones resume
+(the trainer does both), a failed run is recorded and the others go on. At the end the runner
+writes results.csv, results.md and eval_loss.png into <workdir>/<experiment>/, read back from
+each run's event files with `transformer.logging.read_events`.
+"""
+
+import argparse
+import builtins
+import importlib.util
+import itertools
+import json
+import math
+import os
+import random as _random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+from transformer import config as config_lib
+from transformer.errors import ConfigError
+
+REPO = config_lib.REPO
+STATUS_FILE = 'sweep_status.json'
+LOG_FILE = 'train.log'
+# Short names for the run name; other keys use their last component ('opt.b2' -> 'b2').
+ALIASES = {'opt.learning_rate': 'lr', 'model.num_layers': 'layers', 'model.d_model': 'd',
+           'model.num_heads': 'heads', 'model.d_ff': 'ff', 'train.batch_size': 'bs',
+           'opt.weight_decay': 'wd', 'opt.warmup_steps': 'warmup', 'model.dropout_rate': 'drop',
+           'data.seq_len': 'len'}
+SPECIAL_KEYS = ('config', 'run_name')
+
+
+# -- declaring runs ---------------------------------------------------------------------------
+def grid(axes):
+  """Every combination of the values: grid({'a': [1, 2], 'b': [3, 4]}) -> 4 runs, 'b' fastest."""
+  keys = list(axes)
+  return [dict(builtins.zip(keys, values)) for values in itertools.product(*axes.values())]
+
+
+def zip(axes):  # pylint: disable=redefined-builtin
+  """Values taken together: zip({'a': [1, 2], 'b': [3, 4]}) -> [{a: 1, b: 3}, {a: 2, b: 4}]."""
+  lengths = {len(v) for v in axes.values()}
+  if len(lengths) > 1:
+    raise ConfigError(f'sweep zip(): every list needs the same length, got '
+                      f'{ {k: len(v) for k, v in axes.items()} }')
+  return [dict(builtins.zip(axes, values)) for values in builtins.zip(*axes.values())]
+
+
+def log_uniform(low, high):
+  """A distribution for `random`: log-uniform between low and high (learning rates)."""
+  return lambda rng: float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def uniform(low, high):
+  return lambda rng: float(rng.uniform(low, high))
+
+
+def choice(values):
+  values = list(values)
+  return lambda rng: values[rng.randrange(len(values))]
+
+
+def random(n, seed, space):  # pylint: disable=redefined-builtin
+  """n runs drawn from `space` ({key: distribution or fixed value}); same seed, same runs."""
+  rng = _random.Random(seed)
+  return [{k: d(rng) if callable(d) else d for k, d in space.items()} for _ in range(n)]
+
+
+# -- names and commands -----------------------------------------------------------------------
+def format_value(value):
+  """Short, filesystem-safe text of a swept value: 0.0003 -> '3e-4', 'a/b' -> 'a_b'."""
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, float):
+    if value != 0 and (abs(value) < 0.1 or abs(value) >= 1e5):
+      mantissa, exponent = f'{value:.2e}'.split('e')
+      return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
+    return f'{value:g}'
+  if isinstance(value, (tuple, list)):
+    return '-'.join(format_value(v) for v in value)
+  return re.sub(r'[^A-Za-z0-9._+-]', '_', str(value))
+
+
+def run_name(overrides, swept_keys=None):
+  """'lr=3e-4,layers=4' from the swept keys of one run (all its keys when none are given)."""
+  if overrides.get('run_name'):
+    return str(overrides['run_name'])
+  keys = [k for k in (swept_keys or overrides) if k in overrides and k not in SPECIAL_KEYS]
+  name = ','.join(f'{ALIASES.get(k, k.split(".")[-1])}={format_value(overrides[k])}' for k in keys)
+  return name or 'run'
+
+
+def _override_text(value):
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, (tuple, list)):
+    return ','.join(str(v) for v in value)
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+class Sweep:
+  """A loaded sweep file: base config, experiment, the runs (each a dict of overrides + name)."""
+
+  def __init__(self, path, extra_overrides=None):
+    if not os.path.isfile(path):
+      raise ConfigError(f'sweep file {path!r} not found; give e.g. experiments/sweep_lr.py')
+    spec = importlib.util.spec_from_file_location('_sweep_module', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for attr in ('BASE', 'EXPERIMENT', 'sweep'):
+      if not hasattr(module, attr):
+        raise ConfigError(f'sweep file {path}: define {attr} (see transformer/sweep.py docstring)')
+    self.path, self.base, self.experiment = path, module.BASE, module.EXPERIMENT
+    fixed, extra = getattr(module, 'OVERRIDES', {}), dict(extra_overrides or {})
+    self.extra_overrides = extra
+    runs = list(module.sweep())
+    if not runs:
+      raise ConfigError(f'sweep file {path}: sweep() returned no runs')
+    varies = lambda k: k not in SPECIAL_KEYS and len({repr(x.get(k)) for x in runs}) > 1
+    self.swept_keys = list(dict.fromkeys(k for r in runs for k in r if varies(k)))
+    self.runs, seen = [], set()
+    for i, r in enumerate(runs):
+      name = run_name(r, self.swept_keys)
+      if name in seen:
+        name = f'{name},{i}'
+      seen.add(name)
+      overrides = {**fixed, **{k: v for k, v in r.items() if k != 'config'}, **extra,
+                   'run_name': name, 'experiment': self.experiment}
+      self.runs.append({'name': name, 'config': r.get('config', self.base),
+                        'overrides': overrides, 'swept': {k: r.get(k) for k in self.swept_keys}})
+
+  def load_config(self, run):
+    """The validated config of one run (a bad override fails here, before anything runs)."""
+    return config_lib.load(run['config'], run['overrides'])
+
+  def command(self, run, workdir):
+    return ([sys.executable, '-m', 'transformer.train', '--config', run['config'],
+             '--workdir', workdir] +
+            [f'--config.{k}={_override_text(v)}' for k, v in run['overrides'].items()])
+
+
+# -- running ----------------------------------------------------------------------------------
+def total_steps(config):
+  """transformer.train.total_steps without importing the trainer (jax, TensorFlow: seconds)."""
+  if config.train.tokens:
+    return math.ceil(config.train.tokens / (config.train.batch_size * config.data.seq_len))
+  return config.train.steps
+
+
+def finished_step(run_dir):
+  """The last step a run's checkpoints reached (orbax names finished step dirs by the step)."""
+  ckpt = os.path.join(run_dir, 'checkpoints')
+  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+  return max(steps, default=None)
+
+
+def read_status(run_dir):
+  try:
+    with open(os.path.join(run_dir, STATUS_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _write_status(run_dir, **status):
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, STATUS_FILE + '.tmp'), 'w') as f:
+    json.dump(status, f, indent=2)
+  os.replace(os.path.join(run_dir, STATUS_FILE + '.tmp'), os.path.join(run_dir, STATUS_FILE))
+
+
+def _tail(path, lines=5):
+  try:
+    with open(path, errors='replace') as f:
+      text = [l.rstrip() for l in f.readlines() if l.strip()]
+  except OSError:
+    return ''
+  errors = [l for l in text if l.startswith('error:') or 'Error' in l]
+  return (errors[-1] if errors else ' | '.join(text[-lines:]))[-500:]
+
+
+def execute(jobs, parallel=1, poll_s=0.5, log=print):
+  """Run [(name, run_dir, argv[, steps])] as subprocesses, `parallel` at a time; a failure stops
+  nothing.
+
+  Writes <run_dir>/train.log (stdout + stderr) and <run_dir>/sweep_status.json ('running', then
+  'done' or 'failed' with the return code and the error line; 'interrupted' when it exited
+  cleanly before its checkpoints reached `steps`). Ctrl-C or SIGTERM stops the running jobs with
+  SIGTERM (the trainer saves a checkpoint) and marks them 'interrupted'. Returns {name: status}.
+  """
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+  pending, running, outcome = list(jobs), {}, {}
+
+  def finish(name, proc, run_dir, argv, steps, started, log_file):
+    log_file.close()
+    status, error = 'done', ''
+    if proc.returncode != 0:
+      status, error = 'failed', _tail(os.path.join(run_dir, LOG_FILE))
+    elif steps is not None and (finished_step(run_dir) or 0) < steps:
+      status, error = 'interrupted', 'stopped before its last step; run the sweep again to resume'
+    _write_status(run_dir, status=status, returncode=proc.returncode, error=error,
+                  started=started, seconds=round(time.time() - started, 1),
+                  command=shlex.join(argv))
+    outcome[name] = status
+    log(f'[sweep] {status:<6} {name} ({time.time() - started:.0f}s)' +
+        (f': {error}' if error else ''))
+
+  try:
+    while pending or running:
+      while pending and len(running) < max(1, parallel):
+        name, run_dir, argv, steps = (tuple(pending.pop(0)) + (None,))[:4]
+        os.makedirs(run_dir, exist_ok=True)
+        log_file = open(os.path.join(run_dir, LOG_FILE), 'a')
+        _write_status(run_dir, status='running', command=shlex.join(argv), started=time.time())
+        log(f'[sweep] start  {name}')
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+        running[name] = (proc, run_dir, argv, steps, time.time(), log_file)
+      for name in [n for n, (p, *_) in running.items() if p.poll() is not None]:
+        finish(name, *running.pop(name))
+      time.sleep(poll_s if running else 0)
+  except KeyboardInterrupt:
+    for name, (proc, run_dir, argv, _, started, log_file) in running.items():
+      proc.terminate()   # the trainer saves a checkpoint on SIGTERM
+      try:
+        proc.wait(timeout=300)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+      log_file.close()
+      _write_status(run_dir, status='interrupted', returncode=proc.returncode,
+                    error='stopped by a signal; run the sweep again to resume',
+                    started=started, command=shlex.join(argv))
+      outcome[name] = 'interrupted'
+    raise
+  return outcome
+
+
+def run(sweep, workdir, *, parallel=1, max_runs=None, index=None, log=print):
+  """Run the sweep's runs that have not reached their last step; returns {name: status}.
+
+  Completed runs are 'skipped'; at most `max_runs` are started (the rest stay 'pending');
+  `index` runs only that run (one Slurm array task). A run whose config is invalid is 'failed'
+  with the error and the others go on; when every run's config is invalid (an unknown key in
+  BASE or OVERRIDES, say) nothing runs and the error is raised.
+  """
+  selected = sweep.runs if index is None else [sweep.runs[index]]
+  configs = {}
+  for r in selected:
+    try:
+      configs[r['name']] = sweep.load_config(r)
+    except ConfigError as e:
+      configs[r['name']] = e
+  errors = [c for c in configs.values() if isinstance(c, ConfigError)]
+  if errors and len(errors) == len(selected):
+    raise ConfigError(f'sweep file {sweep.path}: {errors[0]}')
+  jobs, outcome = [], {}
+  for r in selected:
+    config = configs[r['name']]
+    out = os.path.join(workdir, sweep.experiment, r['name'])
+    if isinstance(config, ConfigError):
+      outcome[r['name']] = 'failed'
+      _write_status(out, status='failed', returncode=None, error=f'error: {config}')
+      log(f'[sweep] failed {r["name"]}: error: {config}')
+      continue
+    reached = finished_step(out)
+    if reached is not None and reached >= total_steps(config):
+      outcome[r['name']] = 'skipped'
+      log(f'[sweep] skip   {r["name"]} (reached step {reached})')
+      if read_status(out).get('status') != 'done':
+        _write_status(out, status='done', returncode=0, error='')
+    elif max_runs is not None and len(jobs) >= max_runs:
+      outcome[r['name']] = 'pending'
+    else:
+      jobs.append((r['name'], out, sweep.command(r, os.path.abspath(workdir)),
+                   total_steps(config)))
+  outcome.update(execute(jobs, parallel=parallel, log=log))
+  return outcome
+
+
+def slurm_script(sweep, workdir, *, parallel=None, sweep_path=None):
+  """An sbatch job-array script: array task i runs `python -m transformer.sweep FILE --index i`."""
+  n = len(sweep.runs)
+  exp_dir = os.path.abspath(os.path.join(workdir, sweep.experiment))
+  cmd = shlex.join([sys.executable, '-m', 'transformer.sweep',
+                    os.path.abspath(sweep_path or sweep.path), '--workdir',
+                    os.path.abspath(workdir)] +
+                   [f'--config.{k}={_override_text(v)}' for k, v in sweep.extra_overrides.items()])
+  names = '\n'.join(f'#   {i}: {r["name"]}' for i, r in enumerate(sweep.runs))
+  return f"""#!/bin/bash
+#SBATCH --job-name={sweep.experiment}
+#SBATCH --array=0-{n - 1}{f'%{parallel}' if parallel else ''}
+#SBATCH --output={exp_dir}/slurm-%A_%a.out
+# Add --partition/--gres/--time for your cluster. One array task per run:
+{names}
+set -euo pipefail
+cd {shlex.quote(REPO)}
+export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}
+{cmd} --index "$SLURM_ARRAY_TASK_ID"
+# When every task has finished, collect the table and plot:
+#   {cmd} --results
+"""
+
+
+# -- results ----------------------------------------------------------------------------------
+COLUMNS = ('status', 'final_eval_loss', 'best_eval_loss', 'final_eval_accuracy',
+           'best_eval_accuracy', 'tokens_per_sec', 'params', 'tokens_seen', 'steps', 'error')
+
+
+def _last(points):
+  return points[-1][1] if points else None
+
+
+def run_results(run_dir):
+  """One results row from a run's event files and status file."""
+  from transformer import logging as tb  # pylint: disable=import-outside-toplevel
+  status = read_status(run_dir)
+  scalars = tb.read_events(run_dir)['scalars'] if os.path.isdir(run_dir) else {}
+  loss, acc = scalars.get('eval/loss', []), scalars.get('eval/accuracy', [])
+  tps = [v for _, v in scalars.get('perf/tokens_per_sec', [])]
+  steps = [s for tag in ('train/loss', 'eval/loss') for s, _ in scalars.get(tag, [])]
+  return {'status': status.get('status', 'pending'),
+          'final_eval_loss': _last(loss), 'best_eval_loss': min((v for _, v in loss), default=None),
+          'final_eval_accuracy': _last(acc),
+          'best_eval_accuracy': max((v for _, v in acc), default=None),
+          # the first window holds the warm-up of the input pipeline; leave it out when we can
+          'tokens_per_sec': sum(tps[1:] or tps) / len(tps[1:] or tps) if tps else None,
+          'params': _last(scalars.get('params/total', [])),
+          'tokens_seen': _last(scalars.get('train/tokens_seen', [])),
+          'steps': max(steps, default=None), 'error': status.get('error', ''),
+          '_curve': _eval_curve(scalars)}
+
+
+def _eval_curve(scalars):
+  """[(tokens seen, eval loss)]: eval steps mapped onto train/tokens_seen by interpolation."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  seen, loss = scalars.get('train/tokens_seen', []), scalars.get('eval/loss', [])
+  if not seen or not loss:
+    return []
+  steps, tokens = [0] + [s for s, _ in seen], [0.0] + [v for _, v in seen]
+  slope = tokens[-1] / max(steps[-1], 1)   # past the last train point: the average rate
+  return [(float(np.interp(s, steps, tokens)) if s <= steps[-1] else s * slope, v)
+          for s, v in loss]
+
+
+def write_results(sweep, workdir):
+  """Write results.csv, results.md and eval_loss.png for every run; returns the rows."""
+  import csv  # pylint: disable=import-outside-toplevel
+  exp_dir = os.path.join(workdir, sweep.experiment)
+  os.makedirs(exp_dir, exist_ok=True)
+  rows = []
+  for r in sweep.runs:
+    row = {'run': r['name'], **{k: r['swept'][k] for k in sweep.swept_keys}}
+    row.update(run_results(os.path.join(exp_dir, r['name'])))
+    rows.append(row)
+  fields = ['run'] + sweep.swept_keys + list(COLUMNS)
+  with open(os.path.join(exp_dir, 'results.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(rows)
+  with open(os.path.join(exp_dir, 'results.md'), 'w') as f:
+    f.write(f'# {sweep.experiment}\n\n{markdown(rows, sweep.swept_keys)}\n')
+  plot(rows, os.path.join(exp_dir, 'eval_loss.png'), title=sweep.experiment)
+  return rows
+
+
+def cell(value):
+  if value is None:
+    return ''
+  if isinstance(value, float):
+    return f'{value:.4g}' if not value.is_integer() or abs(value) < 1e4 else f'{int(value):,}'
+  return str(value).replace('|', '/')
+
+
+def markdown(rows, swept_keys, columns=COLUMNS):
+  head = ['run'] + list(swept_keys) + [c for c in columns if c != 'error']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for row in rows:
+    lines.append('| ' + ' | '.join(cell(row.get(c)) for c in head) + ' |')
+  errors = [f'- {row["run"]}: {row["error"]}' for row in rows if row.get('error')]
+  return '\n'.join(lines + ([''] + errors if errors else []))
+
+
+def plot(rows, path, title=''):
+  """eval/loss against train/tokens_seen, one line per run (matplotlib, Agg)."""
+  # pylint: disable=import-outside-toplevel
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(7, 4.5), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for row in rows:
+    if row['_curve']:
+      x, y = builtins.zip(*row['_curve'])
+      ax.plot(x, y, marker='o', markersize=3, label=row['run'])
+  ax.set_xlabel('train/tokens_seen')
+  ax.set_ylabel('eval/loss')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if any(row['_curve'] for row in rows):
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m transformer.sweep',
+                                   description=__doc__.split('\n')[0])
+  parser.add_argument('sweep_file')
+  parser.add_argument('--workdir', default='runs')
+  parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
+  parser.add_argument('--max_runs', type=int, default=None, help='start at most N runs')
+  parser.add_argument('--index', type=int, default=None, help='run only run I (Slurm task)')
+  parser.add_argument('--slurm', action='store_true', help='write an sbatch array script')
+  parser.add_argument('--list', action='store_true', help='print the runs and exit')
+  parser.add_argument('--results', action='store_true', help='only collect results')
+  argv = list(sys.argv[1:] if argv is None else argv)
+  overrides = {}
+  for arg in [a for a in argv if a.startswith('--config.')]:
+    key, eq, value = arg[len('--config.'):].partition('=')
+    if not eq:
+      return _fail(f'{arg}: give a value, e.g. --config.{key}=VALUE')
+    overrides[key] = value
+  args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+  try:
+    sweep = Sweep(args.sweep_file, overrides)
+    if args.index is not None and not 0 <= args.index < len(sweep.runs):
+      raise ConfigError(f'--index {args.index}: the sweep has runs 0..{len(sweep.runs) - 1}')
+    exp_dir = os.path.join(args.workdir, sweep.experiment)
+    if args.list:
+      for i, r in enumerate(sweep.runs):
+        print(f'{i}: {r["name"]}  ' + shlex.join(sweep.command(r, args.workdir)[3:]))
+      return 0
+    if args.slurm:
+      os.makedirs(exp_dir, exist_ok=True)
+      path = os.path.join(exp_dir, 'sweep.sbatch')
+      with open(path, 'w') as f:
+        f.write(slurm_script(sweep, args.workdir, parallel=args.parallel if args.parallel > 1
+                             else None))
+      print(open(path).read())
+      print(f'Wrote {path}; submit it with: sbatch {path}')
+      return 0
+    outcome = {}
+    if not args.results:
+      try:
+        outcome = run(sweep, args.workdir, parallel=args.parallel, max_runs=args.max_runs,
+                      index=args.index)
+      except KeyboardInterrupt:
+        print('error: sweep interrupted; run the same command to resume it', file=sys.stderr)
+        return 130
+    if args.index is None:
+      rows = write_results(sweep, args.workdir)
+      print(markdown(rows, sweep.swept_keys))
+      print(f'Results in {exp_dir}/results.csv, results.md, eval_loss.png')
+  except ConfigError as e:
+    return _fail(str(e))
+  failed = [n for n, s in outcome.items() if s in ('failed', 'interrupted')]
+  if failed:
+    print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}; see <run>/train.log',
+          file=sys.stderr)
+  return 1 if failed else 0
+
+
+def _fail(message):
+  print(f'error: {message}', file=sys.stderr)
+  return 2
+
+
+if __name__ == '__main__':
+  # SIGTERM (e.g. a preempted job) stops the runs like Ctrl-C: each saves, then the runner exits.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  sys.exit(main())
