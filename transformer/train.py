@@ -149,9 +149,10 @@ def train(config, workdir, *, dry_run=False):
         pretrained_paths(config.checkpoint.init_from)[0], state['params'])
     state = trainer.state_from_params(params)
     print(f'Initialised from {config.checkpoint.init_from}; fresh: {", ".join(missing) or "none"}.')
-  with open(os.path.join(out, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  tokenizer.save(os.path.join(out, 'tokenizer.model'))
+  if jax.process_index() == 0:   # the run's files come from process 0 only
+    with open(os.path.join(out, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    tokenizer.save(os.path.join(out, 'tokenizer.model'))
 
   train_data = data.Pipeline(config, objective, tokenizer, split='train',
                              process_index=jax.process_index(),
@@ -177,6 +178,8 @@ def train(config, workdir, *, dry_run=False):
   eval_fn = jax.jit(trainer.eval_step)
   print(f'Training {out}: {counts["total"]:,} parameters, {steps} steps, '
         f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
+  if jax.process_count() > 1 and config.log.samples and jax.process_index() == 0:
+    print('Text samples and attention maps are not written in multi-process runs.')
   step = int(state['step'])
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
   sums, previous, last = {}, None, {}
@@ -255,7 +258,9 @@ def _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step, 
   metrics, batch = evaluate(trainer, config, state['params'], eval_data, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
   writer.scalars(step, scalars)
-  if jax.process_index() == 0 and config.log.samples:
+  # Sampling runs eagerly on process 0's rows; with several processes the sharded parameters
+  # span hosts and every process would have to join, so samples and attention maps are skipped.
+  if jax.process_count() == 1 and config.log.samples:
     model = trainer.model(state['params'])
     rows = {k: v[:config.log.samples] for k, v in batch.items()}
     samples = trainer.objective.predict(model, rows, tokenizer,
