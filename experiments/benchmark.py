@@ -24,8 +24,16 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
                 high-water mark of the whole process, so it never falls from one row to the next)
 
 On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes
-per step); the table header says so. --mesh_presets is reserved for sharding comparisons and
-accepts only 'data' for now. Any --config.KEY=VALUE is applied to every family's config last.
+per step); the table header says so. --mesh_presets is the preset over all local devices (only
+'data'). Any --config.KEY=VALUE is applied to every family's config last.
+
+Sharding presets on 8 fake CPU devices (re-runs itself in a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=8; tiny sizes, batch 8 x 64 by default):
+
+  python experiments/benchmark.py --sharding_presets [--meshes single,fsdp8] [--families decoder]
+
+Each mesh is (data, fsdp, tensor) with its preset: single 1x1x1 on one device, data8 8x1x1,
+fsdp8 1x8x1, tensor4 1x1x4 (on 4 devices), data2_tensor4 2x1x4; memory is per device.
 """
 
 import argparse
@@ -52,7 +60,18 @@ FAMILIES = {'encoder': 'configs/bert.py', 'decoder': 'configs/gpt2.py',
             'encoder_decoder': 'configs/t5.py'}
 # A size a family lacks -> the size that plays its part (BERT's smallest published one is base).
 SIZE_ALIASES = {'encoder': {'small': 'base'}}
-MESH_PRESETS = ('data',)   # more arrive with the sharding work
+MESH_PRESETS = ('data',)   # --mesh_presets: the preset over every local device
+# --sharding_presets: name -> (mesh.shape, mesh.preset, devices used)
+SHARDING_MESHES = {
+    'single': ((1, 1, 1), 'data', 1),
+    'data8': ((8, 1, 1), 'data', 8),
+    'fsdp8': ((1, 8, 1), 'fsdp', 8),
+    'tensor4': ((1, 1, 4), 'tensor', 4),
+    'data2_tensor4': ((2, 1, 4), 'data_tensor', 8),
+}
+FAKE_DEVICES = 8
+PRESET_BATCH, PRESET_SEQ_LEN = 8, 64
+_CHILD = 'TRANSFORMER_BENCHMARK_CHILD'
 CPU_BATCH, CPU_SEQ_LEN = 2, 128
 DEFAULT_STEPS = {'cpu': 3, 'accelerator': 20}
 DEFAULT_WARMUP = {'cpu': 1, 'accelerator': 3}
@@ -77,6 +96,10 @@ def parse_args(argv):
   p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                  help='model.dtype (compute); parameters stay float32')
   p.add_argument('--mesh_presets', default='data', help='comma list; only data for now')
+  p.add_argument('--sharding_presets', action='store_true',
+                 help=f'time each mesh of --meshes on {FAKE_DEVICES} fake CPU devices')
+  p.add_argument('--meshes', default=','.join(SHARDING_MESHES),
+                 help='with --sharding_presets: comma list of ' + ', '.join(SHARDING_MESHES))
   p.add_argument('--out', default='', help='write the results here as JSON')
   overrides, rest = {}, []
   for arg in argv:
@@ -91,6 +114,15 @@ def parse_args(argv):
   args.families = [f for f in args.families.split(',') if f]
   args.sizes = [s for s in args.sizes.split(',') if s]
   args.mesh_presets = [m for m in args.mesh_presets.split(',') if m]
+  args.meshes = [m for m in args.meshes.split(',') if m]
+  for m in args.meshes:
+    if m not in SHARDING_MESHES:
+      raise ConfigError(f'--meshes: unknown mesh {m!r}; choose from {", ".join(SHARDING_MESHES)}')
+  if args.sharding_presets:
+    if not any(a.startswith('--sizes') for a in rest):
+      args.sizes = ['tiny']
+    args.batch_size = args.batch_size or PRESET_BATCH
+    args.seq_len = args.seq_len or PRESET_SEQ_LEN
   for f in args.families:
     if f not in FAMILIES:
       raise ConfigError(f'--families: unknown family {f!r}; choose from {", ".join(FAMILIES)}')
@@ -108,8 +140,9 @@ def parse_args(argv):
   return args, overrides
 
 
-def family_config(family, size, args, mesh_preset, overrides):
-  """(spec, validated config) of `family` at `size` with the benchmark's batch, length, dtype."""
+def family_config(family, size, args, mesh_preset, overrides, mesh_shape=None):
+  """(spec, validated config) of `family` at `size` with the benchmark's batch, length, dtype
+  (and mesh: `mesh_preset` over `mesh_shape`, default all local devices on the data axis)."""
   spec = f'{FAMILIES[family]}:{size}'
   try:
     config = config_lib.load_file(spec)
@@ -127,6 +160,8 @@ def family_config(family, size, args, mesh_preset, overrides):
   ours = {'train.batch_size': batch, 'data.seq_len': seq_len, 'model.dtype': args.dtype,
           'mesh.preset': mesh_preset, 'train.steps': args.warmup + args.steps,
           'opt.accumulation_steps': 1}
+  if mesh_shape is not None:
+    ours['mesh.shape'] = tuple(mesh_shape)
   if config.data.targets_len and seq_len != config.data.seq_len:
     # Keep the family's targets/inputs ratio (T5 small: 114/512) when the length changes.
     ratio = config.data.targets_len / config.data.seq_len
@@ -185,13 +220,18 @@ def time_steps(step_fn, state, batch, warmup, steps):
   return statistics.median(times), state
 
 
-def bench_one(family, size, args, mesh_preset, overrides, peak):
-  """One result row: build, compile and time the train step of `family` at `size`."""
-  spec, config = family_config(family, size, args, mesh_preset, overrides)
+def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
+  """One result row: build, compile and time the train step of `family` at `size` (on the
+  SHARDING_MESHES entry `mesh_name` when given)."""
+  shape, devices = None, None
+  if mesh_name:
+    shape, mesh_preset, count = SHARDING_MESHES[mesh_name]
+    devices = jax.devices()[:count]
+  spec, config = family_config(family, size, args, mesh_preset, overrides, shape)
   tokenizer = data.get_tokenizer(config)
   config = train.resolve(config, tokenizer)
   objective = objectives.get(config, tokenizer)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   host_batch = next(data.Pipeline(config, objective, tokenizer, split='train').iterator(0))
   batch = sharding.global_batch(host_batch, mesh)
   t0 = time.perf_counter()
@@ -209,7 +249,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak):
   flops_token = summary.flops_per_token(config)['total_train']
   flops_step = flops_token * out_tokens
   peak_flops, peak_name = peak
-  devices = jax.device_count()
+  devices = mesh.size
   achieved = flops_step / step_s / devices
   del state, step_fn, batch
   gc.collect()
@@ -219,7 +259,9 @@ def bench_one(family, size, args, mesh_preset, overrides, peak):
       'objective': config.objective, 'params': int(params),
       'batch': int(config.train.batch_size), 'seq_len': int(config.data.seq_len),
       'targets_len': int(config.data.targets_len), 'dtype': args.dtype,
-      'mesh_preset': mesh_preset, 'steps': args.steps, 'warmup': args.warmup,
+      'mesh_preset': mesh_preset, 'mesh': mesh_name or mesh_preset,
+      'mesh_shape': [int(v) for v in mesh.shape.values()], 'steps': args.steps,
+      'warmup': args.warmup,
       'init_s': init_s, 'compile_s': compile_s, 'step_s': step_s, 'tokens_per_step': tokens,
       'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
       'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
@@ -234,8 +276,17 @@ def run(args, overrides):
   """Every row of the benchmark (sizes outer, so the small rows come first) and its context."""
   load_start = os.getloadavg()
   peak = perf.peak_flops(args.dtype)
-  rows = []
-  for mesh_preset in args.mesh_presets:
+  rows, skipped = [], []
+  if args.sharding_presets:
+    for size in args.sizes:
+      for family in args.families:
+        for name in args.meshes:
+          print(f'benchmarking {family} {size} on mesh {name} ...', file=sys.stderr, flush=True)
+          try:
+            rows.append(bench_one(family, size, args, None, overrides, peak, mesh_name=name))
+          except ConfigError as e:   # e.g. 2 heads cannot split over tensor=4: say so, go on
+            skipped.append({'family': family, 'size': size, 'mesh': name, 'reason': str(e)})
+  for mesh_preset in [] if args.sharding_presets else args.mesh_presets:
     for size in args.sizes:
       for family in args.families:
         print(f'benchmarking {family} {size} ({mesh_preset}) ...', file=sys.stderr, flush=True)
@@ -246,7 +297,8 @@ def run(args, overrides):
           'dtype': args.dtype, 'peak_name': peak[1], 'peak_flops': float(peak[0]),
           'load_average_start': list(load_start), 'load_average_end': list(os.getloadavg()),
           'cpu_reduced': _platform() == 'cpu' and not (args.batch_size and args.seq_len),
-          'steps': args.steps, 'warmup': args.warmup}
+          'steps': args.steps, 'warmup': args.warmup, 'sharding_presets': args.sharding_presets,
+          'skipped': skipped}
   return {'meta': meta, 'rows': rows}
 
 
@@ -257,6 +309,8 @@ def _mib(n):
 def markdown(result):
   """The results as a Markdown table under a header that says what was measured where."""
   m = result['meta']
+  if m.get('sharding_presets'):
+    return sharding_markdown(result)
   lines = [f'### Train step on {m["device_count"]} x {m["device_kind"]} ({m["platform"]}), '
            f'jax {m["jax_version"]}, {m["dtype"]}',
            f'MFU against {m["peak_name"]}: {m["peak_flops"] / 1e12:.3f} TFLOP/s per device. '
@@ -279,9 +333,49 @@ def markdown(result):
   return '\n'.join(lines)
 
 
+def sharding_markdown(result):
+  """One row per family x mesh: the same model timed under each sharding preset."""
+  m = result['meta']
+  lines = [f'### Train step per sharding preset on {m["device_count"]} x {m["device_kind"]} '
+           f'({m["platform"]}), jax {m["jax_version"]}, {m["dtype"]}',
+           f'Median of {m["steps"]} steps after {m["warmup"]} warm-up. Fake CPU devices share '
+           'the host\'s cores, so this compares the programs (collectives, shapes), not hardware '
+           f'scaling. Load average {"/".join(f"{x:.2f}" for x in m["load_average_start"])} at '
+           f'start, {"/".join(f"{x:.2f}" for x in m["load_average_end"])} at end.', '',
+           '| family | config | mesh | data x fsdp x tensor | preset | batch x len | compile s | '
+           'step s | tokens/s | memory MiB/device |', '|' + '---|' * 10]
+  for r in result['rows']:
+    lines.append(
+        f'| {r["family"]} | {r["config"]} | {r["mesh"]} | '
+        f'{" x ".join(map(str, r["mesh_shape"]))} | {r["mesh_preset"]} | {r["batch"]} x '
+        f'{r["seq_len"]} | {r["compile_s"]:.1f} | {r["step_s"]:.3f} | {r["tokens_per_s"]:,.0f} | '
+        f'{_mib(r["memory_bytes"])} |')
+  for skip in m['skipped']:
+    lines.append(f'\nNot run: {skip["family"]} {skip["size"]} on {skip["mesh"]}: {skip["reason"]}')
+  return '\n'.join(lines)
+
+
+def _run_with_fake_devices(argv):
+  """Re-run this script with FAKE_DEVICES CPU devices (XLA fixes the count at start-up)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', **{_CHILD: '1'})
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      f' --xla_force_host_platform_device_count={FAKE_DEVICES}').strip()
+  return subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env,
+                        check=False).returncode
+
+
 def main(argv=None):
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if '--sharding_presets' in argv and not os.environ.get(_CHILD):
+    try:
+      parse_args(argv)   # bad flags fail here, before the subprocess starts
+    except ConfigError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    return _run_with_fake_devices(argv)
   try:
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    args, overrides = parse_args(argv)
     result = run(args, overrides)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -71,6 +71,7 @@ def test_every_family_tiny(tmp_path, capsys):
     (['--families', 'rnn'], '--families'),
     (['--steps', '0'], '--steps'),
     (['--config.train.batch_size'], '--config.train.batch_size'),
+    (['--sharding_presets', '--meshes', 'pipeline8'], '--meshes'),
 ])
 def test_bad_flags_raise_one_line_config_errors(argv, names):
   with pytest.raises(ConfigError, match=names) as e:
@@ -97,3 +98,30 @@ def test_size_alias_and_cpu_defaults():
                                          {'train.batch_size': '3'})
   assert config.train.batch_size == 3                     # the user's --config.* win
   assert config.data.targets_len == 29                    # ceil(128 * 114 / 512)
+
+
+@pytest.mark.slow
+def test_sharding_presets_on_eight_fake_devices(tmp_path, capfd):
+  """--sharding_presets re-runs itself with 8 fake CPU devices and times each mesh; a mesh the
+  model cannot use (BERT tiny's 2 heads over tensor=4) is listed as not run, not a failure."""
+  out = tmp_path / 'presets.json'
+  assert benchmark.main(['--sharding_presets', '--meshes', 'fsdp8,tensor4', '--families',
+                         'decoder,encoder', '--steps', '1', '--warmup', '0', '--seq_len', '32',
+                         '--config.data.vocab_size=1024', '--out', str(out)]) == 0
+  with open(out) as f:
+    result = json.load(f)
+  text = capfd.readouterr().out
+  assert result['meta']['device_count'] == 8 and result['meta']['sharding_presets']
+  rows = {(r['family'], r['mesh']): r for r in result['rows']}
+  assert set(rows) == {('decoder', 'fsdp8'), ('decoder', 'tensor4'), ('encoder', 'fsdp8')}
+  assert rows['decoder', 'fsdp8']['mesh_shape'] == [1, 8, 1]
+  assert rows['decoder', 'fsdp8']['device_count'] == 8
+  assert rows['decoder', 'tensor4']['mesh_preset'] == 'tensor'
+  assert rows['decoder', 'tensor4']['device_count'] == 4
+  for row in rows.values():
+    assert row['step_s'] > 0 and row['batch'] == 8 and row['seq_len'] == 32
+  skipped = result['meta']['skipped']
+  assert [(s['family'], s['mesh']) for s in skipped] == [('encoder', 'tensor4')]
+  assert 'split 4 ways' in skipped[0]['reason']
+  assert '| decoder | configs/gpt2.py:tiny | fsdp8 | 1 x 8 x 1 | fsdp |' in text
+  assert 'Not run: encoder tiny on tensor4' in text
