@@ -12,3 +12,22 @@ import tempfile  # noqa: E402
 
 # Embedded corpora and tokenizers are prepared once per machine for the tests, outside $HOME.
 os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'transformer_tests_tfds'))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def corrupt_checkpoint():
+  """A function that truncates every array file of one orbax step directory's state."""
+  def corrupt(step_dir):
+    damaged = 0
+    for root, _, files in os.walk(os.path.join(step_dir, 'state')):
+      for name in files:
+        if name.startswith(('_', 'commit')) or name.endswith('.txt'):
+          continue
+        with open(os.path.join(root, name), 'r+b') as f:
+          f.truncate(3)
+        damaged += 1
+    assert damaged, f'no array files under {step_dir}/state'
+  return corrupt

@@ -105,19 +105,12 @@ def test_workdir_of_another_model_is_refused_and_untouched(trained, capsys):
 
 # orbax's async reader complains about its closed event loop after the failed read.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-def test_corrupt_latest_checkpoint_falls_back(trained, tmp_path, capsys, caplog):
+def test_corrupt_latest_checkpoint_falls_back(trained, tmp_path, capsys, caplog,
+                                              corrupt_checkpoint):
   workdir = str(tmp_path / 'w')
   shutil.copytree(trained, workdir)
   ckpts = os.path.join(workdir, 'default', 'gpt2_tiny', 'checkpoints')
-  damaged = 0
-  for root, _, files in os.walk(os.path.join(ckpts, '4', 'state')):
-    for name in files:
-      if name.startswith(('_', 'commit')) or name.endswith('.txt'):
-        continue
-      with open(os.path.join(root, name), 'r+b') as f:
-        f.truncate(3)
-      damaged += 1
-  assert damaged
+  corrupt_checkpoint(os.path.join(ckpts, '4'))
   with caplog.at_level(logging.WARNING, logger='transformer.checkpoint'):
     assert train.main(TINY + [f'--workdir={workdir}', '--config.train.steps=6']) == 0
   out = capsys.readouterr().out

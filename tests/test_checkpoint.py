@@ -108,23 +108,14 @@ def test_keep_best_off_keeps_only_last(tmp_path):
 
 # orbax's async reader complains about its closed event loop after the failed read.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog):
+def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog, corrupt_checkpoint):
   s1, s2 = _state(1), _state(2)
   c = ckpt.Checkpointer(tmp_path, every=1, keep=3)
   c.save(1, s1, data_position={'n': 1})
   c.save(2, s2, data_position={'n': 2})
   c.wait_until_finished()
   c.close()
-  # Truncate every data file of step 2's state.
-  damaged = 0
-  for root, _, files in os.walk(tmp_path / '2' / 'state'):
-    for f in files:
-      if f.startswith(('_', 'commit')) or f.endswith('.txt'):
-        continue
-      with open(os.path.join(root, f), 'r+b') as fh:
-        fh.truncate(3)
-      damaged += 1
-  assert damaged
+  corrupt_checkpoint(tmp_path / '2')   # truncates every data file of step 2's state
 
   c = ckpt.Checkpointer(tmp_path, every=1, keep=3)
   with caplog.at_level(logging.WARNING, logger='transformer.checkpoint'):
