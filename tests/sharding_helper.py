@@ -9,6 +9,8 @@ Commands (several may be joined with '+') print a JSON list of results on the la
   memory                       per-device bytes of params + optimizer state under FSDP x 8
   error KEY=VALUE...           the ConfigError message of a Trainer.create with these overrides
   save DIR / restore DIR       train under one mesh, checkpoint, restore under another, go on
+  multiprocess STEPS [FOREVER] one process of a jax.distributed job (TRANSFORMER_* environment;
+                               tests/test_distributed.py starts them): FSDP over every device
 """
 
 import json

@@ -2,7 +2,8 @@
 CPU devices (in a subprocess, since XLA's device count is fixed when jax starts).
 
 Parity tolerance (float32): losses and gradient norms agree to rtol 1e-5; parameters after the
-steps agree to atol 2e-5 (measured: ~2e-6 after 3 AdamW steps at lr 1e-3).
+steps agree to atol 2e-5. Measured over every family and mesh (3 AdamW steps at lr 1e-3): losses
+within 2.6e-7 relative, gradient norms within 1.1e-7, parameters within 2.2e-6 absolute.
 """
 
 import json
