@@ -223,6 +223,10 @@ def train(config, workdir, *, dry_run=False):
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
   writer.hparams(tb.flatten_config(config), final)
   writer.close()
+  if jax.process_index() == 0 and not stop.requested:
+    print(f'Finished {steps} steps ({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
+          f'  TensorBoard logs: {out}  (./launch.sh tensorboard {os.path.dirname(out)})\n'
+          f'  checkpoints:      {ckpt_dir}')
   return last
 
 
