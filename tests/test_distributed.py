@@ -196,7 +196,7 @@ def test_a_killed_process_stops_the_others(victim):
   assert survivor.returncode != 0, _stderr(survivor)
   assert took < 60, (took, _stderr(survivor))
   print(f'survivor of killed process {victim} exited {survivor.returncode} after {took:.1f}s: '
-        f'{_stderr(survivor).strip().splitlines()[-1][:300]}')
+        f'{next((l for l in _stderr(survivor).splitlines() if "rror" in l), "")[:300]}')
 
 
 TINY_RUN = ['--config', 'configs/gpt2.py:tiny', '--config.model.num_layers=1',
