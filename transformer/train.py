@@ -72,6 +72,12 @@ def total_steps(config):
   return config.train.steps
 
 
+def _say(*args, **kwargs):
+  """print on process 0 only: one line per event however many processes run the job."""
+  if jax.process_index() == 0:
+    print(*args, **kwargs)
+
+
 def fingerprint(config, state):
   model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_MODEL_KEYS}
   shapes = {'/'.join(map(str, p)): list(x.shape) for p, x in
@@ -132,7 +138,7 @@ def train(config, workdir, *, dry_run=False):
                                    keep_best=False).latest_step() if os.path.isdir(
                                        ckpt_dir) else None
   if latest is not None and latest >= steps:
-    print(f'{out} already reached step {latest} of {steps}; nothing to do.')
+    _say(f'{out} already reached step {latest} of {steps}; nothing to do.')
     return {}
   state = trainer.init_state()
   ckpt = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every,
@@ -143,12 +149,12 @@ def train(config, workdir, *, dry_run=False):
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))
     position, tokens_seen = tuple(saved['position']), int(saved.get('tokens_seen', 0))
-    print(f'Resumed {out} from step {step0} (data position {position}).')
+    _say(f'Resumed {out} from step {step0} (data position {position}).')
   elif config.checkpoint.init_from:
     params, missing, _ = checkpoint.load_pretrained(
         pretrained_paths(config.checkpoint.init_from)[0], state['params'])
     state = trainer.state_from_params(params)
-    print(f'Initialised from {config.checkpoint.init_from}; fresh: {", ".join(missing) or "none"}.')
+    _say(f'Initialised from {config.checkpoint.init_from}; fresh: {", ".join(missing) or "none"}.')
   if jax.process_index() == 0:   # the run's files come from process 0 only
     with open(os.path.join(out, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -176,7 +182,7 @@ def train(config, workdir, *, dry_run=False):
                                       'perf/compile_seconds': compile_s})
   peak, peak_name = _peak(config)
   eval_fn = jax.jit(trainer.eval_step)
-  print(f'Training {out}: {counts["total"]:,} parameters, {steps} steps, '
+  _say(f'Training {out}: {counts["total"]:,} parameters, {steps} steps, '
         f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
   if jax.process_count() > 1 and config.log.samples and jax.process_index() == 0:
     print('Text samples and attention maps are not written in multi-process runs.')
@@ -278,7 +284,7 @@ def _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step, 
       if weights is not None:
         writer.attention_images(step, 'attention/layer0', weights)
   writer.flush()
-  print(f'\nstep {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+  _say(f'\nstep {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
   return scalars
 
 
