@@ -84,18 +84,6 @@ class GettextCatalogs(stdlib_corpus.LocalBuilder):
         supervised_keys=('inputs', 'targets'),
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Everything is local.
-    return {'train': self._generate_examples(validation=False),
-            'validation': self._generate_examples(validation=True)}
-
-  def _generate_examples(self, validation):
-    examples = self._all_examples()
-    chosen = stdlib_corpus.validation_ids(i for i, _ in examples)
-    for example_id, example in examples:
-      if (example_id in chosen) == validation:
-        yield example_id, example
-
   def _all_examples(self):
     """Every (id, example), read once and shared by both splits; repeated pairs dropped."""
     if getattr(self, '_examples_cache', None) is None:

@@ -159,7 +159,8 @@ def docstring_pairs(files):
 
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A builder whose data is on this machine: no download, no checksums file.
+  """A builder whose data is on this machine: no download, no checksums file, and a
+  deterministic train/validation split of what `_all_examples` returns.
 
   TFDS locates a builder's code (for its checksums file) through a code path that needs the
   optional `importlib_resources` package for modules outside `tensorflow_datasets`; our builders
@@ -175,6 +176,23 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   @classmethod
   def url_infos(cls):
     return {}
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Everything is local.
+    return {'train': self._generate_examples(validation=False),
+            'validation': self._generate_examples(validation=True)}
+
+  def _generate_examples(self, validation):
+    """The examples of one split; the same ids fall in validation on every machine."""
+    examples = self._all_examples()
+    chosen = validation_ids(i for i, _ in examples)
+    for example_id, example in examples:
+      if (example_id in chosen) == validation:
+        yield example_id, example
+
+  def _all_examples(self):
+    """Every (id, example) of the builder's config, in a fixed order."""
+    raise NotImplementedError
 
 
 class PythonStdlib(LocalBuilder):
@@ -199,18 +217,6 @@ class PythonStdlib(LocalBuilder):
         features=tfds.features.FeaturesDict(features),
         homepage='https://docs.python.org/3/library/',
     )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Everything is local.
-    return {'train': self._generate_examples(validation=False),
-            'validation': self._generate_examples(validation=True)}
-
-  def _generate_examples(self, validation):
-    examples = self._all_examples()
-    chosen = validation_ids(i for i, _ in examples)
-    for example_id, example in examples:
-      if (example_id in chosen) == validation:
-        yield example_id, example
 
   def _all_examples(self):
     """Every (id, example) of this config, read once and shared by both splits."""
