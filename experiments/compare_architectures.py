@@ -34,6 +34,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformer import sweep as sweep_lib  # noqa: E402
+from transformer import sweep_results  # noqa: E402
 from transformer.errors import ConfigError  # noqa: E402
 
 BASE = 'configs/gpt2.py:tiny'
@@ -129,8 +130,8 @@ def comparison(models, results):
     res = by_run.get(m['run'], {})
     cells = [m['run'], m['family'], m['objective'], SCORED.get(m['objective'], ''),
              f'{m["params"]:,}', f'{m["non_embedding"]:,}', f'{m["flops_per_token"]:.3g}'] + [
-                 sweep_lib.cell(res.get(k)) for k in ('tokens_seen', 'final_eval_loss',
-                                                      'final_eval_accuracy', 'tokens_per_sec')]
+                 sweep_results.cell(res.get(k)) for k in ('tokens_seen', 'final_eval_loss',
+                                                          'final_eval_accuracy', 'tokens_per_sec')]
     cells.append(res.get('status', 'pending'))
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -191,7 +192,7 @@ def main(argv=None):
       print(comparison(models, []))
       return 0
     outcome = {} if args.results else sweep_lib.run(sweep, args.workdir, parallel=args.parallel)
-    results = sweep_lib.write_results(sweep, args.workdir)
+    results = sweep_results.write_results(sweep, args.workdir)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
