@@ -212,10 +212,13 @@ def train(config, workdir, *, dry_run=False):
         last.update(_eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
                                       tokenizer))
         t_window = time.perf_counter()
+      final_save = step == steps or stop.requested
+      if final_save or ckpt.should_save(step):
+        writer.flush()   # the logs are on disk before the checkpoint a resume would start from
       ckpt.save(step, state, data_position={'position': list(it.state),
                                             'tokens_seen': tokens_seen + tokens_window},
                 metrics={'eval/loss': last.get('eval/loss')} if 'eval/loss' in last else None,
-                force=step == steps or stop.requested)
+                force=final_save)
       if stop.requested:
         ckpt.wait_until_finished()
         print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command to '
