@@ -154,22 +154,21 @@ def test_bart(tmp_path, kw, batch, length, targets_length):
                  targets_length=targets_length, name='bart')
 
 
-@pytest.mark.parametrize('kw,batch,length,targets_length', [
+T5_CASES = [
     (dict(), 3, 11, 6),
     # few buckets and a short max distance: the log-spaced buckets are exercised
     (dict(vocab=101, d=40, heads=5, d_kv=6, layers=1, dec=2, relative_attention_num_buckets=8,
           relative_attention_max_distance=12), 2, 23, 17),
-])
+]
+
+
+@pytest.mark.parametrize('kw,batch,length,targets_length', T5_CASES)
 def test_t5_v1_0(tmp_path, kw, batch, length, targets_length):
   _check_seq2seq(t5(**kw), tmp_path, batch=batch, length=length,
                  targets_length=targets_length, name='t5 v1.0 (relu, tied)')
 
 
-@pytest.mark.parametrize('kw,batch,length,targets_length', [
-    (dict(), 3, 11, 6),
-    (dict(vocab=101, d=40, heads=5, d_kv=6, layers=1, dec=2, relative_attention_num_buckets=8,
-          relative_attention_max_distance=12), 2, 23, 17),
-])
+@pytest.mark.parametrize('kw,batch,length,targets_length', T5_CASES)
 def test_t5_v1_1(tmp_path, kw, batch, length, targets_length):
   model = t5(proj='gated-gelu', tied=False, **kw)
   _check_seq2seq(model, tmp_path, batch=batch, length=length, targets_length=targets_length,

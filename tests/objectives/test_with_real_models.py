@@ -60,13 +60,17 @@ def _batch(obj, examples, rng, packer):
   return batch
 
 
-@pytest.mark.parametrize('objective,family', CASES)
-def test_jitted_loss_and_finite_grads(objective, family, make_config, tokenizer, packer):
+def _setup(objective, family, make_config, tokenizer, packer):
+  """(config, objective, tiny model, one packed batch of random examples) for one case."""
   cfg = make_config(objective, family, seq_len=48, targets_len=32)
   obj = objectives.get(cfg, tokenizer)
-  model = _model(cfg, obj.head)
   rng = np.random.default_rng(0)
-  batch = _batch(obj, _examples(obj, rng), rng, packer)
+  return cfg, obj, _model(cfg, obj.head), _batch(obj, _examples(obj, rng), rng, packer)
+
+
+@pytest.mark.parametrize('objective,family', CASES)
+def test_jitted_loss_and_finite_grads(objective, family, make_config, tokenizer, packer):
+  cfg, obj, model, batch = _setup(objective, family, make_config, tokenizer, packer)
   assert all(v.shape[0] == batch[next(iter(obj.stream_lengths))].shape[0]
              for v in batch.values())
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -93,11 +97,7 @@ def test_jitted_loss_and_finite_grads(objective, family, make_config, tokenizer,
                                               ('span_corruption', 'encoder_decoder'),
                                               ('mlm', 'encoder')])
 def test_predict_with_real_decoding(objective, family, make_config, tokenizer, packer):
-  cfg = make_config(objective, family, seq_len=48, targets_len=32)
-  obj = objectives.get(cfg, tokenizer)
-  model = _model(cfg, obj.head)
-  rng = np.random.default_rng(0)
-  batch = _batch(obj, _examples(obj, rng), rng, packer)
+  cfg, obj, model, batch = _setup(objective, family, make_config, tokenizer, packer)
   samples = obj.predict(model, batch, tokenizer, max_new_tokens=4)
   assert 1 <= len(samples) <= cfg.log.samples  # the first example of each sampled row
   s = samples[0]
