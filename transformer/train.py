@@ -129,10 +129,9 @@ def train(config, workdir, *, dry_run=False):
   steps = total_steps(config)
   mesh = sharding.make_mesh(config.mesh)
   trainer = Trainer.create(config, objective, mesh, steps)
-  if jax.process_index() == 0:
-    print(f'Mesh {dict(mesh.shape)} over {jax.device_count()} devices '
-          f'({jax.process_count()} processes), preset {config.mesh.preset!r}:\n'
-          f'{trainer.sharding_table}')
+  _say(f'Mesh {dict(mesh.shape)} over {jax.device_count()} devices '
+       f'({jax.process_count()} processes), preset {config.mesh.preset!r}:\n'
+       f'{trainer.sharding_table}')
   ckpt_dir = os.path.join(out, 'checkpoints')
   latest = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every, keep=1,
                                    keep_best=False).latest_step() if os.path.isdir(
@@ -184,8 +183,8 @@ def train(config, workdir, *, dry_run=False):
   eval_fn = jax.jit(trainer.eval_step)
   _say(f'Training {out}: {counts["total"]:,} parameters, {steps} steps, '
         f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
-  if jax.process_count() > 1 and config.log.samples and jax.process_index() == 0:
-    print('Text samples and attention maps are not written in multi-process runs.')
+  if jax.process_count() > 1 and config.log.samples:
+    _say('Text samples and attention maps are not written in multi-process runs.')
   step = int(state['step'])
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
   sums, previous, last = {}, None, {}
@@ -232,10 +231,10 @@ def train(config, workdir, *, dry_run=False):
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
   writer.hparams(tb.flatten_config(config), final)
   writer.close()
-  if jax.process_index() == 0 and not stop.requested:
-    print(f'Finished {steps} steps ({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
-          f'  TensorBoard logs: {out}  (./launch.sh tensorboard {os.path.dirname(out)})\n'
-          f'  checkpoints:      {ckpt_dir}')
+  if not stop.requested:
+    _say(f'Finished {steps} steps ({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
+         f'  TensorBoard logs: {out}  (./launch.sh tensorboard {os.path.dirname(out)})\n'
+         f'  checkpoints:      {ckpt_dir}')
   return last
 
 
