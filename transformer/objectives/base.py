@@ -39,10 +39,12 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0):
 
   Returns:
     (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
-    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled.
+    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
+    weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
+    neither the loss, the metrics nor the gradient.
   """
-  logits = logits.astype(jnp.float32)
   weights = weights.astype(jnp.float32)
+  logits = jnp.where((weights != 0)[..., None], logits.astype(jnp.float32), 0.0)
   log_z = jax.nn.logsumexp(logits, axis=-1)
   label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
   xent = log_z - label_logit
@@ -63,8 +65,8 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0):
 def accuracy(logits, labels, weights):
   """(number of weighted positions whose argmax equals the label, sum of weights)."""
   weights = weights.astype(jnp.float32)
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return jnp.sum(correct * weights), jnp.sum(weights)
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return jnp.sum(jnp.where(correct & (weights != 0), weights, 0.0)), jnp.sum(weights)
 
 
 def next_token_weights(segment_ids):
