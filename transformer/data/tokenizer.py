@@ -13,10 +13,16 @@ Training is deterministic (fixed seed, one thread, input in split order), and th
 name carries a hash of everything that shapes the model:
   <data_dir>/tokenizers/<source>_<vocab>_<hash>.model
 so a second run (or another host) loads the same vocabulary instead of training again.
+
+A checkpoint travels with its tokenizer: every run keeps its tokenizer.model beside its
+checkpoints/, and `checkpoint.init_from` uses the one recorded there (a different
+`data.tokenizer` is refused). An import-hf output records that it has no tokenizer yet, and is
+refused for text fine-tuning.
 """
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -243,9 +249,56 @@ def _smallest_vocab(texts, model_type):
   return max(_MIN_BYTE_FALLBACK_VOCAB, required(True))
 
 
+RUN_TOKENIZER = 'tokenizer.model'      # beside every run's checkpoints/ (the trainer copies it)
+IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
+
+
+def recorded_tokenizer(init_from):
+  """The tokenizer file recorded with the checkpoint `init_from` (a run directory, its
+  checkpoints/, or an import-hf output); None when nothing is recorded there.
+
+  Raises ConfigError for an import whose record says it has no usable tokenizer.
+  """
+  home = os.path.abspath(os.path.expanduser(init_from))
+  if os.path.basename(home) == 'checkpoints':
+    home = os.path.dirname(home)
+  if os.path.isfile(os.path.join(home, RUN_TOKENIZER)):
+    return os.path.join(home, RUN_TOKENIZER)
+  record = os.path.join(home, IMPORT_RECORD)
+  if not os.path.isfile(record):
+    return None
+  with open(record) as f:
+    info = json.load(f)
+  if info.get('tokenizer'):
+    return os.path.join(home, info['tokenizer'])
+  raise ConfigError(f'`checkpoint.init_from={init_from}`: this import has no tokenizer '
+                    f'({info.get("reason", "none recorded")}), so text fine-tuning would feed '
+                    f'our token ids into its {info.get("vocab_size", "?")}-row embedding; it '
+                    'cannot be fine-tuned on text until Hugging Face tokenizers are imported')
+
+
+def _same_file(a, b):
+  with open(a, 'rb') as f, open(b, 'rb') as g:
+    return f.read() == g.read()
+
+
 def get_tokenizer(config):
-  """The tokenizer for `config`: `data.tokenizer` if set, else the cached or newly trained one."""
+  """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
+  checkpoint (a different `data.tokenizer` is refused); else `data.tokenizer` if set, else the
+  cached or newly trained one."""
   explicit = config.data.get('tokenizer', '')
+  init_from = config.get('checkpoint', {}).get('init_from', '')
+  if init_from:
+    recorded = recorded_tokenizer(init_from)
+    given = os.path.expanduser(explicit)
+    if recorded and explicit and os.path.isfile(given) and not _same_file(given, recorded):
+      raise ConfigError(f'`data.tokenizer={explicit}`: differs from {recorded}, the tokenizer '
+                        f'of checkpoint.init_from; leave data.tokenizer empty to use that one')
+    if not recorded and not explicit:
+      raise ConfigError(f'`checkpoint.init_from={init_from}`: no {RUN_TOKENIZER} recorded '
+                        'beside it, so its token ids are unknown; give the tokenizer it was '
+                        'trained with as --config.data.tokenizer=PATH')
+    explicit = explicit or recorded
   if explicit:
     path = os.path.expanduser(explicit)
     if not os.path.isfile(path):
