@@ -197,3 +197,48 @@ def test_scan_layers(tmp_path):
 def test_scan_layers_gpt2(tmp_path):
   _check_decoder(gpt2(layers=3), tmp_path, batch=2, length=9, name='gpt2 scan_layers',
                  scan_layers=True)
+
+
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_bert_pooler_reaches_a_classification_fine_tune(tmp_path, scan_layers):
+  """import-hf keeps bert.pooler.dense.*; init_from into a classification model with
+  classifier_pooler loads it, so with the same classifier weights our logits equal
+  BertForSequenceClassification's built from the same pretrained files."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from transformer import checkpoint, models  # pylint: disable=import-outside-toplevel
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  hf_dir, out = tmp_path / 'hf', tmp_path / 'ours'
+  torch.manual_seed(0)
+  transformers.BertForPreTraining(transformers.BertConfig(
+      vocab_size=101, hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
+      intermediate_size=44, max_position_embeddings=64, type_vocab_size=2)).save_pretrained(hf_dir)
+  reference = transformers.BertForSequenceClassification.from_pretrained(hf_dir, num_labels=3)
+  reference.eval()
+  args = ['--from', str(hf_dir), '--workdir', str(out)] + (['--scan_layers'] if scan_layers else [])
+  assert import_hf.main(args) == 0
+
+  config, _ = hf.from_pretrained(hf_dir, scan_layers=scan_layers)
+  config.model.num_classes = 3
+  assert config.model.classifier_pooler
+  model = models.build(config.model, head='classification', rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  params, missing, _ = checkpoint.load_pretrained(out, nnx.to_pure_dict(nnx.state(model,
+                                                                                  nnx.Param)))
+  assert sorted(missing) == ['classifier/classifier/bias', 'classifier/classifier/kernel']
+  params['classifier']['classifier'] = {
+      'kernel': jnp.asarray(reference.classifier.weight.detach().numpy().T),
+      'bias': jnp.asarray(reference.classifier.bias.detach().numpy())}
+  pooler = reference.bert.pooler.dense
+  np.testing.assert_array_equal(params['classifier']['pooler']['kernel'],
+                                pooler.weight.detach().numpy().T)
+  full = nnx.to_pure_dict(state)
+  full.update(params)
+  nnx.replace_by_pure_dict(state, full)
+  model = nnx.merge(graphdef, state)
+
+  ids, mask = _padded(np.random.default_rng(3), 101, 3, 13)
+  with torch.no_grad():
+    ref = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+  got = np.asarray(model(_j(ids), segment_ids=_j(mask)))
+  assert got.shape == ref.shape == (3, 3)
+  assert _max_error('bert pooler + classifier', ref, got, np.ones(3)) < TOLERANCE

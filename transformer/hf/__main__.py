@@ -15,23 +15,21 @@ import json
 import os
 import sys
 
-from flax import nnx
 
 from transformer import checkpoint
 from transformer.errors import ConfigError
-from transformer.hf.load import from_pretrained
+from transformer.hf.load import import_params
 
 TOKENIZER_RECORD = 'tokenizer_info.json'   # read by transformer.data.tokenizer.recorded_tokenizer
 
 
 def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32'):
   """Imports `hf_dir` and saves it under `workdir`; returns our ConfigDict of the model."""
-  config, model = from_pretrained(hf_dir, dtype=dtype, scan_layers=scan_layers)
+  config, params = import_params(hf_dir, dtype=dtype, scan_layers=scan_layers)
   workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
   if os.path.isdir(workdir) and any(name.isdigit() for name in os.listdir(workdir)):
     raise ConfigError(f'--workdir {workdir} already holds checkpoints; choose an empty directory')
   os.makedirs(workdir, exist_ok=True)
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1, keep_best=False)
   try:
     ckpt.save(0, {'params': params}, data_position={}, force=True)
