@@ -66,6 +66,14 @@ def test_shift_right_in_segments_starts_every_segment_with_zero():
       [[0, 11, 12, 0, 21, 0, 0], [0, 31, 32, 33, 34, 35, 36]])
 
 
+def test_shift_right_in_segments_starts_every_segment_with_the_decoder_start_id():
+  """model.decoder_start_id (2 for an imported BART) opens every packed segment; padding stays 0."""
+  tokens = jnp.array([[11, 12, 13, 21, 22, 0, 0]])
+  segs = jnp.array([[1, 1, 1, 2, 2, 0, 0]])
+  np.testing.assert_array_equal(base.shift_right_in_segments(tokens, segs, 2),
+                                [[2, 11, 12, 2, 21, 0, 0]])
+
+
 def test_first_segments_cuts_packed_rows_and_skips_padding_rows():
   batch = dict(targets=np.array([[5, 6, 7, 8], [9, 9, 0, 0], [0, 0, 0, 0]]),
                targets_segment_ids=np.array([[1, 1, 2, 2], [1, 1, 0, 0], [0, 0, 0, 0]]),

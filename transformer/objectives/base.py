@@ -84,15 +84,17 @@ def next_token_labels(tokens):
   return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
 
 
-def shift_right_in_segments(tokens, segment_ids):
+def shift_right_in_segments(tokens, segment_ids, start_id=0):
   """Decoder inputs for teacher forcing: each token moves one step right inside its segment.
 
-  The first token of every segment becomes 0 (the decoder start id), so packed examples never see
-  each other: out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else 0.
+  The first token of every segment becomes `start_id` (model.decoder_start_id: 0 for T5, 2 for
+  Hugging Face BART), so packed examples never see each other:
+  out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else start_id (0 on padding).
   """
   shifted = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
   prev_seg = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
-  return jnp.where(prev_seg == segment_ids, shifted, 0).astype(tokens.dtype)
+  starts = jnp.where(segment_ids > 0, start_id, 0)
+  return jnp.where(prev_seg == segment_ids, shifted, starts).astype(tokens.dtype)
 
 
 def data_value(config, key, low, high, *, inclusive_high=False):
@@ -185,6 +187,7 @@ class Objective:
     self.text_chunk_len = None
     self.stream_lengths = {}
     self.z_loss = float(config.get('train', {}).get('z_loss', 0.0) or 0.0)
+    self.decoder_start_id = int(config.model.get('decoder_start_id', 0))
 
   def __repr__(self):
     return (f'{type(self).__name__}(family={self.family!r}, streams={self.stream_lengths}, '
