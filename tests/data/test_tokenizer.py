@@ -143,3 +143,17 @@ def test_tiny_vocab_sizes_get_the_same_one_line_error(english_file, tmp_path, vo
                                         r'\d+') as e:
     data_lib.get_tokenizer(c)
   assert '\n' not in str(e.value)
+
+
+def test_too_small_vocab_size_is_a_one_line_error_of_the_train_entry_point(english_file,
+                                                                          tmp_path, capsys):
+  from transformer import train  # pylint: disable=import-outside-toplevel
+  code = train.main(['--config', 'configs/gpt2.py:tiny', '--workdir', str(tmp_path / 'runs'),
+                     f'--config.data.source=text:{english_file}', '--config.data.vocab_size=100',
+                     f'--config.data.data_dir={tmp_path / "data"}',
+                     '--config.data.tokenizer_train_examples=500'])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and err.startswith('error: `data.vocab_size=100`') and '\n' not in err, err
+  assert 'smallest that works is' in err
+  assert not os.path.exists(tmp_path / 'data' / 'tokenizers') or not [
+      f for f in os.listdir(tmp_path / 'data' / 'tokenizers') if f.endswith('.model')]
