@@ -40,6 +40,7 @@ MODEL_DEFAULTS = dict(
     mlm_transform=False,         # BERT: dense + activation + norm before the MLM logits
     num_classes=2,               # classification head
     classifier_pooler=False,     # BERT pooler (dense + tanh on the first token) before classifier
+    decoder_start_id=0,          # encoder_decoder: the decoder's first input (T5 0; HF BART 2 = </s>)
     dropout_rate=0.0,
     attention_dropout_rate=0.0,
     dtype='float32',             # compute dtype: float32 | bfloat16 (params stay param_dtype)

@@ -197,3 +197,120 @@ def test_scan_layers(tmp_path):
 def test_scan_layers_gpt2(tmp_path):
   _check_decoder(gpt2(layers=3), tmp_path, batch=2, length=9, name='gpt2 scan_layers',
                  scan_layers=True)
+
+
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_bert_pooler_reaches_a_classification_fine_tune(tmp_path, scan_layers):
+  """import-hf keeps bert.pooler.dense.*; init_from into a classification model with
+  classifier_pooler loads it, so with the same classifier weights our logits equal
+  BertForSequenceClassification's built from the same pretrained files."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from transformer import checkpoint, models  # pylint: disable=import-outside-toplevel
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  hf_dir, out = tmp_path / 'hf', tmp_path / 'ours'
+  torch.manual_seed(0)
+  transformers.BertForPreTraining(transformers.BertConfig(
+      vocab_size=101, hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
+      intermediate_size=44, max_position_embeddings=64, type_vocab_size=2)).save_pretrained(hf_dir)
+  reference = transformers.BertForSequenceClassification.from_pretrained(hf_dir, num_labels=3)
+  reference.eval()
+  args = ['--from', str(hf_dir), '--workdir', str(out)] + (['--scan_layers'] if scan_layers else [])
+  assert import_hf.main(args) == 0
+
+  config, _ = hf.from_pretrained(hf_dir, scan_layers=scan_layers)
+  config.model.num_classes = 3
+  assert config.model.classifier_pooler
+  model = models.build(config.model, head='classification', rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  params, missing, _ = checkpoint.load_pretrained(out, nnx.to_pure_dict(nnx.state(model,
+                                                                                  nnx.Param)))
+  assert sorted(missing) == ['classifier/classifier/bias', 'classifier/classifier/kernel']
+  params['classifier']['classifier'] = {
+      'kernel': jnp.asarray(reference.classifier.weight.detach().numpy().T),
+      'bias': jnp.asarray(reference.classifier.bias.detach().numpy())}
+  pooler = reference.bert.pooler.dense
+  np.testing.assert_array_equal(params['classifier']['pooler']['kernel'],
+                                pooler.weight.detach().numpy().T)
+  full = nnx.to_pure_dict(state)
+  full.update(params)
+  nnx.replace_by_pure_dict(state, full)
+  model = nnx.merge(graphdef, state)
+
+  ids, mask = _padded(np.random.default_rng(3), 101, 3, 13)
+  with torch.no_grad():
+    ref = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+  got = np.asarray(model(_j(ids), segment_ids=_j(mask)))
+  assert got.shape == ref.shape == (3, 3)
+  assert _max_error('bert pooler + classifier', ref, got, np.ones(3)) < TOLERANCE
+
+
+class _Recorder:
+  """Wraps our model: records the decoder inputs the objective feeds it."""
+
+  def __init__(self, model):
+    self.model, self.decoder_inputs = model, []
+
+  def __call__(self, inputs, decoder_inputs, **kwargs):
+    self.decoder_inputs.append(np.asarray(decoder_inputs))
+    return self.model(inputs, decoder_inputs, **kwargs)
+
+
+def _batch(objective, pairs, length, targets_length):
+  """Pairs (source ids, target ids) through the objective's features, packed into one row each
+  (pack=False) or all into row 0 (pack=True)."""
+  rows = [objective.features({'inputs': np.asarray(s), 'targets': np.asarray(t)})
+          for s, t in pairs]
+  batch = {}
+  for stream, width in (('inputs', length), ('targets', targets_length)):
+    tokens = np.zeros((len(rows), width), np.int32)
+    segs, positions = np.zeros_like(tokens), np.zeros_like(tokens)
+    for r, row in enumerate(rows):
+      n = len(row[stream])
+      tokens[r, :n], segs[r, :n], positions[r, :n] = row[stream], 1, np.arange(n)
+    batch.update({stream: tokens, f'{stream}_segment_ids': segs,
+                  f'{stream}_positions': positions})
+  return batch
+
+
+@pytest.mark.parametrize('family, start', [('bart', 2), ('t5', 0)])
+def test_imported_decoder_starts_from_the_hf_decoder_start_token(tmp_path, family, start):
+  """Teacher forcing and generation start the decoder where Hugging Face does: BART from
+  decoder_start_token_id=2 (</s>), T5 from 0; the seq2seq loss equals HF's loss with labels."""
+  from transformer import decoding, objectives  # pylint: disable=import-outside-toplevel
+  from tests.objectives.conftest import FakeTokenizer  # pylint: disable=import-outside-toplevel
+  hf_model = bart() if family == 'bart' else t5(decoder_start_token_id=0)
+  _save(hf_model, tmp_path)
+  config, model = hf.from_pretrained(tmp_path)
+  assert config.model.decoder_start_id == hf_model.config.decoder_start_token_id == start
+  config.objective = 'seq2seq'
+  objective = objectives.get(config, FakeTokenizer())
+  rng = np.random.default_rng(4)
+  pairs = [(rng.integers(4, 997, 9).tolist(), rng.integers(4, 997, n).tolist()) for n in (6, 4)]
+  batch = _batch(objective, pairs, 10, 7)
+  recorder = _Recorder(model)
+  loss, _ = objective.loss_and_metrics(recorder, batch)
+
+  labels = torch.tensor(batch['targets'][:1], dtype=torch.long)  # row 0 full: HF averages all
+  if family == 'bart':
+    from transformers.models.bart.modeling_bart import shift_tokens_right  # pylint: disable=g-import-not-at-top
+    expected = shift_tokens_right(labels, hf_model.config.pad_token_id, start)
+  else:
+    expected = hf_model._shift_right(labels)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(recorder.decoder_inputs[0][:1], expected.numpy())
+  short = batch['targets_segment_ids'][1] > 0
+  np.testing.assert_array_equal(recorder.decoder_inputs[0][1][short],
+                                [start, *batch['targets'][1][short][:-1]])
+  with torch.no_grad():
+    ref = hf_model(input_ids=torch.tensor(batch['inputs'][:1], dtype=torch.long), labels=labels)
+  ours, _ = objective.loss_and_metrics(model, {k: v[:1] for k, v in batch.items()})
+  np.testing.assert_allclose(float(ours), float(ref.loss), rtol=1e-5)
+  assert np.isfinite(float(loss))
+
+  ids, mask = _padded(np.random.default_rng(5), 997, 2, 9)
+  _, logits = decoding.generate_seq2seq(model, _j(ids), _j(mask), max_new_tokens=1,
+                                        return_logits=True)
+  with torch.no_grad():
+    first = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     decoder_input_ids=torch.full((2, 1), start)).logits[:, 0].numpy()
+  assert _max_error(f'{family} first decoding step', first, np.asarray(logits[:, 0]),
+                    np.ones(2)) < TOLERANCE

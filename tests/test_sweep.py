@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from transformer import cli
+from transformer import config as config_lib
 from transformer import sweep as sw
 from transformer.errors import ConfigError
 
@@ -64,7 +66,8 @@ def test_random_is_reproducible_and_inside_the_space():
 @pytest.mark.parametrize('value,text', [(3e-4, '3e-4'), (0.001, '1e-3'), (0.0125, '1.25e-2'),
                                         (0.5, '0.5'), (4, '4'), (True, 'true'),
                                         ('python_stdlib/text', 'python_stdlib_text'),
-                                        ((2, 4), '2-4')])
+                                        ((2, 4), '2-4'), (float('inf'), 'inf'),
+                                        (float('nan'), 'nan')])
 def test_format_value(value, text):
   assert sw.format_value(value) == text
 
@@ -99,6 +102,49 @@ def test_sweep_file_errors_are_config_errors(tmp_path):
                                                              "'opt.learning_rat'")))
   with pytest.raises(ConfigError, match='opt.learning_rat'):
     bad.load_config(bad.runs[0])
+
+
+ROUND_TRIP = [
+    ('train.steps', 7), ('train.seed', -3), ('opt.learning_rate', 1e-3),
+    ('opt.learning_rate', 3e-4), ('opt.learning_rate', 1.5e-20), ('opt.learning_rate', 2),
+    ('opt.b2', float('nan')), ('opt.eps', float('inf')), ('model.scan_layers', True),
+    ('checkpoint.keep_best', False), ('data.source', 'text:/a dir/x,y=z.txt'),
+    ('data.tokenizer', ''), ('run_name', 'lr=1e-3,layers=2'), ('mesh.shape', (1, -1, 1)),
+    ('mesh.rules', (('mlp', 'tensor'),)), ('mesh.rules', (('mlp', 'tensor'), ('heads', None))),
+    ('mesh.rules', ()),
+]
+
+
+def _lookup(config, key):
+  for name in key.split('.'):
+    config = config[name]
+  return config
+
+
+@pytest.mark.parametrize('key,value', ROUND_TRIP, ids=[f'{k}={v!r}' for k, v in ROUND_TRIP])
+def test_swept_values_reach_the_child_process_unchanged(tmp_path, monkeypatch, key, value):
+  """The child parses its --config.KEY=TEXT back to the value the runner validated."""
+  monkeypatch.setattr(config_lib, 'validate', lambda config: None)  # values, not their ranges
+  sweep = sw.Sweep(write(tmp_path / 's.py', "from math import inf, nan\nBASE = "
+                         f"'configs/gpt2.py:tiny'\nEXPERIMENT = 'rt'\n"
+                         f"def sweep():\n  return [{{{key!r}: {value!r}}}]\n"))
+  run = sweep.runs[0]
+  argv = sweep.command(run, str(tmp_path))
+  _, child = cli.parse(argv[argv.index('--config'):])
+  runner = _lookup(sweep.load_config(run), key)
+  got = _lookup(child, key)
+  assert type(got) is type(runner) and repr(got) == repr(runner), (argv, got, runner)
+  assert runner == value or value != value
+
+
+def test_a_sweep_over_one_nested_mesh_rule_validates_in_the_child(tmp_path):
+  sweep = sw.Sweep(write(tmp_path / 's.py', TINY_SWEEP.replace(
+      "grid({'opt.learning_rate': [1e-3, 3e-3], 'model.num_layers': [1, 2]})",
+      "grid({'mesh.rules': [(('mlp', 'tensor'),), (('heads', 'tensor'), ('mlp', None))]})")))
+  for run in sweep.runs:
+    argv = sweep.command(run, str(tmp_path))
+    _, child = cli.parse(argv[argv.index('--config'):])   # exits 2 on a refused value
+    assert child.mesh.rules == sweep.load_config(run).mesh.rules == run['overrides']['mesh.rules']
 
 
 def test_slurm_script_has_one_array_task_per_run(tmp_path):

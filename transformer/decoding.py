@@ -67,7 +67,8 @@ def generate(model, prompt, *, max_new_tokens, eos_id=1, prefix_lm=False, return
 
 
 @jax.jit(static_argnames=('graphdef', 'max_new_tokens', 'eos_id'))
-def _generate_seq2seq(graphdef, state, inputs_BS, inputs_segment_ids_BS, max_new_tokens, eos_id):
+def _generate_seq2seq(graphdef, state, inputs_BS, inputs_segment_ids_BS, start_id, max_new_tokens,
+                      eos_id):
   model = nnx.merge(graphdef, state)
   b = inputs_BS.shape[0]
   encoded = model.encode(inputs_BS, inputs_segment_ids_BS)
@@ -75,7 +76,7 @@ def _generate_seq2seq(graphdef, state, inputs_BS, inputs_segment_ids_BS, max_new
 
   def step(model, i, carry):
     tokens_BN, logits_BNV, done_B = carry
-    prev_B = jnp.where(i == 0, 0, tokens_BN[:, jnp.maximum(i - 1, 0)])
+    prev_B = jnp.where(i == 0, start_id, tokens_BN[:, jnp.maximum(i - 1, 0)])
     out = model.decode(encoded, prev_B[:, None], inputs_segment_ids=inputs_segment_ids_BS,
                        decoder_positions=_positions(b, i, 1), decode=True)
     nxt = jnp.argmax(out[:, 0], axis=-1).astype(jnp.int32)
@@ -91,16 +92,18 @@ def _generate_seq2seq(graphdef, state, inputs_BS, inputs_segment_ids_BS, max_new
 
 
 def generate_seq2seq(model, inputs, inputs_segment_ids=None, *, max_new_tokens, eos_id=1,
-                     return_logits=False):
+                     return_logits=False, start_id=None):
   """Greedy decoding of an EncoderDecoder from `inputs` [B, S] (segment ids 0 on padding).
 
-  The decoder starts from token 0, as the training objectives' shifted targets do.
+  The decoder starts from `start_id` (default model.hp.decoder_start_id: 0 for T5, 2 for an
+  imported BART), as the training objectives' shifted targets do.
   """
+  start_id = model.hp.decoder_start_id if start_id is None else start_id
   inputs = jnp.asarray(inputs, jnp.int32)
   if inputs_segment_ids is None:
     inputs_segment_ids = (inputs != 0).astype(jnp.int32)
   graphdef, state = nnx.split(model)
   tokens, logits = _generate_seq2seq(graphdef, state, inputs,
-                                     jnp.asarray(inputs_segment_ids, jnp.int32), max_new_tokens,
-                                     eos_id)
+                                     jnp.asarray(inputs_segment_ids, jnp.int32),
+                                     jnp.int32(start_id), max_new_tokens, eos_id)
   return (tokens, logits) if return_logits else tokens

@@ -93,7 +93,7 @@ def format_value(value):
   if isinstance(value, bool):
     return str(value).lower()
   if isinstance(value, float):
-    if value != 0 and (abs(value) < 0.1 or abs(value) >= 1e5):
+    if value != 0 and math.isfinite(value) and (abs(value) < 0.1 or abs(value) >= 1e5):
       mantissa, exponent = f'{value:.2e}'.split('e')
       return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
     return f'{value:g}'
@@ -112,11 +112,13 @@ def run_name(overrides, swept_keys=None):
 
 
 def _override_text(value):
+  """The TEXT of --config.KEY=TEXT that the child's `config.parse_value` reads back as `value`:
+  bools as true/false, floats and (nested) tuples as Python literals, strings and ints as is."""
   if isinstance(value, bool):
     return str(value).lower()
-  if isinstance(value, (tuple, list)):
-    return ','.join(str(v) for v in value)
-  return repr(value) if isinstance(value, float) else str(value)
+  if isinstance(value, (float, tuple, list)):
+    return repr(value)
+  return str(value)
 
 
 class Sweep:

@@ -1,6 +1,7 @@
 """SentencePiece: contract ids, exact round trips, caching, determinism, explicit paths."""
 
 import os
+import re
 
 import pytest
 
@@ -32,7 +33,6 @@ def test_special_ids(stdlib_tokenizer):
   assert len(tok.sentinel_ids) == 32 and len(set(tok.sentinel_ids)) == 32
   assert [tok.id_to_piece(i) for i in tok.sentinel_ids[:2]] == ['<extra_id_0>', '<extra_id_1>']
   assert 600 <= tok.vocab_size <= 700
-  assert tok.mask_id in tok.encode('a <mask> b')   # user-defined symbols are never split
 
 
 def test_round_trip(stdlib_tokenizer):
@@ -83,3 +83,77 @@ def test_explicit_path_and_save(stdlib_tokenizer, tmp_path):
   with pytest.raises(ConfigError, match='`data.tokenizer`') as e:
     data_lib.get_tokenizer(c)
   assert '\n' not in str(e.value)
+
+
+STRUCTURAL_TEXTS = ['<mask>', 'x = "<mask>"', '(?P<sep>[,;])', '<cls> a <sep> b',
+                    '<extra_id_0>', 'y <extra_id_31> z', '<extra_id_0><extra_id_1>']
+
+
+@pytest.mark.parametrize('text', STRUCTURAL_TEXTS)
+def test_text_never_encodes_to_structural_symbols(stdlib_tokenizer, text):
+  """<mask>, <sep>, <cls>, <extra_id_N> are control symbols: only code inserts them, by id."""
+  tok = stdlib_tokenizer
+  structural = {tok.mask_id, tok.sep_id, tok.cls_id, *tok.sentinel_ids}
+  ids = tok.encode(text)
+  assert not structural & set(ids), [tok.id_to_piece(i) for i in ids]
+  assert not structural & {i for row in tok.encode_batch([text, text * 2]) for i in row}
+  assert tok.decode(ids) == text                    # the literal text still round-trips
+
+
+def test_structural_symbols_decode_by_name_inside_text(stdlib_tokenizer):
+  """Samples of span corruption / MLM stay readable: control ids show as their names, and
+  removing the names gives exactly the decoded text around them."""
+  tok = stdlib_tokenizer
+  ids = tok.encode('def area(r):\n    return 3.14 * r * r  # circle')
+  for at in (0, 1, 3, len(ids) // 2, len(ids)):
+    for symbol in (tok.mask_id, tok.sentinel_ids[0], tok.sep_id):
+      name = tok.id_to_piece(symbol)
+      shown = tok.decode(ids[:at] + [symbol] + ids[at:])
+      assert shown.count(name) == 1 and shown.replace(name, '') == tok.decode(ids), (at, shown)
+  spans = [tok.cls_id] + ids[:2] + [tok.sentinel_ids[0]] + ids[4:] + [tok.sep_id, tok.eos_id, 9]
+  shown = tok.decode(spans)                        # stops at EOS
+  assert shown.startswith(f'<cls>{tok.decode(ids[:2])}<extra_id_0>') and shown.endswith('circle<sep>')
+
+
+def test_too_small_vocab_size_names_the_key_and_the_smallest_size(english_file, tmp_path):
+  """A vocabulary too small for the characters of the data: one line with a size that trains."""
+  c = make_config(tmp_path, source=f'text:{english_file}', vocab_size=100,
+                  tokenizer_train_examples=500)
+  with pytest.raises(ConfigError) as e:
+    data_lib.get_tokenizer(c)
+  message = str(e.value)
+  assert '\n' not in message and 'data.vocab_size=100' in message, message
+  smallest = int(re.search(r'smallest that works is (\d+)', message).group(1))
+  assert 100 < smallest < 512
+  assert not os.path.exists(tokenizer_lib.cache_path(c))
+  for size, works in ((smallest - 1, False), (smallest, True)):
+    c.data.vocab_size = size
+    if works:
+      assert data_lib.get_tokenizer(c).vocab_size >= smallest - 8
+    else:
+      with pytest.raises(ConfigError, match=f'smallest that works is {smallest}'):
+        data_lib.get_tokenizer(c)
+
+
+@pytest.mark.parametrize('vocab_size', [1, 30])
+def test_tiny_vocab_sizes_get_the_same_one_line_error(english_file, tmp_path, vocab_size):
+  c = make_config(tmp_path, source=f'text:{english_file}', vocab_size=vocab_size,
+                  tokenizer_train_examples=500)
+  with pytest.raises(ConfigError, match=rf'`data.vocab_size={vocab_size}`.*smallest that works is '
+                                        r'\d+') as e:
+    data_lib.get_tokenizer(c)
+  assert '\n' not in str(e.value)
+
+
+def test_too_small_vocab_size_is_a_one_line_error_of_the_train_entry_point(english_file,
+                                                                          tmp_path, capsys):
+  from transformer import train  # pylint: disable=import-outside-toplevel
+  code = train.main(['--config', 'configs/gpt2.py:tiny', '--workdir', str(tmp_path / 'runs'),
+                     f'--config.data.source=text:{english_file}', '--config.data.vocab_size=100',
+                     f'--config.data.data_dir={tmp_path / "data"}',
+                     '--config.data.tokenizer_train_examples=500'])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and err.startswith('error: `data.vocab_size=100`') and '\n' not in err, err
+  assert 'smallest that works is' in err
+  assert not os.path.exists(tmp_path / 'data' / 'tokenizers') or not [
+      f for f in os.listdir(tmp_path / 'data' / 'tokenizers') if f.endswith('.model')]

@@ -66,6 +66,14 @@ def test_shift_right_in_segments_starts_every_segment_with_zero():
       [[0, 11, 12, 0, 21, 0, 0], [0, 31, 32, 33, 34, 35, 36]])
 
 
+def test_shift_right_in_segments_starts_every_segment_with_the_decoder_start_id():
+  """model.decoder_start_id (2 for an imported BART) opens every packed segment; padding stays 0."""
+  tokens = jnp.array([[11, 12, 13, 21, 22, 0, 0]])
+  segs = jnp.array([[1, 1, 1, 2, 2, 0, 0]])
+  np.testing.assert_array_equal(base.shift_right_in_segments(tokens, segs, 2),
+                                [[2, 11, 12, 2, 21, 0, 0]])
+
+
 def test_first_segments_cuts_packed_rows_and_skips_padding_rows():
   batch = dict(targets=np.array([[5, 6, 7, 8], [9, 9, 0, 0], [0, 0, 0, 0]]),
                targets_segment_ids=np.array([[1, 1, 2, 2], [1, 1, 0, 0], [0, 0, 0, 0]]),
@@ -73,3 +81,29 @@ def test_first_segments_cuts_packed_rows_and_skips_padding_rows():
                targets_prefix=np.array([[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
   out = base.first_segments(batch, 'targets', 3)
   assert out == [dict(tokens=[5, 6], prefix=[1, 0]), dict(tokens=[9, 9], prefix=[1, 0])]
+
+
+def test_non_finite_logits_at_weight_zero_positions_leave_loss_and_metrics_finite():
+  """A NaN/Inf logit where the weight is 0 (padding) changes nothing: select, not multiply."""
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 4, 5)).astype(np.float32)
+  labels = rng.integers(0, 5, size=(2, 4))
+  weights = np.array([[1, 1, 0, 0], [1, 0, 1, 0]], np.float32)
+  clean = base.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights),
+                             z_loss=1e-3)
+  bad = logits.copy()
+  bad[0, 2, :] = np.nan
+  bad[0, 3, 1] = np.inf
+  bad[1, 1, 0] = -np.inf
+  bad[1, 3, :] = np.inf
+  loss_fn = lambda x: base.cross_entropy(x, jnp.asarray(labels), jnp.asarray(weights),
+                                         z_loss=1e-3)
+  loss, metrics = loss_fn(jnp.asarray(bad))
+  assert np.isfinite(float(loss))
+  np.testing.assert_allclose(loss, clean[0], rtol=1e-6)
+  for name, (total, count) in metrics.items():
+    np.testing.assert_allclose(total, clean[1][name][0], rtol=1e-6, err_msg=name)
+    assert float(count) == float(clean[1][name][1]) == 4.0
+  grad = jax.grad(lambda x: loss_fn(x)[0])(jnp.asarray(bad))
+  assert np.all(np.isfinite(grad))                       # nothing flows from a masked position
+  np.testing.assert_array_equal(np.asarray(grad)[weights == 0], 0.0)

@@ -107,6 +107,27 @@ def test_loss_feeds_targets_shifted_inside_segments(make_config, tokenizer, tabl
   assert float(metrics['loss'][1]) == sum(len(f['targets']) for f in feats)
 
 
+@pytest.mark.parametrize('objective', ['span_corruption', 'seq2seq'])
+def test_decoder_inputs_start_from_model_decoder_start_id(make_config, tokenizer, table_model,
+                                                          packer, objective):
+  config = make_config(objective, 'encoder_decoder')
+  config.model.decoder_start_id = 2             # what the HF import sets for BART
+  obj = objectives.get(config, tokenizer)
+  rng = np.random.default_rng(5)
+  if objective == 'seq2seq':
+    feats = [obj.features({'inputs': rng.integers(39, 100, size=n),
+                           'targets': rng.integers(39, 100, size=n)}) for n in (5, 7)]
+  else:
+    feats = [obj.features({'text': rng.integers(39, 100, size=n)}, rng) for n in (20, 30)]
+  batch = {**packer(feats, 64, 'inputs'), **packer(feats, 40, 'targets')}
+  obj.loss_and_metrics(table_model, batch, deterministic=True)
+  decoder_inputs = np.asarray(table_model.calls[-1][0][0])
+  segs = batch['targets_segment_ids']
+  for f, seg in zip(feats, (1, 2)):
+    np.testing.assert_array_equal(decoder_inputs[0][segs[0] == seg], [2, *f['targets'][:-1]])
+  np.testing.assert_array_equal(decoder_inputs[segs == 0], 0)
+
+
 def test_predict_generates_from_the_first_example(make_config, tokenizer, fake_decoding, packer):
   obj = objectives.get(make_config('span_corruption', 'encoder_decoder'), tokenizer)
   feats = [obj.features({'text': np.arange(40, 60)}, 0), obj.features({'text': [70, 71, 72]}, 0)]

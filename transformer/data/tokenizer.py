@@ -1,18 +1,28 @@
 """SentencePiece tokenizer: trained on the train split at first use and cached beside the data.
 
 Ids are fixed so every objective and model can rely on them: pad 0, eos 1, unk 2, bos 3, then the
-user-defined symbols '<mask>', '<sep>', '<cls>' and the 32 span-corruption sentinels
-'<extra_id_0>'..'<extra_id_31>', then the learned pieces. The model normalizes nothing (identity
-rule, whitespace kept) and falls back to bytes, so code and text round-trip exactly.
+structural symbols '<mask>', '<sep>', '<cls>' and the 32 span-corruption sentinels
+'<extra_id_0>'..'<extra_id_31>', then the learned pieces. The structural symbols are SentencePiece
+control symbols: no text ever encodes to them (the literal text '<mask>' is ordinary pieces), only
+code inserts them by id; `decode` shows them by name so samples stay readable. The model
+normalizes nothing (identity rule, whitespace kept) and falls back to bytes, so code and text
+round-trip exactly. A `data.vocab_size` too small for the characters of the data is a one-line
+error naming the smallest size that trains.
 
 Training is deterministic (fixed seed, one thread, input in split order), and the cached file
 name carries a hash of everything that shapes the model:
   <data_dir>/tokenizers/<source>_<vocab>_<hash>.model
 so a second run (or another host) loads the same vocabulary instead of training again.
+
+A checkpoint travels with its tokenizer: every run keeps its tokenizer.model beside its
+checkpoints/, and `checkpoint.init_from` uses the one recorded there (a different
+`data.tokenizer` is refused). An import-hf output records that it has no tokenizer yet, and is
+refused for text fine-tuning.
 """
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -29,9 +39,12 @@ PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
 NUM_SENTINELS = 32
 SPECIAL_SYMBOLS = ('<mask>', '<sep>', '<cls>') + tuple(
     f'<extra_id_{i}>' for i in range(NUM_SENTINELS))
-_FORMAT_VERSION = 2          # bump when the training recipe below changes
+_FORMAT_VERSION = 3          # bump when the training recipe below changes (3: control symbols)
 _MAX_SENTENCE_CHARS = 4000   # SentencePiece skips longer training sentences; we cut them
 _MIN_BYTE_FALLBACK_VOCAB = 512   # byte pieces need 256 ids; smaller vocabularies go without
+_SPACE = '\u2581'                # SentencePiece's whitespace mark
+_MIN_VOCAB = len(SPECIAL_SYMBOLS) + 5   # the meta pieces (pad, eos, unk, bos, structural) + 1
+_TOO_SMALL = re.compile(r'smaller than required_chars\. \d+ vs (\d+)')
 
 
 class Tokenizer:
@@ -52,6 +65,11 @@ class Tokenizer:
     self.cls_id = self._symbol('<cls>')
     sentinels = [self._symbol(f'<extra_id_{i}>') for i in range(NUM_SENTINELS)]
     self.sentinel_ids = sentinels if None not in sentinels else []
+    self._named = {self.mask_id, self.sep_id, self.cls_id, *self.sentinel_ids} - {None}
+    if any(not self.sp.is_control(i) for i in self._named):
+      logging.warning('%s: its <mask>/<sep>/<cls>/<extra_id_N> are not control symbols, so text '
+                      'can encode to them; retrain it (leave data.tokenizer empty)', model_path)
+    self._dummy_prefix = self.sp.encode('a', out_type=str)[0].startswith(_SPACE)
 
   def _symbol(self, piece):
     """The id of a user-defined symbol, or None when this model lacks it."""
@@ -67,15 +85,30 @@ class Tokenizer:
     return self.sp.encode(list(texts))
 
   def decode(self, ids):
-    """ids -> str, stopping at the first EOS and dropping padding."""
-    kept = []
+    """ids -> str, stopping at the first EOS and dropping padding.
+
+    Structural symbols (control pieces, which SentencePiece decodes to '') appear by name, e.g.
+    'a<extra_id_0> b': removing the names gives exactly the decoded text around them.
+    """
+    parts, run, text_so_far = [], [], False
     for i in ids:
       i = int(i)
       if i == self.eos_id:
         break
-      if i != self.pad_id:
-        kept.append(i)
-    return self.sp.decode(kept)
+      if i in self._named:
+        text = self._decode_run(run, after_text=text_so_far)
+        parts += [text, self.sp.id_to_piece(i)]
+        run, text_so_far = [], text_so_far or bool(text)
+      elif i != self.pad_id:
+        run.append(i)
+    return ''.join(parts) + self._decode_run(run, after_text=text_so_far)
+
+  def _decode_run(self, run, *, after_text):
+    """SentencePiece drops the leading space of the text (its dummy prefix): put it back when
+    the run continues text that a structural symbol interrupted."""
+    text = self.sp.decode(run)
+    lost = after_text and self._dummy_prefix and run and self.sp.id_to_piece(run[0])[:1] == _SPACE
+    return ' ' + text if lost else text
 
   def id_to_piece(self, i):
     return self.sp.id_to_piece(int(i))
@@ -148,42 +181,124 @@ def train(config, source, model_path):
   """Train the SentencePiece model for `config` and write it to `model_path` atomically."""
   roles = _training_roles(source)
   recipe = _recipe(config, source, roles)
-  if recipe['vocab_size'] < len(SPECIAL_SYMBOLS) + 8:
-    raise ConfigError(f'config key `data.vocab_size` = {recipe["vocab_size"]} is too small; '
-                      f'use at least {len(SPECIAL_SYMBOLS) + 64}, e.g. 2048')
-  if recipe['model_type'] not in ('unigram', 'bpe'):
-    raise ConfigError(f'config key `data.tokenizer_model` = {recipe["model_type"]!r}; '
-                      f'use unigram or bpe')
+  vocab_size, model_type = recipe['vocab_size'], recipe['model_type']
+  if model_type not in ('unigram', 'bpe'):
+    raise ConfigError(f'config key `data.tokenizer_model` = {model_type!r}; use unigram or bpe')
   texts = list(training_texts(config, source, roles))
   if not texts:
     raise ConfigError(f'config key `data.source` = {source.name!r}: the train split has no '
                       f'text to learn a vocabulary from; check the source and its fields')
-  logging.info('Training a %d-piece tokenizer on %d texts of %s', recipe['vocab_size'],
-               len(texts), source.name)
-  byte_fallback = recipe['vocab_size'] >= _MIN_BYTE_FALLBACK_VOCAB
+  logging.info('Training a %d-piece tokenizer on %d texts of %s', vocab_size, len(texts),
+               source.name)
+  proto = None
+  if vocab_size >= _MIN_VOCAB:
+    try:
+      proto = _train_spm(texts, vocab_size, model_type,
+                         byte_fallback=vocab_size >= _MIN_BYTE_FALLBACK_VOCAB)
+    except RuntimeError as e:
+      if not _TOO_SMALL.search(str(e)):
+        raise ConfigError(f'`data.vocab_size={vocab_size}`: SentencePiece cannot train on '
+                          f'{source.name} ({" ".join(str(e).split())[-200:]})') from None
+  if proto is None:   # fewer pieces than the characters of the data (and the meta pieces)
+    smallest = _smallest_vocab(texts, model_type)
+    raise ConfigError(f'`data.vocab_size={vocab_size}`: too small for the characters of '
+                      f'{source.name}; the smallest that works is {smallest}, set '
+                      f'--config.data.vocab_size={smallest} or more (e.g. '
+                      f'{max(smallest, 2048)})')
+  os.makedirs(os.path.dirname(model_path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(model_path), suffix='.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    f.write(proto)
+  os.replace(tmp, model_path)   # atomic: concurrent hosts never see half a file
+  return model_path
+
+
+def _train_spm(texts, vocab_size, model_type, *, byte_fallback):
+  """The bytes of a SentencePiece model of `texts` (RuntimeError when SentencePiece refuses)."""
   model = io.BytesIO()
   spm.set_random_generator_seed(0)
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model,
-      vocab_size=recipe['vocab_size'], model_type=recipe['model_type'],
+      vocab_size=vocab_size, model_type=model_type,
       pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
-      user_defined_symbols=list(SPECIAL_SYMBOLS), hard_vocab_limit=False,
+      control_symbols=list(SPECIAL_SYMBOLS), hard_vocab_limit=False,
       byte_fallback=byte_fallback, character_coverage=0.9995 if byte_fallback else 1.0,
       normalization_rule_name='identity', remove_extra_whitespaces=False,
       allow_whitespace_only_pieces=True, split_digits=True,
       max_sentence_length=4 * _MAX_SENTENCE_CHARS, input_sentence_size=0,
       shuffle_input_sentence=False, num_threads=1, minloglevel=2)
-  os.makedirs(os.path.dirname(model_path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(model_path), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(model.getvalue())
-  os.replace(tmp, model_path)   # atomic: concurrent hosts never see half a file
-  return model_path
+  return model.getvalue()
+
+
+def _smallest_vocab(texts, model_type):
+  """The smallest vocab_size that trains on `texts`: the count of required characters and meta
+  pieces SentencePiece names when it refuses a minimal vocabulary (a fast refusal, before any
+  training), under the recipe (with or without byte pieces) that the found size selects."""
+  def required(byte_fallback):
+    try:
+      _train_spm(texts, _MIN_VOCAB, model_type, byte_fallback=byte_fallback)
+    except RuntimeError as e:
+      match = _TOO_SMALL.search(str(e))
+      if not match:
+        raise
+      return int(match.group(1))
+    return _MIN_VOCAB
+  without_bytes = required(False)
+  if without_bytes < _MIN_BYTE_FALLBACK_VOCAB:
+    return without_bytes
+  return max(_MIN_BYTE_FALLBACK_VOCAB, required(True))
+
+
+RUN_TOKENIZER = 'tokenizer.model'      # beside every run's checkpoints/ (the trainer copies it)
+IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
+
+
+def recorded_tokenizer(init_from):
+  """The tokenizer file recorded with the checkpoint `init_from` (a run directory, its
+  checkpoints/, or an import-hf output); None when nothing is recorded there.
+
+  Raises ConfigError for an import whose record says it has no usable tokenizer.
+  """
+  home = os.path.abspath(os.path.expanduser(init_from))
+  if os.path.basename(home) == 'checkpoints':
+    home = os.path.dirname(home)
+  if os.path.isfile(os.path.join(home, RUN_TOKENIZER)):
+    return os.path.join(home, RUN_TOKENIZER)
+  record = os.path.join(home, IMPORT_RECORD)
+  if not os.path.isfile(record):
+    return None
+  with open(record) as f:
+    info = json.load(f)
+  if info.get('tokenizer'):
+    return os.path.join(home, info['tokenizer'])
+  raise ConfigError(f'`checkpoint.init_from={init_from}`: this import has no tokenizer '
+                    f'({info.get("reason", "none recorded")}), so text fine-tuning would feed '
+                    f'our token ids into its {info.get("vocab_size", "?")}-row embedding; it '
+                    'cannot be fine-tuned on text until Hugging Face tokenizers are imported')
+
+
+def _same_file(a, b):
+  with open(a, 'rb') as f, open(b, 'rb') as g:
+    return f.read() == g.read()
 
 
 def get_tokenizer(config):
-  """The tokenizer for `config`: `data.tokenizer` if set, else the cached or newly trained one."""
+  """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
+  checkpoint (a different `data.tokenizer` is refused); else `data.tokenizer` if set, else the
+  cached or newly trained one."""
   explicit = config.data.get('tokenizer', '')
+  init_from = config.get('checkpoint', {}).get('init_from', '')
+  if init_from:
+    recorded = recorded_tokenizer(init_from)
+    given = os.path.expanduser(explicit)
+    if recorded and explicit and os.path.isfile(given) and not _same_file(given, recorded):
+      raise ConfigError(f'`data.tokenizer={explicit}`: differs from {recorded}, the tokenizer '
+                        f'of checkpoint.init_from; leave data.tokenizer empty to use that one')
+    if not recorded and not explicit:
+      raise ConfigError(f'`checkpoint.init_from={init_from}`: no {RUN_TOKENIZER} recorded '
+                        'beside it, so its token ids are unknown; give the tokenizer it was '
+                        'trained with as --config.data.tokenizer=PATH')
+    explicit = explicit or recorded
   if explicit:
     path = os.path.expanduser(explicit)
     if not os.path.isfile(path):

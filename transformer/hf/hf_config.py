@@ -94,7 +94,8 @@ def bart(c: HFConfig, weights):
       activation=c.activation('activation_function', 'gelu'), norm_eps=1e-5,
       max_len=c('max_position_embeddings'), scale_embeddings=bool(c('scale_embedding', False)),
       dropout_rate=c('dropout', 0.1), attention_dropout_rate=c('attention_dropout', 0.0),
-      tie_embeddings=bool(c('tie_word_embeddings', True)), lm_head_bias=True)
+      tie_embeddings=bool(c('tie_word_embeddings', True)), lm_head_bias=True,
+      decoder_start_id=c('decoder_start_token_id', 2))
 
 
 def t5_head(c: HFConfig, weights):
@@ -125,7 +126,7 @@ def t5(c: HFConfig, weights):
       relative_buckets=c('relative_attention_num_buckets', 32),
       relative_max_distance=c('relative_attention_max_distance', 128),
       dropout_rate=c('dropout_rate', 0.1), tie_embeddings=tied,
-      scale_tied_logits=tied and scaled)
+      scale_tied_logits=tied and scaled, decoder_start_id=c('decoder_start_token_id', 0))
 
 
 ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}

@@ -110,6 +110,26 @@ def build_with(hp: models.HParams, flat: dict, label: str):
   return nnx.merge(graphdef, state)
 
 
+def _import(path, dtype, model_overrides):
+  """(config, model with head 'lm', {path: array} of other heads' pretrained parameters)."""
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  c = hf_config.HFConfig(reader.read_config(path), os.path.join(path, 'config.json'))
+  arch = hf_config.model_type(c)
+  tensors, label = reader.read_weights(path)
+  weights = reader.Weights(tensors, label, hf_config.WEIGHT_PREFIXES[arch])
+  config = build_config(c, arch, weights, dtype=dtype, **model_overrides)
+  hp = models.HParams.from_config(config.model)
+  flat = mapping.MAPPINGS[arch](weights, hp, c)
+  other = {k: flat.pop(k) for k in list(flat) if k.startswith(mapping.OTHER_HEADS)}
+  if hp.scan_layers:
+    flat = stack_layers(flat)
+  model = build_with(hp, flat, label)
+  unused = sorted(set(weights.tensors) - weights.used)
+  if unused:
+    log.info('%s: %d tensors not used (e.g. %s)', label, len(unused), unused[:3])
+  return config, model, {k: jnp.asarray(v, dtype=hp.params_dtype) for k, v in other.items()}
+
+
 def from_pretrained(path, *, dtype='float32', **model_overrides):
   """Loads a local Hugging Face checkpoint directory -> (config, model with head 'lm').
 
@@ -124,18 +144,20 @@ def from_pretrained(path, *, dtype='float32', **model_overrides):
     ConfigError: one line naming the file or config.json field that is missing, unsupported or
       inconsistent with the weights.
   """
-  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-  c = hf_config.HFConfig(reader.read_config(path), os.path.join(path, 'config.json'))
-  arch = hf_config.model_type(c)
-  tensors, label = reader.read_weights(path)
-  weights = reader.Weights(tensors, label, hf_config.WEIGHT_PREFIXES[arch])
-  config = build_config(c, arch, weights, dtype=dtype, **model_overrides)
-  hp = models.HParams.from_config(config.model)
-  flat = mapping.MAPPINGS[arch](weights, hp, c)
-  if hp.scan_layers:
-    flat = stack_layers(flat)
-  model = build_with(hp, flat, label)
-  unused = sorted(set(weights.tensors) - weights.used)
-  if unused:
-    log.info('%s: %d tensors not used (e.g. %s)', label, len(unused), unused[:3])
+  config, model, _ = _import(path, dtype, model_overrides)
   return config, model
+
+
+def import_params(path, *, dtype='float32', **model_overrides):
+  """(config, nested parameter dict) for a checkpoint that `init_from` reads: the parameters of
+  `from_pretrained`'s model plus the pretrained parameters of other heads (BERT's pooler at
+  classifier/pooler, loaded by a classification model with model.classifier_pooler)."""
+  config, model, other = _import(path, dtype, model_overrides)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  for name, value in other.items():
+    node = params
+    *parents, leaf = name.split('/')
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return config, params

@@ -4,6 +4,10 @@ Each function reads tensors through `reader.Weights` (which checks every shape a
 config.json implies) and returns a flat {'encoder/layers/3/mlp/wi/kernel': array} dict in the
 unstacked layout (one entry per layer); `load.py` stacks layers for scan_layers models.
 
+Paths under OTHER_HEADS (BERT's pooler at 'classifier/pooler') belong to a head the imported
+'lm' model does not build; `load.import_params` keeps them so that a classification fine-tune
+(`init_from`) starts from the pretrained pooler, as BertForSequenceClassification does.
+
 Conventions: torch nn.Linear weights are [out, in] and become kernels [in, out]; GPT-2's Conv1D
 weights are already [in, out]. Attention kernels are split per head: query/key/value [D, N, H],
 out [N, H, D].
@@ -14,6 +18,9 @@ import numpy as np
 from transformer.hf import hf_config
 from transformer.hf.reader import Weights
 from transformer.models.hparams import HParams
+
+
+OTHER_HEADS = ('classifier/',)
 
 
 class _Params(dict):
@@ -66,6 +73,8 @@ def bert(w: Weights, hp: HParams, c) -> dict:
     p.linear(f'{ours}/mlp/wi', f'{hf}.intermediate.dense', D, F)
     p.linear(f'{ours}/mlp/wo', f'{hf}.output.dense', F, D)
     p.norm(f'{ours}/mlp_norm', f'{hf}.output.LayerNorm')
+  if w.has('pooler.dense.weight'):   # BertModel / BertForPreTraining files: the pretrained pooler
+    p.linear('classifier/pooler', 'pooler.dense', D, D)
   p.linear('mlm_head/transform', 'cls.predictions.transform.dense', D, D)
   p.norm('mlm_head/transform_norm', 'cls.predictions.transform.LayerNorm')
   p['mlm_head/lm/bias'] = w.get('cls.predictions.bias', (V,),

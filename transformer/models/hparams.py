@@ -51,6 +51,7 @@ class HParams:
   mlm_transform: bool
   num_classes: int
   classifier_pooler: bool
+  decoder_start_id: int
   dropout_rate: float
   attention_dropout_rate: float
   dtype: str

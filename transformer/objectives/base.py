@@ -39,10 +39,12 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0):
 
   Returns:
     (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
-    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled.
+    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
+    weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
+    neither the loss, the metrics nor the gradient.
   """
-  logits = logits.astype(jnp.float32)
   weights = weights.astype(jnp.float32)
+  logits = jnp.where((weights != 0)[..., None], logits.astype(jnp.float32), 0.0)
   log_z = jax.nn.logsumexp(logits, axis=-1)
   label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
   xent = log_z - label_logit
@@ -63,8 +65,8 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0):
 def accuracy(logits, labels, weights):
   """(number of weighted positions whose argmax equals the label, sum of weights)."""
   weights = weights.astype(jnp.float32)
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return jnp.sum(correct * weights), jnp.sum(weights)
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return jnp.sum(jnp.where(correct & (weights != 0), weights, 0.0)), jnp.sum(weights)
 
 
 def next_token_weights(segment_ids):
@@ -82,15 +84,17 @@ def next_token_labels(tokens):
   return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
 
 
-def shift_right_in_segments(tokens, segment_ids):
+def shift_right_in_segments(tokens, segment_ids, start_id=0):
   """Decoder inputs for teacher forcing: each token moves one step right inside its segment.
 
-  The first token of every segment becomes 0 (the decoder start id), so packed examples never see
-  each other: out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else 0.
+  The first token of every segment becomes `start_id` (model.decoder_start_id: 0 for T5, 2 for
+  Hugging Face BART), so packed examples never see each other:
+  out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else start_id (0 on padding).
   """
   shifted = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
   prev_seg = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
-  return jnp.where(prev_seg == segment_ids, shifted, 0).astype(tokens.dtype)
+  starts = jnp.where(segment_ids > 0, start_id, 0)
+  return jnp.where(prev_seg == segment_ids, shifted, starts).astype(tokens.dtype)
 
 
 def data_value(config, key, low, high, *, inclusive_high=False):
@@ -183,6 +187,7 @@ class Objective:
     self.text_chunk_len = None
     self.stream_lengths = {}
     self.z_loss = float(config.get('train', {}).get('z_loss', 0.0) or 0.0)
+    self.decoder_start_id = int(config.model.get('decoder_start_id', 0))
 
   def __repr__(self):
     return (f'{type(self).__name__}(family={self.family!r}, streams={self.stream_lengths}, '

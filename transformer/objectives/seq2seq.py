@@ -1,9 +1,9 @@
 """Sequence-to-sequence on (inputs, targets) pairs: translation, summarisation, code -> docstring.
 
 Encoder-decoder family: 'inputs' = source + [eos] (encoder), 'targets' = target + [eos]
-(decoder). The decoder reads the targets shifted right by one inside each packed segment (0 at
-each segment start), built in the jitted loss from targets + targets_segment_ids; every target
-token is scored.
+(decoder). The decoder reads the targets shifted right by one inside each packed segment
+(model.decoder_start_id at each segment start, as generation starts), built in the jitted loss
+from targets + targets_segment_ids; every target token is scored.
 
 Decoder family: one stream, a prefix LM over `[bos] + source + [sep] + target + [eos]` with
 'targets_prefix' = 1 on `[bos] + source + [sep]` (bidirectional); only the target tokens and its
@@ -17,11 +17,12 @@ from transformer.objectives import base
 from transformer.objectives import lm
 
 
-def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0):
-  """Teacher-forced cross-entropy on 'targets' of an encoder-decoder model."""
+def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0):
+  """Teacher-forced cross-entropy on 'targets' of an encoder-decoder model whose decoder starts
+  every segment from `start_id` (model.decoder_start_id)."""
   targets_BT = batch['targets']
   segs_BT = batch['targets_segment_ids']
-  decoder_inputs_BT = base.shift_right_in_segments(targets_BT, segs_BT)
+  decoder_inputs_BT = base.shift_right_in_segments(targets_BT, segs_BT, start_id)
   logits_BTV = model(batch['inputs'], decoder_inputs_BT,
                      inputs_segment_ids=batch['inputs_segment_ids'],
                      inputs_positions=batch['inputs_positions'],
@@ -91,7 +92,8 @@ class Seq2Seq(base.Objective):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
                                 z_loss=self.z_loss)
-    return encoder_decoder_loss(model, batch, deterministic=deterministic, z_loss=self.z_loss)
+    return encoder_decoder_loss(model, batch, deterministic=deterministic, z_loss=self.z_loss,
+                                start_id=self.decoder_start_id)
 
   def score(self, samples):
     """{'bleu': corpus BLEU (sacrebleu, 0-100) of the predictions against the references}."""

@@ -123,7 +123,7 @@ class SpanCorruption(base.Objective):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
-                                        z_loss=self.z_loss)
+                                        z_loss=self.z_loss, start_id=self.decoder_start_id)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
     return seq2seq.predict_encoder_decoder(model, batch, tokenizer or self.tokenizer,
