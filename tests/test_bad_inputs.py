@@ -121,3 +121,19 @@ def test_corrupt_latest_checkpoint_falls_back(trained, tmp_path, capsys, caplog,
   ckpt = checkpoint.Checkpointer(ckpts, every=2, keep=3)
   assert ckpt.latest_step() == 6 and 4 in ckpt.all_steps()    # training went on past it
   ckpt.close()
+
+
+@pytest.mark.parametrize('key,value', [
+    ('experiment', '{outside}'), ('experiment', '..'), ('experiment', '../escaped'),
+    ('experiment', 'a/b'), ('run_name', '{outside}'), ('run_name', '..'),
+    ('run_name', '../../escaped'), ('run_name', 'x/y'), ('experiment', '.'),
+])
+def test_run_directory_stays_inside_workdir(key, value, tmp_path, capsys):
+  """experiment and run_name are single directory names: nothing lands outside --workdir."""
+  workdir, outside = tmp_path / 'nest' / 'workdir', tmp_path / 'outside'
+  workdir.mkdir(parents=True)
+  value = value.format(outside=outside)
+  code, err = run_main(TINY + [f'--workdir={workdir}', '--config.train.steps=1',
+                               f'--config.{key}={value}'], capsys)
+  assert_one_line_error(code, err, f'{key}={value}', '--workdir')
+  assert sorted(p.name for p in tmp_path.rglob('*')) == ['nest', 'workdir']   # nothing written

@@ -30,8 +30,20 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""
 
 
+def _dir_name(key, value):
+  """`value` if it names one directory inside its parent; ConfigError otherwise."""
+  seps = [s for s in (os.sep, os.altsep, '/') if s]
+  if value in ('', '.', '..') or os.path.isabs(value) or any(s in value for s in seps):
+    raise ConfigError(f'`{key}={value}`: must be one directory name (no path separators, '
+                      "'.' or '..'), so the run stays inside --workdir; e.g. "
+                      f'--config.{key}=my_{key}')
+  return value
+
+
 def run_dir(config, workdir):
-  return os.path.join(workdir, config.experiment, config.run_name or 'run')
+  """<workdir>/<experiment>/<run_name>: both plain directory names, so runs stay in workdir."""
+  return os.path.join(workdir, _dir_name('experiment', config.experiment),
+                      _dir_name('run_name', config.run_name or 'run'))
 
 
 def pretrained_paths(init_from):
