@@ -158,7 +158,7 @@ def interrupted(tmp_path_factory, env, reference):
   return {'sigterm': term_dir, 'sigterm_out': term_out, 'sigkill': kill_dir,
           'sigkill_code': kill.returncode, 'stopped_copy': stopped_copy,
           'stopped_step': stopped_step, 'stopped_state_step': int(stopped_state['step']),
-          'stopped_position': stopped_position['position'],
+          'stopped_position': stopped_position['positions'][0],
           'killed_steps': finalized_steps(kill_dir)}
 
 
@@ -208,7 +208,7 @@ def test_resume_with_another_batch_size(interrupted, resumed):
   step, state, position = restore(workdir)
   assert step == STEPS and int(state['step']) == STEPS
   # The data went on from where the stopped run was (positions count examples, not batches).
-  assert position['position'] > interrupted['stopped_position']
+  assert position['positions'][0] > interrupted['stopped_position']
   assert all(np.isfinite(v) for v in train_scalars(workdir)['train/loss'].values())
   with open(os.path.join(workdir, 'default', 'resume', 'config.json')) as f:
     assert json.load(f)['train']['batch_size'] == 8
