@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from transformer import (attention_maps, checkpoint, data, distributed, objectives, sharding,
-                         summary)
+                         signals, summary)
 from transformer import logging as tb
 from transformer.errors import ConfigError
 from transformer.progress import ProgressBar
@@ -246,7 +246,7 @@ def train(config, workdir, *, dry_run=False):
   sums, previous, last = {}, None, {}
   tokens_window, output_window, t_window = 0, 0, time.perf_counter()
   batch, stopped = first, False
-  with checkpoint.StopSignal() as stop:
+  with signals.StopSignal() as stop:
     while step < steps:
       state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
       step += 1
