@@ -155,3 +155,18 @@ def test_a_non_finite_step_is_never_saved(case, tmp_path, monkeypatch):
   train.train(load('configs/gpt2.py:tiny', 10, **overrides), str(tmp_path))
   saved = _saved_steps(config, str(tmp_path))
   assert max(saved) == 10 and all(saved.values()), saved
+
+
+def test_steps_per_sec_counts_the_steps_of_its_window(tmp_path):
+  """5 steps logged every 2: the last window (step 5) has one step, not log_every."""
+  config = load('configs/gpt2.py:tiny', 5, **{**ONE_LAYER, 'train.log_every': 2,
+                                              'train.eval_every': 5, 'checkpoint.every': 5})
+  train.train(config, str(tmp_path))
+  scalars = {tag: dict(points) for tag, points in
+             tb.read_events(train.run_dir(config, str(tmp_path)))['scalars'].items()}
+  seen, tps, sps = (scalars[t] for t in ('train/tokens_seen', 'perf/tokens_per_sec',
+                                         'perf/steps_per_sec'))
+  assert sorted(seen) == [2, 4, 5]
+  for previous, step in [(0, 2), (2, 4), (4, 5)]:   # tokens/s / steps/s = tokens per step
+    per_step = (seen[step] - seen.get(previous, 0)) / (step - previous)
+    assert tps[step] / sps[step] == pytest.approx(per_step, rel=1e-4), step

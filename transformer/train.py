@@ -244,7 +244,7 @@ def train(config, workdir, *, dry_run=False):
   step = int(state['step'])
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
   sums, previous, last = {}, None, {}
-  tokens_window, output_window, t_window = 0, 0, time.perf_counter()
+  tokens_window, output_window, t_window, step_window = 0, 0, time.perf_counter(), step
   batch, stopped = first, False
   with signals.StopSignal() as stop:
     while step < steps:
@@ -265,9 +265,10 @@ def train(config, workdir, *, dry_run=False):
         tokens, outputs = _global_sums(tokens_window, output_window)
         tokens_seen += tokens
         last = _log_train(writer, step, sums, tokens, outputs * flops_token, elapsed, peak,
-                          config, tokens_seen)
+                          step - step_window, tokens_seen)
         bar.update(step, loss=last['loss'], tokens_per_sec=tokens / elapsed)
         sums, tokens_window, output_window, t_window = {}, 0, 0, time.perf_counter()
+        step_window = step
       evaluated = None
       if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
         evaluated = _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
@@ -324,13 +325,14 @@ def _peak(config):
   return perf.peak_flops(config.model.dtype)
 
 
-def _log_train(writer, step, sums, tokens, flops, elapsed, peak, config, tokens_seen):
+def _log_train(writer, step, sums, tokens, flops, elapsed, peak, window_steps, tokens_seen):
+  """Logs one window of `window_steps` steps: the mean train metrics and the global rates."""
   avg = _average(sums)
   tps = tokens / max(elapsed, 1e-9)
   tflops = flops / max(elapsed, 1e-9) / jax.device_count() / 1e12
   scalars = {f'train/{k}': v for k, v in avg.items()}
   scalars.update({'perf/tokens_per_sec': tps, 'perf/steps_per_sec':
-                  config.train.log_every / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
+                  window_steps / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
                   'perf/mfu': tflops * 1e12 / peak, 'train/tokens_seen': tokens_seen})
   writer.scalars(step, scalars)
   return {'loss': avg['loss'], **scalars}
