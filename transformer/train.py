@@ -165,8 +165,10 @@ def evaluate(trainer, config, params, pipeline, eval_fn):
     if last is None and not all(have):
       raise ConfigError(f'`data.eval_split={config.data.eval_split}`: process {have.index(0)} '
                         'has no eval batch; use a larger eval split or fewer processes')
-    batch, last = (batch, batch) if batch is not None else (
-        {k: np.zeros_like(v) for k, v in last.items()}, last)
+    if batch is None:   # this shard is done and another is not: a batch that weighs nothing
+      batch = {k: np.zeros_like(v) for k, v in last.items()}
+    else:
+      last = batch
     sums = _accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(batch,
                                                                               trainer.mesh))))
   return _average(sums), last
@@ -278,11 +280,10 @@ def train(config, workdir, *, dry_run=False):
       if saving:
         gathered = distributed.allgather_ints([*it.state, tokens_window])
         writer.flush()   # the logs are on disk before the checkpoint a resume would start from
-        ckpt.save(step, state, data_position={
-            'positions': [g[:2] for g in gathered],
-            'tokens_seen': tokens_seen + sum(g[2] for g in gathered)},
-                  metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None,
-                  force=step == steps or stopping)
+        where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
+                 'tokens_seen': tokens_seen + sum(g[2] for g in gathered)}
+        ckpt.save(step, state, data_position=where, force=step == steps or stopping,
+                  metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
       if stopping:
         ckpt.wait_until_finished()
         print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command to '
