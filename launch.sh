@@ -42,7 +42,7 @@ train() {
   done
   [ -n "$d" ] && export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$d"
   if [ "$n" = 1 ]; then exec "$VENV/bin/python" -m transformer.train "${args[@]}"; fi
-  local port pids=() i rc=0
+  local port pids=() i rc=0 code
   port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   for ((i = 0; i < n; i++)); do
     TRANSFORMER_COORDINATOR="127.0.0.1:$port" TRANSFORMER_NUM_PROCESSES="$n" \
@@ -50,9 +50,11 @@ train() {
     pids+=($!)
   done
   trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
-  for ((i = 0; i < n; i++)); do  # the first failure stops the others
-    if ! wait -n; then rc=1; kill "${pids[@]}" 2>/dev/null || true; fi
+  for ((i = 0; i < n; i++)); do  # the first failure stops the others and gives the exit code
+    if wait -n; then continue; else code=$?; fi
+    if [ "$rc" = 0 ]; then rc=$code; kill "${pids[@]}" 2>/dev/null || true; fi
   done
+  wait || true  # a signal to this script ends a `wait -n` early: let every process finish
   return $rc
 }
 
@@ -68,8 +70,10 @@ case "$mode" in
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweep "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
+               # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)
+               paths=(tests); for a in "$@"; do [[ $a != -* && -e ${a%%::*} ]] && paths=(); done
                exec "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile \
-                 -m "not slow" tests "$@" ;;
+                 -m "not slow" "${paths[@]}" "$@" ;;
   tensorboard) setup requirements.txt
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"

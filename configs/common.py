@@ -96,7 +96,7 @@ def base_config():
       tokens=0,                      # duration in tokens (non-padding target tokens), 0 : use steps
       batch_size=32,                 # global batch size, in sequences
       eval_every=200,
-      eval_steps=10,
+      eval_steps=10,                 # batches per eval; 0 : no eval (nor samples)
       seed=0,
       log_every=20,
       z_loss=0.0,                    # auxiliary log(Z)^2 loss weight (PaLM-style); 0 : off

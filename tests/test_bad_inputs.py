@@ -121,3 +121,66 @@ def test_corrupt_latest_checkpoint_falls_back(trained, tmp_path, capsys, caplog,
   ckpt = checkpoint.Checkpointer(ckpts, every=2, keep=3)
   assert ckpt.latest_step() == 6 and 4 in ckpt.all_steps()    # training went on past it
   ckpt.close()
+
+
+@pytest.mark.parametrize('key,value', [
+    ('experiment', '{outside}'), ('experiment', '..'), ('experiment', '../escaped'),
+    ('experiment', 'a/b'), ('run_name', '{outside}'), ('run_name', '..'),
+    ('run_name', '../../escaped'), ('run_name', 'x/y'), ('experiment', '.'),
+])
+def test_run_directory_stays_inside_workdir(key, value, tmp_path, capsys):
+  """experiment and run_name are single directory names: nothing lands outside --workdir."""
+  workdir, outside = tmp_path / 'nest' / 'workdir', tmp_path / 'outside'
+  workdir.mkdir(parents=True)
+  value = value.format(outside=outside)
+  code, err = run_main(TINY + [f'--workdir={workdir}', '--config.train.steps=1',
+                               f'--config.{key}={value}'], capsys)
+  assert_one_line_error(code, err, f'{key}={value}', '--workdir')
+  assert sorted(p.name for p in tmp_path.rglob('*')) == ['nest', 'workdir']   # nothing written
+
+
+def _resume_argv(trained, tmp_path, change):
+  """Resume the finished 4-step run for 2 more steps with one setting changed."""
+  if change == 'data.source':   # other text, the run's own tokenizer: the model still fits
+    (tmp_path / 'other.txt').write_text('def f(x):\n    return x + 1\n' * 200)
+    tokenizer = os.path.join(trained, 'default', 'gpt2_tiny', 'tokenizer.model')
+    extra = [f'--config.data.source=text:{tmp_path}/*.txt', f'--config.data.tokenizer={tokenizer}']
+  else:
+    extra = [{'opt.grad_clip_norm': '--config.opt.grad_clip_norm=0',
+              'opt.optimizer': '--config.opt.optimizer=adafactor',
+              'train.seed': '--config.train.seed=1'}[change]]
+  return TINY + [f'--workdir={trained}', '--config.train.steps=6'] + extra
+
+
+# orbax's async reader complains about its closed event loop after the failed read.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('change,saved', [
+    ('opt.grad_clip_norm', 'opt.grad_clip_norm=1.0'), ('opt.optimizer', 'opt.optimizer=adamw'),
+    ('train.seed', 'train.seed=0'), ('data.source', 'data.source=python_stdlib/text')])
+def test_resume_with_a_changed_setting_is_refused_and_untouched(trained, tmp_path, capsys,
+                                                                 change, saved):
+  """An optimizer change (another optimizer-state tree) or a changed seed or data source (the
+  saved data positions would point into another order): one line naming the key and the saved
+  value, exit 2, the run directory unchanged."""
+  before = _snapshot(trained)
+  code, err = run_main(_resume_argv(trained, tmp_path, change), capsys)
+  line = assert_one_line_error(code, err, f'`{change}=', saved, '--workdir', 'init_from')
+  assert 'Traceback' not in err, err
+  assert _snapshot(trained) == before, line
+
+
+def test_resume_with_a_changed_learning_rate_goes_on_with_a_note(trained, tmp_path, capsys):
+  """A setting that keeps the optimizer state's shape may change on resume: it is named once."""
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(trained, workdir)
+  assert train.main(TINY + [f'--workdir={workdir}', '--config.train.steps=6',
+                            '--config.opt.learning_rate=0.001']) == 0
+  out = capsys.readouterr().out
+  assert 'from step 4' in out and 'Note: opt.learning_rate changed' in out, out
+
+
+def test_evaluate_refuses_eval_steps_zero(trained, capsys):
+  from transformer import evaluate  # pylint: disable=import-outside-toplevel
+  capsys.readouterr()
+  code = evaluate.main(TINY + [f'--workdir={trained}', '--config.train.eval_steps=0'])
+  assert_one_line_error(code, capsys.readouterr().err, '`train.eval_steps=0`', 'no eval')

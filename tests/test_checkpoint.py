@@ -1,9 +1,7 @@
-"""Checkpointer: bit-exact round trip, retention, corrupt fallback, fingerprints, pretrained, signals."""
+"""Checkpointer: bit-exact round trip, retention, corrupt fallback, fingerprints, pretrained."""
 
 import logging
 import os
-import signal
-import time
 
 import jax
 import jax.numpy as jnp
@@ -195,29 +193,6 @@ def test_load_pretrained_bad_path(tmp_path):
     ckpt.load_pretrained(tmp_path / 'nope', _params())
   with pytest.raises(ConfigError, match='checkpoint.init_from'):
     ckpt.load_pretrained(tmp_path, _params())
-
-
-def test_stop_signal_sigterm():
-  previous = signal.getsignal(signal.SIGTERM)
-  with ckpt.StopSignal() as stop:
-    assert not stop.requested
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(100):   # the handler runs between bytecodes of the main thread
-      if stop.requested:
-        break
-      time.sleep(0.01)
-    assert stop.requested and stop.signal_name == 'SIGTERM'
-  assert signal.getsignal(signal.SIGTERM) == previous
-
-
-def test_stop_signal_second_sigint_interrupts():
-  with ckpt.StopSignal() as stop:
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.05)
-    assert stop.requested
-    with pytest.raises(KeyboardInterrupt):
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.5)
 
 
 def test_wrong_abstract_state_raises_and_moves_nothing(tmp_path):

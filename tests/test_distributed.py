@@ -226,3 +226,68 @@ def test_launch_sh_two_processes_log_from_process_zero_only(tmp_path):
   run = os.path.dirname(events[0])
   assert sorted(os.listdir(tmp_path / 'default')) == [os.path.basename(run)]
   assert os.path.isdir(os.path.join(run, 'checkpoints', '4'))
+
+
+def _children(pid):
+  """{TRANSFORMER_PROCESS_ID: pid} of the processes `pid` started (read from /proc)."""
+  out = {}
+  for stat in glob.glob('/proc/[0-9]*/stat'):
+    try:
+      with open(stat) as f:
+        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+      if ppid != pid:
+        continue
+      with open(stat[:-len('stat')] + 'environ', 'rb') as f:
+        env = dict(v.split(b'=', 1) for v in f.read().split(b'\0') if b'=' in v)
+    except (OSError, ValueError, IndexError):
+      continue
+    if b'TRANSFORMER_PROCESS_ID' in env:
+      out[int(env[b'TRANSFORMER_PROCESS_ID'])] = int(stat.split('/')[2])
+  return out
+
+
+def test_launch_sh_passes_a_config_error_on_as_exit_code_2(tmp_path):
+  """Every process refuses a data path it cannot read: the job exits 2, like one process."""
+  env = _env(1, VENV=sys.prefix)
+  proc = subprocess.run(['./launch.sh', 'train', '--num_processes', '2', *TINY_RUN,
+                         '--config.data.source=text:/nonexistent/*.txt', f'--workdir={tmp_path}'],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+  assert 'error: ' in proc.stderr and 'data.source' in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('victim', [1, 0])
+def test_launch_sh_survivors_of_a_killed_process_exit_in_time(victim, tmp_path):
+  """SIGKILL one of 2 processes while they checkpoint every step: launch.sh stops the survivor
+  (which then must not hang in a collective save without its peer) and exits with the killed
+  process's code, 128 + SIGKILL, within the heartbeat bound."""
+  heartbeat = 10
+  env = _env(1, VENV=sys.prefix, TRANSFORMER_HEARTBEAT_TIMEOUT=str(heartbeat))
+  log = open(tmp_path / 'log.txt', 'w+')   # pylint: disable=consider-using-with
+  run = [a for a in TINY_RUN if not a.startswith(('--config.train.steps', '--config.checkpoint'))]
+  proc = subprocess.Popen(['./launch.sh', 'train', '--num_processes', '2', *run,
+                           '--config.train.steps=100000', '--config.checkpoint.every=1',
+                           '--config.checkpoint.async_save=true', f'--workdir={tmp_path}'],
+                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  ckpts = tmp_path / 'default' / 'gpt2_tiny' / 'checkpoints'
+  try:
+    deadline = time.monotonic() + 600
+    while not (ckpts.is_dir() and any(d.name.isdigit() and int(d.name) >= 3
+                                      for d in ckpts.iterdir())):
+      assert proc.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()[-3000:]
+      time.sleep(0.1)
+    children = _children(proc.pid)
+    assert sorted(children) == [0, 1], children
+    os.kill(children[victim], signal.SIGKILL)
+    t0 = time.monotonic()
+    code = proc.wait(timeout=300)
+    took = time.monotonic() - t0
+  finally:
+    proc.kill()
+    proc.wait()
+  log.seek(0)
+  assert code == 128 + signal.SIGKILL, (code, log.read()[-3000:])
+  assert took < heartbeat + 30, took   # the heartbeat bound, with room for a loaded machine
+  assert not _children(proc.pid)

@@ -158,7 +158,7 @@ def interrupted(tmp_path_factory, env, reference):
   return {'sigterm': term_dir, 'sigterm_out': term_out, 'sigkill': kill_dir,
           'sigkill_code': kill.returncode, 'stopped_copy': stopped_copy,
           'stopped_step': stopped_step, 'stopped_state_step': int(stopped_state['step']),
-          'stopped_position': stopped_position['position'],
+          'stopped_position': stopped_position['positions'][0],
           'killed_steps': finalized_steps(kill_dir)}
 
 
@@ -208,7 +208,99 @@ def test_resume_with_another_batch_size(interrupted, resumed):
   step, state, position = restore(workdir)
   assert step == STEPS and int(state['step']) == STEPS
   # The data went on from where the stopped run was (positions count examples, not batches).
-  assert position['position'] > interrupted['stopped_position']
+  assert position['positions'][0] > interrupted['stopped_position']
   assert all(np.isfinite(v) for v in train_scalars(workdir)['train/loss'].values())
   with open(os.path.join(workdir, 'default', 'resume', 'config.json')) as f:
     assert json.load(f)['train']['batch_size'] == 8
+
+
+# --- SIGKILL at ten seeded moments ----------------------------------------------------------
+
+KILL_STEPS, KILL_EVERY, KILL_EVAL_EVERY = 300, 5, 50
+KILL_ARGS = [f'--config.train.steps={KILL_STEPS}', f'--config.train.eval_every={KILL_EVAL_EVERY}',
+             '--config.train.eval_steps=2', f'--config.checkpoint.every={KILL_EVERY}']
+# Where each kill lands, drawn once from a fixed seed: two during start-up (imports, data,
+# tokenizer), two while the train step compiles or the checkpoint restores, three while it
+# trains, three while an asynchronous checkpoint is being written.
+MOMENTS = list(np.random.default_rng(8).permutation(
+    ['start-up'] * 2 + ['compile'] * 2 + ['mid-step'] * 3 + ['mid-checkpoint'] * 3))
+DELAYS = np.random.default_rng(9).uniform(0.0, 1.0, size=len(MOMENTS))
+
+
+def _logged(workdir):
+  """{tag: {step: value}} of every train/ and eval/ scalar of a run."""
+  scalars = tb.read_events(os.path.join(workdir, 'default', 'resume'))['scalars']
+  return {tag: dict(points) for tag, points in scalars.items()
+          if tag.startswith(('train/', 'eval/'))}
+
+
+def _kill_at(moment, delay, workdir, env, log_path):
+  """Start the run, SIGKILL it at `moment` (`delay` in [0, 1) places it within that phase);
+  returns what it printed. Events are read from its output and checkpoint directory, so the
+  moment is the same phase however loaded the machine is."""
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen([sys.executable, '-m', 'transformer.train', *ARGS, *KILL_ARGS,
+                             f'--workdir={workdir}'], cwd=REPO, env={**env, 'PYTHONUNBUFFERED': '1'},
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+  def printed(text):
+    with open(log_path) as f:
+      return text in f.read()
+
+  def wait_for(condition, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+      assert proc.poll() is None, f'the run ended ({proc.returncode}) before its {moment} kill'
+      assert time.monotonic() < deadline, f'no {moment} moment within {timeout}s'
+      time.sleep(0.001)
+
+  try:
+    if moment == 'start-up':
+      time.sleep(2.0 * delay)
+    elif moment == 'compile':
+      wait_for(lambda: printed('Mesh {'))
+      time.sleep(0.5 * delay)
+    elif moment == 'mid-step':
+      wait_for(lambda: printed('Training '))
+      time.sleep(0.3 * delay)
+    else:   # an async save in flight: its temporary directory exists (or it just completed)
+      wait_for(lambda: printed('Training '))
+      done = set(finalized_steps(workdir))
+      wait_for(lambda: any(not d.isdigit() for d in os.listdir(ckpt_dir(workdir))) or
+               not set(finalized_steps(workdir)) <= done)
+    assert proc.poll() is None, f'the run ended ({proc.returncode}) before its {moment} kill'
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.kill()
+    proc.wait(timeout=60)
+  with open(log_path) as f:
+    return f.read()
+
+
+@pytest.mark.slow
+def test_sigkill_at_ten_seeded_moments_resumes_bit_identical(tmp_path, env):
+  """Ten SIGKILLs (start-up, compile, mid-step, mid-checkpoint), each followed by the same
+  command: the final state and every logged train/eval scalar equal an uninterrupted run's."""
+  reference = str(tmp_path / 'uninterrupted')
+  finish(start(reference, env, *KILL_ARGS))
+  workdir = str(tmp_path / 'killed')
+  unfinished_saves = 0
+  for k, (moment, delay) in enumerate(zip(MOMENTS, DELAYS)):
+    out = _kill_at(moment, delay, workdir, env, tmp_path / f'kill{k}.log')
+    assert 'Finished' not in out, f'kill {k} ({moment}) came after the run finished'
+    if moment == 'mid-checkpoint':
+      unfinished_saves += any(not d.isdigit() for d in os.listdir(ckpt_dir(workdir)))
+  assert max(finalized_steps(workdir) or [0]) < KILL_STEPS
+  assert unfinished_saves, 'no mid-checkpoint kill interrupted a save'
+  finish(start(workdir, env, *KILL_ARGS))
+  step, state, position = restore(workdir)
+  ref_step, ref_state, ref_position = restore(reference)
+  assert step == ref_step == KILL_STEPS and position == ref_position
+  flat, ref_flat = (jax.tree_util.tree_flatten_with_path(s)[0] for s in (state, ref_state))
+  assert [p for p, _ in flat] == [p for p, _ in ref_flat]
+  for (path, x), (_, y) in zip(flat, ref_flat):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  got, ref = _logged(workdir), _logged(reference)
+  assert sorted(ref['eval/loss']) == list(range(KILL_EVAL_EVERY, KILL_STEPS + 1, KILL_EVAL_EVERY))
+  assert sorted(ref['train/loss']) == list(range(1, KILL_STEPS + 1))
+  assert got == ref

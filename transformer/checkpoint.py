@@ -4,7 +4,10 @@ One step directory `<directory>/<step>/` holds three orbax items:
   state          the train-state pytree (params, optimizer state, step), possibly sharded
   data_position  JSON: where the data iterator stands, so a resumed run sees no example twice
   fingerprint    JSON: a small description of the model (config + parameter shapes), so that a
-                 workdir holding another model's checkpoints is refused instead of half-loaded
+                 workdir holding another model's checkpoints is refused instead of half-loaded;
+                 under 'settings', the run's settings a resume must keep (`ORDER_KEYS`: the data
+                 positions index into the order they define) or whose change it must explain
+                 (`opt.*`: they shape the optimizer state)
 
 Resume (`Checkpointer.restore`) and init-from-pretrained (`load_pretrained`) are separate paths:
 the first brings back everything bit-exact, the second only the parameters that fit the new model.
@@ -14,7 +17,6 @@ import json
 import logging
 import math
 import os
-import signal
 from typing import Any
 
 import jax
@@ -26,6 +28,7 @@ from transformer.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _ITEMS = ('state', 'data_position', 'fingerprint')
+ORDER_KEYS = ('train.seed', 'data.source', 'data.train_split', 'data.shuffle_buffer')
 _BEST_METRIC = 'eval/loss'
 _CORRUPT_SUFFIX = '.corrupt'
 
@@ -55,6 +58,11 @@ def _fingerprint_diff(saved, current, limit=3):
   return '; '.join(parts)
 
 
+def _new_run_hint(directory):
+  return (f'or start a new run (another --workdir or run_name; '
+          f'--config.checkpoint.init_from={directory} keeps the weights)')
+
+
 def _best_metric(metrics):
   """Ranking value for BestN: eval loss, lower is better; steps without one never rank best."""
   value = metrics.get(_BEST_METRIC) if isinstance(metrics, dict) else None
@@ -76,7 +84,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory, *, every, keep, keep_best=True, async_save=True,
-               fingerprint: dict | None = None):
+               fingerprint: dict | None = None, settings: dict | None = None):
     if every <= 0:
       raise ConfigError(f'checkpoint.every must be a positive number of steps, got {every}')
     if keep <= 0:
@@ -84,6 +92,8 @@ class Checkpointer:
     self.directory = os.path.abspath(os.fspath(directory))
     self.every = int(every)
     self.fingerprint = None if fingerprint is None else _normalize_json(fingerprint)
+    self.settings = _normalize_json(settings or {})   # {'train.seed': 0, 'opt.b1': 0.9, ...}
+    self._saved_settings = {}
     policies = [ocp_policies.LatestN(n=int(keep))]
     if keep_best:
       policies.append(ocp_policies.BestN(
@@ -122,6 +132,20 @@ class Checkpointer:
   def should_save(self, step) -> bool:
     return int(step) % self.every == 0
 
+  def data_position(self, step) -> dict:
+    """The data position saved with `step` (without restoring the state)."""
+    return dict(self._manager.restore(int(step), args=ocp.args.Composite(
+        data_position=ocp.args.JsonRestore()))['data_position'] or {})
+
+  def metrics(self, step) -> dict:
+    """The metrics recorded with `step` ({} when it was saved without any)."""
+    return dict(self._manager.metrics(int(step)) or {})
+
+  def changed_settings(self) -> list[tuple[str, Any, Any]]:
+    """[(key, saved value, current value)] of the settings that differ from the checkpoints'."""
+    return [(k, self._saved_settings[k], v) for k, v in sorted(self.settings.items())
+            if k in self._saved_settings and self._saved_settings[k] != v]
+
   # --- save ------------------------------------------------------------------------------------
 
   def save(self, step, state, *, data_position: dict, metrics: dict | None = None,
@@ -138,7 +162,8 @@ class Checkpointer:
     items = dict(
         state=ocp.args.StandardSave(state),
         data_position=ocp.args.JsonSave(_normalize_json(data_position)),
-        fingerprint=ocp.args.JsonSave(self.fingerprint or {}),
+        fingerprint=ocp.args.JsonSave({**(self.fingerprint or {}),
+                                       **({'settings': self.settings} if self.settings else {})}),
     )
     # Steps without eval metrics rank last ({} -> inf) rather than being exempt from cleanup.
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
@@ -172,7 +197,19 @@ class Checkpointer:
       for bad_step, error in failed:
         self._quarantine(bad_step, error, s)
       return s, restored['state'], dict(restored['data_position'] or {})
+    self._raise_if_optimizer_changed()
     raise failed[0][1]
+
+  def _raise_if_optimizer_changed(self):
+    """No step restores and an opt.* setting changed: that change is why (another state tree)."""
+    changed = [c for c in self.changed_settings() if c[0].startswith('opt.')]
+    if changed:
+      key, saved, current = changed[0]
+      more = f' (also {", ".join(c[0] for c in changed[1:])})' if changed[1:] else ''
+      raise ConfigError(
+          f'`{key}={current}`: the checkpoints in {self.directory} hold the optimizer state of '
+          f'{key}={saved}{more}, which has another structure; resume with '
+          f'--config.{key}={saved}, {_new_run_hint(self.directory)}')
 
   def _quarantine(self, step, error, next_step):
     """Moves an unreadable step out of orbax's sight (kept on disk, never deleted)."""
@@ -202,14 +239,21 @@ class Checkpointer:
     return None
 
   def _check_fingerprint(self):
-    if not self.fingerprint or self._manager.latest_step() is None:
+    if not (self.fingerprint or self.settings) or self._manager.latest_step() is None:
       return
-    saved = self._saved_fingerprint()
-    if saved and saved != self.fingerprint:
+    saved = dict(self._saved_fingerprint() or {})
+    self._saved_settings = saved.pop('settings', {})
+    if self.fingerprint and saved and saved != self.fingerprint:
       raise ConfigError(
           f'workdir checkpoints in {self.directory} belong to a different model '
           f'({_fingerprint_diff(saved, self.fingerprint)}); use another --workdir, or '
           f'--config.checkpoint.init_from={self.directory} to start from its weights')
+    for key, saved_value, current in self.changed_settings():
+      if key in ORDER_KEYS:
+        raise ConfigError(
+            f'`{key}={current}`: the checkpoints in {self.directory} were trained with '
+            f'{key}={saved_value}, and their data positions point into the order it gives; '
+            f'resume with --config.{key}={saved_value}, {_new_run_hint(self.directory)}')
 
   # --- lifecycle -------------------------------------------------------------------------------
 
@@ -318,42 +362,3 @@ def _nested_set(tree, keys, value):
   for k in keys[:-1]:
     tree = tree.setdefault(k, {})
   tree[keys[-1]] = value
-
-
-class StopSignal:
-  """Turns SIGTERM/SIGINT into a polite request: the loop polls `.requested`, saves and exits 0.
-
-  A second SIGINT gets the default behaviour back (KeyboardInterrupt), for a user who really
-  wants out now. Outside the main thread (where handlers cannot be installed) it does nothing.
-  """
-
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-    self.signals = tuple(signals)
-    self.requested = False
-    self.signal_name = None
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    name = signal.Signals(signum).name
-    if signum == signal.SIGINT and self.requested:
-      # Second interrupt: hand control back to Python's default Ctrl-C.
-      signal.signal(signal.SIGINT, signal.default_int_handler)
-      raise KeyboardInterrupt
-    self.requested = True
-    self.signal_name = name
-    log.warning('%s received: saving a checkpoint and stopping after this step%s', name,
-                ' (Ctrl-C again to abort now)' if signum == signal.SIGINT else '')
-
-  def __enter__(self):
-    try:
-      for s in self.signals:
-        self._previous[s] = signal.signal(s, self._handle)
-    except ValueError:  # not the main thread
-      log.warning('StopSignal: not in the main thread, signal handlers not installed')
-    return self
-
-  def __exit__(self, *exc):
-    for s, handler in self._previous.items():
-      signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-    self._previous.clear()

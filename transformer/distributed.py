@@ -21,6 +21,8 @@ import glob
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from transformer.errors import ConfigError
 
@@ -123,3 +125,19 @@ def initialize(env=None):
 def is_primary():
   """Only process 0 writes logs, hparams and text files; every process takes part in saves."""
   return jax.process_index() == 0
+
+
+def allgather_ints(values):
+  """[process 0's values, process 1's, ...]: every process's list of ints in [0, 2**62), on
+  every process (a collective: all processes call it at the same point). One process: [values].
+
+  Ints travel as two 31-bit halves, so counts past 2**31 survive jax's default 32-bit ints.
+  """
+  values = [int(v) for v in values]
+  if jax.process_count() == 1:
+    return [values]
+  if any(not 0 <= v < 2**62 for v in values):
+    raise ValueError(f'allgather_ints takes ints in [0, 2**62), got {values}')
+  halves = np.array([[v >> 31, v & 0x7FFFFFFF] for v in values], np.int32).reshape(-1, 2)
+  gathered = np.asarray(multihost_utils.process_allgather(halves))   # [processes, n, 2]
+  return [[(int(hi) << 31) | int(lo) for hi, lo in row] for row in gathered]

@@ -13,6 +13,9 @@ from transformer.trainer import Trainer
 
 def run(config, workdir):
   out = run_dir(config, workdir)
+  if not config.train.eval_steps:
+    raise ConfigError('`train.eval_steps=0`: means no eval; give the number of eval batches, '
+                      'e.g. --config.train.eval_steps=10')
   ckpt_dir = os.path.join(out, 'checkpoints')
   if not os.path.isdir(ckpt_dir):
     raise ConfigError(f'no checkpoints in {out}; train first with the same --config and --workdir')

@@ -2,7 +2,9 @@
 
 One run lives in <workdir>/<experiment>/<run_name>/: resolved config.json, tokenizer.model,
 TensorBoard events and checkpoints/. A run directory that holds a checkpoint resumes from it
-(parameters, optimizer, data position); SIGTERM/SIGINT save before exiting.
+(parameters, optimizer, every process's data position); SIGTERM/SIGINT save before exiting.
+A checkpoint only ever holds a step whose loss and gradient were finite. Token counts (tokens/s,
+MFU, train/tokens_seen) are global: the sum over every process's rows.
 """
 
 import json
@@ -15,7 +17,7 @@ import jax
 import numpy as np
 
 from transformer import (attention_maps, checkpoint, data, distributed, objectives, sharding,
-                         summary)
+                         signals, summary)
 from transformer import logging as tb
 from transformer.errors import ConfigError
 from transformer.progress import ProgressBar
@@ -30,8 +32,20 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""
 
 
+def _dir_name(key, value):
+  """`value` if it names one directory inside its parent; ConfigError otherwise."""
+  seps = [s for s in (os.sep, os.altsep, '/') if s]
+  if value in ('', '.', '..') or os.path.isabs(value) or any(s in value for s in seps):
+    raise ConfigError(f'`{key}={value}`: must be one directory name (no path separators, '
+                      "'.' or '..'), so the run stays inside --workdir; e.g. "
+                      f'--config.{key}=my_{key}')
+  return value
+
+
 def run_dir(config, workdir):
-  return os.path.join(workdir, config.experiment, config.run_name or 'run')
+  """<workdir>/<experiment>/<run_name>: both plain directory names, so runs stay in workdir."""
+  return os.path.join(workdir, _dir_name('experiment', config.experiment),
+                      _dir_name('run_name', config.run_name or 'run'))
 
 
 def pretrained_paths(init_from):
@@ -86,7 +100,7 @@ def fingerprint(config, state):
 
 
 def _tokens(batch):
-  """Non-padding tokens of every stream (what tokens/s reports)."""
+  """Non-padding tokens of every stream (what tokens/s reports) of this process's rows."""
   return int(sum(np.count_nonzero(v) for k, v in batch.items() if k.endswith('_segment_ids')))
 
 
@@ -94,6 +108,32 @@ def _output_tokens(batch):
   """Non-padding tokens of the output stream: summary.flops_per_token counts per output token."""
   key = 'targets_segment_ids' if 'targets_segment_ids' in batch else 'inputs_segment_ids'
   return int(np.count_nonzero(batch[key]))
+
+
+def _global_sums(*counts):
+  """Per-process counts summed over every process (a collective)."""
+  return [sum(col) for col in zip(*distributed.allgather_ints(counts))]
+
+
+def resume_settings(config):
+  """What a resume compares with the checkpoint: the data order's keys and every opt.* key."""
+  keys = {k: config[k.split('.')[0]][k.split('.')[1]] for k in checkpoint.ORDER_KEYS}
+  return {**keys, **{f'opt.{k}': v for k, v in config.opt.items()}}
+
+
+def _own_position(saved, step):
+  """This process's data position in a checkpoint's `data_position` (one per process)."""
+  positions = saved.get('positions')
+  if positions is None and jax.process_count() == 1:   # saved before positions were per process
+    positions = [saved['position']]
+  if positions is None or len(positions) != jax.process_count():
+    count = 'an unknown number of' if positions is None else len(positions)
+    raise ConfigError(
+        f'the checkpoint of step {step} was saved by {count} processes and this run has '
+        f'{jax.process_count()}: each data position counts its own process\'s shard, so they '
+        'cannot be mapped; resume with the same number of processes, or start a new run with '
+        '--config.checkpoint.init_from=<that run> to keep its weights')
+  return tuple(positions[jax.process_index()])
 
 
 def _average(sums):
@@ -111,12 +151,27 @@ def _accumulate(acc, metrics):
 
 
 def evaluate(trainer, config, params, pipeline, eval_fn):
-  sums = {}
-  it = pipeline.iterator(0)
-  for _, batch in zip(range(config.train.eval_steps), it):
+  """(mean metrics over up to train.eval_steps eval batches, this process's last batch).
+
+  Each eval step is collective, so all processes run as many as the longest shard has: a shard
+  that runs out first feeds all-padding batches, which weigh nothing.
+  """
+  sums, last, it = {}, None, pipeline.iterator(0)
+  for _ in range(config.train.eval_steps):
+    batch = next(it, None)
+    have = [h for [h] in distributed.allgather_ints([batch is not None])]
+    if not any(have):
+      break
+    if last is None and not all(have):
+      raise ConfigError(f'`data.eval_split={config.data.eval_split}`: process {have.index(0)} '
+                        'has no eval batch; use a larger eval split or fewer processes')
+    if batch is None:   # this shard is done and another is not: a batch that weighs nothing
+      batch = {k: np.zeros_like(v) for k, v in last.items()}
+    else:
+      last = batch
     sums = _accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(batch,
                                                                               trainer.mesh))))
-  return _average(sums), batch
+  return _average(sums), last
 
 
 def train(config, workdir, *, dry_run=False):
@@ -143,12 +198,15 @@ def train(config, workdir, *, dry_run=False):
   ckpt = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every,
                                  keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
                                  async_save=config.checkpoint.async_save,
-                                 fingerprint=fingerprint(config, state))
+                                 fingerprint=fingerprint(config, state),
+                                 settings=resume_settings(config))
   position, tokens_seen = (0, 0), 0
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))
-    position, tokens_seen = tuple(saved['position']), int(saved.get('tokens_seen', 0))
+    position, tokens_seen = _own_position(saved, step0), int(saved.get('tokens_seen', 0))
     _say(f'Resumed {out} from step {step0} (data position {position}).')
+    for key, before, now in ckpt.changed_settings():
+      _say(f'Note: {key} changed since the checkpoint ({before} -> {now}).')
   elif config.checkpoint.init_from:
     params, missing, _ = checkpoint.load_pretrained(
         pretrained_paths(config.checkpoint.init_from)[0], state['params'])
@@ -188,9 +246,9 @@ def train(config, workdir, *, dry_run=False):
   step = int(state['step'])
   bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
   sums, previous, last = {}, None, {}
-  tokens_window, output_window, t_window = 0, 0, time.perf_counter()
-  batch = first
-  with checkpoint.StopSignal() as stop:
+  tokens_window, output_window, t_window, step_window = 0, 0, time.perf_counter(), step
+  batch, stopped = first, False
+  with signals.StopSignal() as stop:
     while step < steps:
       state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
       step += 1
@@ -199,29 +257,38 @@ def train(config, workdir, *, dry_run=False):
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
         sums = _accumulate(sums, _checked(previous, step - 1))
       previous = metrics
-      if step % config.train.log_every == 0 or step == steps:
+      stopping = stop.requested   # read once: the signal may arrive at any moment
+      saving = step == steps or stopping or ckpt.should_save(step)
+      logging_step = step % config.train.log_every == 0 or step == steps
+      if logging_step or saving:   # a step is checked before it is logged or saved
         sums, previous = _accumulate(sums, _checked(previous, step)), None
+      if logging_step:
         elapsed = time.perf_counter() - t_window
-        tokens_seen += tokens_window
-        last = _log_train(writer, step, sums, tokens_window, output_window * flops_token,
-                          elapsed, peak, config, tokens_seen)
-        bar.update(step, loss=last['loss'], tokens_per_sec=tokens_window / elapsed)
+        tokens, outputs = _global_sums(tokens_window, output_window)
+        tokens_seen += tokens
+        last = _log_train(writer, step, sums, tokens, outputs * flops_token, elapsed, peak,
+                          step - step_window, tokens_seen)
+        bar.update(step, loss=last['loss'], tokens_per_sec=tokens / elapsed)
         sums, tokens_window, output_window, t_window = {}, 0, 0, time.perf_counter()
-      if step % config.train.eval_every == 0 or step == steps:
-        last.update(_eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
-                                      tokenizer))
+        step_window = step
+      evaluated = None
+      if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
+        evaluated = _eval_and_samples(trainer, config, state, eval_data, eval_fn, writer, step,
+                                      tokenizer)
+        last.update(evaluated)
         t_window = time.perf_counter()
-      final_save = step == steps or stop.requested
-      if final_save or ckpt.should_save(step):
+      if saving:
+        gathered = distributed.allgather_ints([*it.state, tokens_window])
         writer.flush()   # the logs are on disk before the checkpoint a resume would start from
-      ckpt.save(step, state, data_position={'position': list(it.state),
-                                            'tokens_seen': tokens_seen + tokens_window},
-                metrics={'eval/loss': last.get('eval/loss')} if 'eval/loss' in last else None,
-                force=final_save)
-      if stop.requested:
+        where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
+                 'tokens_seen': tokens_seen + sum(g[2] for g in gathered)}
+        ckpt.save(step, state, data_position=where, force=step == steps or stopping,
+                  metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
+      if stopping:
         ckpt.wait_until_finished()
         print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command to '
               'resume.')
+        stopped = True
         break
       if step < steps:
         batch = next(it)
@@ -231,7 +298,7 @@ def train(config, workdir, *, dry_run=False):
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
   writer.hparams(tb.flatten_config(config), final)
   writer.close()
-  if not stop.requested:
+  if not stopped:
     _say(f'Finished {steps} steps ({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
          f'  TensorBoard logs: {out}  (./launch.sh tensorboard {os.path.dirname(out)})\n'
          f'  checkpoints:      {ckpt_dir}')
@@ -239,13 +306,18 @@ def train(config, workdir, *, dry_run=False):
 
 
 def _checked(metrics, step):
-  """Fetch a step's metrics; stop with a clear message if the loss or gradient is not finite."""
+  """Fetch a step's metrics; stop with a clear message if the loss or gradient is not finite.
+
+  The loop checks every step before a later one is saved, so the message's claim holds.
+  """
   metrics = jax.device_get(metrics)
   loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
-  if not math.isfinite(loss) or not math.isfinite(float(metrics['grad_norm'][0])):
-    raise TrainingError(f'loss or gradient became {loss} at step {step}; nothing was saved from '
-                        'this step. Lower opt.learning_rate, raise opt.warmup_steps or set '
-                        'opt.grad_clip_norm, then resume from the last checkpoint.')
+  grad_norm = float(metrics['grad_norm'][0])
+  if not math.isfinite(loss) or not math.isfinite(grad_norm):
+    raise TrainingError(f'loss {loss} or gradient norm {grad_norm} became non-finite at step '
+                        f'{step}; no checkpoint holds this step or a later one. Lower '
+                        'opt.learning_rate, raise opt.warmup_steps or set opt.grad_clip_norm, '
+                        'then resume from the last checkpoint.')
   return metrics
 
 
@@ -254,13 +326,14 @@ def _peak(config):
   return perf.peak_flops(config.model.dtype)
 
 
-def _log_train(writer, step, sums, tokens, flops, elapsed, peak, config, tokens_seen):
+def _log_train(writer, step, sums, tokens, flops, elapsed, peak, window_steps, tokens_seen):
+  """Logs one window of `window_steps` steps: the mean train metrics and the global rates."""
   avg = _average(sums)
   tps = tokens / max(elapsed, 1e-9)
   tflops = flops / max(elapsed, 1e-9) / jax.device_count() / 1e12
   scalars = {f'train/{k}': v for k, v in avg.items()}
   scalars.update({'perf/tokens_per_sec': tps, 'perf/steps_per_sec':
-                  config.train.log_every / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
+                  window_steps / max(elapsed, 1e-9), 'perf/tflops_per_device': tflops,
                   'perf/mfu': tflops * 1e12 / peak, 'train/tokens_seen': tokens_seen})
   writer.scalars(step, scalars)
   return {'loss': avg['loss'], **scalars}
