@@ -104,7 +104,9 @@ def base_config():
   c.opt = ml_collections.ConfigDict(dict(
       optimizer='adamw',             # adamw | adafactor
       learning_rate=3e-3,
-      schedule='cosine',             # cosine | linear | rsqrt | constant (all after warmup)
+      schedule='cosine',             # cosine | linear | rsqrt | constant (all after a linear
+                                     # warmup) | constant_rsqrt (flat for warmup_steps, then
+                                     # lr * sqrt(warmup / step): T5)
       warmup_steps=100,
       end_lr_fraction=0.1,
       weight_decay=0.1,

@@ -48,6 +48,8 @@ def get_config(arg='tiny'):
   c.opt.schedule = 'rsqrt'
   c.opt.learning_rate = 1e-2
   c.opt.weight_decay = 0.0
-  if not arg.endswith('tiny'):
+  if not arg.endswith('tiny'):  # the paper's lr = 1 / sqrt(max(step, 10^4)): flat for 10k steps
     c.data.seq_len = 512
+    c.opt.schedule = 'constant_rsqrt'
+    c.opt.warmup_steps = 10_000
   return c

@@ -14,7 +14,7 @@ from transformer.models.hparams import HParams
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
 OBJECTIVES = ('mlm', 'causal_lm', 'prefix_lm', 'span_corruption', 'seq2seq', 'classification')
 OPTIMIZERS = ('adamw', 'adafactor')
-SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
+SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant', 'constant_rsqrt')
 MESH_PRESETS = ('data', 'fsdp', 'tensor', 'fsdp_tensor', 'data_tensor')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
