@@ -3,7 +3,8 @@
 State is a plain pytree {'params', 'opt_state', 'step'} with params as a pure nested dict of
 arrays, so orbax, optax and the sharding rules all see the same tree. The network is rebuilt
 inside each step with `nnx.merge(graphdef, params, rest)`; dropout keys come from
-(seed, step, module path), so a resumed run draws exactly the keys an uninterrupted one would.
+(seed, step, micro-batch index when accumulating, module path), so a resumed run draws exactly
+the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
 """
 
 import dataclasses
@@ -94,9 +95,11 @@ class Trainer:
     return nnx.merge(self.graphdef, params, self.rest)
 
   # -- steps -------------------------------------------------------------------------------
-  def _loss(self, params, batch, step):
+  def _loss(self, params, batch, step, micro=None):
     model = nnx.merge(self.graphdef, params, self.rest)
     key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
+    if micro is not None:  # micro-batch `micro` of an accumulated step: its own masks
+      key = jax.random.fold_in(key, micro)
     nnx.reseed(model, dropout=key, policy=_module_key)
     loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
@@ -111,15 +114,15 @@ class Trainer:
     else:
       micro = jax.tree.map(lambda x: x.reshape((a, x.shape[0] // a) + x.shape[1:]), batch)
 
-      def body(carry, mb):
+      def body(carry, i_mb):
         g_acc, m_acc = carry
-        (_, m), g = grad_fn(params, mb, step)
+        (_, m), g = grad_fn(params, i_mb[1], step, i_mb[0])
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, m_acc, m)), None
       zeros_g = jax.tree.map(jnp.zeros_like, params)
       first = jax.tree.map(lambda x: x[0], micro)
-      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step)[0][1])
+      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step, 0)[0][1])
       zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
-      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), micro)
+      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), (jnp.arange(a), micro))
     count = jnp.maximum(metrics['loss'][1], 1)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = self.tx.update(grads, state['opt_state'], params)
