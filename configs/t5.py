@@ -28,7 +28,8 @@ def model(size):
       family='encoder_decoder', vocab_size=32128, activation='relu', norm='rmsnorm',
       norm_eps=1e-6, norm_position='pre', final_norm=True, positions='relative',
       relative_buckets=32, relative_max_distance=128, use_bias=False, scale_attention=False,
-      tie_embeddings=True, scale_tied_logits=True, dropout_rate=0.1, init_std=0.0)
+      tie_embeddings=True, scale_tied_logits=True, dropout_rate=0.1, mlp_dropout=True,
+      final_dropout=True, init_std=0.0)
   if size.startswith('v1_1_'):
     published.update(activation='geglu', tie_embeddings=False, scale_tied_logits=False,
                      dropout_rate=0.0)

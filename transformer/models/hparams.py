@@ -53,6 +53,8 @@ class HParams:
   classifier_pooler: bool
   dropout_rate: float
   attention_dropout_rate: float
+  mlp_dropout: bool
+  final_dropout: bool
   dtype: str
   param_dtype: str
   attention_impl: str
