@@ -49,4 +49,6 @@ def get_config(arg='tiny'):
   c.opt.weight_decay = 0.0
   c.opt.learning_rate = 2e-3
   c.opt.warmup_steps = 400 if arg == 'tiny' else 4000
+  if arg != 'tiny':  # the paper's run lengths (sec. 5.2): 100k steps base, 300k big
+    c.train.steps = 100_000 if arg == 'base' else 300_000
   return c
