@@ -23,9 +23,9 @@ class RecordingObjective:
     return loss, metrics
 
 
-def _trainer(accumulation_steps, batch_size=4):
+def _trainer(accumulation_steps, batch_size=4, dropout_rate=0.3):
   config = config_lib.load('configs/gpt2.py:tiny', {
-      **TINY, 'model.dropout_rate': '0.3', 'train.batch_size': str(batch_size),
+      **TINY, 'model.dropout_rate': str(dropout_rate), 'train.batch_size': str(batch_size),
       'opt.accumulation_steps': str(accumulation_steps), 'mesh.shape': '(1, 1, 1)'})
   objective = RecordingObjective(objectives.get(config, FakeTokenizer()))
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
@@ -67,3 +67,12 @@ def test_dropout_keys_are_a_function_of_seed_and_step(accumulation_steps):
   _, m0 = step(state, _batch(rows=2))
   _, m1 = step({**state, 'step': state['step'] + 1}, _batch(rows=2))
   assert float(m0['loss'][0]) != float(m1['loss'][0])   # another step, other masks
+
+
+
+def test_accumulated_step_without_dropout_equals_one_big_step():
+  """Micro-batch gradients are summed and divided by the step's token count once."""
+  (one, m1), (two, m2) = (_step(_trainer(a, dropout_rate=0.0)[0], _batch(rows=4, copies=1))
+                          for a in (1, 2))
+  np.testing.assert_allclose(float(m2['loss'][0]), float(m1['loss'][0]), rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), two, one)
