@@ -21,7 +21,7 @@ def model(size):
       family='encoder_decoder', vocab_size=50265, max_len=1024, activation='gelu',
       norm='layernorm', norm_eps=1e-5, norm_position='post', embed_norm=True, final_norm=False,
       positions='learned', use_bias=True, tie_embeddings=True, lm_head_bias=True,
-      dropout_rate=0.1, attention_dropout_rate=0.0)
+      dropout_rate=0.1, attention_dropout_rate=0.0, mlp_dropout=True, final_dropout=False)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0)
   return common.model_config(**{**published, **SIZES[size]})

@@ -21,7 +21,8 @@ def model(size):
       family='encoder', vocab_size=30522, max_len=512, type_vocab_size=2, activation='gelu',
       norm='layernorm', norm_eps=1e-12, norm_position='post', embed_norm=True, final_norm=False,
       positions='learned', use_bias=True, tie_embeddings=True, lm_head_bias=True,
-      mlm_transform=True, classifier_pooler=True, dropout_rate=0.1, attention_dropout_rate=0.1)
+      mlm_transform=True, classifier_pooler=True, dropout_rate=0.1, attention_dropout_rate=0.1,
+      mlp_dropout=False, final_dropout=False)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0, attention_dropout_rate=0.0)
   return common.model_config(**{**published, **SIZES[size]})

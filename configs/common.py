@@ -43,6 +43,8 @@ MODEL_DEFAULTS = dict(
     decoder_start_id=0,          # encoder_decoder: the decoder's first input (T5 0; HF BART 2 = </s>)
     dropout_rate=0.0,
     attention_dropout_rate=0.0,
+    mlp_dropout=True,            # dropout also after the MLP activation (T5, BART); not BERT, GPT-2
+    final_dropout=True,          # dropout also after the final norm (T5); not GPT-2
     dtype='float32',             # compute dtype: float32 | bfloat16 (params stay param_dtype)
     param_dtype='float32',
     attention_impl='auto',       # auto | xla | cudnn | reference
@@ -105,7 +107,9 @@ def base_config():
   c.opt = ml_collections.ConfigDict(dict(
       optimizer='adamw',             # adamw | adafactor
       learning_rate=3e-3,
-      schedule='cosine',             # cosine | linear | rsqrt | constant (all after warmup)
+      schedule='cosine',             # cosine | linear | rsqrt | constant (all after a linear
+                                     # warmup) | constant_rsqrt (flat for warmup_steps, then
+                                     # lr * sqrt(warmup / step): T5)
       warmup_steps=100,
       end_lr_fraction=0.1,
       weight_decay=0.1,

@@ -28,7 +28,8 @@ def model(size):
       family='encoder_decoder', vocab_size=32128, activation='relu', norm='rmsnorm',
       norm_eps=1e-6, norm_position='pre', final_norm=True, positions='relative',
       relative_buckets=32, relative_max_distance=128, use_bias=False, scale_attention=False,
-      tie_embeddings=True, scale_tied_logits=True, dropout_rate=0.1, init_std=0.0)
+      tie_embeddings=True, scale_tied_logits=True, dropout_rate=0.1, mlp_dropout=True,
+      final_dropout=True, init_std=0.0)
   if size.startswith('v1_1_'):
     published.update(activation='geglu', tie_embeddings=False, scale_tied_logits=False,
                      dropout_rate=0.0)
@@ -48,6 +49,8 @@ def get_config(arg='tiny'):
   c.opt.schedule = 'rsqrt'
   c.opt.learning_rate = 1e-2
   c.opt.weight_decay = 0.0
-  if not arg.endswith('tiny'):
+  if not arg.endswith('tiny'):  # the paper's lr = 1 / sqrt(max(step, 10^4)): flat for 10k steps
     c.data.seq_len = 512
+    c.opt.schedule = 'constant_rsqrt'
+    c.opt.warmup_steps = 10_000
   return c

@@ -25,7 +25,8 @@ def model(size):
   published = dict(
       family='encoder_decoder', vocab_size=37000, activation='relu', norm='layernorm',
       norm_eps=1e-6, norm_position='post', final_norm=False, positions='sinusoidal',
-      use_bias=True, scale_embeddings=True, tie_embeddings=True, init_std=0.0)
+      use_bias=True, scale_embeddings=True, tie_embeddings=True, mlp_dropout=True,
+      final_dropout=False, init_std=0.0)
   if size == 'tiny':
     published.update(vocab_size=0)
   return common.model_config(**{**published, **SIZES[size]})
@@ -48,4 +49,6 @@ def get_config(arg='tiny'):
   c.opt.weight_decay = 0.0
   c.opt.learning_rate = 2e-3
   c.opt.warmup_steps = 400 if arg == 'tiny' else 4000
+  if arg != 'tiny':  # the paper's run lengths (sec. 5.2): 100k steps base, 300k big
+    c.train.steps = 100_000 if arg == 'base' else 300_000
   return c

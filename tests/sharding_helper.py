@@ -8,6 +8,8 @@ Commands (several may be joined with '+') print a JSON list of results on the la
   parity FAMILY STEPS MESHES   losses and final params (as .npz under $OUT_DIR) per mesh
   memory                       per-device bytes of params + optimizer state under FSDP x 8
   error KEY=VALUE...           the ConfigError message of a Trainer.create with these overrides
+  batch_rule MESH RULES ACCUM  rows of the batch each device holds where the loss reads them
+                               (train and eval steps) under mesh.rules=RULES ('' for none)
   save DIR / restore DIR       train under one mesh, checkpoint, restore under another, go on
   multiprocess STEPS [FOREVER] one process of a jax.distributed job (TRANSFORMER_* environment;
                                tests/test_distributed.py starts them): FSDP over every device
@@ -154,6 +156,37 @@ def error(*assignments):
   return {'error': None}
 
 
+class ShardRows:
+  """The real objective, recording how many batch rows each device holds where the loss reads
+  them (jax.debug.inspect_array_sharding reports the sharding XLA chose, at compile time)."""
+
+  def __init__(self, inner):
+    self.inner, self.head, self.rows = inner, inner.head, []
+
+  def loss_and_metrics(self, model, batch, *, deterministic=True):
+    x = batch['targets']
+    jax.debug.inspect_array_sharding(
+        x, callback=lambda s: self.rows.append(int(s.shard_shape(x.shape)[0])))
+    return self.inner.loss_and_metrics(model, batch, deterministic=deterministic)
+
+
+def batch_rule(mesh_name, rules, accumulation_steps='1'):
+  overrides = {'opt.accumulation_steps': accumulation_steps}
+  if rules:
+    overrides['mesh.rules'] = rules
+  config = make_config('decoder', mesh_name, **overrides)
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:MESHES[mesh_name][2]])
+  objective = ShardRows(objectives.get(config, FakeTokenizer()))
+  trainer = Trainer.create(config, objective, mesh, total_steps=100)
+  data = batches(config, objective.inner, 2)
+  _, losses, _ = train_steps(trainer, trainer.init_state(), data, mesh)
+  train_rows = objective.rows[:]
+  metrics = jax.device_get(jax.jit(trainer.eval_step)(trainer.init_state()['params'],
+                                                      sharding.global_batch(data[0], mesh)))
+  return {'train_rows': train_rows, 'eval_rows': objective.rows[len(train_rows):],
+          'losses': losses, 'eval_loss': float(metrics['loss'][0])}
+
+
 def save_then_restore(mode, directory):
   """save: 3 steps under FSDP x 8, checkpoint, 2 more steps (reference losses).
   restore: under data x 2, restore the step-3 checkpoint and run the same 2 steps."""
@@ -207,6 +240,8 @@ def run(mode, *args):
     return memory()
   if mode == 'error':
     return error(*args)
+  if mode == 'batch_rule':
+    return batch_rule(*args)
   if mode in ('save', 'restore'):
     return save_then_restore(mode, *args)
   raise SystemExit(f'unknown mode {mode}')

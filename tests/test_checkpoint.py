@@ -167,6 +167,22 @@ def test_fingerprint_mismatch_is_one_line_config_error(tmp_path):
   ckpt.Checkpointer(tmp_path, every=1, keep=2, fingerprint=same).close()
 
 
+def test_model_keys_added_after_a_checkpoint_read_as_their_defaults(tmp_path):
+  """A checkpoint written before a model key existed resumes when the key has its default, and
+  is refused when it does not (the model would differ)."""
+  c = ckpt.Checkpointer(tmp_path, every=1, keep=2, fingerprint=FP)
+  c.save(1, _state(), data_position={})
+  c.close()
+  defaults = {'decoder_start_id': 0, 'num_layers': 2}
+  newer = {'model': {**FP['model'], 'decoder_start_id': 0}, 'shapes': FP['shapes']}
+  ckpt.Checkpointer(tmp_path, every=1, keep=2, fingerprint=newer, model_defaults=defaults).close()
+  changed = {'model': {**FP['model'], 'decoder_start_id': 2}, 'shapes': FP['shapes']}
+  with pytest.raises(ConfigError, match='model.decoder_start_id: 0 != 2'):
+    ckpt.Checkpointer(tmp_path, every=1, keep=2, fingerprint=changed, model_defaults=defaults)
+  with pytest.raises(ConfigError, match='decoder_start_id: <absent> != 0'):   # no defaults known
+    ckpt.Checkpointer(tmp_path, every=1, keep=2, fingerprint=newer)
+
+
 def test_load_pretrained_partial_match(tmp_path):
   src = _state(3)
   c = ckpt.Checkpointer(tmp_path, every=1, keep=1, async_save=False)

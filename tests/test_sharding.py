@@ -86,6 +86,45 @@ def test_fsdp_splits_params_and_optimizer_state_eight_ways(quick):
   assert "token_embed/embedding" in table and "(None, 'fsdp')" in table
 
 
+BATCH_RULES = [  # (mesh, mesh.rules, accumulation steps, rows per device of an 8-row batch)
+    ('fsdp2_tensor4', '', '1', 4),                                  # default: over data x fsdp
+    ('fsdp2_tensor4', "(('batch', 'data'),)", '1', 8),              # data is 1: every row
+    ('data8', "(('batch', None),)", '1', 8),                        # replicated
+    ('fsdp2_tensor4', "(('batch', ('data', 'fsdp', 'tensor')),)", '1', 1),
+    ('fsdp2_tensor4', "(('batch', 'data'),)", '2', 4),              # 4-row micro-batches
+    ('fsdp2_tensor4', '', '2', 2),                                  # were 4: not split at all
+]
+
+
+@pytest.fixture(scope='module')
+def batch_rules():
+  return run_helper(*[('batch_rule', mesh, rules, accumulation)
+                      for mesh, rules, accumulation, _ in BATCH_RULES],
+                    ('error', 'mesh=data8', "mesh.rules=(('batch', 'data'),)",
+                     'opt.accumulation_steps=2'))
+
+
+@pytest.mark.parametrize('i', range(len(BATCH_RULES)),
+                         ids=[f'{m}-{r or "default"}-accum{a}' for m, r, a, _ in BATCH_RULES])
+def test_a_batch_rule_decides_how_the_steps_split_the_batch(batch_rules, i):
+  """mesh.rules for the logical axis 'batch' was printed and ignored: the loss always saw the
+  batch split over (data, fsdp). Now the train and eval steps lay it out as the rule says, and
+  the numbers do not change."""
+  rows, default = BATCH_RULES[i][3], batch_rules[0]
+  got = batch_rules[i]
+  assert set(got['train_rows']) == {rows}, got['train_rows']
+  if BATCH_RULES[i][2] == '1':
+    assert set(got['eval_rows']) == {rows}, got['eval_rows']
+  np.testing.assert_allclose(got['losses'], default['losses'], rtol=1e-5)
+  np.testing.assert_allclose(got['eval_loss'], default['eval_loss'], rtol=1e-5)
+
+
+def test_a_batch_rule_that_cannot_split_a_micro_batch_is_refused(batch_rules):
+  message = batch_rules[-1]['error']
+  assert message and "('batch', 'data')" in message and 'opt.accumulation_steps=2' in message
+  assert '4 rows' in message and '8 devices' in message and '\n' not in message, message
+
+
 def test_config_errors_name_the_problem(quick):
   errors = [r['error'] for r in quick[1][2:]]
   assert 'maps logical axis \'mlp\' twice' in errors[0]

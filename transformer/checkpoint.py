@@ -84,7 +84,8 @@ class Checkpointer:
   """
 
   def __init__(self, directory, *, every, keep, keep_best=True, async_save=True,
-               fingerprint: dict | None = None, settings: dict | None = None):
+               fingerprint: dict | None = None, settings: dict | None = None,
+               model_defaults: dict | None = None):
     if every <= 0:
       raise ConfigError(f'checkpoint.every must be a positive number of steps, got {every}')
     if keep <= 0:
@@ -93,6 +94,8 @@ class Checkpointer:
     self.every = int(every)
     self.fingerprint = None if fingerprint is None else _normalize_json(fingerprint)
     self.settings = _normalize_json(settings or {})   # {'train.seed': 0, 'opt.b1': 0.9, ...}
+    # Model keys added after a checkpoint was written read as their defaults there.
+    self.model_defaults = _normalize_json(model_defaults or {})
     self._saved_settings = {}
     policies = [ocp_policies.LatestN(n=int(keep))]
     if keep_best:
@@ -243,6 +246,9 @@ class Checkpointer:
       return
     saved = dict(self._saved_fingerprint() or {})
     self._saved_settings = saved.pop('settings', {})
+    if isinstance(saved.get('model'), dict):
+      saved['model'] = {**{k: v for k, v in self.model_defaults.items()
+                           if k in (self.fingerprint or {}).get('model', {})}, **saved['model']}
     if self.fingerprint and saved and saved != self.fingerprint:
       raise ConfigError(
           f'workdir checkpoints in {self.directory} belong to a different model '

@@ -4,7 +4,9 @@ them once, before anything runs. Every failure is a one-line ConfigError naming 
 
 import ast
 import importlib.util
+import math
 import os
+import sys
 
 import ml_collections
 
@@ -14,7 +16,7 @@ from transformer.models.hparams import HParams
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
 OBJECTIVES = ('mlm', 'causal_lm', 'prefix_lm', 'span_corruption', 'seq2seq', 'classification')
 OPTIMIZERS = ('adamw', 'adafactor')
-SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
+SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant', 'constant_rsqrt')
 MESH_PRESETS = ('data', 'fsdp', 'tensor', 'fsdp_tensor', 'data_tensor')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,6 +114,23 @@ def load(spec, overrides=None):
   return config
 
 
+def _warn_if_warmup_outlasts_the_run(config):
+  """One warning line when a linear warmup does not end inside the run (train.steps, or
+  train.tokens at full packing): the learning rate then never reaches opt.learning_rate."""
+  opt, run = config.opt, config.train
+  if not opt.warmup_steps or opt.schedule == 'constant_rsqrt':  # a flat warmup is at its peak
+    return
+  steps = (math.ceil(run.tokens / (run.batch_size * config.data.seq_len)) if run.tokens
+           else run.steps)
+  if opt.warmup_steps < steps:
+    return
+  length = f'train.tokens={run.tokens}, {steps} steps' if run.tokens else f'train.steps={steps}'
+  print(f'warning: opt.warmup_steps={opt.warmup_steps} is not shorter than the run ({length}): '
+        f'the learning rate peaks at {max(steps - 1, 0) / opt.warmup_steps:.0%} of '
+        f'opt.learning_rate={opt.learning_rate:g}; shorten the warmup, e.g. '
+        f'--config.opt.warmup_steps={max(steps // 10, 1)}', file=sys.stderr)
+
+
 def validate(config):
   """Check every section once; raises ConfigError (one line, names the key and the fix)."""
   for section in SECTIONS:
@@ -125,6 +144,11 @@ def validate(config):
   def positive(key, value, allow_zero=False):
     if value < 0 or (value == 0 and not allow_zero):
       raise ConfigError(f'{key}={value!r}: must be {"non-negative" if allow_zero else "positive"}')
+
+  def finite(key, value, ok, wanted, example):
+    if not (math.isfinite(value) and ok(value)):
+      raise ConfigError(f'{key}={value!r}: must be a finite number {wanted}; '
+                        f'e.g. --config.{key}={example}')
 
   choose('objective', config.objective, OBJECTIVES)
   model = dict(config.model)
@@ -143,10 +167,19 @@ def validate(config):
   positive('train.eval_every', config.train.eval_every)
   positive('train.eval_steps', config.train.eval_steps, allow_zero=True)
   positive('train.log_every', config.train.log_every)
+  finite('train.z_loss', config.train.z_loss, lambda v: v >= 0, '>= 0 (0: off)', 1e-4)
   choose('opt.optimizer', config.opt.optimizer, OPTIMIZERS)
   choose('opt.schedule', config.opt.schedule, SCHEDULES)
-  positive('opt.learning_rate', config.opt.learning_rate)
+  opt = config.opt
+  finite('opt.learning_rate', opt.learning_rate, lambda v: v > 0, '> 0', 3e-4)
+  finite('opt.weight_decay', opt.weight_decay, lambda v: v >= 0, '>= 0 (0: none)', 0.1)
+  finite('opt.end_lr_fraction', opt.end_lr_fraction, lambda v: 0 <= v <= 1, 'in [0, 1]', 0.1)
+  finite('opt.b1', opt.b1, lambda v: 0 <= v < 1, 'in [0, 1)', 0.9)
+  finite('opt.b2', opt.b2, lambda v: 0 <= v < 1, 'in [0, 1)', 0.95)
+  finite('opt.eps', opt.eps, lambda v: v > 0, '> 0', 1e-8)
+  finite('opt.grad_clip_norm', opt.grad_clip_norm, lambda v: v >= 0, '>= 0 (0: no clipping)', 1.0)
   positive('opt.warmup_steps', config.opt.warmup_steps, allow_zero=True)
+  _warn_if_warmup_outlasts_the_run(config)
   positive('opt.accumulation_steps', config.opt.accumulation_steps)
   if config.train.batch_size % config.opt.accumulation_steps:
     raise ConfigError(f'opt.accumulation_steps={config.opt.accumulation_steps} must divide '

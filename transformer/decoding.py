@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from transformer.errors import ConfigError
+
 
 def _positions(batch, start, length):
   return jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -59,10 +61,16 @@ def generate(model, prompt, *, max_new_tokens, eos_id=1, prefix_lm=False, return
 
   Returns new tokens [B, max_new_tokens] (0 after an EOS) and, with return_logits, the float32
   logits that chose each of them. prefix_lm: the prompt attends to itself bidirectionally.
+  With learned positions, P + max_new_tokens must fit in model.max_len (else a ConfigError).
   """
+  prompt = jnp.asarray(prompt, jnp.int32)
+  hp, p = model.hp, prompt.shape[1]
+  if hp.positions == 'learned' and p + max_new_tokens > hp.max_len:
+    raise ConfigError(f'generate: a {p}-token prompt + max_new_tokens={max_new_tokens} is past '
+                      f'the model.max_len={hp.max_len} learned positions; ask for at most '
+                      f'{max(hp.max_len - p, 0)} new tokens or shorten the prompt')
   graphdef, state = nnx.split(model)
-  tokens, logits = _generate(graphdef, state, jnp.asarray(prompt, jnp.int32), max_new_tokens,
-                             eos_id, prefix_lm)
+  tokens, logits = _generate(graphdef, state, prompt, max_new_tokens, eos_id, prefix_lm)
   return (tokens, logits) if return_logits else tokens
 
 

@@ -5,6 +5,7 @@ import sys
 
 import jax
 
+from configs import common
 from transformer import checkpoint, cli, data, objectives, sharding
 from transformer.errors import ConfigError
 from transformer.train import evaluate, fingerprint, resolve, run_dir, total_steps
@@ -26,7 +27,8 @@ def run(config, workdir):
   state = trainer.init_state()
   ckpt = checkpoint.Checkpointer(ckpt_dir, every=config.checkpoint.every, keep=config.checkpoint.keep,
                                  keep_best=config.checkpoint.keep_best,
-                                 fingerprint=fingerprint(config, state))
+                                 fingerprint=fingerprint(config, state),
+                                 model_defaults=common.MODEL_DEFAULTS)
   step, state, _ = ckpt.restore(Trainer.abstract(state))
   pipeline = data.Pipeline(config, objective, tokenizer, split='eval',
                            process_index=jax.process_index(), process_count=jax.process_count())

@@ -101,7 +101,8 @@ class LayerNorm(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """Position-wise feed-forward: wi -> activation -> dropout -> wo (gated: wi_0, wi_1)."""
+  """Position-wise feed-forward: wi -> activation -> dropout -> wo (gated: wi_0, wi_1); the
+  blocks pass dropout_rate 0 for models without this dropout (model.mlp_dropout=False)."""
 
   def __init__(self, d_model, d_ff, *, activation, use_bias, dropout_rate, init_std, dtype,
                param_dtype, rngs: nnx.Rngs):

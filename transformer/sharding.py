@@ -7,6 +7,10 @@ trainer initialises straight into the resulting shardings (`jax.jit(init, out_sh
 and turns host batches into global arrays with `jax.make_array_from_process_local_data`, so the
 same code is right on one host and many.
 
+The logical axis 'batch' (default: over data and fsdp) is a rule like the others: the train and
+eval steps lay every batch and micro-batch out as it says (`step_batch_sharding`), whatever the
+layout `global_batch` loaded the rows in (always data x fsdp, so each process feeds its rows).
+
 Mistakes are caught before anything is compiled, each as one ConfigError line naming the
 parameter or rule: a rule that matches no parameter, two rules for one logical axis, one mesh
 axis used twice in a parameter, a dimension that does not divide its mesh axes.
@@ -200,7 +204,26 @@ def shard_bytes(tree):
 
 
 def batch_sharding(mesh):
+  """How `global_batch` loads rows: split over data x fsdp, each process holding its own."""
   return NamedSharding(mesh, PartitionSpec(BATCH))
+
+
+def step_batch_sharding(mesh, config_mesh, rows, accumulation_steps=1):
+  """The sharding the jitted steps give each (micro-)batch of `rows` rows: the batch dimension
+  over the mesh axes of the 'batch' rule. None when the default rule cannot split `rows` (the
+  steps then keep XLA's layout); a user rule that cannot is a ConfigError."""
+  extra = tuple(config_mesh.get('rules', ()) or ())
+  axes = dict(rules(config_mesh.preset, extra))['batch']
+  n = math.prod(mesh.shape[a] for a in _as_tuple(axes)) if axes else 1
+  if rows % n == 0:
+    return NamedSharding(mesh, PartitionSpec(axes))
+  if not any(rule[0] == 'batch' for rule in extra):
+    return None
+  what = (f'micro-batches of {rows} rows (train.batch_size={rows * accumulation_steps} / '
+          f'opt.accumulation_steps={accumulation_steps})' if accumulation_steps > 1 else
+          f'train.batch_size={rows} rows')
+  raise ConfigError(f"mesh.rules rule ('batch', {axes!r}): {what} do not split over the {n} "
+                    f'devices of mesh axes {axes!r}; change the rule, mesh.shape or the batch size')
 
 
 def global_batch(local_batch, mesh):

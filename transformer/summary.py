@@ -181,7 +181,7 @@ def _layer_bytes(hp, p, kv_len, cross_len, tokens_ratio, policy):
   if cross_len:
     total += attention(cross_len, 2 * k * h * tokens_ratio) + p * d
   total += p * d + p * f * (2 if gated else 1) + p * f  # MLP input, activation input(s), wo input
-  total += (f + d) if drop else 0  # inner and residual dropout masks
+  total += ((f if hp.mlp_dropout else 0) + d) if drop else 0  # inner and residual dropout masks
   return total
 
 

@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 
+from configs import common
 from transformer import (attention_maps, checkpoint, data, distributed, objectives, sharding,
                          signals, summary)
 from transformer import logging as tb
@@ -24,8 +25,8 @@ from transformer.progress import ProgressBar
 from transformer.trainer import Trainer
 
 # Model keys that may differ from a checkpoint's without changing its parameters.
-RUNTIME_MODEL_KEYS = ('dropout_rate', 'attention_dropout_rate', 'dtype', 'attention_impl',
-                      'remat', 'num_classes')
+RUNTIME_MODEL_KEYS = ('dropout_rate', 'attention_dropout_rate', 'mlp_dropout', 'final_dropout',
+                      'dtype', 'attention_impl', 'remat', 'num_classes')
 
 
 class TrainingError(RuntimeError):
@@ -199,7 +200,8 @@ def train(config, workdir, *, dry_run=False):
                                  keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
                                  async_save=config.checkpoint.async_save,
                                  fingerprint=fingerprint(config, state),
-                                 settings=resume_settings(config))
+                                 settings=resume_settings(config),
+                                 model_defaults=common.MODEL_DEFAULTS)
   position, tokens_seen = (0, 0), 0
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))

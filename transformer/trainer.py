@@ -3,7 +3,10 @@
 State is a plain pytree {'params', 'opt_state', 'step'} with params as a pure nested dict of
 arrays, so orbax, optax and the sharding rules all see the same tree. The network is rebuilt
 inside each step with `nnx.merge(graphdef, params, rest)`; dropout keys come from
-(seed, step, module path), so a resumed run draws exactly the keys an uninterrupted one would.
+(seed, step, micro-batch index when accumulating, module path), so a resumed run draws exactly
+the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
+Inside the steps every batch and micro-batch is laid out as the 'batch' sharding rule says
+(`sharding.step_batch_sharding`), whatever layout it arrived in.
 """
 
 import dataclasses
@@ -39,6 +42,7 @@ class Trainer:
   seed: int
   param_shardings: Any
   build: Any                   # () -> nnx.split(model, nnx.Param, ...)
+  batch_shardings: Any = None  # (micro-batch, whole batch) layouts in the steps ('batch' rule)
   state_shardings: Any = None
   sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
 
@@ -55,9 +59,13 @@ class Trainer:
     shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset,
                                          extra_rules=tuple(config.mesh.get('rules', ()) or ()))
     tx, lr_fn = optim.make(config.opt, total_steps)
+    a, rows = config.opt.accumulation_steps, config.train.batch_size
+    batch_shardings = (sharding.step_batch_sharding(mesh, config.mesh, rows // a, a),
+                       sharding.step_batch_sharding(mesh, config.mesh, rows))
     trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rest=None, tx=tx,
-                  lr_fn=lr_fn, accumulation_steps=config.opt.accumulation_steps, seed=seed,
+                  lr_fn=lr_fn, accumulation_steps=a, seed=seed,
                   param_shardings=nnx.to_pure_dict(shardings), build=build,
+                  batch_shardings=batch_shardings,
                   sharding_table=sharding.sharding_table(abs_params, shardings))
     return trainer
 
@@ -94,9 +102,18 @@ class Trainer:
     return nnx.merge(self.graphdef, params, self.rest)
 
   # -- steps -------------------------------------------------------------------------------
-  def _loss(self, params, batch, step):
+  def _laid_out(self, batch, micro):
+    """`batch` constrained to the layout the 'batch' rule gives a micro-batch or a batch."""
+    s = (self.batch_shardings or (None, None))[0 if micro else 1]
+    return batch if s is None else jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, s), batch)
+
+  def _loss(self, params, batch, step, micro=None):
     model = nnx.merge(self.graphdef, params, self.rest)
     key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
+    if micro is not None:  # micro-batch `micro` of an accumulated step: its own masks
+      key = jax.random.fold_in(key, micro)
+    batch = self._laid_out(batch, micro is not None)
     nnx.reseed(model, dropout=key, policy=_module_key)
     loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
@@ -111,15 +128,15 @@ class Trainer:
     else:
       micro = jax.tree.map(lambda x: x.reshape((a, x.shape[0] // a) + x.shape[1:]), batch)
 
-      def body(carry, mb):
+      def body(carry, i_mb):
         g_acc, m_acc = carry
-        (_, m), g = grad_fn(params, mb, step)
+        (_, m), g = grad_fn(params, i_mb[1], step, i_mb[0])
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, m_acc, m)), None
       zeros_g = jax.tree.map(jnp.zeros_like, params)
       first = jax.tree.map(lambda x: x[0], micro)
-      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step)[0][1])
+      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step, 0)[0][1])
       zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
-      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), micro)
+      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), (jnp.arange(a), micro))
     count = jnp.maximum(metrics['loss'][1], 1)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = self.tx.update(grads, state['opt_state'], params)
@@ -132,7 +149,8 @@ class Trainer:
 
   def eval_step(self, params, batch):
     model = nnx.merge(self.graphdef, params, self.rest)
-    return self.objective.loss_and_metrics(model, batch, deterministic=True)[1]
+    return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
+                                           deterministic=True)[1]
 
   def compile(self, state, batch):
     """AOT-compile the train step for this state and batch layout (donating the state)."""

@@ -59,8 +59,8 @@ def bert(c: HFConfig, weights):
       d_ff=c('intermediate_size'), activation=c.activation('hidden_act', 'gelu'),
       norm_eps=c('layer_norm_eps', 1e-12), max_len=c('max_position_embeddings'),
       type_vocab_size=c('type_vocab_size', 2), dropout_rate=c('hidden_dropout_prob', 0.1),
-      attention_dropout_rate=c('attention_probs_dropout_prob', 0.1),
-      tie_embeddings=bool(c('tie_word_embeddings', True)))
+      attention_dropout_rate=c('attention_probs_dropout_prob', 0.1), mlp_dropout=False,
+      final_dropout=False, tie_embeddings=bool(c('tie_word_embeddings', True)))
 
 
 def gpt2(c: HFConfig, weights):
@@ -75,7 +75,7 @@ def gpt2(c: HFConfig, weights):
       activation=c.activation('activation_function', 'gelu_new'),
       norm_eps=c('layer_norm_epsilon', 1e-5), max_len=c('n_positions'),
       dropout_rate=c('resid_pdrop', 0.1), attention_dropout_rate=c('attn_pdrop', 0.1),
-      tie_embeddings=bool(c('tie_word_embeddings', True)))
+      mlp_dropout=False, final_dropout=False, tie_embeddings=bool(c('tie_word_embeddings', True)))
 
 
 def bart(c: HFConfig, weights):
@@ -94,6 +94,7 @@ def bart(c: HFConfig, weights):
       activation=c.activation('activation_function', 'gelu'), norm_eps=1e-5,
       max_len=c('max_position_embeddings'), scale_embeddings=bool(c('scale_embedding', False)),
       dropout_rate=c('dropout', 0.1), attention_dropout_rate=c('attention_dropout', 0.0),
+      mlp_dropout=bool(c('activation_dropout', 0.0)), final_dropout=False,  # at dropout_rate
       tie_embeddings=bool(c('tie_word_embeddings', True)), lm_head_bias=True,
       decoder_start_id=c('decoder_start_token_id', 2))
 
@@ -125,8 +126,9 @@ def t5(c: HFConfig, weights):
       norm_eps=c('layer_norm_epsilon', 1e-6),
       relative_buckets=c('relative_attention_num_buckets', 32),
       relative_max_distance=c('relative_attention_max_distance', 128),
-      dropout_rate=c('dropout_rate', 0.1), tie_embeddings=tied,
-      scale_tied_logits=tied and scaled, decoder_start_id=c('decoder_start_token_id', 0))
+      dropout_rate=c('dropout_rate', 0.1), mlp_dropout=True, final_dropout=True,
+      tie_embeddings=tied, scale_tied_logits=tied and scaled,
+      decoder_start_id=c('decoder_start_token_id', 0))
 
 
 ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}

@@ -4,7 +4,8 @@ EncoderBlock: self-attention + MLP. DecoderBlock: causal self-attention + option
 cross-attention ('encoder_decoder_attention') + MLP. Norm placement (pre / post) and everything
 else come from HParams. `Stack` adds positions to token embeddings, runs the blocks (a Python
 loop, or `nnx.scan` over stacked layers when hp.scan_layers) with optional remat, and applies
-the final norm.
+the final norm. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
+MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
 """
 
 import jax
@@ -49,7 +50,8 @@ class _Block(nnx.Module):
       self.encoder_decoder_attention = None
     self.mlp_norm = _norm(hp)
     self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
-                          dropout_rate=hp.dropout_rate, init_std=hp.init_std,
+                          dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
+                          init_std=hp.init_std,
                           dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
 
@@ -171,6 +173,8 @@ class Stack(nnx.Module):
     else:
       for block in self.layers:
         x_BLD = apply(block, x_BLD)
-    if self.final_norm is not None:  # pre-norm stacks (T5 also drops out after it)
-      x_BLD = self.dropout(self.final_norm(x_BLD), deterministic=deterministic)
+    if self.final_norm is not None:  # pre-norm stacks
+      x_BLD = self.final_norm(x_BLD)
+      if hp.final_dropout:  # T5 drops out after it; GPT-2 does not
+        x_BLD = self.dropout(x_BLD, deterministic=deterministic)
     return x_BLD

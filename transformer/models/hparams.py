@@ -5,6 +5,7 @@ raises a one-line ConfigError naming the key (`model.num_heads`, ...) and how to
 """
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 
@@ -54,6 +55,8 @@ class HParams:
   decoder_start_id: int
   dropout_rate: float
   attention_dropout_rate: float
+  mlp_dropout: bool
+  final_dropout: bool
   dtype: str
   param_dtype: str
   attention_impl: str
@@ -109,6 +112,26 @@ class HParams:
     if self.head_dim == self.d_model // self.num_heads and self.d_model % self.num_heads:
       bad('num_heads', f'does not divide model.d_model={self.d_model}; '
           'change one, or set model.head_dim explicitly')
+    zero_means = dict(num_decoder_layers='as many as model.num_layers',
+                      max_len='no position table', type_vocab_size='no token types')
+    for key, meaning in zero_means.items():
+      if getattr(self, key) < 0:
+        bad(key, f'must be non-negative; 0 means {meaning}')
+    if self.head_dim <= 0:
+      bad('head_dim', 'must be a positive integer; leave it 0 for model.d_model // model.num_heads')
+    if self.num_kv_heads <= 0:
+      bad('num_kv_heads', 'must be a positive integer; leave it 0 for model.num_heads '
+          '(multi-head attention)')
+    if self.positions == 'relative' and self.relative_buckets < 4:
+      bad('relative_buckets', 'T5 relative positions need at least 4 buckets; T5 uses 32')
+    if self.positions == 'relative' and self.relative_max_distance <= self.relative_buckets // 2:
+      bad('relative_max_distance', f'must be larger than model.relative_buckets // 2 = '
+          f'{self.relative_buckets // 2}; T5 uses 128')
+    for key, ok, wanted in (('norm_eps', lambda v: v > 0, '> 0, e.g. 1e-6'),
+                            ('init_std', lambda v: v >= 0, '>= 0 (0: fan-in scaling)'),
+                            ('rotary_base', lambda v: v > 0, '> 0, e.g. 10000')):
+      if not (math.isfinite(getattr(self, key)) and ok(getattr(self, key))):
+        bad(key, f'must be a finite number {wanted}; set it in model.{key}')
     if self.num_heads % self.num_kv_heads:
       bad('num_kv_heads', f'must divide model.num_heads={self.num_heads} (grouped-query attention)')
     if self.positions == 'rotary' and self.head_dim % 2:

@@ -40,12 +40,20 @@ def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
   return base.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss)
 
 
+def position_room(model, prompt_len):
+  """How many tokens may follow `prompt_len` tokens inside the model's learned position table
+  (model.max_len rows; `decoding.generate` refuses more); None when there is no table."""
+  hp = getattr(model, 'hp', None)
+  return hp.max_len - prompt_len if hp is not None and hp.positions == 'learned' else None
+
+
 def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirectional_prompt):
   """Greedy continuations of each prompt (a list of id lists) with transformer.decoding.generate.
 
   Prompts of equal length run as one batch (generate takes unpadded [B, P] prompts). With
   `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix did in
-  training (generate's `prefix_lm=True`).
+  training (generate's `prefix_lm=True`). With learned positions a continuation stops at the
+  end of the table (model.max_len).
   """
   from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
   outputs = [None] * len(prompts)
@@ -53,8 +61,14 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
   for i, p in enumerate(prompts):
     by_length.setdefault(len(p), []).append(i)
   for length, rows in by_length.items():
+    room = position_room(model, length)
+    n = max_new_tokens if room is None else min(max_new_tokens, room)
+    if n <= 0:
+      for i in rows:
+        outputs[i] = []
+      continue
     prompt = np.asarray([prompts[i] for i in rows], np.int32).reshape(len(rows), length)
-    out = np.asarray(decoding.generate(model, prompt, max_new_tokens=max_new_tokens,
+    out = np.asarray(decoding.generate(model, prompt, max_new_tokens=n,
                                        eos_id=tokenizer.eos_id, prefix_lm=bidirectional_prompt))
     for j, i in enumerate(rows):
       outputs[i] = out[j].tolist()

@@ -34,8 +34,11 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0)
 
 
 def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens):
-  """Greedy outputs for the first example of up to `rows` rows vs the reference targets."""
+  """Greedy outputs for the first example of up to `rows` rows vs the reference targets (at most
+  model.max_len tokens with learned positions)."""
   from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
+  room = lm.position_room(model, 0)
+  max_new_tokens = max_new_tokens if room is None else min(max_new_tokens, room)
   sources = base.first_segments(batch, 'inputs', rows)
   references = base.first_segments(batch, 'targets', rows)
   if not sources:
