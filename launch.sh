@@ -14,14 +14,15 @@ cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
-setup() {  # install $1 (a requirements file) into $VENV once per content of the files
+setup() {  # install $1 (a requirements file) and this package into $VENV once per their content
   local stamp
-  stamp="$VENV/.installed-$(cat "$1" requirements.txt | sha1sum | cut -c1-12)"
+  stamp="$VENV/.installed-$(cat "$1" requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     echo "Setting up $VENV from $1 (first use only)..." >&2
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
     "$VENV/bin/python" -m pip install -q -r "$1" >&2
+    "$VENV/bin/python" -m pip install -q --no-deps -e . >&2   # `transformer` importable anywhere
     touch "$stamp"
   fi
 }
@@ -59,7 +60,6 @@ train() {
 }
 
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mode="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$mode" in
@@ -67,7 +67,7 @@ case "$mode" in
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
-  sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweep "$@" ;;
+  sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)

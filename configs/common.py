@@ -1,4 +1,5 @@
-"""The config schema shared by every family: one place that names every key.
+"""The config schema shared by every family: every key of every section but `model`, whose keys
+and meanings are the fields of `transformer.models.hparams.HParams`.
 
 A family file (`configs/gpt2.py`, `configs/bert.py`, ...) starts from `base_config()` and sets
 `model` to one of its named sizes and the objective and data that suit it. Every key here can be
@@ -8,58 +9,16 @@ an unknown key or a value of the wrong type is an error before anything runs.
 
 import ml_collections
 
-# Model hyperparameters. Values here are the 'tiny' decoder defaults; family files overwrite them.
-MODEL_DEFAULTS = dict(
-    family='decoder',            # 'encoder' | 'decoder' | 'encoder_decoder'
-    vocab_size=0,                # 0: take it from the tokenizer (data.vocab_size)
-    num_layers=2,                # encoder layers (encoder family) or decoder layers (decoder family)
-    num_decoder_layers=0,        # encoder_decoder only; 0: same as num_layers
-    d_model=128,
-    num_heads=4,
-    num_kv_heads=0,              # 0: same as num_heads (multi-head); smaller: grouped-query attention
-    head_dim=0,                  # 0: d_model // num_heads
-    d_ff=512,
-    activation='gelu',           # relu | gelu | gelu_tanh | geglu | swiglu | reglu
-    norm='layernorm',            # layernorm | rmsnorm
-    norm_eps=1e-5,
-    norm_position='pre',         # pre | post
-    embed_norm=False,            # a norm right after the embeddings (BERT, BART)
-    final_norm=True,             # a norm after the last block (pre-norm models)
-    positions='learned',         # learned | sinusoidal | relative | rotary
-    max_len=512,                 # rows of a learned position table
-    relative_buckets=32,         # T5 relative position bias
-    relative_max_distance=128,
-    rotary_base=10000.0,
-    type_vocab_size=0,           # BERT token-type (segment A/B) embeddings; 0: none
-    use_bias=True,               # biases in attention and MLP projections
-    scale_attention=True,        # q.k / sqrt(head_dim); T5 folds the scale into its init (False)
-    scale_embeddings=False,      # multiply token embeddings by sqrt(d_model) (2017 Transformer)
-    tie_embeddings=True,         # output projection shares the token embedding matrix
-    scale_tied_logits=False,     # T5 v1.0: decoder output * d_model**-0.5 before tied logits
-    lm_head_bias=False,          # a bias on the vocabulary logits (BERT, BART)
-    mlm_transform=False,         # BERT: dense + activation + norm before the MLM logits
-    num_classes=2,               # classification head
-    classifier_pooler=False,     # BERT pooler (dense + tanh on the first token) before classifier
-    decoder_start_id=0,          # encoder_decoder: the decoder's first input (T5 0; HF BART 2 = </s>)
-    dropout_rate=0.0,
-    attention_dropout_rate=0.0,
-    mlp_dropout=True,            # dropout also after the MLP activation (T5, BART); not BERT, GPT-2
-    final_dropout=True,          # dropout also after the final norm (T5); not GPT-2
-    dtype='float32',             # compute dtype: float32 | bfloat16 (params stay param_dtype)
-    param_dtype='float32',
-    attention_impl='auto',       # auto | xla | cudnn | reference
-    scan_layers=False,           # nnx.scan over layers: compile time flat in depth
-    remat='none',                # none | full | dots (save matmul outputs, recompute the rest)
-    init_std=0.02,
-)
-
+from transformer.models.hparams import HParams
 
 def model_config(**overrides):
-  """A model ConfigDict: the defaults above with `overrides` applied (unknown keys rejected)."""
-  unknown = set(overrides) - set(MODEL_DEFAULTS)
+  """A model ConfigDict: the schema's defaults (transformer/models/hparams.py, the 'tiny'
+  decoder) with `overrides` applied; unknown keys are rejected."""
+  defaults = HParams.defaults()
+  unknown = set(overrides) - set(defaults)
   if unknown:
     raise KeyError(f'unknown model keys {sorted(unknown)}')
-  return ml_collections.ConfigDict({**MODEL_DEFAULTS, **overrides})
+  return ml_collections.ConfigDict({**defaults, **overrides})
 
 
 def base_config():

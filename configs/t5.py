@@ -29,7 +29,7 @@ def model(size):
       norm_eps=1e-6, norm_position='pre', final_norm=True, positions='relative',
       relative_buckets=32, relative_max_distance=128, use_bias=False, scale_attention=False,
       tie_embeddings=True, scale_tied_logits=True, dropout_rate=0.1, mlp_dropout=True,
-      final_dropout=True, init_std=0.0)
+      final_dropout=True, init='fan_in')
   if size.startswith('v1_1_'):
     published.update(activation='geglu', tie_embeddings=False, scale_tied_logits=False,
                      dropout_rate=0.0)

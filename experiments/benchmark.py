@@ -7,13 +7,14 @@ Each row drives the real training code (config loading, tokenizer, objective, `T
 family config: encoder = configs/bert.py (mlm), decoder = configs/gpt2.py (causal_lm),
 encoder_decoder = configs/t5.py (span_corruption). It measures
 
-  init_s        building the trainer and initialising the state (jitted init, optimizer state)
+  init_s        the run setup (setup.prepare: tokenizer, objective, mesh, trainer) and the
+                initial state (jitted init, optimizer state)
   compile_s     AOT compile of the train step (`Trainer.compile`)
   step_s        median over --steps timed steps after --warmup, each waited for with
                 block_until_ready; the batch is ONE batch from the real data pipeline on the
                 embedded corpus, reused every step, so data loading is never timed
   tokens_per_s  non-padding tokens of that batch (every stream, as perf/tokens_per_sec) / step_s
-  flops_per_step  transformer.summary.flops_per_token(config)['total_train'] x the non-padding
+  flops_per_step  transformer.accounting.flops_per_token(config)['total_train'] x the non-padding
                 tokens of the OUTPUT stream (summary's "per token": the targets of an
                 encoder-decoder, whose encoder work it spreads over them; the only stream else)
   mfu           flops_per_step / step_s / (peak_flops x devices); the peak comes from
@@ -36,7 +37,6 @@ Each mesh is (data, fsdp, tensor) with its preset: single 1x1x1 on one device, d
 fsdp8 1x8x1, tensor4 1x1x4 (on 4 devices), data2_tensor4 2x1x4; memory is per device.
 """
 
-import argparse
 import gc
 import json
 import math
@@ -45,16 +45,15 @@ import statistics
 import sys
 import time
 
-if __package__ in (None, ''):  # run as a script: make the repo root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from transformer import config as config_lib  # noqa: E402
-from transformer import data, objectives, perf, sharding, summary, train  # noqa: E402
-from transformer.errors import ConfigError  # noqa: E402
-from transformer.trainer import Trainer  # noqa: E402
+from transformer import cli
+from transformer import config as config_lib
+from transformer.errors import ConfigError
+from transformer.monitoring import accounting, perf
+from transformer.monitoring.perf import output_stream, tokens_in
+from transformer.training import setup, sharding
 
 FAMILIES = {'encoder': 'configs/bert.py', 'decoder': 'configs/gpt2.py',
             'encoder_decoder': 'configs/t5.py'}
@@ -83,7 +82,7 @@ def _platform():
 
 def parse_args(argv):
   """(argparse namespace, {config key: string value}) from argv; ConfigError on bad flags."""
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0], allow_abbrev=False)
+  p = cli.Parser('python -m experiments.benchmark', __doc__, config=False, workdir=False)
   p.add_argument('--families', default=','.join(FAMILIES), help='comma list of ' +
                  ', '.join(FAMILIES))
   p.add_argument('--sizes', default='tiny,small', help='comma list of config sizes')
@@ -101,15 +100,7 @@ def parse_args(argv):
   p.add_argument('--meshes', default=','.join(SHARDING_MESHES),
                  help='with --sharding_presets: comma list of ' + ', '.join(SHARDING_MESHES))
   p.add_argument('--out', default='', help='write the results here as JSON')
-  overrides, rest = {}, []
-  for arg in argv:
-    if arg.startswith('--config.'):
-      key, eq, value = arg[len('--config.'):].partition('=')
-      if not eq:
-        raise ConfigError(f'{arg}: give a value, e.g. --config.{key}=VALUE')
-      overrides[key] = value
-    else:
-      rest.append(arg)
+  overrides, rest = cli.split_overrides(argv)
   args = p.parse_args(rest)
   args.families = [f for f in args.families.split(',') if f]
   args.sizes = [s for s in args.sizes.split(',') if s]
@@ -171,17 +162,6 @@ def family_config(family, size, args, mesh_preset, overrides, mesh_shape=None):
   return spec, config_lib.validate(config)
 
 
-def tokens_in(batch, streams=None):
-  """Non-padding tokens (segment id != 0) of a batch, summed over `streams` (None: all)."""
-  return int(sum(np.count_nonzero(v) for k, v in batch.items() if k.endswith('_segment_ids') and
-                 (streams is None or k[:-len('_segment_ids')] in streams)))
-
-
-def output_stream(batch):
-  """The stream summary.flops_per_token counts per token: 'targets' when present, else 'inputs'."""
-  return 'targets' if 'targets_segment_ids' in batch else 'inputs'
-
-
 def memory_bytes(compiled):
   """Per-device bytes from XLA's memory analysis of the compiled step (None where unknown)."""
   mem = compiled.memory_analysis()
@@ -228,17 +208,14 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
     shape, mesh_preset, count = SHARDING_MESHES[mesh_name]
     devices = jax.devices()[:count]
   spec, config = family_config(family, size, args, mesh_preset, overrides, shape)
-  tokenizer = data.get_tokenizer(config)
-  config = train.resolve(config, tokenizer)
-  objective = objectives.get(config, tokenizer)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  host_batch = next(data.Pipeline(config, objective, tokenizer, split='train').iterator(0))
-  batch = sharding.global_batch(host_batch, mesh)
   t0 = time.perf_counter()
-  trainer = Trainer.create(config, objective, mesh, train.total_steps(config))
+  run = setup.prepare(config, 'unused', devices=devices)
+  config, mesh, trainer = run.config, run.mesh, run.trainer
   state = trainer.init_state()
   init_s = time.perf_counter() - t0
-  params = summary.count_params(summary.abstract_model(config))['total']
+  host_batch = next(run.pipeline('train').iterator(0))
+  batch = sharding.global_batch(host_batch, mesh)
+  params = accounting.count_params(accounting.abstract_model(config))['total']
   t0 = time.perf_counter()
   step_fn = trainer.compile(state, batch)
   compile_s = time.perf_counter() - t0
@@ -246,7 +223,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
   step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps)
   tokens = tokens_in(host_batch)
   out_tokens = tokens_in(host_batch, (output_stream(host_batch),))
-  flops_token = summary.flops_per_token(config)['total_train']
+  flops_token = accounting.flops_per_token(config)['total_train']
   flops_step = flops_token * out_tokens
   peak_flops, peak_name = peak
   devices = mesh.size
@@ -361,25 +338,19 @@ def _run_with_fake_devices(argv):
   env = dict(os.environ, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', **{_CHILD: '1'})
   env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                       f' --xla_force_host_platform_device_count={FAKE_DEVICES}').strip()
-  return subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env,
-                        check=False).returncode
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, '-m', 'experiments.benchmark', *argv], env=env,
+                        cwd=repo, check=False).returncode
 
 
+@cli.main
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
   if '--sharding_presets' in argv and not os.environ.get(_CHILD):
-    try:
-      parse_args(argv)   # bad flags fail here, before the subprocess starts
-    except ConfigError as e:
-      print(f'error: {e}', file=sys.stderr)
-      return 2
+    parse_args(argv)   # bad flags fail here, before the subprocess starts
     return _run_with_fake_devices(argv)
-  try:
-    args, overrides = parse_args(argv)
-    result = run(args, overrides)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  args, overrides = parse_args(argv)
+  result = run(args, overrides)
   print(markdown(result))
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -26,16 +26,13 @@ comparison.md (parameters, FLOPs per token, tokens seen, final metrics, and what
 score) and curves.png (train and eval loss against step, one panel per task).
 """
 
-import argparse
 import os
 import sys
 
-if __package__ in (None, ''):  # run as a script: make the repo root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from transformer import sweep as sweep_lib  # noqa: E402
-from transformer import sweep_results  # noqa: E402
-from transformer.errors import ConfigError  # noqa: E402
+from transformer import cli
+from transformer.errors import ConfigError
+from transformer.sweeps import results as sweep_results
+from transformer.sweeps import runner as sweep_lib
 
 BASE = 'configs/gpt2.py:tiny'
 EXPERIMENT = 'compare_architectures'
@@ -67,7 +64,7 @@ def sweep():
 
 def model_table(sweep):
   """[{run, family, objective, params, non_embedding, flops_per_token}] from the configs alone."""
-  from transformer import summary  # pylint: disable=import-outside-toplevel
+  from transformer.monitoring import accounting as summary  # pylint: disable=import-outside-toplevel
   rows = []
   for r in sweep.runs:
     config = sweep.load_config(r)
@@ -142,7 +139,7 @@ def plot_curves(exp_dir, names, path):
   # pylint: disable=import-outside-toplevel
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
-  from transformer import logging as tb
+  from transformer.monitoring.events import read_events
   fig = Figure(figsize=(11, 4.2), dpi=90)
   FigureCanvasAgg(fig)
   panels = {'lm_': fig.add_subplot(1, 2, 1), 's2s_': fig.add_subplot(1, 2, 2)}
@@ -150,7 +147,7 @@ def plot_curves(exp_dir, names, path):
     run_dir = os.path.join(exp_dir, name)
     if not os.path.isdir(run_dir):
       continue
-    scalars = tb.read_events(run_dir)['scalars']
+    scalars = read_events(run_dir)['scalars']
     ax = next((a for prefix, a in panels.items() if name.startswith(prefix)), None)
     if ax is None or 'train/loss' not in scalars:
       continue
@@ -171,31 +168,25 @@ def plot_curves(exp_dir, names, path):
   fig.savefig(path)
 
 
+@cli.main
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', default='runs')
+  parser = cli.Parser('python experiments/compare_architectures.py', __doc__, config=False)
   parser.add_argument('--steps', type=int, default=None, help='train steps of every run')
   parser.add_argument('--parallel', type=int, default=2, help='runs at a time')
   parser.add_argument('--check', action='store_true', help='print the parameter table and exit')
   parser.add_argument('--results', action='store_true', help='only collect the results')
-  argv = list(sys.argv[1:] if argv is None else argv)
-  overrides = dict(a[len('--config.'):].split('=', 1) for a in argv if a.startswith('--config.'))
-  args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+  args, overrides = parser.parse(argv)
   if args.steps:
     overrides['train.steps'] = str(args.steps)
-  try:
-    sweep = sweep_lib.Sweep(os.path.abspath(__file__), overrides)
-    models = model_table(sweep)
-    spread = check_matched(models)
-    print(f'Parameter counts match within {spread:.1%}.')
-    if args.check:
-      print(comparison(models, []))
-      return 0
-    outcome = {} if args.results else sweep_lib.run(sweep, args.workdir, parallel=args.parallel)
-    results = sweep_results.write_results(sweep, args.workdir)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  sweep = sweep_lib.Sweep(os.path.abspath(__file__), overrides)
+  models = model_table(sweep)
+  spread = check_matched(models)
+  print(f'Parameter counts match within {spread:.1%}.')
+  if args.check:
+    print(comparison(models, []))
+    return 0
+  outcome = {} if args.results else sweep_lib.run(sweep, args.workdir, parallel=args.parallel)
+  results = sweep_results.write_results(sweep, args.workdir)
   table = comparison(models, results)
   path = os.path.join(args.workdir, EXPERIMENT, 'comparison.md')
   with open(path, 'w') as f:

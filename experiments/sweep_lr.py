@@ -7,7 +7,7 @@ Six runs of 300 steps (a few minutes each on 2 CPU cores); the table and the eva
 in runs/gpt2_lr/results.md and eval_loss.png. Any --config.KEY=VALUE applies to every run.
 """
 
-from transformer.sweep import grid
+from transformer.sweeps import grid
 
 BASE = 'configs/gpt2.py:tiny'
 EXPERIMENT = 'gpt2_lr'

@@ -10,14 +10,12 @@ import sys
 
 import ml_collections
 
+from transformer import objectives
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
+from transformer.training import optim, sharding
 
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
-OBJECTIVES = ('mlm', 'causal_lm', 'prefix_lm', 'span_corruption', 'seq2seq', 'classification')
-OPTIMIZERS = ('adamw', 'adafactor')
-SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant', 'constant_rsqrt')
-MESH_PRESETS = ('data', 'fsdp', 'tensor', 'fsdp_tensor', 'data_tensor')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -115,20 +113,36 @@ def load(spec, overrides=None):
 
 
 def _warn_if_warmup_outlasts_the_run(config):
-  """One warning line when a linear warmup does not end inside the run (train.steps, or
-  train.tokens at full packing): the learning rate then never reaches opt.learning_rate."""
+  """One warning line when a linear warmup does not end inside the run: the learning rate then
+  never reaches opt.learning_rate."""
   opt, run = config.opt, config.train
   if not opt.warmup_steps or opt.schedule == 'constant_rsqrt':  # a flat warmup is at its peak
     return
-  steps = (math.ceil(run.tokens / (run.batch_size * config.data.seq_len)) if run.tokens
-           else run.steps)
+  steps = optim.total_steps(config)
   if opt.warmup_steps < steps:
     return
   length = f'train.tokens={run.tokens}, {steps} steps' if run.tokens else f'train.steps={steps}'
-  print(f'warning: opt.warmup_steps={opt.warmup_steps} is not shorter than the run ({length}): '
+  print(f'warning: `opt.warmup_steps={opt.warmup_steps}` is not shorter than the run ({length}): '
         f'the learning rate peaks at {max(steps - 1, 0) / opt.warmup_steps:.0%} of '
         f'opt.learning_rate={opt.learning_rate:g}; shorten the warmup, e.g. '
         f'--config.opt.warmup_steps={max(steps // 10, 1)}', file=sys.stderr)
+
+
+def _choose(key, value, allowed):
+  if value not in allowed:
+    raise ConfigError(f'`{key}={value!r}`: choose one of {", ".join(allowed)}')
+
+
+def _positive(key, value, allow_zero=False):
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f'`{key}={value!r}`: must be '
+                      f'{"non-negative" if allow_zero else "positive"}')
+
+
+def _finite(key, value, ok, wanted, example):
+  if not (math.isfinite(value) and ok(value)):
+    raise ConfigError(f'`{key}={value!r}`: must be a finite number {wanted}; '
+                      f'e.g. --config.{key}={example}')
 
 
 def validate(config):
@@ -136,63 +150,65 @@ def validate(config):
   for section in SECTIONS:
     if section not in config:
       raise ConfigError(f'config has no {section!r} section; start from configs/common.py')
-
-  def choose(key, value, allowed):
-    if value not in allowed:
-      raise ConfigError(f'{key}={value!r}: choose one of {", ".join(allowed)}')
-
-  def positive(key, value, allow_zero=False):
-    if value < 0 or (value == 0 and not allow_zero):
-      raise ConfigError(f'{key}={value!r}: must be {"non-negative" if allow_zero else "positive"}')
-
-  def finite(key, value, ok, wanted, example):
-    if not (math.isfinite(value) and ok(value)):
-      raise ConfigError(f'{key}={value!r}: must be a finite number {wanted}; '
-                        f'e.g. --config.{key}={example}')
-
-  choose('objective', config.objective, OBJECTIVES)
-  model = dict(config.model)
-  model['vocab_size'] = model['vocab_size'] or config.data.vocab_size
-  HParams.from_config(model)
-  positive('data.vocab_size', config.data.vocab_size)
-  positive('data.seq_len', config.data.seq_len)
-  positive('data.targets_len', config.data.targets_len, allow_zero=True)
-  if config.model.positions == 'learned' and max(
-      config.data.seq_len, config.data.targets_len) > config.model.max_len:
-    raise ConfigError(f'data.seq_len={config.data.seq_len} is longer than model.max_len='
-                      f'{config.model.max_len} learned positions; shorten it or raise max_len')
-  positive('train.batch_size', config.train.batch_size)
-  positive('train.steps', config.train.steps, allow_zero=config.train.tokens > 0)
-  positive('train.tokens', config.train.tokens, allow_zero=True)
-  positive('train.eval_every', config.train.eval_every)
-  positive('train.eval_steps', config.train.eval_steps, allow_zero=True)
-  positive('train.log_every', config.train.log_every)
-  finite('train.z_loss', config.train.z_loss, lambda v: v >= 0, '>= 0 (0: off)', 1e-4)
-  choose('opt.optimizer', config.opt.optimizer, OPTIMIZERS)
-  choose('opt.schedule', config.opt.schedule, SCHEDULES)
-  opt = config.opt
-  finite('opt.learning_rate', opt.learning_rate, lambda v: v > 0, '> 0', 3e-4)
-  finite('opt.weight_decay', opt.weight_decay, lambda v: v >= 0, '>= 0 (0: none)', 0.1)
-  finite('opt.end_lr_fraction', opt.end_lr_fraction, lambda v: 0 <= v <= 1, 'in [0, 1]', 0.1)
-  finite('opt.b1', opt.b1, lambda v: 0 <= v < 1, 'in [0, 1)', 0.9)
-  finite('opt.b2', opt.b2, lambda v: 0 <= v < 1, 'in [0, 1)', 0.95)
-  finite('opt.eps', opt.eps, lambda v: v > 0, '> 0', 1e-8)
-  finite('opt.grad_clip_norm', opt.grad_clip_norm, lambda v: v >= 0, '>= 0 (0: no clipping)', 1.0)
-  positive('opt.warmup_steps', config.opt.warmup_steps, allow_zero=True)
-  _warn_if_warmup_outlasts_the_run(config)
-  positive('opt.accumulation_steps', config.opt.accumulation_steps)
-  if config.train.batch_size % config.opt.accumulation_steps:
-    raise ConfigError(f'opt.accumulation_steps={config.opt.accumulation_steps} must divide '
-                      f'train.batch_size={config.train.batch_size}')
-  choose('mesh.preset', config.mesh.preset, MESH_PRESETS)
-  if len(config.mesh.shape) != 3 or list(config.mesh.shape).count(-1) > 1:
-    raise ConfigError(f'mesh.shape={tuple(config.mesh.shape)}: give 3 sizes (data, fsdp, tensor) '
-                      'with at most one -1')
-  from transformer import sharding  # pylint: disable=import-outside-toplevel
-  sharding.config_rules(config.mesh)  # each rule a (logical axis, mesh axis) pair, one per axis
-  positive('checkpoint.every', config.checkpoint.every)
-  positive('checkpoint.keep', config.checkpoint.keep)
+  _choose('objective', config.objective, tuple(objectives.REGISTRY))
+  HParams.from_config({**config.model, 'vocab_size': config.model.vocab_size or
+                       config.data.vocab_size})
+  _validate_data(config)
+  _validate_train(config.train)
+  _validate_opt(config)
+  _validate_mesh(config.mesh)
+  _positive('checkpoint.every', config.checkpoint.every)
+  _positive('checkpoint.keep', config.checkpoint.keep)
   if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):
-    raise ConfigError(f'checkpoint.init_from={config.checkpoint.init_from!r} is not a directory; '
-                      'give a run directory or one written by ./launch.sh import-hf')
+    raise ConfigError(f'`checkpoint.init_from={config.checkpoint.init_from!r}`: not a '
+                      'directory; give a run directory or one written by ./launch.sh import-hf')
   return config
+
+
+def _validate_data(config):
+  data = config.data
+  _positive('data.vocab_size', data.vocab_size)
+  _positive('data.seq_len', data.seq_len)
+  _positive('data.targets_len', data.targets_len, allow_zero=True)
+  if config.model.positions == 'learned' and max(data.seq_len,
+                                                 data.targets_len) > config.model.max_len:
+    raise ConfigError(f'`data.seq_len={data.seq_len}`: longer than the model.max_len='
+                      f'{config.model.max_len} learned positions; shorten it or raise max_len')
+
+
+def _validate_train(train):
+  _positive('train.batch_size', train.batch_size)
+  _positive('train.steps', train.steps, allow_zero=train.tokens > 0)
+  _positive('train.tokens', train.tokens, allow_zero=True)
+  _positive('train.eval_every', train.eval_every)
+  _positive('train.eval_steps', train.eval_steps, allow_zero=True)
+  _positive('train.log_every', train.log_every)
+  _finite('train.z_loss', train.z_loss, lambda v: v >= 0, '>= 0 (0: off)', 1e-4)
+
+
+def _validate_opt(config):
+  opt = config.opt
+  _choose('opt.optimizer', opt.optimizer, optim.OPTIMIZERS)
+  _choose('opt.schedule', opt.schedule, optim.SCHEDULES)
+  _finite('opt.learning_rate', opt.learning_rate, lambda v: v > 0, '> 0', 3e-4)
+  _finite('opt.weight_decay', opt.weight_decay, lambda v: v >= 0, '>= 0 (0: none)', 0.1)
+  _finite('opt.end_lr_fraction', opt.end_lr_fraction, lambda v: 0 <= v <= 1, 'in [0, 1]', 0.1)
+  _finite('opt.b1', opt.b1, lambda v: 0 <= v < 1, 'in [0, 1)', 0.9)
+  _finite('opt.b2', opt.b2, lambda v: 0 <= v < 1, 'in [0, 1)', 0.95)
+  _finite('opt.eps', opt.eps, lambda v: v > 0, '> 0', 1e-8)
+  _finite('opt.grad_clip_norm', opt.grad_clip_norm, lambda v: v >= 0, '>= 0 (0: no clipping)',
+          1.0)
+  _positive('opt.warmup_steps', opt.warmup_steps, allow_zero=True)
+  _warn_if_warmup_outlasts_the_run(config)
+  _positive('opt.accumulation_steps', opt.accumulation_steps)
+  if config.train.batch_size % opt.accumulation_steps:
+    raise ConfigError(f'`opt.accumulation_steps={opt.accumulation_steps}`: must divide '
+                      f'train.batch_size={config.train.batch_size}')
+
+
+def _validate_mesh(mesh):
+  _choose('mesh.preset', mesh.preset, tuple(sharding.PRESETS))
+  if len(mesh.shape) != 3 or list(mesh.shape).count(-1) > 1:
+    raise ConfigError(f'`mesh.shape={tuple(mesh.shape)}`: give 3 sizes (data, fsdp, tensor) '
+                      'with at most one -1')
+  sharding.config_rules(mesh)  # each rule a (logical axis, mesh axis) pair, one per axis

@@ -1,6 +1,6 @@
 """Fixtures for the objective tests: a fake tokenizer, configs, fake models, a fake decoder.
 
-The fakes stand in for transformer.data (tokenizer), transformer.models and transformer.decoding
+The fakes stand in for transformer.data (tokenizer), transformer.models and transformer.models.decoding
 so the objectives can be tested on their own: losses against hand computations, masking
 statistics, layouts.
 """
@@ -95,7 +95,7 @@ def table_model(table):
 
 @pytest.fixture
 def fake_decoding(monkeypatch):
-  """Installs a fake transformer.decoding whose generate* return fixed ids; records calls."""
+  """Installs a fake transformer.models.decoding whose generate* return fixed ids; records calls."""
   calls = []
 
   def generate(model, prompt, *, max_new_tokens, eos_id, prefix_lm=False):
@@ -111,12 +111,12 @@ def fake_decoding(monkeypatch):
     out[:, -1] = eos_id
     return out
 
-  module = types.ModuleType('transformer.decoding')
+  module = types.ModuleType('transformer.models.decoding')
   module.generate = generate
   module.generate_seq2seq = generate_seq2seq
-  import transformer  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(sys.modules, 'transformer.decoding', module)
-  monkeypatch.setattr(transformer, 'decoding', module, raising=False)
+  import transformer.models  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'transformer.models.decoding', module)
+  monkeypatch.setattr(transformer.models, 'decoding', module, raising=False)
   return calls
 
 

@@ -61,7 +61,7 @@ class Pipeline:
                         f'multiple of the process count {process_count}')
     self.batch_size = global_batch // process_count
     self.stream_lengths = dict(objective.stream_lengths)
-    self.pack = bool(config.data.get('pack', True)) and bool(objective.packable)
+    self.pack = bool(config.data.pack) and bool(objective.packable)
     self.fields = tuple(objective.example_fields)
     self.roles = tuple(f for f in self.fields if f in sources.ROLES)
     self.source = source or sources.get_source(config)
@@ -73,7 +73,7 @@ class Pipeline:
     seed = _epoch_seed(self.seed, epoch) if self.training else None
     ds = self.source.dataset(self.split, self.roles, shard=self.shard, file_seed=seed)
     if self.training:
-      buffer = max(1, int(self.config.data.get('shuffle_buffer', 1000)))
+      buffer = max(1, int(self.config.data.shuffle_buffer))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
     return ds
 

@@ -64,12 +64,12 @@ _LOCAL_BUILDERS = ('python_stdlib', 'gettext_catalogs')
 
 def data_dir(config):
   """The TFDS data_dir: `data.data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  explicit = config.data.get('data_dir', '') or os.environ.get('TFDS_DATA_DIR', '')
+  explicit = config.data.data_dir or os.environ.get('TFDS_DATA_DIR', '')
   return os.path.expanduser(explicit or '~/tensorflow_datasets')
 
 
 def _configured_key(config, role):
-  return config.data.get(f'{role}_key', '') or ''
+  return config.data[f'{role}_key']
 
 
 class Source:

@@ -286,8 +286,8 @@ def get_tokenizer(config):
   """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
   checkpoint (a different `data.tokenizer` is refused); else `data.tokenizer` if set, else the
   cached or newly trained one."""
-  explicit = config.data.get('tokenizer', '')
-  init_from = config.get('checkpoint', {}).get('init_from', '')
+  explicit = config.data.tokenizer
+  init_from = config.checkpoint.init_from
   if init_from:
     recorded = recorded_tokenizer(init_from)
     given = os.path.expanduser(explicit)

@@ -10,13 +10,13 @@ tokenizers are not imported yet, so the record says there is none and `init_from
 refuses text fine-tuning (our SentencePiece ids would not match the imported embedding).
 """
 
-import argparse
 import json
 import os
 import sys
 
 
-from transformer import checkpoint
+from transformer.training import checkpoint
+from transformer import cli
 from transformer.errors import ConfigError
 from transformer.hf.load import import_params
 
@@ -46,11 +46,12 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32'):
   return config
 
 
+@cli.main
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='python -m transformer.hf',
-      description='Import a local Hugging Face checkpoint (bert, gpt2, bart, t5, mt5) as one of '
-                  'our checkpoints, for --config.checkpoint.init_from=WORKDIR.')
+  parser = cli.Parser('python -m transformer.hf',
+                      'Import a local Hugging Face checkpoint (bert, gpt2, bart, t5, mt5) as one '
+                      'of our checkpoints, for --config.checkpoint.init_from=WORKDIR.',
+                      config=False, workdir=False)
   parser.add_argument('--from', dest='hf_dir', required=True,
                       help='Hugging Face checkpoint directory (config.json + weights)')
   parser.add_argument('--workdir', required=True, help='output directory (empty or new)')
@@ -59,11 +60,7 @@ def main(argv=None):
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16', 'float16'),
                       help='parameter dtype of the saved checkpoint')
   args = parser.parse_args(argv)
-  try:
-    config = convert(args.hf_dir, args.workdir, scan_layers=args.scan_layers, dtype=args.dtype)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  config = convert(args.hf_dir, args.workdir, scan_layers=args.scan_layers, dtype=args.dtype)
   m = config.model
   print(f'imported {args.hf_dir} ({m.family}, {m.num_layers} layers, d_model {m.d_model}, '
         f'vocab {m.vocab_size}) -> {args.workdir}, without its tokenizer (not imported yet, so '

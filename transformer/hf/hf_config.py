@@ -1,14 +1,10 @@
 """config.json -> our `config.model` fields, one small function per Hugging Face model_type.
 
-Each function returns (family config module, size preset, model fields). The preset only
-supplies the training defaults of the family (objective, optimizer, ...); every architectural
-field that config.json decides is set from config.json.
+Each function returns (family config spec, model fields), e.g. ('configs/bert.py:base', {...}).
+The family config only supplies the training defaults (objective, optimizer, ...); every
+architectural field that config.json decides is set from config.json.
 """
 
-from configs import bart as bart_config
-from configs import bert as bert_config
-from configs import gpt2 as gpt2_config
-from configs import t5 as t5_config
 from transformer.errors import ConfigError
 
 # Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
@@ -53,7 +49,7 @@ def bert(c: HFConfig, weights):
   c.require('position_embedding_type', 'absolute', 'absolute')
   if c('is_decoder', False) or c('add_cross_attention', False):
     c.bad('is_decoder', 'is not supported: only BERT encoders are imported')
-  return bert_config, 'base', dict(
+  return 'configs/bert.py:base', dict(
       family='encoder', vocab_size=c('vocab_size'), num_layers=c('num_hidden_layers'),
       d_model=c('hidden_size'), num_heads=c('num_attention_heads'), head_dim=0,
       d_ff=c('intermediate_size'), activation=c.activation('hidden_act', 'gelu'),
@@ -69,7 +65,7 @@ def gpt2(c: HFConfig, weights):
   c.require('scale_attn_by_inverse_layer_idx', False, False)
   c.require('add_cross_attention', False, False)
   d_model = c('n_embd')
-  return gpt2_config, 'small', dict(
+  return 'configs/gpt2.py:small', dict(
       family='decoder', vocab_size=c('vocab_size'), num_layers=c('n_layer'), d_model=d_model,
       num_heads=c('n_head'), head_dim=0, d_ff=c('n_inner', 4 * d_model),
       activation=c.activation('activation_function', 'gelu_new'),
@@ -87,7 +83,7 @@ def bart(c: HFConfig, weights):
                    ('encoder_ffn_dim', 'decoder_ffn_dim')):
     if c(enc) != c(dec):
       c.bad(dec, f'differs from "{enc}"={c(enc)}; our encoder and decoder share one size')
-  return bart_config, 'base', dict(
+  return 'configs/bart.py:base', dict(
       family='encoder_decoder', vocab_size=c('vocab_size'), num_layers=c('encoder_layers'),
       num_decoder_layers=c('decoder_layers'), d_model=c('d_model'),
       num_heads=c('encoder_attention_heads'), head_dim=0, d_ff=c('encoder_ffn_dim'),
@@ -119,7 +115,7 @@ def t5(c: HFConfig, weights):
   activation = c.activation('feed_forward_proj', 'relu', T5_FEED_FORWARD)
   tied, scaled = t5_head(c, weights)
   v1_1 = activation in GATED.values()
-  return t5_config, 'v1_1_base' if v1_1 else 'base', dict(
+  return 'configs/t5.py:v1_1_base' if v1_1 else 'configs/t5.py:base', dict(
       family='encoder_decoder', vocab_size=c('vocab_size'), num_layers=c('num_layers'),
       num_decoder_layers=c('num_decoder_layers', c('num_layers')), d_model=c('d_model'),
       num_heads=c('num_heads'), head_dim=c('d_kv'), d_ff=c('d_ff'), activation=activation,

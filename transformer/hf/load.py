@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from configs import common
+from transformer import config as config_lib
 from transformer import models
 from transformer.errors import ConfigError
 from transformer.hf import hf_config, mapping, reader
@@ -29,16 +29,13 @@ _LAYER = re.compile(r'^(.*/layers)/(\d+)/(.*)$')
 def build_config(c: hf_config.HFConfig, arch, weights: reader.Weights, *, dtype='float32',
                  **model_overrides):
   """Our full ConfigDict: the family's preset with `model` set from config.json and overrides."""
-  family_module, preset, fields = hf_config.ARCHITECTURES[arch](c, weights)
-  config = family_module.get_config(preset)
-  unknown = sorted(set(model_overrides) - set(common.MODEL_DEFAULTS))
+  spec, fields = hf_config.ARCHITECTURES[arch](c, weights)
+  config = config_lib.load_file(spec)
+  unknown = sorted(set(model_overrides) - set(models.HParams.defaults()))
   if unknown:
     raise ConfigError(f'from_pretrained: unknown model override {unknown[0]!r}; valid keys are '
-                      'config.model keys (configs/common.py)')
-  values = dict(config.model)
-  values.update(fields, dtype=dtype, param_dtype=dtype)
-  values.update(model_overrides)
-  config.model = common.model_config(**values)
+                      'config.model keys (transformer/models/hparams.py)')
+  config.model.update(dict(fields, dtype=dtype, param_dtype=dtype, **model_overrides))
   config.run_name = f'hf_{arch}'
   return config
 

@@ -2,7 +2,7 @@
 
 from flax import nnx
 
-from transformer.models.blocks import DecoderBlock, EncoderBlock, Stack
+from transformer.models.blocks import Block, Stack
 from transformer.models.families import DecoderOnly, EncoderDecoder, EncoderOnly
 from transformer.models.hparams import HParams
 
@@ -16,5 +16,4 @@ def build(model_config, *, head='lm', rngs: nnx.Rngs):
   return FAMILY_CLASSES[hp.family](hp, head=head, rngs=rngs)
 
 
-__all__ = ['build', 'HParams', 'EncoderOnly', 'DecoderOnly', 'EncoderDecoder', 'EncoderBlock',
-           'DecoderBlock', 'Stack']
+__all__ = ['build', 'HParams', 'EncoderOnly', 'DecoderOnly', 'EncoderDecoder', 'Block', 'Stack']

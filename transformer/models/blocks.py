@@ -1,6 +1,6 @@
 """Shared blocks and the layer stack every family is built from.
 
-EncoderBlock: self-attention + MLP. DecoderBlock: causal self-attention + optional
+Block: self-attention (bidirectional, causal or prefix, as the Stack says) + optional
 cross-attention ('encoder_decoder_attention') + MLP. Norm placement (pre / post) and everything
 else come from HParams. `Stack` adds positions to token embeddings, runs the blocks (a Python
 loop, or `nnx.scan` over stacked layers when hp.scan_layers) with optional remat, and applies
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from transformer import attention, layers
+from transformer.models import attention, layers
 from transformer.models.hparams import HParams
 
 REMAT_POLICIES = {
@@ -27,7 +27,7 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.init_std, rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.std(None), rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -35,8 +35,9 @@ def _norm(hp: HParams):
                           param_dtype=hp.params_dtype)
 
 
-class _Block(nnx.Module):
-  """Residual sublayers around attention(s) and an MLP, pre- or post-norm."""
+class Block(nnx.Module):
+  """Residual sublayers around self-attention, optional cross-attention and an MLP, pre- or
+  post-norm. Whether self-attention is causal is the caller's (Stack's) argument."""
 
   def __init__(self, hp: HParams, *, cross_attention, rngs: nnx.Rngs):
     self.pre_norm = hp.norm_position == 'pre'
@@ -51,7 +52,7 @@ class _Block(nnx.Module):
     self.mlp_norm = _norm(hp)
     self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
                           dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
-                          init_std=hp.init_std,
+                          init_std=hp.std(None),
                           dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
 
@@ -79,38 +80,24 @@ class _Block(nnx.Module):
     return self._residual(self.mlp_norm, mlp, x, deterministic)
 
 
-class EncoderBlock(_Block):
-  """Bidirectional self-attention + MLP."""
-
-  def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
-    super().__init__(hp, cross_attention=False, rngs=rngs)
-
-
-class DecoderBlock(_Block):
-  """Causal self-attention (+ cross-attention to an encoder) + MLP."""
-
-  def __init__(self, hp: HParams, *, cross_attention: bool, rngs: nnx.Rngs):
-    super().__init__(hp, cross_attention=cross_attention, rngs=rngs)
-
-
 class Stack(nnx.Module):
-  """Positions + embedding norm + `num_layers` blocks + final norm: an encoder or a decoder."""
+  """Positions + embedding norm + `num_layers` blocks + final norm: an encoder (causal=False) or
+  a decoder (causal=True, optionally with cross-attention to an encoder)."""
 
-  def __init__(self, hp: HParams, *, num_layers, decoder, cross_attention=False,
+  def __init__(self, hp: HParams, *, num_layers, causal, cross_attention=False,
                rngs: nnx.Rngs):
-    self.hp, self.decoder, self.num_layers = hp, decoder, num_layers
-    std = hp.init_std or 1.0
+    self.hp, self.causal, self.num_layers = hp, causal, num_layers
+    std = hp.std(1.0)
     if hp.positions == 'learned':
       self.position_embedding = layers.param(rngs, (hp.max_len, hp.d_model), ('length', 'embed'),
                                              std, hp.params_dtype)
     if hp.positions == 'relative':
       self.relative_bias = layers.RelativePositionBias(
-          hp.relative_buckets, hp.relative_max_distance, hp.num_heads, bidirectional=not decoder,
-          init_std=hp.init_std, param_dtype=hp.params_dtype, rngs=rngs)
+          hp.relative_buckets, hp.relative_max_distance, hp.num_heads, bidirectional=not causal,
+          init_std=hp.std(1.0), param_dtype=hp.params_dtype, rngs=rngs)
     self.embed_norm = _norm(hp) if hp.embed_norm else None
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
-    make = (lambda r: DecoderBlock(hp, cross_attention=cross_attention, rngs=r)) if decoder else (
-        lambda r: EncoderBlock(hp, rngs=r))
+    make = lambda r: Block(hp, cross_attention=cross_attention, rngs=r)
     if hp.scan_layers:
       @nnx.split_rngs(splits=num_layers)
       @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
@@ -154,7 +141,7 @@ class Stack(nnx.Module):
       bias = self.relative_bias(positions, kv_positions)
     if encoded is not None and encoded_positions is None:
       encoded_positions = jnp.zeros(encoded.shape[:2], jnp.int32)
-    kwargs = dict(segment_ids=segment_ids, positions=positions, causal=self.decoder,
+    kwargs = dict(segment_ids=segment_ids, positions=positions, causal=self.causal,
                   prefix=prefix, bias=bias, encoded=encoded,
                   encoded_segment_ids=encoded_segment_ids, encoded_positions=encoded_positions,
                   deterministic=deterministic, decode=decode)

@@ -9,7 +9,7 @@ from 0.
 import jax.numpy as jnp
 from flax import nnx
 
-from transformer import layers
+from transformer.models import layers
 from transformer.errors import ConfigError
 from transformer.models import blocks, heads
 from transformer.models.hparams import HParams
@@ -32,7 +32,7 @@ class _Model(nnx.Module):
     if head not in HEADS:
       raise ConfigError(f'model head {head!r} is unknown; choose one of {HEADS}')
     self.hp, self.head = hp, head
-    std = hp.init_std or (hp.d_model ** -0.5 if hp.scale_embeddings else 1.0)
+    std = hp.std(hp.d_model ** -0.5 if hp.scale_embeddings else 1.0)
     self.token_embed = layers.Embed(hp.vocab_size, hp.d_model, init_std=std,
                                     dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
 
@@ -50,9 +50,9 @@ class EncoderOnly(_Model):
     super().__init__(hp, head, rngs)
     if hp.type_vocab_size:
       self.token_type_embed = layers.Embed(hp.type_vocab_size, hp.d_model,
-                                           init_std=hp.init_std or 1.0, dtype=hp.compute_dtype,
+                                           init_std=hp.std(1.0), dtype=hp.compute_dtype,
                                            param_dtype=hp.params_dtype, rngs=rngs)
-    self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, decoder=False, rngs=rngs)
+    self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, causal=False, rngs=rngs)
     if head == 'lm':
       self.mlm_head = heads.MLMHead(hp, rngs=rngs)
     else:
@@ -80,7 +80,7 @@ class DecoderOnly(_Model):
 
   def __init__(self, hp: HParams, *, head='lm', rngs: nnx.Rngs):
     super().__init__(hp, head, rngs)
-    self.decoder = blocks.Stack(hp, num_layers=hp.num_layers, decoder=True, rngs=rngs)
+    self.decoder = blocks.Stack(hp, num_layers=hp.num_layers, causal=True, rngs=rngs)
     if head == 'lm':
       self.lm_head = heads.LMHead(hp, rngs=rngs)
     else:
@@ -109,8 +109,8 @@ class EncoderDecoder(_Model):
     if head != 'lm':
       raise ConfigError('objective=classification needs model.family encoder or decoder; '
                         'encoder_decoder models have an LM head only')
-    self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, decoder=False, rngs=rngs)
-    self.decoder = blocks.Stack(hp, num_layers=hp.decoder_layers, decoder=True,
+    self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, causal=False, rngs=rngs)
+    self.decoder = blocks.Stack(hp, num_layers=hp.decoder_layers, causal=True,
                                 cross_attention=True, rngs=rngs)
     self.lm_head = heads.LMHead(hp, rngs=rngs)
 

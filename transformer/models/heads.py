@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 from flax import nnx
 
-from transformer import layers
+from transformer.models import layers
 from transformer.models.hparams import HParams
 
 
@@ -15,7 +15,7 @@ class LMHead(nnx.Module):
     self.scale_tied_logits = hp.scale_tied_logits
     self.kernel = None if hp.tie_embeddings else layers.Dense(
         (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
-        init_std=hp.init_std, dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+        init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
     self.bias = (layers.logical_param(jnp.zeros((hp.vocab_size,), hp.params_dtype), ('vocab',))
                  if hp.lm_head_bias else None)
 
@@ -39,7 +39,7 @@ class MLMHead(nnx.Module):
     self.transform = nnx.data(None)
     if hp.mlm_transform:
       self.transform = layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'),
-                                    use_bias=True, init_std=hp.init_std, dtype=hp.compute_dtype,
+                                    use_bias=True, init_std=hp.std(None), dtype=hp.compute_dtype,
                                     param_dtype=hp.params_dtype, rngs=rngs)
       self.transform_norm = layers.LayerNorm(hp.d_model, kind=hp.norm, eps=hp.norm_eps,
                                              dtype=hp.compute_dtype, param_dtype=hp.params_dtype)
@@ -56,7 +56,7 @@ class ClassificationHead(nnx.Module):
   """Optional BERT pooler (dense + tanh) on one pooled vector, dropout, then a linear classifier."""
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
-    dense = dict(use_bias=True, init_std=hp.init_std or 0.02, dtype=hp.compute_dtype,
+    dense = dict(use_bias=True, init_std=hp.std(0.02), dtype=hp.compute_dtype,
                  param_dtype=hp.params_dtype, rngs=rngs)
     self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
                    if hp.classifier_pooler else None)

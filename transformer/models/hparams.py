@@ -18,51 +18,70 @@ ACTIVATIONS = ('relu', 'gelu', 'gelu_tanh', 'silu', 'geglu', 'swiglu', 'reglu')
 REMAT = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16', 'float16')
 IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
+INITS = ('normal', 'fan_in')
+NORM_POSITIONS = ('pre', 'post')
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-  family: str
-  vocab_size: int
-  num_layers: int
-  num_decoder_layers: int
-  d_model: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  d_ff: int
-  activation: str
-  norm: str
-  norm_eps: float
-  norm_position: str
-  embed_norm: bool
-  final_norm: bool
-  positions: str
-  max_len: int
-  relative_buckets: int
-  relative_max_distance: int
-  rotary_base: float
-  type_vocab_size: int
-  use_bias: bool
-  scale_attention: bool
-  scale_embeddings: bool
-  tie_embeddings: bool
-  scale_tied_logits: bool
-  lm_head_bias: bool
-  mlm_transform: bool
-  num_classes: int
-  classifier_pooler: bool
-  decoder_start_id: int
-  dropout_rate: float
-  attention_dropout_rate: float
-  mlp_dropout: bool
-  final_dropout: bool
-  dtype: str
-  param_dtype: str
-  attention_impl: str
-  scan_layers: bool
-  remat: str
-  init_std: float
+  """The model schema: every `config.model` key, its default (the 'tiny' decoder) and meaning.
+
+  `configs/common.py:model_config()` builds the ConfigDict from these defaults; family files
+  overwrite what their architecture sets.
+  """
+  family: str = 'decoder'              # encoder | decoder | encoder_decoder
+  vocab_size: int = 0                  # 0: take it from the tokenizer (data.vocab_size)
+  num_layers: int = 2                  # encoder layers (encoder family) or decoder layers
+  num_decoder_layers: int = 0          # encoder_decoder only; 0: same as num_layers
+  d_model: int = 128
+  num_heads: int = 4
+  num_kv_heads: int = 0                # 0: same as num_heads; smaller: grouped-query attention
+  head_dim: int = 0                    # 0: d_model // num_heads
+  d_ff: int = 512
+  activation: str = 'gelu'             # one of ACTIVATIONS (geglu/swiglu/reglu are gated)
+  norm: str = 'layernorm'              # layernorm | rmsnorm
+  norm_eps: float = 1e-5
+  norm_position: str = 'pre'           # pre | post
+  embed_norm: bool = False             # a norm right after the embeddings (BERT, BART)
+  final_norm: bool = True              # a norm after the last block (pre-norm models)
+  positions: str = 'learned'           # learned | sinusoidal | relative | rotary
+  max_len: int = 512                   # rows of a learned position table
+  relative_buckets: int = 32           # T5 relative position bias
+  relative_max_distance: int = 128
+  rotary_base: float = 10000.0
+  type_vocab_size: int = 0             # BERT token-type (segment A/B) embeddings; 0: none
+  use_bias: bool = True                # biases in attention and MLP projections
+  scale_attention: bool = True         # q.k / sqrt(head_dim); T5 folds the scale into its init
+  scale_embeddings: bool = False       # token embeddings * sqrt(d_model) (2017 Transformer)
+  tie_embeddings: bool = True          # the output projection shares the token embedding matrix
+  scale_tied_logits: bool = False      # T5 v1.0: decoder output * d_model**-0.5 before tied logits
+  lm_head_bias: bool = False           # a bias on the vocabulary logits (BERT, BART)
+  mlm_transform: bool = False          # BERT: dense + activation + norm before the MLM logits
+  num_classes: int = 2                 # classification head
+  classifier_pooler: bool = False      # BERT pooler (dense + tanh on the first token)
+  decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  mlp_dropout: bool = True             # dropout also after the MLP activation (T5, BART)
+  final_dropout: bool = True           # dropout also after the final norm (T5); not GPT-2
+  dtype: str = 'float32'               # compute dtype (params stay param_dtype)
+  param_dtype: str = 'float32'
+  attention_impl: str = 'auto'         # one of IMPLEMENTATIONS
+  scan_layers: bool = False            # nnx.scan over layers: compile time flat in depth
+  remat: str = 'none'                  # none | full | dots (save matmul outputs only)
+  init: str = 'normal'                 # normal: N(0, init_std) everywhere (GPT-2, BERT);
+                                       # fan_in: 1/sqrt(fan-in) kernels, unit embeddings (T5)
+  init_std: float = 0.02               # the std of init='normal'
+
+  @classmethod
+  def defaults(cls):
+    """{key: default} of every field, in schema order."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+  def std(self, fan_in_value):
+    """The init std of a weight: init_std under init='normal', `fan_in_value` under 'fan_in'
+    (None means 1/sqrt(fan-in) to the layer that gets it)."""
+    return self.init_std if self.init == 'normal' else fan_in_value
 
   @property
   def compute_dtype(self):
@@ -78,15 +97,13 @@ class HParams:
 
   @classmethod
   def from_config(cls, model_config):
-    """Validate `config.model` (a ConfigDict or dict) and return HParams with defaults resolved."""
-    values = dict(model_config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    """Validate `config.model` (a ConfigDict or dict; absent keys take their defaults) and
+    return HParams with head_dim and num_kv_heads resolved."""
+    values = {**cls.defaults(), **dict(model_config)}
+    unknown = sorted(set(values) - set(cls.defaults()))
     if unknown:
-      raise ConfigError(f'unknown key model.{unknown[0]}; valid keys are in configs/common.py')
-    missing = sorted(names - set(values))
-    if missing:
-      raise ConfigError(f'model.{missing[0]} is not set; start from configs/common.py:model_config')
+      raise ConfigError(f'`model.{unknown[0]}`: not a model key; the keys and their meaning are '
+                        'in transformer/models/hparams.py')
     values['head_dim'] = values['head_dim'] or (
         values['d_model'] // values['num_heads'] if values['num_heads'] > 0 else 0)
     values['num_kv_heads'] = values['num_kv_heads'] or values['num_heads']
@@ -94,60 +111,74 @@ class HParams:
     hp.validate()
     return hp
 
-  def validate(self):
-    def bad(key, msg):
-      raise ConfigError(f'model.{key}={getattr(self, key)!r}: {msg}')
+  def _bad(self, key, msg):
+    raise ConfigError(f'`model.{key}={getattr(self, key)!r}`: {msg}')
 
+  def validate(self):
+    """Every field checked; the first problem raises a one-line ConfigError naming the key."""
+    self._validate_choices()
+    self._validate_sizes()
+    self._validate_numbers()
+    self._validate_combinations()
+
+  def _validate_choices(self):
     choices = dict(family=FAMILIES, positions=POSITIONS, norm=NORMS, activation=ACTIVATIONS,
                    remat=REMAT, dtype=DTYPES, param_dtype=DTYPES, attention_impl=IMPLEMENTATIONS,
-                   norm_position=('pre', 'post'))
+                   norm_position=NORM_POSITIONS, init=INITS)
     for key, allowed in choices.items():
       if getattr(self, key) not in allowed:
-        bad(key, f'choose one of {", ".join(allowed)}')
+        self._bad(key, f'choose one of {", ".join(allowed)}')
+
+  def _validate_sizes(self):
     for key in ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'd_ff'):
       if getattr(self, key) <= 0:
-        bad(key, 'must be a positive integer' + (
-            ' (set it, or leave 0 and let training take it from the tokenizer)'
+        self._bad(key, 'must be a positive integer' + (
+            '; set it, or leave 0 and let training take it from the tokenizer'
             if key == 'vocab_size' else ''))
     if self.head_dim == self.d_model // self.num_heads and self.d_model % self.num_heads:
-      bad('num_heads', f'does not divide model.d_model={self.d_model}; '
-          'change one, or set model.head_dim explicitly')
+      self._bad('num_heads', f'does not divide model.d_model={self.d_model}; '
+                'change one, or set model.head_dim explicitly')
     zero_means = dict(num_decoder_layers='as many as model.num_layers',
                       max_len='no position table', type_vocab_size='no token types')
     for key, meaning in zero_means.items():
       if getattr(self, key) < 0:
-        bad(key, f'must be non-negative; 0 means {meaning}')
+        self._bad(key, f'must be non-negative; 0 means {meaning}')
     if self.head_dim <= 0:
-      bad('head_dim', 'must be a positive integer; leave it 0 for model.d_model // model.num_heads')
+      self._bad('head_dim', 'must be a positive integer; leave it 0 for '
+                'model.d_model // model.num_heads')
     if self.num_kv_heads <= 0:
-      bad('num_kv_heads', 'must be a positive integer; leave it 0 for model.num_heads '
-          '(multi-head attention)')
-    if self.positions == 'relative' and self.relative_buckets < 4:
-      bad('relative_buckets', 'T5 relative positions need at least 4 buckets; T5 uses 32')
-    if self.positions == 'relative' and self.relative_max_distance <= self.relative_buckets // 2:
-      bad('relative_max_distance', f'must be larger than model.relative_buckets // 2 = '
-          f'{self.relative_buckets // 2}; T5 uses 128')
+      self._bad('num_kv_heads', 'must be a positive integer; leave it 0 for model.num_heads '
+                '(multi-head attention)')
+    if self.num_classes < 2:
+      self._bad('num_classes', 'a classifier needs at least 2 classes')
+
+  def _validate_numbers(self):
     for key, ok, wanted in (('norm_eps', lambda v: v > 0, '> 0, e.g. 1e-6'),
-                            ('init_std', lambda v: v >= 0, '>= 0 (0: fan-in scaling)'),
+                            ('init_std', lambda v: v > 0, '> 0, e.g. 0.02'),
                             ('rotary_base', lambda v: v > 0, '> 0, e.g. 10000')):
       if not (math.isfinite(getattr(self, key)) and ok(getattr(self, key))):
-        bad(key, f'must be a finite number {wanted}; set it in model.{key}')
+        self._bad(key, f'must be a finite number {wanted}; set it in model.{key}')
+    for key in ('dropout_rate', 'attention_dropout_rate'):
+      if not 0.0 <= getattr(self, key) < 1.0:
+        self._bad(key, 'must be in [0, 1)')
+
+  def _validate_combinations(self):
+    if self.positions == 'relative' and self.relative_buckets < 4:
+      self._bad('relative_buckets', 'T5 relative positions need at least 4 buckets; T5 uses 32')
+    if self.positions == 'relative' and self.relative_max_distance <= self.relative_buckets // 2:
+      self._bad('relative_max_distance', f'must be larger than model.relative_buckets // 2 = '
+                f'{self.relative_buckets // 2}; T5 uses 128')
     if self.num_heads % self.num_kv_heads:
-      bad('num_kv_heads', f'must divide model.num_heads={self.num_heads} (grouped-query attention)')
+      self._bad('num_kv_heads', f'must divide model.num_heads={self.num_heads} '
+                '(grouped-query attention)')
     if self.positions == 'rotary' and self.head_dim % 2:
-      bad('head_dim', 'rotary positions need an even head dimension')
+      self._bad('head_dim', 'rotary positions need an even head dimension')
     if self.positions == 'learned' and self.max_len <= 0:
-      bad('max_len', 'learned positions need a positive table size')
+      self._bad('max_len', 'learned positions need a positive table size')
     if self.type_vocab_size and self.family != 'encoder':
-      bad('type_vocab_size', 'token types are only used by encoder-only models; set it to 0')
+      self._bad('type_vocab_size', 'token types are only used by encoder-only models; set it to 0')
     if self.num_decoder_layers and self.family != 'encoder_decoder':
-      bad('num_decoder_layers', 'only encoder_decoder models have a separate decoder stack; '
-          'use model.num_layers')
+      self._bad('num_decoder_layers', 'only encoder_decoder models have a separate decoder '
+                'stack; use model.num_layers')
     if self.scale_tied_logits and not self.tie_embeddings:
-      bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')
-    if not 0.0 <= self.dropout_rate < 1.0:
-      bad('dropout_rate', 'must be in [0, 1)')
-    if not 0.0 <= self.attention_dropout_rate < 1.0:
-      bad('attention_dropout_rate', 'must be in [0, 1)')
-    if self.num_classes < 2:
-      bad('num_classes', 'a classifier needs at least 2 classes')
+      self._bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')

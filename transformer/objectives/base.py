@@ -1,4 +1,4 @@
-"""What every objective shares: the weighted float32 cross-entropy, metric dicts and host helpers.
+"""What every objective shares: the Objective API and host helpers (the losses are in losses.py).
 
 An objective owns the batch-to-loss logic of one task (t5x draws the same line between
 `models.py` and the network). The trainer only sees the attributes and methods of `Objective`:
@@ -19,82 +19,9 @@ Metrics are (sum, count) pairs so that the trainer can add them over steps and d
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from transformer.errors import ConfigError
-
-
-def cross_entropy(logits, labels, weights, *, z_loss=0.0):
-  """Weighted cross-entropy in float32, whatever the dtype of `logits`.
-
-  Args:
-    logits: [..., V] unnormalised scores.
-    labels: [...] int ids of the correct class.
-    weights: [...] 0/1 (or real) weight of each position; padding has weight 0.
-    z_loss: coefficient of the auxiliary log(Z)**2 term (PaLM) that keeps the softmax
-      normaliser near 1; 0 disables it.
-
-  Returns:
-    (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
-    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
-    weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
-    neither the loss, the metrics nor the gradient.
-  """
-  weights = weights.astype(jnp.float32)
-  logits = jnp.where((weights != 0)[..., None], logits.astype(jnp.float32), 0.0)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  xent = log_z - label_logit
-  count = jnp.sum(weights)
-  xent_sum = jnp.sum(xent * weights)
-  total = xent_sum
-  metrics = {
-      'loss': (xent_sum, count),
-      'accuracy': accuracy(logits, labels, weights),
-  }
-  if z_loss:
-    z_sum = jnp.sum(z_loss * jnp.square(log_z) * weights)
-    total = total + z_sum
-    metrics['z_loss'] = (z_sum, count)
-  return total / jnp.maximum(count, 1.0), metrics
-
-
-def accuracy(logits, labels, weights):
-  """(number of weighted positions whose argmax equals the label, sum of weights)."""
-  weights = weights.astype(jnp.float32)
-  correct = jnp.argmax(logits, axis=-1) == labels
-  return jnp.sum(jnp.where(correct & (weights != 0), weights, 0.0)), jnp.sum(weights)
-
-
-def next_token_weights(segment_ids):
-  """Weights for 'position i predicts token i+1' inside one array of packed segments.
-
-  Returns [B, L] float32: 1 at i when i+1 is in the same non-padding segment, else 0 (the last
-  token of every segment, padding, and the last column predict nothing).
-  """
-  same = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
-  return jnp.pad(same, ((0, 0), (0, 1))).astype(jnp.float32)
-
-
-def next_token_labels(tokens):
-  """[B, L] labels for next-token prediction: tokens shifted left by one, 0 in the last column."""
-  return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
-
-
-def shift_right_in_segments(tokens, segment_ids, start_id=0):
-  """Decoder inputs for teacher forcing: each token moves one step right inside its segment.
-
-  The first token of every segment becomes `start_id` (model.decoder_start_id: 0 for T5, 2 for
-  Hugging Face BART), so packed examples never see each other:
-  out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else start_id (0 on padding).
-  """
-  shifted = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
-  prev_seg = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
-  starts = jnp.where(segment_ids > 0, start_id, 0)
-  return jnp.where(prev_seg == segment_ids, shifted, starts).astype(tokens.dtype)
 
 
 def data_value(config, key, low, high, *, inclusive_high=False):
@@ -182,12 +109,12 @@ class Objective:
     if self.seq_len < 4:
       raise ConfigError(f'config key `data.seq_len` = {self.seq_len} is too short; '
                         f'use at least 4, e.g. --config.data.seq_len=128')
-    self.targets_len = int(config.data.get('targets_len', 0) or 0) or self.seq_len
-    self.packable = bool(config.data.get('pack', True))
+    self.targets_len = int(config.data.targets_len) or self.seq_len
+    self.packable = bool(config.data.pack)
     self.text_chunk_len = None
     self.stream_lengths = {}
-    self.z_loss = float(config.get('train', {}).get('z_loss', 0.0) or 0.0)
-    self.decoder_start_id = int(config.model.get('decoder_start_id', 0))
+    self.z_loss = float(config.train.z_loss)
+    self.decoder_start_id = int(config.model.decoder_start_id)
 
   def __repr__(self):
     return (f'{type(self).__name__}(family={self.family!r}, streams={self.stream_lengths}, '

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer.errors import ConfigError
-from transformer.objectives import base
+from transformer.objectives import base, losses
 
 
 class Classification(base.Objective):
@@ -31,7 +31,7 @@ class Classification(base.Objective):
       raise ConfigError(f'config key `model.num_classes` = {self.num_classes}; classification '
                         f'needs at least 2, e.g. --config.model.num_classes=2')
     self.stream_lengths = {'inputs': self.seq_len}
-    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.num_samples = int(config.log.samples)
 
   def features(self, example, rng=None):
     del rng  # deterministic
@@ -51,7 +51,7 @@ class Classification(base.Objective):
     logits_BC = model(batch['inputs'], batch['inputs_segment_ids'], batch['inputs_positions'],
                       deterministic=deterministic)
     weights_B = (batch['inputs_segment_ids'][:, 0] > 0).astype(jnp.float32)
-    return base.cross_entropy(logits_BC, batch['label'], weights_B, z_loss=self.z_loss)
+    return losses.cross_entropy(logits_BC, batch['label'], weights_B, z_loss=self.z_loss)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
     """Text, predicted label and true label for up to `log.samples` examples."""

@@ -16,7 +16,7 @@ the prefix are scored (the last prefix token predicting the first target token c
 import jax.numpy as jnp
 import numpy as np
 
-from transformer.objectives import base
+from transformer.objectives import base, losses
 
 
 def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
@@ -32,12 +32,12 @@ def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
     kwargs['prefix'] = batch['targets_prefix']
   logits_BLV = model(tokens_BL, segs_BL, batch['targets_positions'],
                      deterministic=deterministic, **kwargs)
-  labels_BL = base.next_token_labels(tokens_BL)
-  weights_BL = base.next_token_weights(segs_BL)
+  labels_BL = losses.next_token_labels(tokens_BL)
+  weights_BL = losses.next_token_weights(segs_BL)
   if use_prefix:
-    label_in_prefix = base.next_token_labels(batch['targets_prefix'])
+    label_in_prefix = losses.next_token_labels(batch['targets_prefix'])
     weights_BL = weights_BL * (1 - label_in_prefix).astype(jnp.float32)
-  return base.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss)
+  return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss)
 
 
 def position_room(model, prompt_len):
@@ -55,7 +55,7 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
   training (generate's `prefix_lm=True`). With learned positions a continuation stops at the
   end of the table (model.max_len).
   """
-  from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
+  from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   outputs = [None] * len(prompts)
   by_length = {}
   for i, p in enumerate(prompts):
@@ -87,7 +87,7 @@ class CausalLM(base.Objective):
     super().__init__(config, tokenizer)
     self.stream_lengths = {'targets': self.seq_len}
     self.text_chunk_len = self.seq_len - 2  # room for BOS and EOS
-    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.num_samples = int(config.log.samples)
 
   def features(self, example, rng=None):
     del rng  # deterministic

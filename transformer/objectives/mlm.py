@@ -13,7 +13,7 @@ are scored (ids of ordinary tokens are never 0 = pad, so labels > 0 is the weigh
 import jax.numpy as jnp
 import numpy as np
 
-from transformer.objectives import base
+from transformer.objectives import base, losses
 
 MASK_FRACTION = 0.8    # chosen tokens replaced by [mask]
 RANDOM_FRACTION = 0.1  # chosen tokens replaced by a random ordinary token (the rest: unchanged)
@@ -32,7 +32,7 @@ class MaskedLM(base.Objective):
     self.probability = base.data_value(config, 'mlm_probability', 0.0, 1.0)
     self.stream_lengths = {'inputs': self.seq_len}
     self.text_chunk_len = self.seq_len - 2  # room for [cls] and [sep]
-    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.num_samples = int(config.log.samples)
     self.special = np.asarray(base.special_ids(tokenizer), np.int32)
     self.ordinary = np.setdiff1d(np.arange(tokenizer.vocab_size, dtype=np.int32), self.special)
 
@@ -61,7 +61,7 @@ class MaskedLM(base.Objective):
                        deterministic=deterministic)
     labels_BL = batch['inputs_labels']
     weights_BL = (labels_BL > 0).astype(jnp.float32)
-    return base.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=self.z_loss)
+    return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=self.z_loss)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
     """The masked input, the model's fills at the chosen positions, and the original text."""

@@ -13,7 +13,7 @@ keeps at least half the budget and the source is cut first.
 
 import numpy as np
 
-from transformer.objectives import base
+from transformer.objectives import base, losses
 from transformer.objectives import lm
 
 
@@ -22,7 +22,7 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0)
   every segment from `start_id` (model.decoder_start_id)."""
   targets_BT = batch['targets']
   segs_BT = batch['targets_segment_ids']
-  decoder_inputs_BT = base.shift_right_in_segments(targets_BT, segs_BT, start_id)
+  decoder_inputs_BT = losses.shift_right_in_segments(targets_BT, segs_BT, start_id)
   logits_BTV = model(batch['inputs'], decoder_inputs_BT,
                      inputs_segment_ids=batch['inputs_segment_ids'],
                      inputs_positions=batch['inputs_positions'],
@@ -30,13 +30,13 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0)
                      decoder_positions=batch['targets_positions'],
                      deterministic=deterministic)
   weights_BT = (segs_BT > 0).astype(np.float32)
-  return base.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss)
+  return losses.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss)
 
 
 def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens):
   """Greedy outputs for the first example of up to `rows` rows vs the reference targets (at most
   model.max_len tokens with learned positions)."""
-  from transformer import decoding  # pylint: disable=g-import-not-at-top  (written in parallel)
+  from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   room = lm.position_room(model, 0)
   max_new_tokens = max_new_tokens if room is None else min(max_new_tokens, room)
   sources = base.first_segments(batch, 'inputs', rows)
@@ -74,7 +74,7 @@ class Seq2Seq(base.Objective):
       self.stream_lengths = {'targets': self.seq_len}
     else:
       self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
-    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.num_samples = int(config.log.samples)
 
   def features(self, example, rng=None):
     del rng  # deterministic

@@ -111,7 +111,7 @@ class SpanCorruption(base.Objective):
       raise ConfigError(f'`data.targets_len` = {self.targets_len} is too short for span corruption '
                         f'at noise density {self.noise_density}; raise it, e.g. '
                         f'--config.data.targets_len={max(8, self.seq_len // 4)}')
-    self.num_samples = int(config.get('log', {}).get('samples', 2))
+    self.num_samples = int(config.log.samples)
 
   def features(self, example, rng=None):
     rng = base.as_rng(rng)

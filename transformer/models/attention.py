@@ -1,0 +1,185 @@
+"""The one attention kernel: every attention in the codebase goes through `attend`.
+
+Callers describe structure, not masks: segment ids (0 = padding, packed examples 1, 2, ...),
+positions inside each example, a causal flag and an optional prefix (prefix-LM). The boolean mask
+is built in one place, `attention_mask`:
+
+  allowed[i, j] = seg_q[i] == seg_kv[j] != 0
+                  and (not causal or pos_kv[j] <= pos_q[i] or (prefix_q[i] and prefix_kv[j]))
+
+Backends behind `implementation`: 'xla' and 'cudnn' (`jax.nn.dot_product_attention`), and
+'reference' (plain einsum + softmax, also the path that returns weights and applies attention
+dropout). 'auto' picks cudnn on NVIDIA GPUs for half-precision inputs, else xla. Softmax is
+always computed in float32.
+
+`MultiHeadAttention` is the single module built on it (q/k/v/out projections, grouped KV heads,
+rotary positions, an optional KV cache for incremental decoding).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from transformer.models import layers
+
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
+
+
+def attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, *, causal,
+                   q_prefix=None, kv_prefix=None):
+  """Boolean mask [B, 1, T, S]: True where query i may attend to key j."""
+  same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (
+      kv_segment_ids[:, None, :] != 0)
+  if causal:
+    order = kv_positions[:, None, :] <= q_positions[:, :, None]
+    if q_prefix is not None:
+      order |= q_prefix[:, :, None].astype(bool) & kv_prefix[:, None, :].astype(bool)
+    same &= order
+  return same[:, None, :, :]
+
+
+def _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout):
+  """einsum + float32 softmax; returns (output, weights [B, N, T, S])."""
+  b, t, n, h = q_BTNH.shape
+  kv_heads = k_BSKH.shape[2]
+  q_BTKGH = q_BTNH.reshape(b, t, kv_heads, n // kv_heads, h)
+  logits_BKGTS = jnp.einsum('btkgh,bskh->bkgts', q_BTKGH, k_BSKH).astype(jnp.float32) * scale
+  logits_BNTS = logits_BKGTS.reshape(b, n, t, -1)
+  if bias is not None:
+    logits_BNTS = logits_BNTS + bias.astype(jnp.float32)
+  logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
+  weights_BNTS = jax.nn.softmax(logits_BNTS, axis=-1)
+  if dropout is not None:
+    weights_BNTS = dropout(weights_BNTS)
+  probs_BKGTS = weights_BNTS.astype(v_BSKH.dtype).reshape(b, kv_heads, n // kv_heads, t, -1)
+  out_BTKGH = jnp.einsum('bkgts,bskh->btkgh', probs_BKGTS, v_BSKH)
+  return out_BTKGH.reshape(b, t, n, h), weights_BNTS
+
+
+def resolve_implementation(implementation, dtype):
+  """'auto' -> 'cudnn' on NVIDIA GPUs for bf16/fp16, else 'xla'."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'model.attention_impl={implementation!r}; choose one of {IMPLEMENTATIONS}')
+  if implementation != 'auto':
+    return implementation
+  on_gpu = jax.default_backend() == 'gpu'
+  return 'cudnn' if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else 'xla'
+
+
+def attend(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, *, bias=None, scale=1.0,
+           implementation='auto', dropout=None, return_weights=False):
+  """Scaled dot-product attention through the chosen backend.
+
+  q [B, T, N, H]; k, v [B, S, K, H] with K dividing N (grouped KV heads); mask [B, 1, T, S];
+  bias broadcastable to [B, N, T, S] (float, added to the logits). Returns out [B, T, N, H] and,
+  with return_weights, the float32 attention weights [B, N, T, S]. `dropout` (a callable on the
+  weights) forces the reference path.
+  """
+  impl = resolve_implementation(implementation, q_BTNH.dtype)
+  if return_weights or dropout is not None or impl == 'reference':
+    out, weights = _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout)
+    return (out, weights) if return_weights else out
+  if bias is not None:
+    bias = bias.astype(q_BTNH.dtype)
+  if impl == 'cudnn':
+    try:
+      return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask_B1TS,
+                                          scale=scale, implementation='cudnn')
+    except Exception:  # pylint: disable=broad-except  # shapes cuDNN does not take: use XLA
+      pass
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask_B1TS,
+                                      scale=scale, implementation='xla')
+
+
+class MultiHeadAttention(nnx.Module):
+  """Self- or cross-attention with separate q/k/v/out projections ('query', 'key', 'value', 'out')."""
+
+  def __init__(self, d_model, num_heads, *, num_kv_heads=0, head_dim=0, use_bias=True,
+               scale_attention=True, dropout_rate=0.0, implementation='auto', rotary=False,
+               rotary_base=10000.0, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.02,
+               rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.num_kv_heads = num_kv_heads or num_heads
+    self.head_dim = head_dim or d_model // num_heads
+    self.scale = self.head_dim ** -0.5 if scale_attention else 1.0
+    self.implementation = implementation
+    self.rotary = rotary
+    self.rotary_base = rotary_base
+    self.dtype = dtype
+    self.capture_weights = False
+    h, n, k = self.head_dim, num_heads, self.num_kv_heads
+    # T5 folds the 1/sqrt(head_dim) into the query init when the logits are not scaled.
+    q_std = init_std if init_std is not None or scale_attention else (d_model * h) ** -0.5
+    dense = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.query = layers.Dense((d_model,), (n, h), ('embed', 'heads', 'kv'), init_std=q_std, **dense)
+    self.key = layers.Dense((d_model,), (k, h), ('embed', 'kv_heads', 'kv'), init_std=init_std,
+                            **dense)
+    self.value = layers.Dense((d_model,), (k, h), ('embed', 'kv_heads', 'kv'), init_std=init_std,
+                              **dense)
+    self.out = layers.Dense((n, h), (d_model,), ('heads', 'kv', 'embed'), init_std=init_std,
+                            **dense)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate else None
+    self.cached_key = nnx.data(None)  # an nnx.Cache once init_cache() is called
+
+  def init_cache(self, batch_size, max_len, dtype=None):
+    """Allocate an empty KV cache for incremental decoding of up to `max_len` tokens."""
+    shape = (batch_size, max_len, self.num_kv_heads, self.head_dim)
+    dtype = dtype or self.dtype
+    self.cached_key = nnx.Cache(jnp.zeros(shape, dtype))
+    self.cached_value = nnx.Cache(jnp.zeros(shape, dtype))
+    self.cached_segment_ids = nnx.Cache(jnp.zeros((batch_size, max_len), jnp.int32))
+    self.cache_index = nnx.Cache(jnp.zeros((), jnp.int32))
+
+  def __call__(self, x_BTD, kv_BSD=None, *, q_segment_ids, kv_segment_ids=None, q_positions,
+               kv_positions=None, causal=False, q_prefix=None, kv_prefix=None, bias=None,
+               deterministic=True, decode=False):
+    """Attend from x to kv (kv defaults to x: self-attention).
+
+    With decode=True (self-attention only) the new keys/values are written into the cache at
+    `cache_index` and the queries attend over everything cached so far.
+    """
+    kv_BSD = x_BTD if kv_BSD is None else kv_BSD
+    kv_segment_ids = q_segment_ids if kv_segment_ids is None else kv_segment_ids
+    kv_positions = q_positions if kv_positions is None else kv_positions
+    kv_prefix = q_prefix if kv_prefix is None else kv_prefix
+    q_BTNH = self.query(x_BTD)
+    k_BSKH = self.key(kv_BSD)
+    v_BSKH = self.value(kv_BSD)
+    if self.rotary:
+      q_BTNH = layers.apply_rotary(q_BTNH, q_positions, self.rotary_base)
+      k_BSKH = layers.apply_rotary(k_BSKH, kv_positions, self.rotary_base)
+    if decode:
+      if self.cached_key is None:
+        raise ValueError('decode=True needs init_cache() first (see transformer.decoding)')
+      k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix = self._update_cache(
+          k_BSKH, v_BSKH, kv_segment_ids, kv_prefix)
+    mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
+                          causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix)
+    dropout = None
+    if self.dropout is not None and not deterministic:
+      dropout = lambda w: self.dropout(w, deterministic=False)
+    out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
+                 implementation=self.implementation, dropout=dropout,
+                 return_weights=self.capture_weights)
+    if self.capture_weights:
+      out, weights = out
+      self.sow(nnx.Intermediate, 'attention_weights', weights)
+    return self.out(out)
+
+  def _update_cache(self, k_BTKH, v_BTKH, segment_ids_BT, prefix_BT):
+    """Write T new keys/values at cache_index; return the whole cache as the key/value side."""
+    index = self.cache_index.value
+    start = (0, index, 0, 0)
+    self.cached_key.value = jax.lax.dynamic_update_slice(
+        self.cached_key.value, k_BTKH.astype(self.cached_key.value.dtype), start)
+    self.cached_value.value = jax.lax.dynamic_update_slice(
+        self.cached_value.value, v_BTKH.astype(self.cached_value.value.dtype), start)
+    self.cached_segment_ids.value = jax.lax.dynamic_update_slice(
+        self.cached_segment_ids.value, segment_ids_BT.astype(jnp.int32), (0, index))
+    self.cache_index.value = index + k_BTKH.shape[1]
+    b, s = self.cached_segment_ids.value.shape
+    positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+    if prefix_BT is not None:  # a prompt attends bidirectionally only within itself
+      prefix_BT = jnp.zeros((b, s), jnp.int32).at[:, :prefix_BT.shape[1]].set(prefix_BT)
+    return (self.cached_key.value, self.cached_value.value, self.cached_segment_ids.value,
+            positions, prefix_BT)

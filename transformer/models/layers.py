@@ -1,0 +1,182 @@
+"""Building blocks chosen by `config.model` fields: dense projections, embeddings, positions
+(sinusoidal, learned, T5 relative bias, rotary), norms and MLPs.
+
+Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', 'vocab', ...) as its
+`out_sharding` metadata; the rules in `transformer/sharding.py` map them onto mesh axes.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+ACTIVATIONS = {
+    'relu': jax.nn.relu,
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+    'silu': jax.nn.silu,
+}
+# Gated variants (Shazeer 2020): act(x W0) * (x W1). geglu uses the tanh GELU, as T5 v1.1 does.
+GATED = {'geglu': 'gelu_tanh', 'swiglu': 'silu', 'reglu': 'relu'}
+
+
+def normal(std):
+  return jax.nn.initializers.normal(stddev=std)
+
+
+def logical_param(value, axes):
+  """An nnx.Param tagged with logical axis names; sharded later by the trainer's rules."""
+  return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def param(rngs, shape, axes, std, dtype):
+  """A logical_param drawn from N(0, std)."""
+  return logical_param(normal(std)(rngs.params(), shape, dtype), axes)
+
+
+class Dense(nnx.Module):
+  """y = x . kernel (+ bias), contracting the trailing `in_shape` dims into `out_shape` dims.
+
+  kernel has shape in_shape + out_shape (e.g. [embed, heads, kv] for a query projection).
+  init_std None means fan-in scaling: std = 1 / sqrt(prod(in_shape)).
+  """
+
+  def __init__(self, in_shape, out_shape, axes, *, use_bias=True, init_std=0.02,
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+    self.dtype = dtype
+    std = 1.0 / math.sqrt(np.prod(self.in_shape)) if init_std is None else init_std
+    self.kernel = param(rngs, self.in_shape + self.out_shape, axes, std, param_dtype)
+    out_axes = axes[len(self.in_shape):]
+    self.bias = (logical_param(jnp.zeros(self.out_shape, param_dtype), out_axes)
+                 if use_bias else None)
+
+  def __call__(self, x):
+    n_in = len(self.in_shape)
+    dims = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
+    y = jax.lax.dot_general(x.astype(self.dtype), self.kernel.value.astype(self.dtype), dims)
+    if self.bias is not None:
+      y = y + self.bias.value.astype(self.dtype)
+    return y
+
+
+class Embed(nnx.Module):
+  """Token embedding table [vocab, embed]; `attend` gives tied output logits."""
+
+  def __init__(self, vocab_size, d_model, *, init_std, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.embedding = param(rngs, (vocab_size, d_model), ('vocab', 'embed'), init_std, param_dtype)
+
+  def __call__(self, ids):
+    return jnp.take(self.embedding.value, ids, axis=0).astype(self.dtype)
+
+  def attend(self, x_BLD):
+    return jnp.einsum('bld,vd->blv', x_BLD.astype(self.dtype),
+                      self.embedding.value.astype(self.dtype))
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm (scale + bias) or RMSNorm (scale only, T5), computed in float32."""
+
+  def __init__(self, dim, *, kind='layernorm', eps=1e-5, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    if kind not in ('layernorm', 'rmsnorm'):
+      raise ValueError(f'model.norm={kind!r}; choose layernorm or rmsnorm')
+    self.kind, self.eps, self.dtype = kind, eps, dtype
+    self.scale = logical_param(jnp.ones((dim,), param_dtype), ('embed',))
+    self.bias = (logical_param(jnp.zeros((dim,), param_dtype), ('embed',))
+                 if kind == 'layernorm' else None)
+
+  def __call__(self, x):
+    x = x.astype(jnp.float32)
+    if self.kind == 'layernorm':
+      x = x - jnp.mean(x, axis=-1, keepdims=True)
+    y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.eps)
+    y = y * self.scale.value.astype(jnp.float32)
+    if self.bias is not None:
+      y = y + self.bias.value.astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+class MLP(nnx.Module):
+  """Position-wise feed-forward: wi -> activation -> dropout -> wo (gated: wi_0, wi_1); the
+  blocks pass dropout_rate 0 for models without this dropout (model.mlp_dropout=False)."""
+
+  def __init__(self, d_model, d_ff, *, activation, use_bias, dropout_rate, init_std, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    if activation not in ACTIVATIONS and activation not in GATED:
+      raise ValueError(f'model.activation={activation!r}; choose one of '
+                       f'{sorted(ACTIVATIONS) + sorted(GATED)}')
+    self.gated = activation in GATED
+    self.act = ACTIVATIONS[GATED.get(activation, activation)]
+    dense = dict(use_bias=use_bias, init_std=init_std, dtype=dtype, param_dtype=param_dtype,
+                 rngs=rngs)
+    if self.gated:
+      self.wi_0 = Dense((d_model,), (d_ff,), ('embed', 'mlp'), **dense)
+      self.wi_1 = Dense((d_model,), (d_ff,), ('embed', 'mlp'), **dense)
+    else:
+      self.wi = Dense((d_model,), (d_ff,), ('embed', 'mlp'), **dense)
+    self.wo = Dense((d_ff,), (d_model,), ('mlp', 'embed'), **dense)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+  def __call__(self, x, *, deterministic=True):
+    h = self.act(self.wi_0(x)) * self.wi_1(x) if self.gated else self.act(self.wi(x))
+    return self.wo(self.dropout(h, deterministic=deterministic))
+
+
+def sinusoidal(positions, dim, max_timescale=10000.0):
+  """The 2017 paper's encoding: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...)."""
+  inv_freq = max_timescale ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  angles = positions[..., None].astype(jnp.float32) * inv_freq
+  pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  return pe.reshape(positions.shape + (-1,))[..., :dim]
+
+
+def apply_rotary(x_BTNH, positions_BT, base=10000.0):
+  """Rotary position embedding (Su et al. 2021), rotating the two halves of each head."""
+  h = x_BTNH.shape[-1]
+  inv_freq = base ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
+  angles = positions_BT[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNH.dtype)
+
+
+def relative_bucket(relative_position, *, bidirectional, num_buckets, max_distance):
+  """T5's log-spaced buckets for (key position - query position)."""
+  ret = 0
+  n = -relative_position
+  if bidirectional:
+    num_buckets //= 2
+    ret += (n < 0).astype(jnp.int32) * num_buckets
+    n = jnp.abs(n)
+  else:
+    n = jnp.maximum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  val_if_large = max_exact + (
+      jnp.log(jnp.maximum(n, max_exact).astype(jnp.float32) / max_exact)
+      / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
+  val_if_large = jnp.minimum(val_if_large, num_buckets - 1)
+  return ret + jnp.where(is_small, n, val_if_large)
+
+
+class RelativePositionBias(nnx.Module):
+  """T5 relative position bias: a learned scalar per (bucket, head), added to attention logits."""
+
+  def __init__(self, num_buckets, max_distance, num_heads, *, bidirectional, init_std,
+               param_dtype, rngs: nnx.Rngs):
+    self.num_buckets, self.max_distance = num_buckets, max_distance
+    self.bidirectional = bidirectional
+    self.embedding = param(rngs, (num_buckets, num_heads), ('relpos_buckets', 'heads'),
+                           init_std, param_dtype)
+
+  def __call__(self, q_positions_BT, kv_positions_BS):
+    rel = kv_positions_BS[:, None, :] - q_positions_BT[:, :, None]  # [B, T, S]
+    buckets = relative_bucket(rel, bidirectional=self.bidirectional,
+                              num_buckets=self.num_buckets, max_distance=self.max_distance)
+    bias_BTSN = jnp.take(self.embedding.value, buckets, axis=0)
+    return jnp.transpose(bias_BTSN, (0, 3, 1, 2)).astype(jnp.float32)  # [B, N, T, S]

@@ -1,0 +1,2 @@
+"""Monitoring: the TensorBoard writer and reader, attention pictures, parameter/FLOP accounting,
+throughput and progress."""

@@ -1,0 +1,146 @@
+"""TensorBoard logging: the tag contract and one writer per run directory (events.py reads them back).
+
+Every family writes the same tags (`TAGS`), so `tensorboard --logdir <workdir>/<experiment>`
+overlays any two runs. All summaries of a run, the HParams dashboard included, go into the run
+directory itself (no timestamped sub-runs), which is what makes the overlay line up.
+"""
+
+import logging
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from transformer.monitoring import attention
+
+log = logging.getLogger(__name__)
+
+# The tag contract every family writes. Trainers may add more (e.g. 'eval/bleu'), never rename these.
+TAGS = (
+    'train/loss', 'train/accuracy', 'train/perplexity', 'train/learning_rate', 'train/grad_norm',
+    'eval/loss', 'eval/accuracy', 'eval/perplexity',
+    'perf/tokens_per_sec', 'perf/steps_per_sec', 'perf/mfu', 'perf/tflops_per_device',
+    'perf/compile_seconds',
+    'params/total', 'params/non_embedding',
+    'train/tokens_seen',
+)
+OPTIONAL_TAGS = ('eval/bleu',)
+
+
+def flatten_config(config) -> dict[str, Any]:
+  """A ConfigDict or nested dict as {'model.num_layers': 2, ...} of HParams-friendly scalars.
+
+  bool/int/float/str stay as they are; tuples, lists, None and anything else become strings.
+  """
+  if hasattr(config, 'to_dict'):
+    config = config.to_dict()
+  out = {}
+
+  def visit(prefix, node):
+    if isinstance(node, Mapping):
+      for k, v in node.items():
+        visit(f'{prefix}{k}.', v)
+      return
+    key = prefix[:-1]
+    if isinstance(node, (bool, int, float, str)):
+      out[key] = node
+    elif isinstance(node, np.generic):
+      out[key] = node.item()
+    else:
+      out[key] = str(node)
+
+  visit('', config)
+  return out
+
+
+def _to_uint8_image(array) -> np.ndarray:
+  """HxW or HxWxC (C in 1, 3, 4), floats in [0, 1] or uint8 -> uint8 HxWxC."""
+  x = np.asarray(array)
+  if x.ndim == 2:
+    x = x[:, :, None]
+  if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'image must be HxW or HxWxC with C in (1, 3, 4), got shape {x.shape}')
+  if x.dtype != np.uint8:
+    x = np.round(np.clip(np.nan_to_num(x.astype(np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
+  return x
+
+
+class MetricWriter:
+  """Writes the run's TensorBoard events; `enabled=False` (processes other than 0) writes nothing."""
+
+  def __init__(self, logdir, *, enabled=True):
+    self.logdir = os.fspath(logdir)
+    self.enabled = enabled
+    self._writer = None
+    self._written = set()    # scalar tags written so far
+    self._last_step = 0
+    if enabled:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      os.makedirs(self.logdir, exist_ok=True)
+      self._writer = tensorboardX.SummaryWriter(logdir=self.logdir, flush_secs=30)
+
+  def scalars(self, step, values: Mapping[str, float]):
+    """One point per tag at `step`; non-finite values are written too (they show a divergence)."""
+    if not self.enabled:
+      return
+    step = int(step)
+    self._last_step = max(self._last_step, step)
+    for tag, value in values.items():
+      self._writer.add_scalar(tag, float(value), global_step=step)
+      self._written.add(tag)
+
+  def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any]):
+    """The HParams dashboard entry of this run, written into the run directory itself.
+
+    `metrics` names the metric columns (scalar tags such as 'eval/loss'); the dashboard shows the
+    latest value of each of those scalars. A metric value that is a finite number and whose tag
+    has not been written by `scalars` is written as a scalar at the latest step; None or NaN are
+    placeholders (use them at the start of training).
+    """
+    if not self.enabled:
+      return
+    from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
+    clean = {}
+    for k, v in hparams.items():
+      if isinstance(v, np.generic):
+        v = v.item()
+      clean[k] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
+    experiment, start, end = hparams_summary(clean, dict(metrics))
+    file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
+    for summary in (experiment, start, end):
+      file_writer.add_summary(summary)
+    finals = {tag: v for tag, v in metrics.items()
+              if v is not None and tag not in self._written and math.isfinite(float(v))}
+    if finals:
+      self.scalars(self._last_step, finals)
+
+  def text(self, step, tag, markdown: str):
+    if self.enabled:
+      self._writer.add_text(tag, markdown, global_step=int(step))
+
+  def image(self, step, tag, array):
+    """An HxW or HxWxC image, floats in [0, 1] or uint8."""
+    if self.enabled:
+      self._writer.add_image(tag, _to_uint8_image(array), global_step=int(step), dataformats='HWC')
+
+  def attention_images(self, step, tag, weights, labels_q=None, labels_k=None):
+    """Attention weights [heads, Lq, Lk] of one example, all heads in one picture."""
+    if self.enabled:
+      self.image(step, tag, attention.render(weights, labels_q, labels_k, title=tag))
+
+  def flush(self):
+    if self.enabled:
+      self._writer.flush()
+
+  def close(self):
+    if self.enabled and self._writer is not None:
+      self._writer.close()
+      self._writer = None
+      self.enabled = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,75 @@
+"""The losses every objective shares: weighted float32 cross-entropy, accuracy, and the
+next-token / shifted-decoder-input layouts of packed segments."""
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(logits, labels, weights, *, z_loss=0.0):
+  """Weighted cross-entropy in float32, whatever the dtype of `logits`.
+
+  Args:
+    logits: [..., V] unnormalised scores.
+    labels: [...] int ids of the correct class.
+    weights: [...] 0/1 (or real) weight of each position; padding has weight 0.
+    z_loss: coefficient of the auxiliary log(Z)**2 term (PaLM) that keeps the softmax
+      normaliser near 1; 0 disables it.
+
+  Returns:
+    (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
+    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
+    weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
+    neither the loss, the metrics nor the gradient.
+  """
+  weights = weights.astype(jnp.float32)
+  logits = jnp.where((weights != 0)[..., None], logits.astype(jnp.float32), 0.0)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  xent = log_z - label_logit
+  count = jnp.sum(weights)
+  xent_sum = jnp.sum(xent * weights)
+  total = xent_sum
+  metrics = {
+      'loss': (xent_sum, count),
+      'accuracy': accuracy(logits, labels, weights),
+  }
+  if z_loss:
+    z_sum = jnp.sum(z_loss * jnp.square(log_z) * weights)
+    total = total + z_sum
+    metrics['z_loss'] = (z_sum, count)
+  return total / jnp.maximum(count, 1.0), metrics
+
+
+def accuracy(logits, labels, weights):
+  """(number of weighted positions whose argmax equals the label, sum of weights)."""
+  weights = weights.astype(jnp.float32)
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return jnp.sum(jnp.where(correct & (weights != 0), weights, 0.0)), jnp.sum(weights)
+
+
+def next_token_weights(segment_ids):
+  """Weights for 'position i predicts token i+1' inside one array of packed segments.
+
+  Returns [B, L] float32: 1 at i when i+1 is in the same non-padding segment, else 0 (the last
+  token of every segment, padding, and the last column predict nothing).
+  """
+  same = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
+  return jnp.pad(same, ((0, 0), (0, 1))).astype(jnp.float32)
+
+
+def next_token_labels(tokens):
+  """[B, L] labels for next-token prediction: tokens shifted left by one, 0 in the last column."""
+  return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+
+
+def shift_right_in_segments(tokens, segment_ids, start_id=0):
+  """Decoder inputs for teacher forcing: each token moves one step right inside its segment.
+
+  The first token of every segment becomes `start_id` (model.decoder_start_id: 0 for T5, 2 for
+  Hugging Face BART), so packed examples never see each other:
+  out[i] = tokens[i-1] if segment_ids[i-1] == segment_ids[i] else start_id (0 on padding).
+  """
+  shifted = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
+  prev_seg = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
+  starts = jnp.where(segment_ids > 0, start_id, 0)
+  return jnp.where(prev_seg == segment_ids, shifted, starts).astype(tokens.dtype)

@@ -1,0 +1,247 @@
+"""Sweeps: declare a list of config overrides in a Python file, run each as its own training job.
+
+  ./launch.sh sweep experiments/sweep_lr.py [--workdir runs] [--parallel K] [--slurm]
+      [--max_runs N] [--index I] [--list] [--results] [--config.a.b=v ...]
+
+A sweep file names a base config, an experiment and the runs (big_vision-style, beside a config):
+
+  BASE = 'configs/gpt2.py:tiny'
+  EXPERIMENT = 'gpt2_lr'
+  OVERRIDES = {'train.steps': 500}                     # every run
+  def sweep():
+    return grid({'opt.learning_rate': [1e-3, 3e-3], 'model.num_layers': [2, 4]})
+
+A run's overrides may also hold 'run_name' (else one is made from the swept values, e.g.
+`lr=3e-3,layers=4`) and 'config' (another config spec than BASE, for comparisons across families).
+`--config.KEY=VALUE` on the command line applies to every run (after the file's overrides).
+Each run is `python -m transformer.train` in a separate process, writing
+<workdir>/<experiment>/<run_name>/ (train.log, sweep_status.json beside its events and
+checkpoints). Runs whose checkpoints reached their last step are skipped, interrupted ones resume
+(the trainer does both), a failed run is recorded and the others go on. At the end the runner
+writes results.csv, results.md and eval_loss.png into <workdir>/<experiment>/, read back from
+each run's event files with `transformer.monitoring.events.read_events`.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+from transformer import config as config_lib
+from transformer.training import optim
+from transformer.sweeps.results import STATUS_FILE, read_status
+from transformer.errors import ConfigError
+
+REPO = config_lib.REPO
+LOG_FILE = 'train.log'
+# Short names for the run name; other keys use their last component ('opt.b2' -> 'b2').
+ALIASES = {'opt.learning_rate': 'lr', 'model.num_layers': 'layers', 'model.d_model': 'd',
+           'model.num_heads': 'heads', 'model.d_ff': 'ff', 'train.batch_size': 'bs',
+           'opt.weight_decay': 'wd', 'opt.warmup_steps': 'warmup', 'model.dropout_rate': 'drop',
+           'data.seq_len': 'len'}
+SPECIAL_KEYS = ('config', 'run_name')
+
+
+# -- names and commands -----------------------------------------------------------------------
+def format_value(value):
+  """Short, filesystem-safe text of a swept value: 0.0003 -> '3e-4', 'a/b' -> 'a_b'."""
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, float):
+    if value != 0 and math.isfinite(value) and (abs(value) < 0.1 or abs(value) >= 1e5):
+      mantissa, exponent = f'{value:.2e}'.split('e')
+      return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
+    return f'{value:g}'
+  if isinstance(value, (tuple, list)):
+    return '-'.join(format_value(v) for v in value)
+  return re.sub(r'[^A-Za-z0-9._+-]', '_', str(value))
+
+
+def run_name(overrides, swept_keys=None):
+  """'lr=3e-4,layers=4' from the swept keys of one run (all its keys when none are given)."""
+  if overrides.get('run_name'):
+    return str(overrides['run_name'])
+  keys = [k for k in (swept_keys or overrides) if k in overrides and k not in SPECIAL_KEYS]
+  name = ','.join(f'{ALIASES.get(k, k.split(".")[-1])}={format_value(overrides[k])}' for k in keys)
+  return name or 'run'
+
+
+def override_text(value):
+  """The TEXT of --config.KEY=TEXT that the child's `config.parse_value` reads back as `value`:
+  bools as true/false, floats and (nested) tuples as Python literals, strings and ints as is."""
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, (float, tuple, list)):
+    return repr(value)
+  return str(value)
+
+
+class Sweep:
+  """A loaded sweep file: base config, experiment, the runs (each a dict of overrides + name)."""
+
+  def __init__(self, path, extra_overrides=None):
+    if not os.path.isfile(path):
+      raise ConfigError(f'sweep file {path!r} not found; give e.g. experiments/sweep_lr.py')
+    spec = importlib.util.spec_from_file_location('_sweep_module', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for attr in ('BASE', 'EXPERIMENT', 'sweep'):
+      if not hasattr(module, attr):
+        raise ConfigError(f'sweep file {path}: define {attr} (see transformer/sweep.py docstring)')
+    self.path, self.base, self.experiment = path, module.BASE, module.EXPERIMENT
+    fixed, extra = getattr(module, 'OVERRIDES', {}), dict(extra_overrides or {})
+    self.extra_overrides = extra
+    runs = list(module.sweep())
+    if not runs:
+      raise ConfigError(f'sweep file {path}: sweep() returned no runs')
+    varies = lambda k: k not in SPECIAL_KEYS and len({repr(x.get(k)) for x in runs}) > 1
+    self.swept_keys = list(dict.fromkeys(k for r in runs for k in r if varies(k)))
+    self.runs, seen = [], set()
+    for i, r in enumerate(runs):
+      name = run_name(r, self.swept_keys)
+      if name in seen:
+        name = f'{name},{i}'
+      seen.add(name)
+      overrides = {**fixed, **{k: v for k, v in r.items() if k != 'config'}, **extra,
+                   'run_name': name, 'experiment': self.experiment}
+      self.runs.append({'name': name, 'config': r.get('config', self.base),
+                        'overrides': overrides, 'swept': {k: r.get(k) for k in self.swept_keys}})
+
+  def load_config(self, run):
+    """The validated config of one run (a bad override fails here, before anything runs)."""
+    return config_lib.load(run['config'], run['overrides'])
+
+  def command(self, run, workdir):
+    return ([sys.executable, '-m', 'transformer.train', '--config', run['config'],
+             '--workdir', workdir] +
+            [f'--config.{k}={override_text(v)}' for k, v in run['overrides'].items()])
+
+
+# -- running ----------------------------------------------------------------------------------
+def finished_step(run_dir):
+  """The last step a run's checkpoints reached (orbax names finished step dirs by the step)."""
+  ckpt = os.path.join(run_dir, 'checkpoints')
+  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+  return max(steps, default=None)
+
+
+def _write_status(run_dir, **status):
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, STATUS_FILE + '.tmp'), 'w') as f:
+    json.dump(status, f, indent=2)
+  os.replace(os.path.join(run_dir, STATUS_FILE + '.tmp'), os.path.join(run_dir, STATUS_FILE))
+
+
+def _tail(path, lines=5):
+  try:
+    with open(path, errors='replace') as f:
+      text = [l.rstrip() for l in f.readlines() if l.strip()]
+  except OSError:
+    return ''
+  errors = [l for l in text if l.startswith('error:') or 'Error' in l]
+  return (errors[-1] if errors else ' | '.join(text[-lines:]))[-500:]
+
+
+def execute(jobs, parallel=1, poll_s=0.5, log=print):
+  """Run [(name, run_dir, argv[, steps])] as subprocesses, `parallel` at a time; a failure stops
+  nothing.
+
+  Writes <run_dir>/train.log (stdout + stderr) and <run_dir>/sweep_status.json ('running', then
+  'done' or 'failed' with the return code and the error line; 'interrupted' when it exited
+  cleanly before its checkpoints reached `steps`). Ctrl-C or SIGTERM stops the running jobs with
+  SIGTERM (the trainer saves a checkpoint) and marks them 'interrupted'. Returns {name: status}.
+  """
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+  pending, running, outcome = list(jobs), {}, {}
+
+  def finish(name, proc, run_dir, argv, steps, started, log_file):
+    log_file.close()
+    status, error = 'done', ''
+    if proc.returncode != 0:
+      status, error = 'failed', _tail(os.path.join(run_dir, LOG_FILE))
+    elif steps is not None and (finished_step(run_dir) or 0) < steps:
+      status, error = 'interrupted', 'stopped before its last step; run the sweep again to resume'
+    _write_status(run_dir, status=status, returncode=proc.returncode, error=error,
+                  started=started, seconds=round(time.time() - started, 1),
+                  command=shlex.join(argv))
+    outcome[name] = status
+    log(f'[sweep] {status:<6} {name} ({time.time() - started:.0f}s)' +
+        (f': {error}' if error else ''))
+
+  try:
+    while pending or running:
+      while pending and len(running) < max(1, parallel):
+        name, run_dir, argv, steps = (tuple(pending.pop(0)) + (None,))[:4]
+        os.makedirs(run_dir, exist_ok=True)
+        log_file = open(os.path.join(run_dir, LOG_FILE), 'a')
+        _write_status(run_dir, status='running', command=shlex.join(argv), started=time.time())
+        log(f'[sweep] start  {name}')
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+        running[name] = (proc, run_dir, argv, steps, time.time(), log_file)
+      for name in [n for n, (p, *_) in running.items() if p.poll() is not None]:
+        finish(name, *running.pop(name))
+      time.sleep(poll_s if running else 0)
+  except KeyboardInterrupt:
+    for name, (proc, run_dir, argv, _, started, log_file) in running.items():
+      proc.terminate()   # the trainer saves a checkpoint on SIGTERM
+      try:
+        proc.wait(timeout=300)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+      log_file.close()
+      _write_status(run_dir, status='interrupted', returncode=proc.returncode,
+                    error='stopped by a signal; run the sweep again to resume',
+                    started=started, command=shlex.join(argv))
+      outcome[name] = 'interrupted'
+    raise
+  return outcome
+
+
+def run(sweep, workdir, *, parallel=1, max_runs=None, index=None, log=print):
+  """Run the sweep's runs that have not reached their last step; returns {name: status}.
+
+  Completed runs are 'skipped'; at most `max_runs` are started (the rest stay 'pending');
+  `index` runs only that run (one Slurm array task). A run whose config is invalid is 'failed'
+  with the error and the others go on; when every run's config is invalid (an unknown key in
+  BASE or OVERRIDES, say) nothing runs and the error is raised.
+  """
+  selected = sweep.runs if index is None else [sweep.runs[index]]
+  configs = {}
+  for r in selected:
+    try:
+      configs[r['name']] = sweep.load_config(r)
+    except ConfigError as e:
+      configs[r['name']] = e
+  errors = [c for c in configs.values() if isinstance(c, ConfigError)]
+  if errors and len(errors) == len(selected):
+    raise ConfigError(f'sweep file {sweep.path}: {errors[0]}')
+  jobs, outcome = [], {}
+  for r in selected:
+    config = configs[r['name']]
+    out = os.path.join(workdir, sweep.experiment, r['name'])
+    if isinstance(config, ConfigError):
+      outcome[r['name']] = 'failed'
+      _write_status(out, status='failed', returncode=None, error=f'error: {config}')
+      log(f'[sweep] failed {r["name"]}: error: {config}')
+      continue
+    reached = finished_step(out)
+    if reached is not None and reached >= optim.total_steps(config):
+      outcome[r['name']] = 'skipped'
+      log(f'[sweep] skip   {r["name"]} (reached step {reached})')
+      if read_status(out).get('status') != 'done':
+        _write_status(out, status='done', returncode=0, error='')
+    elif max_runs is not None and len(jobs) >= max_runs:
+      outcome[r['name']] = 'pending'
+    else:
+      jobs.append((r['name'], out, sweep.command(r, os.path.abspath(workdir)),
+                   optim.total_steps(config)))
+  outcome.update(execute(jobs, parallel=parallel, log=log))
+  return outcome

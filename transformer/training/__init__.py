@@ -1,0 +1,1 @@
+"""Training: run setup, the loop, the jitted steps, optimizers, checkpoints, sharding, processes."""

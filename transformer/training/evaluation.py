@@ -1,0 +1,83 @@
+"""Eval during and after training: metrics over the eval split, text samples, attention images.
+
+Metrics are (sum, count) pairs added over batches and divided once (`average`), so every eval
+batch weighs by its tokens, and multi-process runs agree on the number of batches.
+"""
+
+import jax
+import numpy as np
+
+from transformer.errors import ConfigError
+from transformer.monitoring import attention
+from transformer.training import distributed, sharding
+
+
+def average(sums):
+  """{name: (sum, count)} -> {name: mean}, plus perplexity = exp(loss) where there is a loss."""
+  out = {k: float(s) / max(float(c), 1e-9) for k, (s, c) in sums.items()}
+  if 'loss' in out:
+    out['perplexity'] = float(np.exp(min(out['loss'], 50.0)))
+  return out
+
+
+def accumulate(sums, metrics):
+  """Add one step's {name: (sum, count)} into `sums` (host floats)."""
+  for k, (s, c) in metrics.items():
+    s0, c0 = sums.get(k, (0.0, 0.0))
+    sums[k] = (s0 + float(s), c0 + float(c))
+  return sums
+
+
+def evaluate(run, params, pipeline, eval_fn):
+  """(mean metrics over up to train.eval_steps eval batches, this process's last batch).
+
+  Each eval step is collective, so all processes run as many as the longest shard has: a shard
+  that runs out first feeds all-padding batches, which weigh nothing.
+  """
+  config = run.config
+  sums, last, it = {}, None, pipeline.iterator(0)
+  for _ in range(config.train.eval_steps):
+    batch = next(it, None)
+    have = [h for [h] in distributed.allgather_ints([batch is not None])]
+    if not any(have):
+      break
+    if last is None and not all(have):
+      raise ConfigError(f'`data.eval_split={config.data.eval_split}`: process {have.index(0)} '
+                        'has no eval batch; use a larger eval split or fewer processes')
+    if batch is None:   # this shard is done and another is not: a batch that weighs nothing
+      batch = {k: np.zeros_like(v) for k, v in last.items()}
+    else:
+      last = batch
+    sums = accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(batch,
+                                                                             run.mesh))))
+  return average(sums), last
+
+
+def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
+  """Eval metrics at `step` (logged and returned as 'eval/...'), then text samples and the
+  attention picture of the first eval rows."""
+  metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
+  scalars = {f'eval/{k}': v for k, v in metrics.items()}
+  writer.scalars(step, scalars)
+  # Sampling runs eagerly on process 0's rows; with several processes the sharded parameters
+  # span hosts and every process would have to join, so samples and attention maps are skipped.
+  if jax.process_count() == 1 and run.config.log.samples:
+    _samples(run, state, batch, writer, step)
+  writer.flush()
+  distributed.print_once(f'\nstep {step}: ' +
+                         ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+  return scalars
+
+
+def _samples(run, state, batch, writer, step):
+  config, trainer = run.config, run.trainer
+  rows = {k: v[:config.log.samples] for k, v in batch.items()}
+  samples = trainer.objective.predict(trainer.model(state['params']), rows, run.tokenizer,
+                                      max_new_tokens=config.log.sample_length)
+  text = '\n\n'.join(f'**input:** {s["input"]}\n\n**prediction:** {s["prediction"]}\n\n'
+                     f'**reference:** {s["reference"]}' for s in samples)
+  writer.text(step, 'samples', text)
+  if config.log.attention_images:
+    weights = attention.first_layer(trainer.model(state['params']), trainer.objective, rows)
+    if weights is not None:
+      writer.attention_images(step, 'attention/layer0', weights)

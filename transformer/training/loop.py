@@ -1,0 +1,237 @@
+"""The training loop: `train(config, workdir)` trains (or resumes) one run.
+
+One run lives in <workdir>/<experiment>/<run_name>/: resolved config.json, tokenizer.model,
+TensorBoard events and checkpoints/. A run directory that holds a checkpoint resumes from it
+(parameters, optimizer, every process's data position); SIGTERM/SIGINT save before exiting.
+A step's metrics are fetched once the next step is dispatched, and every step is checked for a
+finite loss and gradient before it is logged or saved.
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+
+from transformer.errors import ConfigError, TrainingError
+from transformer.monitoring import accounting, perf
+from transformer.monitoring import writer as tb
+from transformer.monitoring.progress import ProgressBar
+from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
+from transformer.training.distributed import print_once
+from transformer.training.trainer import Trainer
+
+
+def train(config, workdir, *, dry_run=False):
+  """Train (or resume) the run of `config` under `workdir`; returns the last metrics."""
+  run = setup.prepare(config, workdir)
+  print_once(f'Mesh {dict(run.mesh.shape)} over {jax.device_count()} devices '
+             f'({jax.process_count()} processes), preset {run.config.mesh.preset!r}:\n'
+             f'{run.trainer.sharding_table}')
+  latest = run.latest_step()
+  if latest is not None and latest >= run.steps:
+    print_once(f'{run.dir} already reached step {latest} of {run.steps}; nothing to do.')
+    return {}
+  state, ckpt, position, tokens_seen = restore_or_init(run, latest)
+  _write_run_files(run)
+  it = run.pipeline('train').iterator(position)
+  first = next(it)
+  t0 = time.perf_counter()
+  step_fn = run.trainer.compile(state, sharding.global_batch(first, run.mesh))
+  compile_s = time.perf_counter() - t0
+  counts = accounting.count_params(accounting.abstract_model(run.config))
+  flops_token = accounting.flops_per_token(run.config)['total_train']
+  if dry_run:
+    return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
+  writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
+  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None})
+  writer.scalars(int(state['step']), {'params/total': counts['total'],
+                                      'params/non_embedding': counts['non_embedding'],
+                                      'perf/compile_seconds': compile_s})
+  peak, peak_name = perf.peak_flops(run.config.model.dtype)
+  print_once(f'Training {run.dir}: {counts["total"]:,} parameters, {run.steps} steps, '
+             f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
+  if jax.process_count() > 1 and run.config.log.samples:
+    print_once('Text samples and attention maps are not written in multi-process runs.')
+  loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
+               eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
+               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen)
+  state, last, stopped = loop.train(state, first)
+  return _finish(run, ckpt, writer, last, stopped)
+
+
+def restore_or_init(run, latest):
+  """(state, checkpointer, data position, tokens seen): the latest checkpoint's, or a fresh state
+  (from `checkpoint.init_from`'s weights with a fresh head when given)."""
+  trainer, config = run.trainer, run.config
+  state = trainer.init_state()
+  ckpt = run.checkpointer(state)
+  if latest is not None:
+    step0, state, saved = ckpt.restore(Trainer.abstract(state))
+    position = _own_position(saved, step0)
+    print_once(f'Resumed {run.dir} from step {step0} (data position {position}).')
+    for key, before, now in ckpt.changed_settings():
+      print_once(f'Note: {key} changed since the checkpoint ({before} -> {now}).')
+    return state, ckpt, position, int(saved.get('tokens_seen', 0))
+  if config.checkpoint.init_from:
+    params, missing, _ = checkpoint.load_pretrained(
+        setup.pretrained_paths(config.checkpoint.init_from)[0], state['params'])
+    state = trainer.state_from_params(params)
+    print_once(f'Initialised from {config.checkpoint.init_from}; '
+               f'fresh: {", ".join(missing) or "none"}.')
+  return state, ckpt, (0, 0), 0
+
+
+def _write_run_files(run):
+  """The run directory with its config.json and tokenizer (process 0 only)."""
+  if jax.process_index() == 0:
+    os.makedirs(run.dir, exist_ok=True)
+    with open(os.path.join(run.dir, 'config.json'), 'w') as f:
+      f.write(run.config.to_json_best_effort(indent=2))
+    run.tokenizer.save(os.path.join(run.dir, 'tokenizer.model'))
+
+
+def _own_position(saved, step):
+  """This process's data position in a checkpoint's `data_position` (one per process)."""
+  positions = saved.get('positions')
+  if positions is None and jax.process_count() == 1:   # saved before positions were per process
+    positions = [saved['position']]
+  if positions is None or len(positions) != jax.process_count():
+    count = 'an unknown number of' if positions is None else len(positions)
+    raise ConfigError(
+        f'the checkpoint of step {step} was saved by {count} processes and this run has '
+        f'{jax.process_count()}: each data position counts its own process\'s shard, so they '
+        'cannot be mapped; resume with the same number of processes, or start a new run with '
+        '--config.checkpoint.init_from=<that run> to keep its weights')
+  return tuple(positions[jax.process_index()])
+
+
+def _global_sums(*counts):
+  """Per-process counts summed over every process (a collective)."""
+  return [sum(col) for col in zip(*distributed.allgather_ints(counts))]
+
+
+@dataclasses.dataclass
+class _Loop:
+  """What the steps of one training session share."""
+  run: Any
+  ckpt: Any
+  writer: Any
+  step_fn: Any
+  it: Any
+  eval_data: Any
+  eval_fn: Any
+  peak: float
+  flops_token: float
+  tokens_seen: int
+
+  def train(self, state, batch):
+    """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
+    config, steps = self.run.config, self.run.steps
+    step = int(state['step'])
+    bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
+    meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
+    with signals.StopSignal() as stop:
+      while step < steps:
+        state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
+        step += 1
+        meter.add(batch)
+        if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
+          sums = evaluation.accumulate(sums, _checked(previous, step - 1))
+        previous = metrics
+        stopping = stop.requested   # read once: the signal may arrive at any moment
+        saving = step == steps or stopping or self.ckpt.should_save(step)
+        logging_step = step % config.train.log_every == 0 or step == steps
+        if logging_step or saving:   # a step is checked before it is logged or saved
+          sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
+        if logging_step:
+          last = self._log_train(step, sums, meter)
+          bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
+          sums = {}
+        evaluated = None
+        if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
+          evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
+                                                  self.writer, step)
+          last.update(evaluated)
+          meter.restart_clock()
+        if saving:
+          self._save(step, state, meter, evaluated, force=step == steps or stopping)
+        if stopping:
+          self.ckpt.wait_until_finished()
+          print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command '
+                'to resume.')
+          break
+        if step < steps:
+          batch = next(self.it)
+    bar.close()
+    return state, last, stopping
+
+  def _log_train(self, step, sums, meter):
+    """Logs one window: the mean train metrics and the job's rates; returns them."""
+    avg = evaluation.average(sums)
+    scalars, tokens = meter.report(step, peak=self.peak, flops_per_token=self.flops_token,
+                                   sum_fn=_global_sums)
+    self.tokens_seen += tokens
+    scalars = {**{f'train/{k}': v for k, v in avg.items()}, **scalars,
+               'train/tokens_seen': self.tokens_seen}
+    self.writer.scalars(step, scalars)
+    return {'loss': avg['loss'], **scalars}
+
+  def _save(self, step, state, meter, evaluated, *, force):
+    """Every process's data position and the job's tokens seen go with the checkpoint."""
+    gathered = distributed.allgather_ints([*self.it.state, meter.tokens])
+    self.writer.flush()   # the logs are on disk before the checkpoint a resume would start from
+    where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
+             'tokens_seen': self.tokens_seen + sum(g[2] for g in gathered)}
+    self.ckpt.save(step, state, data_position=where, force=force,
+                   metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
+
+
+def _finish(run, ckpt, writer, last, stopped):
+  """Wait for the last save, write the final hparams metrics, say where everything is."""
+  ckpt.wait_until_finished()
+  ckpt.close()
+  final = {k: v for k, v in last.items() if k.startswith('eval/')}
+  writer.hparams(tb.flatten_config(run.config), final)
+  writer.close()
+  if not stopped:
+    print_once(f'Finished {run.steps} steps '
+               f'({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
+               f'  TensorBoard logs: {run.dir}  (./launch.sh tensorboard {os.path.dirname(run.dir)})\n'
+               f'  checkpoints:      {run.checkpoint_dir}')
+  return last
+
+
+def _checked(metrics, step):
+  """Fetch a step's metrics; stop with a clear message if the loss or gradient is not finite.
+
+  The loop checks every step before a later one is saved, so the message's claim holds.
+  """
+  metrics = jax.device_get(metrics)
+  loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
+  grad_norm = float(metrics['grad_norm'][0])
+  if not math.isfinite(loss) or not math.isfinite(grad_norm):
+    raise TrainingError(f'loss {loss} or gradient norm {grad_norm} became non-finite at step '
+                        f'{step}; no checkpoint holds this step or a later one. Lower '
+                        'opt.learning_rate, raise opt.warmup_steps or set opt.grad_clip_norm, '
+                        'then resume from the last checkpoint.')
+  return metrics
+
+
+def _report_dry_run(config, counts, flops_token, step_fn, compile_s):
+  out_len = config.data.targets_len or config.data.seq_len
+  tokens = config.train.batch_size * (
+      out_len if config.model.family == 'encoder_decoder' else config.data.seq_len)
+  mem = step_fn.memory_analysis()
+  print(accounting.format_table(config, param_counts=counts))
+  print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per output token x '
+        f'{tokens} output tokens)')
+  if mem is not None:
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes -
+             mem.alias_size_in_bytes)
+    print(f'Compiled memory per device: {total / 2**20:.1f} MiB (arguments '
+          f'{mem.argument_size_in_bytes / 2**20:.1f}, temporaries {mem.temp_size_in_bytes / 2**20:.1f})')
+  print(f'Compiled the train step in {compile_s:.1f}s; dry run, exiting.')
+  return {'compile_seconds': compile_s, 'flops_per_token': flops_token}

@@ -1,0 +1,164 @@
+"""The functional core of training: sharded init, the jitted train and eval steps.
+
+State is a plain pytree {'params', 'opt_state', 'step'} with params as a pure nested dict of
+arrays, so orbax, optax and the sharding rules all see the same tree. The network is rebuilt
+inside each step with `nnx.merge(graphdef, params, rng_state)`; dropout keys come from
+(seed, step, micro-batch index when accumulating, module path), so a resumed run draws exactly
+the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
+Inside the steps every batch and micro-batch is laid out as the 'batch' sharding rule says
+(`sharding.step_batch_sharding`), whatever layout it arrived in.
+"""
+
+import dataclasses
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from transformer import models
+
+from transformer.training import optim
+
+from transformer.training import sharding
+from transformer.models.hparams import HParams
+
+
+def _module_key(path, key, shape):
+  """A different dropout key for every module (and every stacked layer), from one step key."""
+  key = jax.random.fold_in(key, zlib.crc32(repr(path).encode()) & 0x7FFFFFFF)
+  return jax.random.split(key, shape) if shape else key
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Everything the steps close over; built once by `Trainer.create`."""
+  hp: HParams
+  objective: Any
+  mesh: Any
+  graphdef: Any
+  rng_state: Any               # the model's non-Param state (dropout RNG streams), a pure dict
+  tx: Any
+  lr_fn: Any
+  accumulation_steps: int
+  seed: int
+  param_shardings: Any
+  build: Any                   # () -> nnx.split(model, nnx.Param, ...)
+  batch_shardings: Any = None  # (micro-batch, whole batch) layouts in the steps ('batch' rule)
+  state_shardings: Any = None
+  sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
+
+  @classmethod
+  def create(cls, config, objective, mesh, total_steps):
+    hp = HParams.from_config(config.model)
+    seed = config.train.seed
+
+    def build():
+      model = models.build(hp, head=objective.head,
+                           rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+      return nnx.split(model, nnx.Param, ...)
+    graphdef, abs_params, _ = nnx.eval_shape(build)
+    shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset,
+                                         extra_rules=tuple(config.mesh.rules))
+    tx, lr_fn = optim.make(config.opt, total_steps)
+    a, rows = config.opt.accumulation_steps, config.train.batch_size
+    batch_shardings = (sharding.step_batch_sharding(mesh, config.mesh, rows // a, a),
+                       sharding.step_batch_sharding(mesh, config.mesh, rows))
+    trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rng_state=None, tx=tx,
+                  lr_fn=lr_fn, accumulation_steps=a, seed=seed,
+                  param_shardings=nnx.to_pure_dict(shardings), build=build,
+                  batch_shardings=batch_shardings,
+                  sharding_table=sharding.sharding_table(abs_params, shardings))
+    return trainer
+
+  # -- state -------------------------------------------------------------------------------
+  def init_state(self):
+    """Initialise params straight into their shardings, then the optimizer state."""
+    rep = sharding.replicated(self.mesh)
+
+    def init():
+      _, params, rng_state = self.build()
+      return nnx.to_pure_dict(params), nnx.to_pure_dict(rng_state)
+    abs_rng = jax.eval_shape(init)[1]
+    rng_shardings = jax.tree.map(lambda _: rep, abs_rng)
+    params, self.rng_state = jax.jit(init, out_shardings=(self.param_shardings, rng_shardings))()
+    return self.state_from_params(params)
+
+  def state_from_params(self, params):
+    opt_shardings = sharding.like_params(jax.eval_shape(self.tx.init, params),
+                                         self.param_shardings, self.mesh)
+    opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh))
+    state = {'params': params, 'opt_state': opt_state, 'step': step}
+    self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    return state
+
+  @staticmethod
+  def abstract(state):
+    """ShapeDtypeStructs with the shardings of `state`: the restore target for checkpoints."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
+
+  def model(self, params):
+    """A concrete nnx model holding `params` (for sampling and inspection)."""
+    return nnx.merge(self.graphdef, params, self.rng_state)
+
+  # -- steps -------------------------------------------------------------------------------
+  def _laid_out(self, batch, micro):
+    """`batch` constrained to the layout the 'batch' rule gives a micro-batch or a batch."""
+    s = (self.batch_shardings or (None, None))[0 if micro else 1]
+    return batch if s is None else jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, s), batch)
+
+  def _loss(self, params, batch, step, micro=None):
+    model = nnx.merge(self.graphdef, params, self.rng_state)
+    key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
+    if micro is not None:  # micro-batch `micro` of an accumulated step: its own masks
+      key = jax.random.fold_in(key, micro)
+    batch = self._laid_out(batch, micro is not None)
+    nnx.reseed(model, dropout=key, policy=_module_key)
+    loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
+
+  def train_step(self, state, batch):
+    """One optimizer update (accumulating gradients over micro-batches when asked)."""
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    params, step = state['params'], state['step']
+    a = self.accumulation_steps
+    if a == 1:
+      (_, metrics), grads = grad_fn(params, batch, step)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((a, x.shape[0] // a) + x.shape[1:]), batch)
+
+      def body(carry, i_mb):
+        g_acc, m_acc = carry
+        (_, m), g = grad_fn(params, i_mb[1], step, i_mb[0])
+        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, m_acc, m)), None
+      zeros_g = jax.tree.map(jnp.zeros_like, params)
+      first = jax.tree.map(lambda x: x[0], micro)
+      m_shape = jax.eval_shape(lambda: grad_fn(params, first, step, 0)[0][1])
+      zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+      (grads, metrics), _ = jax.lax.scan(body, (zeros_g, zeros_m), (jnp.arange(a), micro))
+    count = jnp.maximum(metrics['loss'][1], 1)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = self.tx.update(grads, state['opt_state'], params)
+    new_state = {'params': optax.apply_updates(params, updates), 'opt_state': opt_state,
+                 'step': step + 1}
+    metrics = dict(metrics)
+    metrics['grad_norm'] = (optax.global_norm(grads), jnp.ones(()))
+    metrics['learning_rate'] = (jnp.asarray(self.lr_fn(step), jnp.float32), jnp.ones(()))
+    return new_state, metrics
+
+  def eval_step(self, params, batch):
+    model = nnx.merge(self.graphdef, params, self.rng_state)
+    return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
+                                           deterministic=True)[1]
+
+  def compile(self, state, batch):
+    """AOT-compile the train step for this state and batch layout (donating the state)."""
+    batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in batch}
+    step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
+                   out_shardings=(self.state_shardings, None), donate_argnums=0)
+    return step.lower(state, batch).compile()
