@@ -27,7 +27,8 @@ from transformer.training import sharding
 
 from transformer.monitoring import accounting as summary
 
-from transformer.training import evaluation, setup
+from transformer.training import evaluation
+from transformer.training import setup as run_setup
 from transformer import config as config_lib
 from transformer.monitoring.events import read_events
 from transformer.data import sources
@@ -144,7 +145,7 @@ def setup(corpus):
   config = config_lib.load('configs/gpt2.py:tiny',
                            {**OVERRIDES, 'data.source': f'text:{corpus}'})
   tokenizer = data.get_tokenizer(config)
-  config = setup.resolve(config, tokenizer)
+  config = run_setup.resolve(config, tokenizer)
   return config, tokenizer, objectives.get(config, tokenizer)
 
 

@@ -25,7 +25,16 @@ from transformer.training.trainer import Trainer
 
 
 def train(config, workdir, *, dry_run=False):
-  """Train (or resume) the run of `config` under `workdir`; returns the last metrics."""
+  """Train (or resume) the run of `config` under `workdir`; returns the last metrics.
+
+  SIGTERM/SIGINT from here on are requests: the loop saves after the step it is in (a signal
+  during start-up or compile is honoured after the first step) and returns.
+  """
+  with signals.StopSignal() as stop:
+    return _train(config, workdir, stop, dry_run)
+
+
+def _train(config, workdir, stop, dry_run):
   run = setup.prepare(config, workdir)
   print_once(f'Mesh {dict(run.mesh.shape)} over {jax.device_count()} devices '
              f'({jax.process_count()} processes), preset {run.config.mesh.preset!r}:\n'
@@ -51,13 +60,13 @@ def train(config, workdir, *, dry_run=False):
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
+  loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
+               eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
+               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, stop=stop)
   print_once(f'Training {run.dir}: {counts["total"]:,} parameters, {run.steps} steps, '
              f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
   if jax.process_count() > 1 and run.config.log.samples:
     print_once('Text samples and attention maps are not written in multi-process runs.')
-  loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
-               eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
-               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen)
   state, last, stopped = loop.train(state, first)
   return _finish(run, ckpt, writer, last, stopped)
 
@@ -126,6 +135,7 @@ class _Loop:
   peak: float
   flops_token: float
   tokens_seen: int
+  stop: Any                    # the signals.StopSignal of this session
 
   def train(self, state, batch):
     """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
@@ -133,38 +143,37 @@ class _Loop:
     step = int(state['step'])
     bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
     meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
-    with signals.StopSignal() as stop:
-      while step < steps:
-        state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
-        step += 1
-        meter.add(batch)
-        if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
-          sums = evaluation.accumulate(sums, _checked(previous, step - 1))
-        previous = metrics
-        stopping = stop.requested   # read once: the signal may arrive at any moment
-        saving = step == steps or stopping or self.ckpt.should_save(step)
-        logging_step = step % config.train.log_every == 0 or step == steps
-        if logging_step or saving:   # a step is checked before it is logged or saved
-          sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
-        if logging_step:
-          last = self._log_train(step, sums, meter)
-          bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
-          sums = {}
-        evaluated = None
-        if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
-          evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
-                                                  self.writer, step)
-          last.update(evaluated)
-          meter.restart_clock()
-        if saving:
-          self._save(step, state, meter, evaluated, force=step == steps or stopping)
-        if stopping:
-          self.ckpt.wait_until_finished()
-          print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command '
-                'to resume.')
-          break
-        if step < steps:
-          batch = next(self.it)
+    while step < steps:
+      state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
+      step += 1
+      meter.add(batch)
+      if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
+        sums = evaluation.accumulate(sums, _checked(previous, step - 1))
+      previous = metrics
+      stopping = self.stop.requested   # read once: the signal may arrive at any moment
+      saving = step == steps or stopping or self.ckpt.should_save(step)
+      logging_step = step % config.train.log_every == 0 or step == steps
+      if logging_step or saving:   # a step is checked before it is logged or saved
+        sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
+      if logging_step:
+        last = self._log_train(step, sums, meter)
+        bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
+        sums = {}
+      evaluated = None
+      if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
+        evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
+                                                self.writer, step)
+        last.update(evaluated)
+        meter.restart_clock()
+      if saving:
+        self._save(step, state, meter, evaluated, force=step == steps or stopping)
+      if stopping:
+        self.ckpt.wait_until_finished()
+        print(f'\nStopped by {self.stop.signal_name} at step {step}; saved. Run the same command '
+              'to resume.')
+        break
+      if step < steps:
+        batch = next(self.it)
     bar.close()
     return state, last, stopping
 
