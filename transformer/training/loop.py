@@ -19,7 +19,8 @@ from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import ProgressBar
-from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
+from transformer.training import (checkpoint, distributed, evaluation, report, setup, sharding,
+                                  signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
@@ -46,7 +47,9 @@ def train(config, workdir, *, dry_run=False):
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
-  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None})
+  reporter = report.Reporter.from_environment(writer, run.steps)   # a search trial, or inactive
+  writer.hparams({**tb.flatten_config(run.config), **reporter.hparams},
+                 {'eval/loss': None, 'eval/accuracy': None, **reporter.metrics})
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})
@@ -57,9 +60,9 @@ def train(config, workdir, *, dry_run=False):
     print_once('Text samples and attention maps are not written in multi-process runs.')
   loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
                eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
-               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen)
+               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, reporter=reporter)
   state, last, stopped = loop.train(state, first)
-  return _finish(run, ckpt, writer, last, stopped)
+  return _finish(run, ckpt, writer, last, stopped, reporter.hparams)
 
 
 def restore_or_init(run, latest):
@@ -126,6 +129,7 @@ class _Loop:
   peak: float
   flops_token: float
   tokens_seen: int
+  reporter: Any
 
   def train(self, state, batch):
     """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
@@ -150,18 +154,23 @@ class _Loop:
           last = self._log_train(step, sums, meter)
           bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
           sums = {}
-        evaluated = None
+        evaluated = why = None
         if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
           evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
                                                   self.writer, step)
           last.update(evaluated)
           meter.restart_clock()
+          why = self.reporter.after_eval(step, last)   # a search trial: None, or why it stops
+          if why:
+            stopping = saving = True
+            if previous is not None:   # a step is checked before it is saved
+              sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
         if saving:
           self._save(step, state, meter, evaluated, force=step == steps or stopping)
         if stopping:
           self.ckpt.wait_until_finished()
-          print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command '
-                'to resume.')
+          print('\n' + (why or f'Stopped by {stop.signal_name} at step {step}; saved. Run the '
+                                'same command to resume.'))
           break
         if step < steps:
           batch = next(self.it)
@@ -189,12 +198,12 @@ class _Loop:
                    metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
 
 
-def _finish(run, ckpt, writer, last, stopped):
+def _finish(run, ckpt, writer, last, stopped, extra_hparams):
   """Wait for the last save, write the final hparams metrics, say where everything is."""
   ckpt.wait_until_finished()
   ckpt.close()
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
-  writer.hparams(tb.flatten_config(run.config), final)
+  writer.hparams({**tb.flatten_config(run.config), **extra_hparams}, final)
   writer.close()
   if not stopped:
     print_once(f'Finished {run.steps} steps '
