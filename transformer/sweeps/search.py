@@ -19,6 +19,8 @@ place, so it counts once; a trial asked beyond `trials` by a racing worker is ma
 import copy
 import os
 
+import optuna
+
 from transformer import config as config_lib
 from transformer.errors import ConfigError
 from transformer.monitoring import writer as tb
@@ -110,10 +112,9 @@ class Search:
     return {'class': declarations.PRUNERS[name], 'options': options}
 
   def sampler(self, seed):
-    import optuna  # pylint: disable=import-outside-toplevel
     options = {'seed': seed, **self.study.sampler_options}
     if self.study.sampler == 'grid':
-      return optuna.samplers.GridSampler(self.study.grid(), seed=options['seed'])
+      return _GridSampler(self.study.grid(), seed=options['seed'])
     return getattr(optuna.samplers, declarations.SAMPLERS[self.study.sampler])(**options)
 
   def open(self, workdir, *, heartbeat=None, create=True, task=0):
@@ -121,7 +122,6 @@ class Search:
     trials and fails (then retries) trials nobody has beaten for 3 x heartbeat. Each opening seeds
     its sampler from the declared seed, the trials so far and `task`, so a resumed or second
     worker does not redraw the first worker's points (the first opening uses the seed itself)."""
-    import optuna  # pylint: disable=import-outside-toplevel
     report.quiet_optuna()
     url = self.storage_url(workdir)
     if url.startswith('sqlite:///'):
@@ -138,7 +138,7 @@ class Search:
                                   direction=self.study.direction, load_if_exists=True,
                                   pruner=report.make_pruner(self.pruner_spec()))
     except Exception as e:  # pylint: disable=broad-except
-      raise ConfigError(f'--storage {url}: cannot open the study ({type(e).__name__}: '
+      raise ConfigError(f'--storage {shown(url)}: cannot open the study ({type(e).__name__}: '
                         f'{str(e).splitlines()[0][:200]}); give a SQLAlchemy URL such as '
                         'sqlite:////abs/path/study.db or postgresql://user@host/db') from None
     self._check_study(study, url)
@@ -153,9 +153,26 @@ class Search:
     if stored is None:
       study.set_user_attr('metric', self.study.metric)
     elif stored != self.study.metric or direction != self.study.direction:
-      raise ConfigError(f'the study {self.experiment!r} in {url} '
+      raise ConfigError(f'the study {self.experiment!r} in {shown(url)} '
                         f'optimises {stored} ({direction}), the file says {self.study.metric} '
                         f'({self.study.direction}); use a new EXPERIMENT or delete the study')
+
+
+def shown(url):
+  """The URL to print: its password, if any, as ***."""
+  try:
+    import sqlalchemy  # pylint: disable=import-outside-toplevel
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+  except Exception:  # pylint: disable=broad-except
+    return url
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+  """Optuna's grid, less its `study.stop()` when the grid is done (only `optimize` may call it;
+  here the worker stops at `trials`, which is at most the grid size)."""
+
+  def after_trial(self, study, trial, state, values):
+    del study, trial, state, values
 
 
 def _representatives(dist):
@@ -174,7 +191,6 @@ def counted(trials):
 
 def left_to_start(search, trials):
   """How many trials a worker may still ask for (new ones, or the WAITING retries)."""
-  import optuna  # pylint: disable=import-outside-toplevel
   waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
   return max(search.study.trials - len(counted(trials)), 0) + waiting
 
@@ -190,7 +206,6 @@ def retry(search, workdir, study, trial, *, died):
   (so its run resumes from its checkpoints), the values it reported up to that checkpoint, and
   its retry history. A trial that died MAX_DEATHS times is not retried. Returns the copy's
   number, or None."""
-  import optuna  # pylint: disable=import-outside-toplevel
   attrs = {k: v for k, v in trial.system_attrs.items() if k not in RUN_ATTRS}
   attrs['retry_history'] = list(attrs.get('retry_history', [])) + [trial.number]
   attrs.setdefault('failed_trial', trial.number)

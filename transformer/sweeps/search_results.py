@@ -16,7 +16,7 @@ import warnings
 
 from transformer.sweeps import results
 from transformer.sweeps.runner import train_command
-from transformer.sweeps.search import STATES, counted
+from transformer.sweeps.search import STATES, counted, shown
 
 COLUMNS = ('trial', 'status', 'value') + tuple(c for c in results.COLUMNS if c != 'status')
 PLOTS = {'optimization_history.png': 'plot_optimization_history',
@@ -114,7 +114,7 @@ def describe(search, workdir):
   lines = [f'search {search.experiment}: {s.trials} trials, {s.sampler} sampler (seed {s.seed})'
            f'{options(s.sampler_options)}, {s.pruner} pruner'
            f'{options(search.pruner_spec()["options"])}, {s.direction} {s.metric}',
-           f'storage: {search.storage_url(workdir)}']
+           f'storage: {shown(search.storage_url(workdir))}']
   lines += [f'  {k}: {d}' for k, d in s.space.items()]
   overrides = {**search.fixed, **search.extra_overrides, 'experiment': search.experiment}
   lines.append('each trial: ' + shlex.join(['python'] + train_command(

@@ -100,7 +100,7 @@ class Worker:
     states = [search_lib.STATES[t.state.name] for t in search_lib.counted(trials)]
     counts = ', '.join(f'{states.count(s)} {s}' for s in dict.fromkeys(states))
     return (f'{len(states)} of {self.search.study.trials} trials{f" ({counts})" if counts else ""}'
-            f' in {self.search.storage_url(self.workdir)}')
+            f' in {search_lib.shown(self.search.storage_url(self.workdir))}')
 
   # -- starting -----------------------------------------------------------------------------------
   def _budget_spent(self):
