@@ -287,6 +287,11 @@ def test_outcomes_of_a_fake_search_are_told_to_the_study(fake, tmp_path):
   assert sorted(n for n, *_ in fake.starts()) == [0, 1, 2, 3]
 
 
+def test_max_runs_starts_at_most_that_many_trials(fake):
+  _, w = fake(4, max_runs=1)
+  assert len(w.run()) == 1 and len(w.study.get_trials()) == 1
+
+
 def test_a_grid_search_runs_each_point_once(fake, tmp_path):
   _, w = fake(0, parallel=2, space="{'opt.learning_rate': choice([1e-3, 1e-2]), "
                                     "'model.num_layers': integer(1, 2)}, sampler='grid'")

@@ -6,7 +6,7 @@ study through its storage; each asks the study for the next trial (a WAITING ret
 the sampler's proposal), so no two run the same trial. A worker beats for its running trials
 every `heartbeat` seconds and, at the same pace, fails the trials whose beats stopped for
 3 x heartbeat (their worker died) and queues them again; it stays while other workers' trials
-run, so such a trial is resumed here. A trial's outcome comes from its process and its trial:
+run, so such a trial is resumed here (unless it has started its `max_runs`). A trial's outcome comes from its process and its trial:
 exit 0 with `pruned_at` -> PRUNED; exit 0 at its last step -> COMPLETE with the metric reported
 at that step; exit 0 earlier or killed by a signal -> FAIL and queued again (resumes from its
 checkpoints); any other exit -> FAIL with the error line of its train.log (not retried).
@@ -61,8 +61,8 @@ class Worker:
   def __init__(self, search, workdir, *, parallel=1, max_runs=None, heartbeat=10, task=0,
                poll_s=0.5, log=print):
     self.search, self.workdir, self.log = search, os.path.abspath(workdir), log
-    self.parallel, self.max_runs, self.heartbeat, self.poll_s = parallel, max_runs, heartbeat, \
-        poll_s
+    self.parallel, self.max_runs, self.heartbeat = parallel, max_runs, heartbeat
+    self.poll_s = poll_s
     self.study = search.open(self.workdir, heartbeat=heartbeat, task=task)
     self.storage = self.study._storage   # pylint: disable=protected-access
     self.jobs, self.outcome, self.started = {}, {}, 0
@@ -82,8 +82,10 @@ class Worker:
           optuna.storages.fail_stale_trials(self.study)   # queued again by search.retry
         self._fill()
         if not self.jobs:
+          if self._budget_spent():
+            break
           others = self._running_elsewhere()
-          if not others and (self._budget_spent() or not self._left()):
+          if not others and not self._left():
             break
           if others != said:
             said = others
