@@ -6,10 +6,11 @@ study through its storage; each asks the study for the next trial (a WAITING ret
 the sampler's proposal), so no two run the same trial. A worker beats for its running trials
 every `heartbeat` seconds and, at the same pace, fails the trials whose beats stopped for
 3 x heartbeat (their worker died) and queues them again; it stays while other workers' trials
-run, so such a trial is resumed here (unless it has started its `max_runs`). A trial's outcome comes from its process and its trial:
-exit 0 with `pruned_at` -> PRUNED; exit 0 at its last step -> COMPLETE with the metric reported
-at that step; exit 0 earlier or killed by a signal -> FAIL and queued again (resumes from its
-checkpoints); any other exit -> FAIL with the error line of its train.log (not retried).
+run, so such a trial is resumed here (unless it has started its `max_runs`). A trial's outcome
+comes from its process and its trial: exit 0 with `pruned_at` -> PRUNED; exit 0 at its last step
+-> COMPLETE with the metric reported at that step; exit 0 earlier or killed by a signal -> FAIL
+and queued again (resumes from its checkpoints); any other exit -> FAIL with the error line of
+its train.log (not retried).
 Ctrl-C / SIGTERM stops the running trials (each saves a checkpoint), queues them again, raises.
 """
 
@@ -25,6 +26,10 @@ import time
 from typing import Any
 
 import optuna
+
+# A worker drives trials outside `Study.optimize`: it needs their storage ids (`_trial_id`) and the
+# study's storage (`_storage`) for heartbeats and attributes.
+# pylint: disable=protected-access
 
 from transformer.errors import ConfigError
 from transformer.sweeps import search as search_lib
@@ -64,7 +69,7 @@ class Worker:
     self.parallel, self.max_runs, self.heartbeat = parallel, max_runs, heartbeat
     self.poll_s = poll_s
     self.study = search.open(self.workdir, heartbeat=heartbeat, task=task)
-    self.storage = self.study._storage   # pylint: disable=protected-access
+    self.storage = self.study._storage
     self.jobs, self.outcome, self.started = {}, {}, 0
     self.distributions = {k: d.optuna() for k, d in search.study.space.items()}
 
@@ -78,7 +83,7 @@ class Worker:
         if time.monotonic() - last_check >= self.heartbeat:
           last_check = time.monotonic()
           for job in self.jobs.values():
-            self.storage.record_heartbeat(job.trial._trial_id)  # pylint: disable=protected-access
+            self.storage.record_heartbeat(job.trial._trial_id)
           optuna.storages.fail_stale_trials(self.study)   # queued again by search.retry
         self._fill()
         if not self.jobs:
@@ -124,7 +129,7 @@ class Worker:
   def _start_next(self):
     """Ask for a trial and start its run; 'surplus', 'invalid' or 'started'."""
     trial = self.study.ask(self.distributions)   # a WAITING retry first, else a new proposal
-    tid = trial._trial_id  # pylint: disable=protected-access
+    tid = trial._trial_id
     self.storage.record_heartbeat(tid)
     if search_lib.is_surplus(self.search, self.study, trial):
       self.storage.set_trial_system_attr(tid, 'surplus', True)
@@ -156,7 +161,7 @@ class Worker:
 
   def _env(self, trial):
     spec = {'storage': self.search.storage_url(self.workdir), 'study': self.search.experiment,
-            'trial_id': trial._trial_id, 'number': trial.number,  # pylint: disable=protected-access
+            'trial_id': trial._trial_id, 'number': trial.number,
             'metric': self.search.study.metric, 'pruner': self.search.pruner_spec()}
     path = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
     return dict(os.environ, PYTHONPATH=path, **{report.ENV: json.dumps(spec)})
@@ -165,7 +170,7 @@ class Worker:
   def _finish(self, job):
     """Tell the study how the trial's process ended (see the module docstring)."""
     job.log_file.close()
-    rc, tid = job.proc.returncode, job.trial._trial_id  # pylint: disable=protected-access
+    rc, tid = job.proc.returncode, job.trial._trial_id
     trial = self.storage.get_trial(tid)
     values = trial.intermediate_values
     if trial.state.is_finished():
@@ -194,7 +199,7 @@ class Worker:
                  started=job.started, argv=job.argv)
 
   def _fail(self, trial, run_dir, name, error, rc=None, started=None, argv=None):
-    self.storage.set_trial_system_attr(trial._trial_id, 'error', error)  # pylint: disable=protected-access
+    self.storage.set_trial_system_attr(trial._trial_id, 'error', error)
     self.study.tell(trial.number, state=FAIL)
     self._record(trial.number, run_dir, name, 'failed', error, rc=rc, started=started, argv=argv)
 
