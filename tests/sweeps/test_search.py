@@ -348,10 +348,12 @@ def test_a_dead_workers_trial_is_failed_by_its_heartbeat_and_resumed(fake, tmp_p
 
 
 def test_two_workers_share_one_study_and_never_run_the_same_trial(fake, tmp_path):
-  """Two worker processes (two slots each) on one SQLite study of 6 trials, started together."""
+  """Two worker processes (two slots each) on one new SQLite study of 6 trials, started together
+  (so they also race to create the database)."""
   driver, ready = write(tmp_path / 'driver.py', DRIVER), tmp_path / 'ready'
   ready.mkdir()
   search, _ = fake(6)
+  os.remove(tmp_path / 'w' / 'fake' / search_lib.STUDY_FILE)
   argv = [sys.executable, driver, search.path, str(tmp_path / 'w'), fake.script, str(ready)]
   procs = [subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for _ in range(2)]

@@ -18,6 +18,8 @@ place, so it counts once; a trial asked beyond `trials` by a racing worker is ma
 
 import copy
 import os
+import random
+import time
 
 import optuna
 
@@ -132,15 +134,9 @@ class Search:
         heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
         heartbeat_stale_trial_callback=lambda study, trial: retry(self, workdir, study, trial,
                                                                   died=True))
-    try:
-      storage = report.storage(url, **beat)
-      study = optuna.create_study(storage=storage, study_name=self.experiment,
-                                  direction=self.study.direction, load_if_exists=True,
-                                  pruner=report.make_pruner(self.pruner_spec()))
-    except Exception as e:  # pylint: disable=broad-except
-      raise ConfigError(f'--storage {shown(url)}: cannot open the study ({type(e).__name__}: '
-                        f'{str(e).splitlines()[0][:200]}); give a SQLAlchemy URL such as '
-                        'sqlite:////abs/path/study.db or postgresql://user@host/db') from None
+    study = _create_study(url, beat, study_name=self.experiment,
+                          direction=self.study.direction, load_if_exists=True,
+                          pruner=report.make_pruner(self.pruner_spec()))
     self._check_study(study, url)
     n = len(study.get_trials(deepcopy=False))
     study.sampler = self.sampler((self.study.seed + 1_000_003 * n + 7919 * task) % 2**31)
@@ -173,6 +169,24 @@ class _GridSampler(optuna.samplers.GridSampler):
 
   def after_trial(self, study, trial, state, values):
     del study, trial, state, values
+
+
+def _create_study(url, beat, **kwargs):
+  """optuna.create_study on a new RDBStorage of `url`. Workers that start together on a new
+  database race to create its tables; the losers try again a few times."""
+  import sqlalchemy  # pylint: disable=import-outside-toplevel
+  for attempt in range(6):
+    try:
+      return optuna.create_study(storage=report.storage(url, **beat), **kwargs)
+    except sqlalchemy.exc.DBAPIError as e:   # the database answered: a race, or a real error
+      error = e
+      time.sleep(0.2 + random.random() * attempt)
+    except Exception as e:  # pylint: disable=broad-except
+      error = e   # e.g. not a URL, no driver for it
+      break
+  raise ConfigError(f'--storage {shown(url)}: cannot open the study ({type(error).__name__}: '
+                    f'{str(error).splitlines()[0][:200]}); give a SQLAlchemy URL such as '
+                    'sqlite:////abs/path/study.db or postgresql://user@host/db')
 
 
 def _representatives(dist):
