@@ -20,6 +20,9 @@ checkpoints). Runs whose checkpoints reached their last step are skipped, interr
 (the trainer does both), a failed run is recorded and the others go on. At the end the runner
 writes results.csv, results.md and eval_loss.png into <workdir>/<experiment>/, read back from
 each run's event files with `transformer.monitoring.events.read_events`.
+
+A file may declare `search()` instead of `sweep()`: Optuna then proposes the runs
+(transformer/sweeps/search.py and worker.py).
 """
 
 import importlib.util
