@@ -20,6 +20,9 @@ checkpoints). Runs whose checkpoints reached their last step are skipped, interr
 (the trainer does both), a failed run is recorded and the others go on. At the end the runner
 writes results.csv, results.md and eval_loss.png into <workdir>/<experiment>/, read back from
 each run's event files with `transformer.monitoring.events.read_events`.
+
+A file may declare `search()` instead of `sweep()`: Optuna then proposes the runs
+(transformer/sweeps/search.py and worker.py).
 """
 
 import importlib.util
@@ -81,18 +84,34 @@ def override_text(value):
   return str(value)
 
 
+def train_command(config_spec, overrides, workdir):
+  """The argv of one run: `python -m transformer.train` with every override as --config.K=V."""
+  return ([sys.executable, '-m', 'transformer.train', '--config', config_spec,
+           '--workdir', workdir] +
+          [f'--config.{k}={override_text(v)}' for k, v in overrides.items()])
+
+
+def load_module(path, wanted=('sweep',)):
+  """The sweep file as a module; it must define BASE, EXPERIMENT and one of `wanted`."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'sweep file {path!r} not found; give e.g. experiments/sweep_lr.py')
+  spec = importlib.util.spec_from_file_location('_sweep_module', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for attr in ('BASE', 'EXPERIMENT'):
+    if not hasattr(module, attr):
+      raise ConfigError(f'sweep file {path}: define {attr} (see transformer/sweeps/runner.py)')
+  if not any(hasattr(module, w) for w in wanted):
+    raise ConfigError(f'sweep file {path}: define {" or ".join(f"{w}()" for w in wanted)} '
+                      '(see transformer/sweeps/runner.py)')
+  return module
+
+
 class Sweep:
   """A loaded sweep file: base config, experiment, the runs (each a dict of overrides + name)."""
 
-  def __init__(self, path, extra_overrides=None):
-    if not os.path.isfile(path):
-      raise ConfigError(f'sweep file {path!r} not found; give e.g. experiments/sweep_lr.py')
-    spec = importlib.util.spec_from_file_location('_sweep_module', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for attr in ('BASE', 'EXPERIMENT', 'sweep'):
-      if not hasattr(module, attr):
-        raise ConfigError(f'sweep file {path}: define {attr} (see transformer/sweep.py docstring)')
+  def __init__(self, path, extra_overrides=None, module=None):
+    module = module or load_module(path)
     self.path, self.base, self.experiment = path, module.BASE, module.EXPERIMENT
     fixed, extra = getattr(module, 'OVERRIDES', {}), dict(extra_overrides or {})
     self.extra_overrides = extra
@@ -117,9 +136,7 @@ class Sweep:
     return config_lib.load(run['config'], run['overrides'])
 
   def command(self, run, workdir):
-    return ([sys.executable, '-m', 'transformer.train', '--config', run['config'],
-             '--workdir', workdir] +
-            [f'--config.{k}={override_text(v)}' for k, v in run['overrides'].items()])
+    return train_command(run['config'], run['overrides'], workdir)
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -31,3 +31,30 @@ export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}
 """
 
 
+
+
+def search_slurm_script(search, workdir, *, tasks=1):
+  """An sbatch array of `tasks` search workers: each pulls trials from the one study (its
+  storage: --storage, else the SQLite file in the experiment directory) until it has them all."""
+  exp_dir = os.path.abspath(os.path.join(workdir, search.experiment))
+  url = search.storage_url(workdir)
+  cmd = shlex.join([sys.executable, '-m', 'transformer.sweeps', os.path.abspath(search.path),
+                    '--workdir', os.path.abspath(workdir), '--storage', url] +
+                   [f'--config.{k}={override_text(v)}' for k, v in search.extra_overrides.items()])
+  sqlite = ('# SQLite on a shared file system suits a few workers; for many, give --storage\n'
+            '# postgresql://user@host/db (or mysql://...) reachable from every node.\n'
+            if url.startswith('sqlite') else '')
+  return f"""#!/bin/bash
+#SBATCH --job-name={search.experiment}
+#SBATCH --array=0-{tasks - 1}
+#SBATCH --output={exp_dir}/slurm-%A_%a.out
+# Add --partition/--gres/--time for your cluster. {tasks} worker(s) share the study of
+# {search.study.trials} trials; each runs one trial at a time until none is left. Resubmit to
+# continue an interrupted study (trials whose task died are retried from their checkpoints).
+{sqlite}set -euo pipefail
+cd {shlex.quote(REPO)}
+export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}
+{cmd}
+# The table, plots and best trial are rewritten as each worker ends; to rebuild them:
+#   {cmd} --results
+"""

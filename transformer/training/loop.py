@@ -19,7 +19,8 @@ from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import ProgressBar
-from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
+from transformer.training import (checkpoint, distributed, evaluation, report, setup, sharding,
+                                  signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
@@ -55,20 +56,23 @@ def _train(config, workdir, stop, dry_run):
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
-  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None})
+  reporter = report.Reporter.from_environment(writer, run.steps)   # a search trial, or inactive
+  writer.hparams({**tb.flatten_config(run.config), **reporter.hparams},
+                 {'eval/loss': None, 'eval/accuracy': None, **reporter.metrics})
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
   loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
                eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
-               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, stop=stop)
+               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, stop=stop,
+               reporter=reporter)
   print_once(f'Training {run.dir}: {counts["total"]:,} parameters, {run.steps} steps, '
              f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
   if jax.process_count() > 1 and run.config.log.samples:
     print_once('Text samples and attention maps are not written in multi-process runs.')
   state, last, stopped = loop.train(state, first)
-  return _finish(run, ckpt, writer, last, stopped)
+  return _finish(run, ckpt, writer, last, stopped, reporter.hparams)
 
 
 def restore_or_init(run, latest):
@@ -136,6 +140,7 @@ class _Loop:
   flops_token: float
   tokens_seen: int
   stop: Any                    # the signals.StopSignal of this session
+  reporter: Any                # the search trial's report.Reporter (inactive otherwise)
 
   def train(self, state, batch):
     """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
@@ -159,18 +164,23 @@ class _Loop:
         last = self._log_train(step, sums, meter)
         bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
         sums = {}
-      evaluated = None
+      evaluated = why = None
       if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
         evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
                                                 self.writer, step)
         last.update(evaluated)
         meter.restart_clock()
+        why = self.reporter.after_eval(step, last)   # a search trial: None, or why it stops
+        if why:
+          stopping = saving = True
+          if previous is not None:   # a step is checked before it is saved
+            sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
       if saving:
         self._save(step, state, meter, evaluated, force=step == steps or stopping)
       if stopping:
         self.ckpt.wait_until_finished()
-        print(f'\nStopped by {self.stop.signal_name} at step {step}; saved. Run the same command '
-              'to resume.')
+        print('\n' + (why or f'Stopped by {self.stop.signal_name} at step {step}; saved. Run '
+                              'the same command to resume.'))
         break
       if step < steps:
         batch = next(self.it)
@@ -198,12 +208,12 @@ class _Loop:
                    metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
 
 
-def _finish(run, ckpt, writer, last, stopped):
+def _finish(run, ckpt, writer, last, stopped, extra_hparams):
   """Wait for the last save, write the final hparams metrics, say where everything is."""
   ckpt.wait_until_finished()
   ckpt.close()
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
-  writer.hparams(tb.flatten_config(run.config), final)
+  writer.hparams({**tb.flatten_config(run.config), **extra_hparams}, final)
   writer.close()
   if not stopped:
     print_once(f'Finished {run.steps} steps '
