@@ -1,6 +1,8 @@
 """`python -m transformer.sweeps FILE ...` (`./launch.sh sweep FILE ...`): run, list, collect or
 write a Slurm array for the runs of a sweep file (see transformer.sweeps.runner)."""
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import os
 import shlex
 import signal

@@ -18,18 +18,20 @@ import jax
 from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
-from transformer.monitoring.progress import ProgressBar
-from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
+from transformer.monitoring.progress import Progress
+from transformer.training import (checkpoint, console, distributed, evaluation, setup, sharding,
+                                  signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
 
-def train(config, workdir, *, dry_run=False):
-  """Train (or resume) the run of `config` under `workdir`; returns the last metrics."""
+def train(config, workdir, *, dry_run=False, show_sharding=False):
+  """Train (or resume) the run of `config` under `workdir`; returns the last metrics.
+
+  Prints one line each for the data, model and mesh (the per-parameter sharding table too when
+  the mesh spans several devices or with `show_sharding`), then the progress.
+  """
   run = setup.prepare(config, workdir)
-  print_once(f'Mesh {dict(run.mesh.shape)} over {jax.device_count()} devices '
-             f'({jax.process_count()} processes), preset {run.config.mesh.preset!r}:\n'
-             f'{run.trainer.sharding_table}')
   latest = run.latest_step()
   if latest is not None and latest >= run.steps:
     print_once(f'{run.dir} already reached step {latest} of {run.steps}; nothing to do.')
@@ -38,25 +40,29 @@ def train(config, workdir, *, dry_run=False):
   _write_run_files(run)
   it = run.pipeline('train').iterator(position)
   first = next(it)
+  eval_data = run.pipeline('eval')
+  counts = accounting.count_params(accounting.abstract_model(run.config))
+  flops_token = accounting.flops_per_token(run.config)['total_train']
+  console.announce(run, (it.pipeline, eval_data), first, counts, flops_token,
+                   show_sharding=show_sharding)
   t0 = time.perf_counter()
   step_fn = run.trainer.compile(state, sharding.global_batch(first, run.mesh))
   compile_s = time.perf_counter() - t0
-  counts = accounting.count_params(accounting.abstract_model(run.config))
-  flops_token = accounting.flops_per_token(run.config)['total_train']
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
-  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None})
+  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None},
+                 first=run.config.log.hparams_first)
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})
+  writer.layout(tb.scalars_layout(run.config))
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
-  print_once(f'Training {run.dir}: {counts["total"]:,} parameters, {run.steps} steps, '
-             f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
+  print_once(console.training_line(run, compile_s, peak, peak_name))
   if jax.process_count() > 1 and run.config.log.samples:
     print_once('Text samples and attention maps are not written in multi-process runs.')
   loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
-               eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
+               eval_data=eval_data, eval_fn=jax.jit(run.trainer.eval_step),
                peak=peak, flops_token=flops_token, tokens_seen=tokens_seen)
   state, last, stopped = loop.train(state, first)
   return _finish(run, ckpt, writer, last, stopped)
@@ -131,7 +137,8 @@ class _Loop:
     """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
     config, steps = self.run.config, self.run.steps
     step = int(state['step'])
-    bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
+    bar = Progress(steps, initial=step, every=config.train.log_every,
+                   enabled=jax.process_index() == 0)
     meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
     with signals.StopSignal() as stop:
       while step < steps:
@@ -150,17 +157,22 @@ class _Loop:
           last = self._log_train(step, sums, meter)
           bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
           sums = {}
+        else:   # the live bar: this window's mean loss so far, this process's rate x processes
+          bar.update(step, loss=evaluation.average(sums).get('loss'),
+                     tokens_per_sec=meter.local_rate() * jax.process_count())
         evaluated = None
         if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
           evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
                                                   self.writer, step)
           last.update(evaluated)
+          bar.write(console.eval_line(step, evaluated))
           meter.restart_clock()
         if saving:
           self._save(step, state, meter, evaluated, force=step == steps or stopping)
         if stopping:
           self.ckpt.wait_until_finished()
-          print(f'\nStopped by {stop.signal_name} at step {step}; saved. Run the same command '
+          bar.close()
+          print(f'Stopped by {stop.signal_name} at step {step}; saved. Run the same command '
                 'to resume.')
           break
         if step < steps:
@@ -194,13 +206,10 @@ def _finish(run, ckpt, writer, last, stopped):
   ckpt.wait_until_finished()
   ckpt.close()
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
-  writer.hparams(tb.flatten_config(run.config), final)
+  writer.hparams(tb.flatten_config(run.config), final, first=run.config.log.hparams_first)
   writer.close()
   if not stopped:
-    print_once(f'Finished {run.steps} steps '
-               f'({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
-               f'  TensorBoard logs: {run.dir}  (./launch.sh tensorboard {os.path.dirname(run.dir)})\n'
-               f'  checkpoints:      {run.checkpoint_dir}')
+    console.finished(run, final)
   return last
 
 
