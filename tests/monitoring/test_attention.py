@@ -152,7 +152,8 @@ def test_capture_sees_every_layer_of_every_family(family, tmp_path):
   maps = attention.capture(run.trainer.model(state['params']), run.trainer.objective, batch)
   assert [m.name for m in maps] == names and {m.kind for m in maps} == kinds
   for m in maps:
-    assert m.weights.shape[:2] == (4, 2) and m.mask.shape == m.weights.shape[:1] + m.weights.shape[2:]
+    b, heads, t, s = m.weights.shape
+    assert (b, heads) == (4, 2) and m.mask.shape == (b, t, s)
     rows = m.mask.any(-1)
     np.testing.assert_allclose(m.weights.sum(-1).transpose(0, 2, 1)[rows], 1.0, rtol=1e-5)
     assert np.all(m.weights.transpose(0, 2, 3, 1)[rows[..., None] & ~m.mask] == 0)

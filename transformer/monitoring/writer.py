@@ -90,11 +90,13 @@ def scalars_layout(config):
   `log.attention_stats`, attention entropy and distance per layer and per head."""
   layout = {
       'loss': {'train/loss': _chart('train/loss'), 'eval/loss': _chart('eval/loss')},
-      'eval': {'eval/accuracy': _chart('eval/accuracy'), 'eval/perplexity':
-               _chart('eval/perplexity'), 'eval/bleu, eval/rouge': _chart(r'eval/(bleu|rouge.*)')},
+      'eval': {'eval/accuracy': _chart('eval/accuracy'),
+               'eval/perplexity': _chart('eval/perplexity')},
       'perf': {'tokens/s': _chart('perf/tokens_per_sec'), 'MFU': _chart('perf/mfu'),
                'packing fill': _chart('perf/packing_fill')},
   }
+  if config.objective == 'seq2seq':
+    layout['eval']['eval/bleu, eval/rouge'] = _chart(r'eval/(bleu|rouge.*)')
   if not config.log.attention_stats:
     return layout
   groups = layer_groups(config)

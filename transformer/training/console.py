@@ -3,11 +3,11 @@
 Before the first step, one line each for the data, the model and the mesh, then the run:
 
   data   python_stdlib/text: 7,844 train / 410 eval examples; tokenizer ~/tensorflow_datasets/
-         tokenizers/python_stdlib-text_2048_....model (2,048 pieces); 32 x 128 tokens a step,
-         packed, 96.9% of token slots filled
-  model  decoder, causal_lm: 691,712 parameters (428,544 non-embedding), 4.15M FLOPs/token
-  mesh   data 1 x fsdp 1 x tensor 1 over 1 cpu device, preset 'data' (--show_sharding: ...)
-  Training runs/default/gpt2_tiny: 600 steps (train step compiled in 6.1s); MFU against ...
+         tokenizers/python-stdlib-text_2048_7e97c281e2.model (2,048 pieces); 32 x 128 tokens a
+         step, packed, 84.6% of token slots filled
+  model  decoder, causal_lm: 691,712 parameters (396,800 non-embedding), 4.33M FLOPs/token (train)
+  mesh   {'data': 1, 'fsdp': 1, 'tensor': 1} over 1 cpu device, preset 'data'; --show_sharding ...
+  Training runs/default/gpt2_tiny: 600 steps (train step compiled in 3.7s); MFU against ...
 
 (each a single line). The per-parameter sharding table follows the mesh line when the mesh spans
 more than one device or with --show_sharding. After the last step: the final eval metrics, where
@@ -59,12 +59,11 @@ def model_line(config, counts, flops_per_token):
 
 
 def mesh_line(run, show_table):
-  shape = ' x '.join(f'{axis} {size}' for axis, size in dict(run.mesh.shape).items())
   devices, processes = jax.device_count(), jax.process_count()
   where = (f'{devices} {jax.devices()[0].platform} device{"s" if devices > 1 else ""}' +
-           (f' in {processes} processes' if processes > 1 else ''))
-  hint = '' if show_table else " (--show_sharding prints every parameter's placement)"
-  return f"mesh   {shape} over {where}, preset '{run.config.mesh.preset}'{hint}"
+           (f' ({processes} processes)' if processes > 1 else ''))
+  hint = '' if show_table else "; --show_sharding prints every parameter's placement"
+  return f"mesh   {dict(run.mesh.shape)} over {where}, preset '{run.config.mesh.preset}'{hint}"
 
 
 def announce(run, pipelines, first_batch, counts, flops_per_token, *, show_sharding=False):
@@ -90,6 +89,7 @@ def eval_line(step, scalars):
 def finished(run, final):
   """The end of a completed run: final eval metrics, logs, checkpoints, the TensorBoard command."""
   metrics = f' ({", ".join(f"{k} {v:.4f}" for k, v in final.items())})' if final else ''
+  experiment = os.path.dirname(run.dir)
   print_once(f'Finished {run.steps} steps{metrics}.\n'
-             f'  TensorBoard logs: {run.dir}  (./launch.sh tensorboard {os.path.dirname(run.dir)})\n'
+             f'  TensorBoard logs: {run.dir}  (./launch.sh tensorboard {experiment})\n'
              f'  checkpoints:      {run.checkpoint_dir}')
