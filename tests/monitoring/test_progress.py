@@ -3,6 +3,8 @@ file or pipe, nothing on processes other than 0."""
 
 import io
 import math
+import os
+import select
 import sys
 
 from transformer.monitoring import progress
@@ -67,3 +69,28 @@ def test_disabled_progress_shows_nothing():
   bar.write('hello', file=out)
   bar.close()
   assert out.getvalue() == ''
+
+
+def test_a_terminal_of_unknown_size_still_gets_the_bar(monkeypatch):
+  """A fresh pty as stderr reports 0 x 0 (as under `script` or some CI runners), where tqdm on
+  its own would stay blank."""
+  master, slave = os.openpty()
+  stream = os.fdopen(slave, 'w')
+  monkeypatch.setattr(sys, 'stderr', stream)
+  try:
+    bar = progress.Progress(3, refresh_s=0)
+    assert bar.tty
+    for step in range(1, 4):
+      bar.update(step, loss=1.0)
+    bar.close()
+    stream.flush()
+    shown = b''
+    while select.select([master], [], [], 2)[0]:
+      chunk = os.read(master, 65536)
+      if not chunk:
+        break
+      shown += chunk
+    assert 'step 3/3 100%' in shown.decode(errors='replace'), shown
+  finally:
+    stream.close()
+    os.close(master)

@@ -84,10 +84,6 @@ class Throughput:
     self.outputs += tokens_in(batch, (output_stream(batch),))
     self.slots += token_slots(batch)
 
-  def local_rate(self):
-    """This process's tokens per second in the window so far (the live progress bar's)."""
-    return self.tokens / max(time.perf_counter() - self.start, 1e-9)
-
   def restart_clock(self):
     self.start = time.perf_counter()
 

@@ -12,6 +12,7 @@ last one: `step 40/600 (6.7%), loss 6.8123, 8.1k tok/s, 00:05 elapsed, ETA 01:10
 """
 
 import math
+import os
 import sys
 import time
 
@@ -35,6 +36,13 @@ def _fields(loss, tokens_per_sec):
   return parts
 
 
+def _columns(stream):
+  try:
+    return os.get_terminal_size(stream.fileno()).columns
+  except (AttributeError, OSError, ValueError):
+    return 0
+
+
 class Progress:
   """Progress of a run from `initial` (after a resume) to `total` steps; `enabled=False`
   (processes other than 0) shows nothing."""
@@ -50,9 +58,11 @@ class Progress:
     self._latest = None      # (step, loss, tokens/s) of the last update
     self._printed = None     # the step of the last plain line
     self._bar = None
-    if self.tty:
+    if self.tty:   # a terminal of unknown size (a bare pty: 0 x 0) gets 100 x 20
+      sized = _columns(self.stream) > 0
       self._bar = tqdm.tqdm(total=self.total, initial=self.initial, file=self.stream,
-                            unit='step', dynamic_ncols=True, mininterval=refresh_s, miniters=1,
+                            unit='step', dynamic_ncols=sized, ncols=None if sized else 100,
+                            nrows=None if sized else 20, mininterval=refresh_s, miniters=1,
                             smoothing=0.1, bar_format=BAR_FORMAT)
 
   def update(self, step, loss=None, tokens_per_sec=None):

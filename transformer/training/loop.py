@@ -157,9 +157,9 @@ class _Loop:
           last = self._log_train(step, sums, meter)
           bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
           sums = {}
-        else:   # the live bar: this window's mean loss so far, this process's rate x processes
+        else:   # the live bar: this window's mean loss so far, the last window's tokens/s
           bar.update(step, loss=evaluation.average(sums).get('loss'),
-                     tokens_per_sec=meter.local_rate() * jax.process_count())
+                     tokens_per_sec=last.get('perf/tokens_per_sec'))
         evaluated = None
         if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
           evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
