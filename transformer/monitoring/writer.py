@@ -191,11 +191,12 @@ class MetricWriter:
     `subtitles` and `vmax` (the top of the colour scale) per head."""
     if not self.enabled:
       return
-    for h, weights_QK in enumerate(np.asarray(weights_NQK)):
-      tag = f'attention_maps/{name}/head{h}'
-      self.image(step, tag, attention_plot.render(
-          weights_QK, labels_q, labels_k, title=f'{name} head {h}',
-          subtitle=subtitles[h] if subtitles else '', vmax=None if vmax is None else vmax[h]))
+    heads = len(weights_NQK)
+    pictures = attention_plot.render_heads(
+        weights_NQK, labels_q, labels_k, titles=[f'{name} head {h}' for h in range(heads)],
+        subtitles=subtitles or (), vmax=vmax)
+    for h, picture in enumerate(pictures):
+      self.image(step, f'attention_maps/{name}/head{h}', picture)
 
   def layout(self, layout):
     """The custom-scalars layout of this run (`scalars_layout`); TensorBoard merges every
