@@ -77,6 +77,20 @@ def test_packed_rows_and_padding():
   assert np.isnan(empty['entropy']).all()
 
 
+def test_cross_attention_distance_counts_positions_inside_each_packed_example():
+  # targets: examples of 3 and 2 tokens; inputs: examples of 4 and 3 tokens
+  q_seg, k_seg = np.array([[1, 1, 1, 2, 2]]), np.array([[1, 1, 1, 1, 2, 2, 2]])
+  q_pos, k_pos = np.array([[0, 1, 2, 0, 1]]), np.array([[0, 1, 2, 3, 0, 1, 2]])
+  mask = np.asarray(attention_mask(q_seg, k_seg, q_pos, k_pos, causal=False))[:, 0]
+  diagonal = np.zeros((1, 1, 5, 7))
+  diagonal[0, 0, [0, 1, 2, 3, 4], [0, 1, 2, 4, 5]] = 1   # target position p reads source p
+  np.testing.assert_allclose(attention.head_stats(diagonal, mask)['distance'], [0.0])
+  last = np.zeros((1, 1, 5, 7))
+  last[0, 0, [0, 1, 2, 3, 4], [3, 3, 3, 6, 6]] = 1       # every query reads its source's end
+  np.testing.assert_allclose(attention.head_stats(last, mask)['distance'],
+                             [(3 + 2 + 1 + 2 + 1) / 5])
+
+
 def test_diagnostic_scalars_tags_and_head_shares():
   t = 5
   mask = np.ones((t, t), bool)

@@ -13,9 +13,9 @@ encoder-decoder has `encoder/layer{i}` (bidirectional self-attention), `decoder/
 Statistics are means over the query positions that may attend to at least two keys (a query
 with one allowed key has nothing to choose), pooled over the captured rows:
   entropy     -sum_j w_ij ln w_ij, in nats (ln n for a uniform spread over n keys)
-  distance    sum_j w_ij |i - j|, in tokens: how far back (causal) or either way a head looks
-              (inside a packed example |i - j| is the distance of positions; for cross-attention
-              it is the distance from the diagonal of the two streams)
+  distance    sum_j w_ij |pos_i - pos_j|, in tokens, positions counted inside each packed
+              example: how far back (causal) or either way a head looks; for cross-attention
+              the distance from the diagonal (target position i reading source position i)
   near-uniform: mean entropy / ln(allowed keys) >= UNIFORM; near-one-hot: mean largest weight
   >= ONE_HOT.
 """
@@ -108,15 +108,28 @@ def head_stats(weights_BNTS, mask_BTS):
   keys_BT = mask_BTS.sum(-1)
   valid_BT = keys_BT >= 2
   entropy = -np.sum(w * np.log(np.where(w > 0, w, 1.0)), axis=-1)          # [B, N, T]
-  t, s = w.shape[-2:]
-  offset_TS = np.abs(np.arange(t)[:, None] - np.arange(s)[None, :])
-  stats = {'entropy': entropy, 'distance': np.sum(w * offset_TS, axis=-1),
+  stats = {'entropy': entropy, 'distance': np.sum(w * _offsets(mask_BTS)[:, None], axis=-1),
            'normalized_entropy': entropy / np.log(np.maximum(keys_BT, 2))[:, None],
            'max_weight': w.max(axis=-1)}
   count = valid_BT.sum()
   weight_B1T = valid_BT[:, None, :]
   return {k: (np.sum(v * weight_B1T, axis=(0, 2)) / count if count else
               np.full(w.shape[1], np.nan)) for k, v in stats.items()}
+
+
+def _offsets(mask_BTS):
+  """|position of query i - position of key j| [B, T, S], positions counted inside each packed
+  example: an example's queries are a run of rows sharing their first allowed key, its start."""
+  b, t, s = mask_BTS.shape
+  valid_BT = mask_BTS.any(-1)
+  first_BT = np.argmax(mask_BTS, axis=-1)
+  index_T = np.arange(t)
+  new_BT = valid_BT & np.concatenate(
+      [np.ones((b, 1), bool), (first_BT[:, 1:] != first_BT[:, :-1]) | ~valid_BT[:, :-1]], axis=1)
+  start_BT = np.maximum.accumulate(np.where(new_BT, index_T, 0), axis=-1)
+  q_pos_BT1 = (index_T - start_BT)[..., None]
+  k_pos_BTS = np.arange(s)[None, None, :] - first_BT[..., None]
+  return np.abs(q_pos_BT1 - k_pos_BTS)
 
 
 def diagnostic_scalars(maps):

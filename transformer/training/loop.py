@@ -59,8 +59,10 @@ def train(config, workdir, *, dry_run=False, show_sharding=False):
   writer.layout(tb.scalars_layout(run.config))
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
   print_once(console.training_line(run, compile_s, peak, peak_name))
-  if jax.process_count() > 1 and run.config.log.samples:
-    print_once('Text samples and attention maps are not written in multi-process runs.')
+  log = run.config.log
+  if jax.process_count() > 1 and (log.samples or log.attention_images or log.attention_stats):
+    print_once('Text samples and attention maps and statistics are not written in multi-process '
+               'runs.')
   loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
                eval_data=eval_data, eval_fn=jax.jit(run.trainer.eval_step),
                peak=peak, flops_token=flops_token, tokens_seen=tokens_seen)
