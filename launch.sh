@@ -2,6 +2,7 @@
 # One entry point for every mode. Sets up .venv from requirements*.txt on first use.
 #
 #   ./launch.sh train [--config configs/X.py:size] [--workdir DIR] [--config.a.b=v ...] [--dry_run]
+#                     [--show_sharding]                  (print every parameter's placement)
 #                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
@@ -59,7 +60,10 @@ train() {
   return $rc
 }
 
+# Start-up noise off at the source (transformer/quiet.py sets the same for `python -m` runs):
+# TensorFlow only reads data here, so its C++ INFO lines and the oneDNN notice say nothing.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}"
 mode="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$mode" in

@@ -97,7 +97,10 @@ def base_config():
   c.log = ml_collections.ConfigDict(dict(
       samples=2,                     # text samples written at each eval
       sample_length=48,
-      attention_images=True,
+      attention_images=True,         # one picture per layer and head of an eval example, each eval
+      attention_stats=True,          # attention entropy / distance scalars per layer and head
+      hparams_first=(),              # config keys the HParams dashboard lists first (a sweep
+                                     # sets its swept keys), e.g. ('opt.learning_rate',)
   ))
   return c
 

@@ -1,5 +1,7 @@
 """Evaluate the latest checkpoint of a run: `./launch.sh eval --config X.py:size --workdir DIR`."""
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import os
 import sys
 

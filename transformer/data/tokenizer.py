@@ -188,8 +188,8 @@ def train(config, source, model_path):
   if not texts:
     raise ConfigError(f'config key `data.source` = {source.name!r}: the train split has no '
                       f'text to learn a vocabulary from; check the source and its fields')
-  logging.info('Training a %d-piece tokenizer on %d texts of %s', vocab_size, len(texts),
-               source.name)
+  print(f'data   training a {vocab_size}-piece {model_type} tokenizer on {len(texts):,} texts of '
+        f'{source.name} (first use only)...', flush=True)
   proto = None
   if vocab_size >= _MIN_VOCAB:
     try:

@@ -10,6 +10,8 @@ tokenizers are not imported yet, so the record says there is none and `init_from
 refuses text fine-tuning (our SentencePiece ids would not match the imported embedding).
 """
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import json
 import os
 import sys

@@ -161,9 +161,10 @@ class MultiHeadAttention(nnx.Module):
     out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
                  implementation=self.implementation, dropout=dropout,
                  return_weights=self.capture_weights)
-    if self.capture_weights:
+    if self.capture_weights:   # monitoring/attention.py reads both
       out, weights = out
       self.sow(nnx.Intermediate, 'attention_weights', weights)
+      self.sow(nnx.Intermediate, 'attention_mask', mask)
     return self.out(out)
 
   def _update_cache(self, k_BTKH, v_BTKH, segment_ids_BT, prefix_BT):

@@ -55,7 +55,7 @@ def evaluate(run, params, pipeline, eval_fn):
 
 def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
   """Eval metrics at `step` (logged and returned as 'eval/...'), then text samples and the
-  attention picture of the first eval rows."""
+  attention diagnostics and pictures of the first eval rows (monitoring/attention.py)."""
   metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
   writer.scalars(step, scalars)
@@ -63,9 +63,11 @@ def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
   # span hosts and every process would have to join, so samples and attention maps are skipped.
   if jax.process_count() == 1 and run.config.log.samples:
     _samples(run, state, batch, writer, step)
+  if jax.process_count() == 1 and (run.config.log.attention_images or
+                                   run.config.log.attention_stats):
+    attention.write_eval(writer, step, run.trainer.model(state['params']), run.trainer.objective,
+                         batch, run.tokenizer, run.config)
   writer.flush()
-  distributed.print_once(f'\nstep {step}: ' +
-                         ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
   return scalars
 
 
@@ -77,7 +79,3 @@ def _samples(run, state, batch, writer, step):
   text = '\n\n'.join(f'**input:** {s["input"]}\n\n**prediction:** {s["prediction"]}\n\n'
                      f'**reference:** {s["reference"]}' for s in samples)
   writer.text(step, 'samples', text)
-  if config.log.attention_images:
-    weights = attention.first_layer(trainer.model(state['params']), trainer.objective, rows)
-    if weights is not None:
-      writer.attention_images(step, 'attention/layer0', weights)
