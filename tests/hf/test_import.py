@@ -212,7 +212,8 @@ def test_cli_round_trip(tmp_path):
   from transformer.training import checkpoint  # pylint: disable=import-outside-toplevel
   hf_dir, out = tmp_path / 'hf', tmp_path / 'ours'
   torch_model = _gpt2(hf_dir)
-  assert cli.main(['--from', str(hf_dir), '--workdir', str(out), '--scan_layers']) == 0
+  assert cli.main(['--from', str(hf_dir), '--workdir', str(out), '--scan_layers',
+                   '--weights_only']) == 0
   saved = json.loads((out / 'config.json').read_text())
   assert saved['model']['scan_layers'] is True and saved['model']['vocab_size'] == 61
 
