@@ -1,4 +1,4 @@
-"""Export one of our runs as a Hugging Face directory: `./launch.sh export-hf --workdir RUN --to OUT`.
+"""One of our runs as a Hugging Face directory: `./launch.sh export-hf --workdir RUN --to OUT`.
 
   python -m transformer.export --workdir runs/default/bert_base --to exported/bert
   transformers.AutoModelForSequenceClassification.from_pretrained('exported/bert')

@@ -31,7 +31,8 @@ def test_ids_equal_autotokenizer(built, tmp_path):
   """Through the pipeline's own resolution (data.tokenizer = the directory): accents, whitespace
   runs, code, emoji, unknown characters and the special-token strings themselves."""
   family, directory = built
-  ours = data.get_tokenizer(make_config(tmp_path, source='text:/nonexistent/*', tokenizer=directory))
+  config = make_config(tmp_path, source='text:/nonexistent/*', tokenizer=directory)
+  ours = data.get_tokenizer(config)
   reference = transformers.AutoTokenizer.from_pretrained(directory)
   assert ours.vocab_size == len(reference)
   for text in builders.SENTENCES:

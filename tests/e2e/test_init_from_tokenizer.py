@@ -94,14 +94,19 @@ def test_init_from_without_a_recorded_tokenizer_needs_one(tmp_path):
     data.get_tokenizer(config)
 
 
-def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys):
+def _hf_bert(path, vocab_size):
+  """A tiny random BertForMaskedLM saved to `path` (no tokenizer files)."""
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-      intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / 'hf')
+      vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=32, max_position_embeddings=64)).save_pretrained(path)
+
+
+def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys):
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  _hf_bert(tmp_path / 'hf', 97)
   argv = ['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]
   capsys.readouterr()   # save_pretrained's progress bar
   assert import_hf.main(argv) == 2   # no tokenizer files: refused, nothing written
@@ -130,15 +135,10 @@ def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys
 @pytest.fixture(scope='module')
 def imported_bert(tmp_path_factory):
   """A tiny random BERT with its WordPiece tokenizer, imported: (import dir, HF dir)."""
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
   from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
   from tests.hf import builders  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp('bert')
-  torch.manual_seed(0)
-  transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=400, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-      intermediate_size=32, max_position_embeddings=64)).save_pretrained(root / 'hf')
+  _hf_bert(root / 'hf', 400)
   builders.bert_tokenizer(str(root / 'hf'))
   assert import_hf.main(['--from', str(root / 'hf'), '--workdir', str(root / 'out')]) == 0
   return root / 'out', root / 'hf'

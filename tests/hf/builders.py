@@ -13,7 +13,8 @@ from tokenizers import models, normalizers, pre_tokenizers, trainers
 
 # Standard-library docstrings plus lines with accents, emoji and code: every family sees them.
 EXTRA = ['Café naïve résumé déjà vu: Ärger über Öl, façade, señor, Ωmega.',
-         'emoji 🙂🎉 and 中文字符 mixed with ASCII.', 'def f(x):\n    return {"a": x ** 2}  # ok',
+         'emoji 🙂🎉 and 中文字符 mixed with ASCII.',
+         'def f(x):\n    return {"a": x ** 2}  # ok',
          'The film was wonderful and moving.', 'A dull, tedious and boring mess.']
 SENTENCES = ['Hello world', 'Café naïve résumé — déjà vu, Ärger über Öl',
              '  lots   of\tspace\n\nand  new  lines  ', 'def f(x):\n    return {"a": x**2}  # ok',
@@ -25,9 +26,9 @@ SENTENCES = ['Hello world', 'Café naïve résumé — déjà vu, Ärger über �
 
 def corpus():
   """A few thousand lines of embedded English text and code (stdlib docstrings)."""
-  import collections, json as json_mod, os as os_mod, re, string, textwrap  # pylint: disable=import-outside-toplevel,multiple-imports
+  import collections, re, string, textwrap  # pylint: disable=import-outside-toplevel
   lines = []
-  for module in (collections, json_mod, os_mod, re, string, textwrap, io):
+  for module in (collections, json, os, re, string, textwrap, io):
     for name in dir(module):
       doc = getattr(getattr(module, name), '__doc__', None)
       if isinstance(doc, str):
@@ -56,7 +57,7 @@ def _vocab_merges(tok, directory):
 
 
 def bert_tokenizer(directory, vocab_size=400, vocab_files=False):
-  """A WordPiece BertTokenizer in `directory`; `vocab_files`: vocab.txt instead of tokenizer.json."""
+  """A WordPiece BertTokenizer in `directory`; `vocab_files`: vocab.txt, no tokenizer.json."""
   import transformers  # pylint: disable=import-outside-toplevel
   tok = tokenizers.Tokenizer(models.WordPiece(unk_token='[UNK]'))
   tok.normalizer = normalizers.BertNormalizer(lowercase=True)

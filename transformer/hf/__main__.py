@@ -1,4 +1,4 @@
-"""Converts a local Hugging Face checkpoint into one of ours: the weights, our config, its tokenizer.
+"""Converts a local Hugging Face checkpoint into ours: the weights, our config, its tokenizer.
 
   python -m transformer.hf --from /path/to/hf_dir --workdir /path/to/out [--scan_layers]
   config, model, tok = transformer.hf.from_pretrained('/path/to/hf_dir', with_tokenizer=True)
@@ -6,11 +6,11 @@
 Writes OUT/0/ (an orbax checkpoint at step 0 whose state is {'params': ...}), OUT/config.json
 (our resolved config for the imported model), OUT/tokenizer/ (the checkpoint's tokenizer files,
 see transformer/data/hf_files.py), OUT/tokenizer_info.json and, for BART, OUT/hf_kept.safetensors
-(the position rows before position 0, which export-hf writes back). `--config.checkpoint.init_from=OUT`
-then trains with that tokenizer and the imported architecture. A checkpoint without tokenizer files
-is refused unless --weights_only says the weights alone are wanted (text fine-tuning of such an
-import then needs the tokenizer as --config.data.tokenizer=DIR). Every check runs before anything
-is written: a refused import leaves OUT as it was.
+(the position rows before position 0, which export-hf writes back).
+`--config.checkpoint.init_from=OUT` then trains with that tokenizer and the imported architecture.
+A checkpoint without tokenizer files is refused unless --weights_only says the weights alone are
+wanted (text fine-tuning of such an import then needs --config.data.tokenizer=DIR). Every check
+runs before anything is written: a refused import leaves OUT as it was.
 """
 
 import json

@@ -45,7 +45,8 @@ def _norm(ours, hf):
 
 
 def _dense(ours, hf, split=1):
-  return (Rule(f'{ours}/kernel', f'{hf}.weight', 'linear', split), Rule(f'{ours}/bias', f'{hf}.bias'))
+  return (Rule(f'{ours}/kernel', f'{hf}.weight', 'linear', split),
+          Rule(f'{ours}/bias', f'{hf}.bias'))
 
 
 def _attention(ours, names):
@@ -128,7 +129,8 @@ T5 = (
     Rule('{s}/layers/{i}/attention_norm/scale', '{s}.block.{i}.layer.0.layer_norm.weight'),
     *_attention('decoder/layers/{i}/encoder_decoder_attention',
                 [f'decoder.block.{{i}}.layer.1.EncDecAttention.{n}' for n in 'qkvo']),
-    Rule('decoder/layers/{i}/cross_attention_norm/scale', 'decoder.block.{i}.layer.1.layer_norm.weight'),
+    Rule('decoder/layers/{i}/cross_attention_norm/scale',
+         'decoder.block.{i}.layer.1.layer_norm.weight'),
     *_t5_mlp('encoder/layers/{i}', 'encoder.block.{i}.layer.1'),
     Rule('encoder/layers/{i}/mlp_norm/scale', 'encoder.block.{i}.layer.1.layer_norm.weight'),
     *_t5_mlp('decoder/layers/{i}', 'decoder.block.{i}.layer.2'),
