@@ -1,4 +1,5 @@
-"""Data: TFDS sources (and our embedded corpora) -> SentencePiece -> packed numpy batches.
+"""Data: TFDS sources (our embedded corpora, local files) -> a tokenizer (SentencePiece or a
+Hugging Face checkpoint's, one interface) -> packed numpy batches.
 
   tokenizer = transformer.data.get_tokenizer(config)
   pipeline = transformer.data.Pipeline(config, objective, tokenizer, split='train')
@@ -12,10 +13,11 @@ from transformer.data import stdlib_corpus
 from transformer.data.packing import BatchBuilder
 from transformer.data.pipeline import DataIterator
 from transformer.data.pipeline import Pipeline
+from transformer.data.hf_tokenizer import HFTokenizer
 from transformer.data.sources import data_dir
 from transformer.data.sources import get_source
 from transformer.data.tokenizer import get_tokenizer
 from transformer.data.tokenizer import Tokenizer
 
-__all__ = ['BatchBuilder', 'DataIterator', 'Pipeline', 'Tokenizer', 'data_dir', 'get_source',
-           'get_tokenizer', 'gettext_corpus', 'stdlib_corpus']
+__all__ = ['BatchBuilder', 'DataIterator', 'HFTokenizer', 'Pipeline', 'Tokenizer', 'data_dir',
+           'get_source', 'get_tokenizer', 'gettext_corpus', 'stdlib_corpus']

@@ -140,6 +140,8 @@ def store(source_dir, out_dir, tokens, *, built=None):
   that every stored tokenizer of a vocabulary-file checkpoint loads through one path.
   """
   os.makedirs(out_dir, exist_ok=True)
+  if os.path.samefile(source_dir, out_dir):   # a run resumed with its own tokenizer
+    return out_dir
   for name in TOKENIZER_FILES:
     if os.path.isfile(os.path.join(source_dir, name)):
       shutil.copyfile(os.path.join(source_dir, name), os.path.join(out_dir, name))
