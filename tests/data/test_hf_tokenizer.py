@@ -150,3 +150,18 @@ def test_stored_tokenizer_loads_the_same(built, tmp_path):
     assert stored.encode(text) == tok.encode(text)
   assert (stored.pad_id, stored.eos_id, stored.bos_id, stored.mask_id, stored.sentinel_ids) == (
       tok.pad_id, tok.eos_id, tok.bos_id, tok.mask_id, tok.sentinel_ids)
+
+
+def test_truncation_in_tokenizer_json_is_ignored(tmp_path):
+  """A tokenizer.json saved with truncation (many Hub files cut at 512) still encodes whole
+  texts: the objectives chunk and truncate them."""
+  directory = builders.bert_tokenizer(str(tmp_path / 'bert'))
+  path = os.path.join(directory, 'tokenizer.json')
+  with open(path) as f:
+    config = json.load(f)
+  config['truncation'] = {'direction': 'Right', 'max_length': 8, 'strategy': 'LongestFirst',
+                          'stride': 0}
+  with open(path, 'w') as f:
+    json.dump(config, f)
+  tok = hf_tokenizer.HFTokenizer(directory)
+  assert len(tok.encode(' '.join(['film'] * 50))) == 50 * len(tok.encode('film')) > 8

@@ -32,6 +32,8 @@ class _Tokenizers:
 
   def __init__(self, tok):
     self.tok = tok
+    tok.no_truncation()   # some tokenizer.json files cut at 512 tokens: the objectives cut here
+    tok.no_padding()
     self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
 
   def encode(self, text):
