@@ -153,6 +153,14 @@ README_FLAGS = ['--config', 'configs/bert.py:base', '--config.objective=classifi
                 '--config.run_name=bert_sst2']
 
 
+def test_readme_shows_the_tested_command():
+  readme = open(os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')).read()
+  section = readme.split('## Fine-tune a Hugging Face checkpoint')[1].split('```bash')[1]
+  command = section.split('```')[0].replace('\\\n', ' ')
+  train = next(l for l in command.splitlines() if l.startswith('./launch.sh train')).split()[2:]
+  assert train == [f.replace('{out}', 'pretrained/bert') for f in README_FLAGS]
+
+
 def test_readme_bert_fine_tune_and_export(tmp_path, capsys, fresh):
   """README "Fine-tune a Hugging Face checkpoint": import, the training command as written (a
   short run on mock glue/sst2 here), export-hf, and transformers loads the classifier."""
