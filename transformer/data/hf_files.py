@@ -25,6 +25,8 @@ TOKENIZER_JSON, SPIECE, VOCAB_TXT, VOCAB_JSON, MERGES = (
 CONFIG_FILES = ('tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json')
 TOKENIZER_FILES = (TOKENIZER_JSON, SPIECE, VOCAB_TXT, VOCAB_JSON, MERGES) + CONFIG_FILES
 SPECIAL_RECORD = 'special_tokens.json'
+RUN_HF_TOKENIZER = 'tokenizer'          # a run's / an import's Hugging Face tokenizer directory
+IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
 ROLES = ('pad', 'eos', 'unk', 'bos', 'mask', 'sep', 'cls')
 
 # What each tokenizer class names when its files are silent (transformers' __init__ defaults).

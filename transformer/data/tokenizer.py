@@ -271,8 +271,8 @@ def _smallest_vocab(texts, model_type):
 
 
 RUN_TOKENIZER = 'tokenizer.model'      # beside every run's checkpoints/ (SentencePiece)
-RUN_HF_TOKENIZER = 'tokenizer'         # ... or this directory (a Hugging Face tokenizer)
-IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
+RUN_HF_TOKENIZER = hf_files.RUN_HF_TOKENIZER   # ... or this directory (a Hugging Face one)
+IMPORT_RECORD = hf_files.IMPORT_RECORD
 
 
 def recorded_tokenizer(init_from):

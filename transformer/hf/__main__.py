@@ -21,12 +21,12 @@ import safetensors.numpy
 
 from transformer.training import checkpoint
 from transformer import cli
-from transformer.data import tokenizer as tokenizer_lib
+from transformer.data import hf_files
 from transformer.hf.load import import_params
 from transformer.hf.tokenizer import read_tokenizer
 from transformer.errors import ConfigError
 
-TOKENIZER_RECORD = tokenizer_lib.IMPORT_RECORD   # read by data.tokenizer.get_tokenizer
+TOKENIZER_RECORD = hf_files.IMPORT_RECORD   # read by data.tokenizer.get_tokenizer
 KEPT_TENSORS = 'hf_kept.safetensors'  # tensors the model leaves out (BART's first position rows)
 
 
@@ -53,7 +53,7 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32', weights_only
   if kept:
     safetensors.numpy.save_file(kept, os.path.join(workdir, KEPT_TENSORS))
   with open(os.path.join(workdir, TOKENIZER_RECORD), 'w') as f:
-    json.dump(dict(tokenizer=None if tok is None else tokenizer_lib.RUN_HF_TOKENIZER,
+    json.dump(dict(tokenizer=None if tok is None else hf_files.RUN_HF_TOKENIZER,
                    vocab_size=config.model.vocab_size, source=str(hf_dir),
                    tokens=None if tok is None else tok.vocab_size), f, indent=2)
   return config
