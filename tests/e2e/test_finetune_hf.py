@@ -144,6 +144,17 @@ def test_seq2seq_fine_tune_lowers_eval_loss(tmp_path, family):
         f'{final["eval/loss"]:.3f}')
   assert final['eval/loss'] < 0.7 * before['loss'], (before, final)
   _check_tokenizer(run.dir, hf_dir)
+  from transformer import export as export_cli  # pylint: disable=import-outside-toplevel
+  assert export_cli.main(['--workdir', run.dir, '--to', str(tmp_path / 'exported')]) == 0
+  tuned, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+      tmp_path / 'exported', output_loading_info=True)
+  assert not info['missing_keys'] and not info['unexpected_keys'], info
+  if family == 'bart':   # the position rows before position 0 come back from the import
+    original = transformers.AutoModelForSeq2SeqLM.from_pretrained(hf_dir)
+    for stack in ('encoder', 'decoder'):
+      torch.testing.assert_close(getattr(tuned.model, stack).embed_positions.weight[:2],
+                                 getattr(original.model, stack).embed_positions.weight[:2],
+                                 rtol=0, atol=0)
 
 
 README_FLAGS = ['--config', 'configs/bert.py:base', '--config.objective=classification',
