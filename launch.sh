@@ -7,7 +7,8 @@
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
-#   ./launch.sh import-hf --from HF_DIR --workdir OUT
+#   ./launch.sh import-hf --from HF_DIR --workdir OUT [--weights_only]
+#   ./launch.sh export-hf --workdir RUN_DIR --to OUT   (a run as a Hugging Face directory)
 #   ./launch.sh tensorboard [DIR]
 #   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
 set -euo pipefail
@@ -71,6 +72,7 @@ case "$mode" in
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
+  export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
@@ -82,7 +84,7 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,12p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep" >&2
+  help|-h|--help) sed -n '2,13p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf export-hf tensorboard sweep" >&2
      exit 2 ;;
 esac

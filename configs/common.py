@@ -39,7 +39,8 @@ def base_config():
       targets_key='',                # pairs: target field (e.g. 'de')
       label_key='',                  # classification label field
       vocab_size=2048,               # SentencePiece vocabulary trained on the train split
-      tokenizer='',                  # '' : train one and cache it beside the data; or a .model path
+      tokenizer='',                  # '' : train one and cache it beside the data; or a .model
+                                     # path, or a directory of Hugging Face tokenizer files
       tokenizer_model='unigram',     # unigram | bpe (SentencePiece model type)
       tokenizer_train_examples=20000,
       seq_len=128,                   # length of the (encoder / only) token stream

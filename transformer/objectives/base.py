@@ -100,6 +100,13 @@ class Objective:
   head = 'lm'
   example_fields = ('text',)
   families = ()
+  tokens = ()              # special tokens the examples need: bos, eos, sep, cls, mask, sentinel
+
+  @classmethod
+  def tokens_needed(cls, family):
+    """The special tokens `features` inserts on `family` (objectives.get checks the tokenizer)."""
+    del family
+    return cls.tokens
 
   def __init__(self, config, tokenizer):
     self.config = config

@@ -82,6 +82,7 @@ class CausalLM(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('decoder',)
+  tokens = ('bos', 'eos')
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)

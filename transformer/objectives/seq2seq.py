@@ -68,6 +68,10 @@ class Seq2Seq(base.Objective):
   example_fields = ('inputs', 'targets')
   families = ('encoder_decoder', 'decoder')
 
+  @classmethod
+  def tokens_needed(cls, family):
+    return ('bos', 'sep', 'eos') if family == 'decoder' else ('eos',)
+
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
     if self.family == 'decoder':

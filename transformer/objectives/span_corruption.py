@@ -95,6 +95,7 @@ class SpanCorruption(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('encoder_decoder',)
+  tokens = ('eos', 'sentinel')
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)

@@ -107,7 +107,7 @@ def _write_run_files(run):
     os.makedirs(run.dir, exist_ok=True)
     with open(os.path.join(run.dir, 'config.json'), 'w') as f:
       f.write(run.config.to_json_best_effort(indent=2))
-    run.tokenizer.save(os.path.join(run.dir, 'tokenizer.model'))
+    run.tokenizer.save_to(run.dir)   # tokenizer.model, or tokenizer/ for a Hugging Face one
 
 
 def _own_position(saved, step):
