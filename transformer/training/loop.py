@@ -19,7 +19,8 @@ from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import ProgressBar
-from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
+from transformer.training import (checkpoint, distributed, evaluation, generation, setup,
+                                  sharding, signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
@@ -46,7 +47,8 @@ def train(config, workdir, *, dry_run=False):
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
-  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None})
+  writer.hparams(tb.flatten_config(run.config), {'eval/loss': None, 'eval/accuracy': None,
+                                                 **dict.fromkeys(generation.metric_tags(run))})
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})

@@ -92,7 +92,7 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
            prefix_lm=False, start_id=None, cache_len=None, cache='full', return_logits=False,
            stop_at_table_end=False):
   """Decode `inputs` [B, L] (prompts for a DecoderOnly, sources for an EncoderDecoder) with
-  `spec`; returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V] with
+  `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V] with
   return_logits, greedy and sampling only, rows past their EOS undefined).
 
   segment_ids: 1 on tokens, 0 on right padding (default: no padding). prefix_lm: the prompt
@@ -101,6 +101,7 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   the request needs). cache: one of CACHE_MODES. stop_at_table_end: with learned positions,
   each row ends where the table does (at least 1 token) instead of the request being refused.
   """
+  spec = spec or GREEDY
   if cache not in CACHE_MODES:
     raise ConfigError(f'decoding: cache={cache!r}; choose one of {", ".join(CACHE_MODES)}')
   inputs = jnp.asarray(inputs, jnp.int32)
