@@ -4,6 +4,7 @@
 #   ./launch.sh train [--config configs/X.py:size] [--workdir DIR] [--config.a.b=v ...] [--dry_run]
 #                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
+#   ./launch.sh generate --workdir RUN_DIR (--prompt TEXT | --input_file F) [--strategy beam ...]
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
 #   ./launch.sh import-hf --from HF_DIR --workdir OUT
@@ -65,6 +66,7 @@ mode="${1:-help}"
 case "$mode" in
   train)       setup requirements.txt; train "$@" ;;
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
+  generate)    setup requirements.txt; exec "$VENV/bin/python" -m transformer.generate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
@@ -78,7 +80,7 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,12p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep" >&2
+  help|-h|--help) sed -n '2,13p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf tensorboard sweep" >&2
      exit 2 ;;
 esac

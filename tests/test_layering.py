@@ -13,7 +13,8 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
 LAYERS = [('errors',), ('models',), ('data',), ('objectives',), ('monitoring',), ('training',),
-          ('config', 'cli'), ('hf',), ('sweeps',), ('train', 'evaluate', 'summary', '__init__')]
+          ('config', 'cli'), ('hf',), ('sweeps',),
+          ('train', 'evaluate', 'summary', 'generate', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

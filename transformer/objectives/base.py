@@ -173,6 +173,13 @@ class Objective:
 
   corpus_metrics = ()
 
+  def generation_prompt(self, ids):
+    """(model input ids, whether a decoder-only prompt attends to itself bidirectionally) for
+    generating from the text `ids`, laid out as in training; objectives that do not generate
+    refuse."""
+    raise ConfigError(f'`objective={self.name}`: its model does not generate text; generate '
+                      'from a causal_lm, prefix_lm, seq2seq or span_corruption run')
+
   def score(self, samples):
     """Corpus-level scores of `predict` samples (e.g. {'bleu': ...}); {} where none applies."""
     del samples

@@ -104,6 +104,10 @@ class CausalLM(base.Objective):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
                            z_loss=self.z_loss)
 
+  def generation_prompt(self, ids):
+    """[bos] + text, continued causally (prefix LM: read bidirectionally, as its prefix was)."""
+    return [self.tokenizer.bos_id, *ids], self.name != 'causal_lm'
+
   def _prompt_split(self, example):
     """(prompt ids, reference ids): the first half of the example and the rest."""
     tokens = example['tokens']

@@ -104,6 +104,14 @@ class Seq2Seq(base.Objective):
     prefix[:len(prompt)] = 1
     return {'targets': targets, 'targets_prefix': prefix}
 
+  def generation_prompt(self, ids):
+    """The source as in training: source + [eos] for the encoder, or the decoder-only prompt
+    [bos] + source + [sep], read bidirectionally."""
+    tok = self.tokenizer
+    if self.family == 'decoder':
+      return [tok.bos_id, *ids, tok.sep_id], True
+    return [*ids, tok.eos_id], False
+
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
