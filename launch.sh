@@ -5,6 +5,7 @@
 #                     [--show_sharding]                  (print every parameter's placement)
 #                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
+#   ./launch.sh generate --workdir RUN_DIR (--prompt TEXT | --input_file F) [--strategy beam ...]
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
 #   ./launch.sh import-hf --from HF_DIR --workdir OUT [--weights_only]
@@ -70,6 +71,7 @@ mode="${1:-help}"
 case "$mode" in
   train)       setup requirements.txt; train "$@" ;;
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
+  generate)    setup requirements.txt; exec "$VENV/bin/python" -m transformer.generate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
   export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
@@ -85,6 +87,6 @@ case "$mode" in
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
   help|-h|--help) sed -n '2,13p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf export-hf tensorboard sweep" >&2
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf export-hf tensorboard sweep" >&2
      exit 2 ;;
 esac

@@ -102,6 +102,25 @@ def base_config():
       attention_stats=True,          # attention entropy / distance scalars per layer and head
       hparams_first=(),              # config keys the HParams dashboard lists first (a sweep
                                      # sets its swept keys), e.g. ('opt.learning_rate',)
+      # Generation metrics at each eval (objectives that generate, i.e. seq2seq): the first
+      # `examples` eval examples are decoded and scored (eval/bleu; eval/rouge1/2/L), and
+      # written to <run>/decodes/step_<N>.jsonl. The strategy keys are those of
+      # transformer/models/decoding/spec.py:Spec.
+      decode=ml_collections.ConfigDict(dict(
+          examples=128,              # eval examples decoded; 0 : no generation metrics
+          max_new_tokens=0,          # 0 : data.targets_len (or data.seq_len)
+          metrics='auto',            # auto (bleu, + rouge for summarisation data) | bleu |
+                                     # rouge | bleu,rouge
+          strategy='greedy',         # greedy | sample | beam
+          temperature=1.0,
+          top_k=0,
+          top_p=1.0,
+          seed=0,
+          beam_size=4,
+          alpha=0.6,                 # beam length penalty; length_norm gnmt | length (HF)
+          length_norm='gnmt',
+          early_stopping='never',    # never (exact) | false (HF heuristic) | true
+      )),
   ))
   return c
 

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
 LAYERS = [('errors', 'quiet'), ('models',), ('data',), ('objectives',), ('monitoring',),
           ('training',), ('config', 'cli'), ('hf',), ('sweeps',),
-          ('train', 'evaluate', 'summary', 'export', '__init__')]
+          ('train', 'evaluate', 'summary', 'export', 'generate', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

@@ -203,3 +203,23 @@ def test_readme_bert_fine_tune_and_export(tmp_path, capsys, fresh):
   reference = transformers.AutoTokenizer.from_pretrained(hf_dir)
   assert transformers.AutoTokenizer.from_pretrained(exported)('a film')['input_ids'] == (
       reference('a film')['input_ids'])
+
+
+def test_generate_reads_an_imported_tokenizer_from_a_fine_tuned_run_and_the_import(tmp_path,
+                                                                                   capsys):
+  """`generate` decodes with the checkpoint's own Hugging Face tokenizer (tokenizer/), both from
+  a run fine-tuned from an import and from the import itself."""
+  from transformer import generate  # pylint: disable=import-outside-toplevel
+  data = sentiment_file(tmp_path / 'text.jsonl')
+  config, hf_dir = fine_tune_config('gpt2', str(tmp_path), 'causal_lm', data, steps=4,
+                                    **{'data.text_key': 'text', 'train.eval_steps': 1})
+  loop.train(config, str(tmp_path / 'runs'))
+  run_dir = setup.run_dir(config, str(tmp_path / 'runs'))
+  assert os.path.isdir(os.path.join(run_dir, 'tokenizer'))
+  reference = hf_tokenizer.HFTokenizer(hf_dir)
+  for workdir in (run_dir, str(tmp_path / 'imported')):
+    capsys.readouterr()
+    assert generate.main(['--workdir', workdir, '--prompt', 'a wonderful film',
+                          '--max_new_tokens', '6']) == 0
+    [line] = capsys.readouterr().out.strip('\n').split('\n')
+    assert line == reference.decode(reference.encode(line))   # text of that vocabulary

@@ -25,7 +25,7 @@ TAGS = (
     'params/total', 'params/non_embedding',
     'train/tokens_seen',
 )
-OPTIONAL_TAGS = ('eval/bleu',)
+OPTIONAL_TAGS = ('eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeL')  # seq2seq decoding
 
 
 def flatten_config(config) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import Progress
-from transformer.training import (checkpoint, console, distributed, evaluation, report, setup,
-                                  sharding, signals)
+from transformer.training import (checkpoint, console, distributed, evaluation, generation,
+                                  report, setup, sharding, signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
@@ -59,7 +59,8 @@ def _train(config, workdir, stop, dry_run, show_sharding):
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
   reporter = report.Reporter.from_environment(writer, run.steps)   # a search trial, or inactive
   writer.hparams({**tb.flatten_config(run.config), **reporter.hparams},
-                 {'eval/loss': None, 'eval/accuracy': None, **reporter.metrics},
+                 {'eval/loss': None, 'eval/accuracy': None,
+                  **dict.fromkeys(generation.metric_tags(run)), **reporter.metrics},
                  first=run.config.log.hparams_first)
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
