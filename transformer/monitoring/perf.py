@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transformer.data import packing
+
 # Dense (non-sparse) peak FLOP/s per device, by substring of jax's device_kind, and dtype.
 PEAKS = {
     'H200': {'bfloat16': 989e12, 'float32': 67e12},
@@ -56,7 +58,8 @@ def output_stream(batch):
 
 
 class Throughput:
-  """Tokens, output tokens and steps since the last report, and the rates they make.
+  """Tokens, output tokens, token slots and steps since the last report, and the rates they
+  make; `perf/packing_efficiency` is the window's non-padding share of the slots.
 
   `add(batch)` after each step; `report(...)` returns the perf scalars of the window and starts
   a new one. `sum_fn` turns this process's counts into the job's (a collective in multi-process
@@ -65,12 +68,13 @@ class Throughput:
 
   def __init__(self, step):
     self.step = step
-    self.tokens = self.outputs = 0
+    self.tokens = self.outputs = self.slots = 0
     self.start = time.perf_counter()
 
   def add(self, batch):
     self.tokens += tokens_in(batch)
     self.outputs += tokens_in(batch, (output_stream(batch),))
+    self.slots += packing.efficiency(batch)[1]
 
   def restart_clock(self):
     self.start = time.perf_counter()
@@ -78,10 +82,11 @@ class Throughput:
   def report(self, step, *, peak, flops_per_token, sum_fn):
     """(perf scalars of the window up to `step`, the job's tokens in it); starts a new window."""
     elapsed = max(time.perf_counter() - self.start, 1e-9)
-    tokens, outputs = sum_fn(self.tokens, self.outputs)
+    tokens, outputs, slots = sum_fn(self.tokens, self.outputs, self.slots)
     tflops = outputs * flops_per_token / elapsed / jax.device_count() / 1e12
     scalars = {'perf/tokens_per_sec': tokens / elapsed,
                'perf/steps_per_sec': (step - self.step) / elapsed,
-               'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak}
+               'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak,
+               'perf/packing_efficiency': tokens / max(slots, 1)}
     self.__init__(step)
     return scalars, tokens

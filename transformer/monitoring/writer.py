@@ -21,7 +21,7 @@ TAGS = (
     'train/loss', 'train/accuracy', 'train/perplexity', 'train/learning_rate', 'train/grad_norm',
     'eval/loss', 'eval/accuracy', 'eval/perplexity',
     'perf/tokens_per_sec', 'perf/steps_per_sec', 'perf/mfu', 'perf/tflops_per_device',
-    'perf/compile_seconds',
+    'perf/compile_seconds', 'perf/packing_efficiency',
     'params/total', 'params/non_embedding',
     'train/tokens_seen',
 )

@@ -10,6 +10,11 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   text_chunk_len   the pipeline cuts a tokenized 'text' field into chunks of at most this many
                    tokens, one example each (None: no chunking)
   features(example, rng)                    host side, numpy: per-stream 1-D arrays + scalars
+  min_piece        > 0: the objective cuts pieces out of a token stream (full packing, see
+                   data/packing.py) with the two methods below; 0: examples only
+  piece_lengths(n, *, first, last) -> {stream: length} of the features of an n-token piece
+  piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
+                                            last: the piece starts / ends the document)
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
@@ -100,6 +105,7 @@ class Objective:
   head = 'lm'
   example_fields = ('text',)
   families = ()
+  min_piece = 0
 
   def __init__(self, config, tokenizer):
     self.config = config

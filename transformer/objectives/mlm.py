@@ -26,6 +26,7 @@ class MaskedLM(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('encoder',)
+  min_piece = 1
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -55,6 +56,15 @@ class MaskedLM(base.Objective):
       inputs[to_mask] = tok.mask_id
       inputs[to_random] = rng.choice(self.ordinary, size=to_random.size)
     return {'inputs': inputs, 'inputs_labels': labels}
+
+  def piece_lengths(self, n, *, first, last):
+    del first, last   # every piece is a BERT sequence of its own
+    return {'inputs': n + 2}
+
+  def piece(self, tokens, rng=None, *, first, last):
+    """`[cls] piece [sep]`, masked like a whole example."""
+    del first, last
+    return self.features({'text': tokens}, rng)
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     logits_BLV = model(batch['inputs'], batch['inputs_segment_ids'], batch['inputs_positions'],

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from transformer.data.pipeline import POSITION_FORMAT, upgrade_position
 from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
@@ -70,7 +71,8 @@ def restore_or_init(run, latest):
   ckpt = run.checkpointer(state)
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))
-    position = _own_position(saved, step0)
+    position = upgrade_position(_own_position(saved, step0), saved.get('position_format', 1),
+                                run.objective)
     print_once(f'Resumed {run.dir} from step {step0} (data position {position}).')
     for key, before, now in ckpt.changed_settings():
       print_once(f'Note: {key} changed since the checkpoint ({before} -> {now}).')
@@ -184,6 +186,7 @@ class _Loop:
     gathered = distributed.allgather_ints([*self.it.state, meter.tokens])
     self.writer.flush()   # the logs are on disk before the checkpoint a resume would start from
     where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
+             'position_format': POSITION_FORMAT,
              'tokens_seen': self.tokens_seen + sum(g[2] for g in gathered)}
     self.ckpt.save(step, state, data_position=where, force=force,
                    metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
