@@ -98,6 +98,9 @@ def base_config():
       samples=2,                     # text samples written at each eval
       sample_length=48,
       attention_images=True,
+      profile_steps=(0, 0),          # (START, COUNT): a jax.profiler trace of COUNT steps from
+                                     # step START into the run directory (TensorBoard's profile
+                                     # tab), e.g. --config.log.profile_steps=10,5; COUNT 0: off
   ))
   return c
 

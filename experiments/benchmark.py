@@ -50,6 +50,7 @@ import numpy as np
 
 from transformer import cli
 from transformer import config as config_lib
+from transformer.data import packing
 from transformer.errors import ConfigError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring.perf import output_stream, tokens_in
@@ -100,12 +101,33 @@ def parse_args(argv):
   p.add_argument('--meshes', default=','.join(SHARDING_MESHES),
                  help='with --sharding_presets: comma list of ' + ', '.join(SHARDING_MESHES))
   p.add_argument('--out', default='', help='write the results here as JSON')
+  p.add_argument('--profile', default='', help='write a jax.profiler trace of each row\'s timed '
+                 'steps into DIR/<family>_<size>/ (tensorboard --logdir DIR, PROFILE tab)')
+  p.add_argument('--vs_torch', action='store_true',
+                 help='our step vs the Hugging Face PyTorch model (experiments/benchmark_torch.py)')
+  p.add_argument('--shapes', default='issue,tiny', help='with --vs_torch: comma list of issue, tiny')
+  p.add_argument('--threads', default='2,1', help='with --vs_torch: comma list of 2 (all '
+                 'cores), 1 (one pinned core)')
+  p.add_argument('--rounds', type=int, default=4, help='with --vs_torch: alternations')
+  p.add_argument('--packing', action='store_true', help='packing efficiency of the data '
+                 'pipeline per objective (experiments/benchmark_packing.py); no model is run')
+  p.add_argument('--seq_lens', default='128,256,512', help='with --packing: comma list')
+  p.add_argument('--batches', type=int, default=20, help='with --packing: batches per row')
   overrides, rest = cli.split_overrides(argv)
   args = p.parse_args(rest)
   args.families = [f for f in args.families.split(',') if f]
   args.sizes = [s for s in args.sizes.split(',') if s]
   args.mesh_presets = [m for m in args.mesh_presets.split(',') if m]
   args.meshes = [m for m in args.meshes.split(',') if m]
+  args.shapes = [x for x in args.shapes.split(',') if x]
+  threads = [x.strip() for x in args.threads.split(',') if x.strip()]
+  if not threads or any(x not in ('1', '2') for x in threads):
+    raise ConfigError(f'--threads={args.threads}: a comma list of 1 and 2, e.g. --threads 2,1')
+  args.threads = [int(x) for x in threads]
+  args.seq_lens = [int(x) for x in args.seq_lens.split(',') if x.strip()]
+  for x in args.shapes:
+    if x not in ('issue', 'tiny'):
+      raise ConfigError(f'--shapes: unknown shape {x!r}; choose from issue, tiny')
   for m in args.meshes:
     if m not in SHARDING_MESHES:
       raise ConfigError(f'--meshes: unknown mesh {m!r}; choose from {", ".join(SHARDING_MESHES)}')
@@ -121,7 +143,7 @@ def parse_args(argv):
     if m not in MESH_PRESETS:
       raise ConfigError(f'--mesh_presets: {m!r} is not supported yet; use '
                         f'{", ".join(MESH_PRESETS)} (other presets come with the sharding work)')
-  for name in ('steps', 'warmup', 'batch_size', 'seq_len'):
+  for name in ('steps', 'warmup', 'batch_size', 'seq_len', 'rounds', 'batches'):
     value = getattr(args, name)
     if value is not None and (value < 0 or (value == 0 and name != 'warmup')):
       raise ConfigError(f'--{name}={value}: must be positive')
@@ -183,17 +205,22 @@ def device_peak_bytes():
   return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
 
 
-def time_steps(step_fn, state, batch, warmup, steps):
-  """(median seconds per step, final state): each step waited for before the clock stops."""
+def time_steps(step_fn, state, batch, warmup, steps, profile_dir=''):
+  """(median seconds per step, final state): each step waited for before the clock stops; the
+  timed steps traced into `profile_dir` when given."""
   for _ in range(warmup):
     state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))
   times = []
+  if profile_dir:
+    jax.profiler.start_trace(profile_dir)
   for _ in range(steps):
     t0 = time.perf_counter()
     state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
+  if profile_dir:
+    jax.profiler.stop_trace()
   loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
   if not math.isfinite(loss):
     raise RuntimeError(f'the benchmarked step produced a non-finite loss ({loss})')
@@ -220,7 +247,9 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
   step_fn = trainer.compile(state, batch)
   compile_s = time.perf_counter() - t0
   memory = memory_bytes(step_fn)
-  step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps)
+  profile_dir = (os.path.join(args.profile, f'{family}_{spec.rsplit(":", 1)[1]}' +
+                              (f'_{mesh_name}' if mesh_name else '')) if args.profile else '')
+  step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps, profile_dir)
   tokens = tokens_in(host_batch)
   out_tokens = tokens_in(host_batch, (output_stream(host_batch),))
   flops_token = accounting.flops_per_token(config)['total_train']
@@ -240,6 +269,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
       'mesh_shape': [int(v) for v in mesh.shape.values()], 'steps': args.steps,
       'warmup': args.warmup,
       'init_s': init_s, 'compile_s': compile_s, 'step_s': step_s, 'tokens_per_step': tokens,
+      'packing_efficiency': tokens / packing.efficiency(host_batch)[1], 'profile_dir': profile_dir,
       'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
       'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
       'mfu': achieved / peak_flops, 'peak_name': peak_name, 'peak_flops': float(peak_flops),
@@ -343,6 +373,37 @@ def _run_with_fake_devices(argv):
                         cwd=repo, check=False).returncode
 
 
+def vs_torch(argv, args, overrides):
+  """--vs_torch: the 2-thread rows here, the 1-thread rows from a pinned child process."""
+  from experiments import benchmark_torch as bt  # pylint: disable=import-outside-toplevel
+  load_start = os.getloadavg()
+  if os.environ.get(bt._CHILD):   # pylint: disable=protected-access
+    return {'meta': bt.meta(load_start), 'rows': bt.run(args, overrides)}
+  rows = bt.run(args, overrides) if 2 in args.threads else []
+  if 1 in args.threads:
+    import tempfile  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'one_thread.json')
+      if bt.run_pinned(_without_flag(argv, '--out') + ['--out', out]):
+        raise RuntimeError('the one-thread comparison failed (its output is above)')
+      with open(out) as f:
+        rows += json.load(f)['rows']
+  return {'meta': bt.meta(load_start), 'rows': rows}
+
+
+def _without_flag(argv, flag):
+  """argv without `flag VALUE` / `flag=VALUE`."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a == flag:
+      skip = True
+    elif not a.startswith(flag + '='):
+      out.append(a)
+  return out
+
+
 @cli.main
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -350,8 +411,17 @@ def main(argv=None):
     parse_args(argv)   # bad flags fail here, before the subprocess starts
     return _run_with_fake_devices(argv)
   args, overrides = parse_args(argv)
-  result = run(args, overrides)
-  print(markdown(result))
+  if args.packing:
+    from experiments import benchmark_packing  # pylint: disable=import-outside-toplevel
+    result = benchmark_packing.run(args)
+    print(benchmark_packing.markdown(result))
+  elif args.vs_torch:
+    from experiments import benchmark_torch  # pylint: disable=import-outside-toplevel
+    result = vs_torch(argv, args, overrides)
+    print(benchmark_torch.markdown(result['rows'], result['meta']))
+  else:
+    result = run(args, overrides)
+    print(markdown(result))
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:

@@ -13,6 +13,7 @@ import ml_collections
 from transformer import objectives
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
+from transformer.monitoring import profiler
 from transformer.training import optim, sharding
 
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
@@ -157,6 +158,8 @@ def validate(config):
   _validate_train(config.train)
   _validate_opt(config)
   _validate_mesh(config.mesh)
+  if 'profile_steps' in config.log:
+    profiler.check(config.log.profile_steps)
   _positive('checkpoint.every', config.checkpoint.every)
   _positive('checkpoint.keep', config.checkpoint.keep)
   if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):

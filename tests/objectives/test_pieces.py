@@ -50,12 +50,46 @@ def test_prefix_lm_piece_prefix_is_a_fraction_of_the_piece(make_config, tokenize
   assert obj.features({'text': text})['targets_prefix'].tolist() == whole['targets_prefix'].tolist()
 
 
-def test_mlm_and_span_corruption_pieces_are_whole_examples(make_config, tokenizer):
-  mlm = objectives.get(make_config('mlm', 'encoder'), tokenizer)
+def test_mlm_masks_a_packed_row_with_one_budget(make_config, tokenizer):
+  mlm = objectives.get(make_config('mlm', 'encoder', seq_len=64), tokenizer)
+  rng = np.random.default_rng(0)
+  texts = [rng.integers(39, 100, size=n).astype(np.int32) for n in (30, 4, 24)]   # 58 + 6 = 64
+  pieces = [mlm.piece(t, first=False, last=False) for t in texts]
+  assert all(p['inputs'][0] == tokenizer.cls_id and p['inputs'][-1] == tokenizer.sep_id and
+             not p['inputs_labels'].any() for p in pieces)
+  row = mlm.finish_row(pieces, np.random.default_rng(1))
+  assert [len(p['inputs']) for p in row] == [len(p['inputs']) for p in pieces]
+  labels = np.concatenate([p['inputs_labels'] for p in row])
+  original = np.concatenate([p['inputs'] for p in pieces])
+  assert (labels > 0).sum() == round(0.15 * 58) <= mlm.max_predictions   # one budget, 58 tokens
+  np.testing.assert_array_equal(labels[labels > 0], original[labels > 0])
+  assert all(p['inputs'][0] == tokenizer.cls_id and p['inputs'][-1] == tokenizer.sep_id
+             for p in row)
+
+
+def test_mlm_loss_gathered_at_chosen_positions_equals_the_full_logits_loss(make_config,
+                                                                          tokenizer, packer):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from transformer import models  # pylint: disable=import-outside-toplevel
+  from transformer.objectives import losses  # pylint: disable=import-outside-toplevel
+  cfg = make_config('mlm', 'encoder', seq_len=48)
+  cfg.model.update(num_layers=1, d_model=32, num_heads=2, d_ff=64, max_len=64)
+  obj = objectives.get(cfg, tokenizer)
+  model = models.build(cfg.model, head='lm', rngs=nnx.Rngs(params=0, dropout=1))
+  rng = np.random.default_rng(2)
+  feats = [obj.features({'text': rng.integers(39, 100, size=n)}, rng) for n in (20, 18)]
+  batch = packer(feats, 48, 'inputs')
+  loss, metrics = obj.loss_and_metrics(model, batch)
+  full = model(batch['inputs'], batch['inputs_segment_ids'], batch['inputs_positions'])
+  labels = batch['inputs_labels']
+  ref_loss, ref_metrics = losses.cross_entropy(full, labels, (labels > 0).astype(np.float32))
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+  for name in ref_metrics:
+    np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=1e-6)
+
+
+def test_span_corruption_pieces_are_whole_examples(make_config, tokenizer):
   text = np.arange(40, 80, dtype=np.int32)
-  p = mlm.piece(text, np.random.default_rng(0), first=False, last=False)
-  assert p['inputs'][0] == tokenizer.cls_id and p['inputs'][-1] == tokenizer.sep_id
-  assert 0 < (p['inputs_labels'] > 0).sum() <= 8
   sc = objectives.get(make_config('span_corruption', 'encoder_decoder'), tokenizer)
   p = sc.piece(text, np.random.default_rng(0), first=False, last=True)
   assert _reconstruct(p['inputs'].tolist(), p['targets'].tolist()) == text.tolist()

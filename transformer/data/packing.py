@@ -23,8 +23,9 @@ What each objective does with a piece (first / last: it starts / ends its docume
                piece is context only, as in nanoGPT).
   prefix LM    the same, with the prefix (round(prefix_fraction * n) tokens, clipped to 1..n-1)
                taken from the piece: each row's piece is its own prefix-LM example.
-  MLM          every piece is `[cls] piece [sep]` with its own 15% budget: each segment is a
-               well-formed BERT sequence, [cls] at position 0.
+  MLM          every piece is `[cls] piece [sep]` (each segment a well-formed BERT sequence,
+               [cls] at position 0); the 15% masking budget is drawn over the whole row
+               (`objective.finish_row`), as RoBERTa masks its cross-document rows.
   span corr.   each piece is corrupted on its own (sentinels restart at <extra_id_0>, [eos] in
                both streams); pieces are sized so that inputs and targets both fit.
 Greedy example packing (`batches`, window=1; objectives without pieces): an example goes into

@@ -187,12 +187,23 @@ class Pipeline:
   def rows(self, position=0):
     """(row, position after it) of the 'stream' or 'window' mode from `position` on."""
     if self.mode == 'stream':
-      return packing.stream_rows(self.documents(position), self.objective, self.stream_lengths,
+      rows = packing.stream_rows(self.documents(position), self.objective, self.stream_lengths,
                                  self._piece)
+      return self._finished(rows, parse_position(position))
     raw, skip = parse_position(position)
     examples = (((index, 0), f) for (index, _), f in self.examples(raw))
     return ((row, after if after is None else (after[0][0], after[1])) for row, after in
             packing.window_rows(examples, self.stream_lengths, packing.PAIR_WINDOW, skip))
+
+  def _finished(self, rows, start):
+    """Rows through `objective.finish_row(pieces, rng)` where it has one (MLM masks a whole row),
+    its rng seeded by the position the row starts at."""
+    finish = getattr(self.objective, 'finish_row', None)
+    for row, after in rows:
+      if finish is not None:
+        row = finish(row, np.random.default_rng([self.seed, self.shard[0], *start, 1]))
+      yield row, after
+      start = after
 
   def batches(self, position=0):
     """(batch, position after it; None at the end of an eval pass) from `position` on."""

@@ -15,6 +15,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   piece_lengths(n, *, first, last) -> {stream: length} of the features of an n-token piece
   piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
                                             last: the piece starts / ends the document)
+  finish_row(pieces, rng)                   optional: the pieces of a packed row, made final
+                                            together (MLM draws its masking budget per row)
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only

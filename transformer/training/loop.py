@@ -17,7 +17,7 @@ import jax
 
 from transformer.data.pipeline import POSITION_FORMAT, upgrade_position
 from transformer.errors import ConfigError, TrainingError
-from transformer.monitoring import accounting, perf
+from transformer.monitoring import accounting, perf, profiler
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import ProgressBar
 from transformer.training import checkpoint, distributed, evaluation, setup, sharding, signals
@@ -135,10 +135,14 @@ class _Loop:
     step = int(state['step'])
     bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
     meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
+    trace = profiler.StepProfiler(self.run.dir, config.log.profile_steps,
+                                  enabled=jax.process_index() == 0)
     with signals.StopSignal() as stop:
       while step < steps:
+        trace.before(step + 1)
         state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
         step += 1
+        trace.after(step, (state, metrics))
         meter.add(batch)
         if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
           sums = evaluation.accumulate(sums, _checked(previous, step - 1))
@@ -167,6 +171,7 @@ class _Loop:
           break
         if step < steps:
           batch = next(self.it)
+    trace.close()
     bar.close()
     return state, last, stopping
 
