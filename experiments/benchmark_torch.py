@@ -132,7 +132,7 @@ class TorchStep:
     self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
     self.opt.step()
     self.opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 class OurStep:

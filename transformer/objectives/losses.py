@@ -53,18 +53,45 @@ def _is_first_max(logits, label_logit, labels):
   return (jnp.sum(beaten.astype(jnp.int32), axis=-1) == 0) & ~jnp.isnan(label_logit)
 
 
-@jax.custom_vjp
-def token_xent(logits, labels, keep):
-  """Per position: (cross-entropy, log Z, argmax == label) of float32 logits, 0 where not `keep`.
+CHUNK_ELEMENTS = 1 << 22   # logits per chunk of the forward pass (16 MiB of float32)
 
-  The VJP writes d/dlogits = (g_xent + g_logz) * softmax - g_xent * onehot(label) in one fused
-  pass over the logits (autodiff's version scatters into a zero [..., V] array and makes
-  separate passes for the mask, the softmax and the one-hot); `correct` has no gradient.
-  """
+
+def _position_terms(logits, labels, keep):
   masked = _masked(logits, keep)
   log_z = jax.nn.logsumexp(masked, axis=-1)
   label_logit = jnp.take_along_axis(masked, labels[..., None], axis=-1)[..., 0]
   return log_z - label_logit, log_z, _is_first_max(masked, label_logit, labels)
+
+
+def _chunk_rows(rows, vocab):
+  """Rows per chunk: the largest power of two dividing `rows` within CHUNK_ELEMENTS logits;
+  `rows` (one chunk) when that would take more than 256 chunks."""
+  chunk = 1
+  while chunk * 2 * vocab <= CHUNK_ELEMENTS and rows % (chunk * 2) == 0:
+    chunk *= 2
+  return chunk if rows // chunk <= 256 else rows
+
+
+@jax.custom_vjp
+def token_xent(logits, labels, keep):
+  """Per position: (cross-entropy, log Z, argmax == label) of float32 logits, 0 where not `keep`.
+
+  The forward pass runs over chunks of positions (`jax.lax.map`), so its temporaries (XLA:CPU
+  writes the exponentials and the accuracy comparisons out before reducing them) are one chunk,
+  not another [..., V] array. The VJP writes d/dlogits = (g_xent + g_logz) * softmax -
+  g_xent * onehot(label) in one fused pass over the logits (autodiff's version scatters into a
+  zero [..., V] array and makes separate passes for the mask, the softmax and the one-hot);
+  `correct` has no gradient.
+  """
+  shape, vocab = labels.shape, logits.shape[-1]
+  rows = max(1, labels.size)
+  chunk = _chunk_rows(rows, vocab)
+  if chunk == rows:
+    return _position_terms(logits, labels, keep)
+  split = lambda x, *tail: x.reshape((rows // chunk, chunk) + tail)
+  out = jax.lax.map(lambda a: _position_terms(*a),
+                    (split(logits, vocab), split(labels), split(keep)))
+  return tuple(o.reshape(shape) for o in out)
 
 
 def _token_xent_fwd(logits, labels, keep):

@@ -25,6 +25,11 @@ MASK_FRACTION = 0.8    # chosen tokens replaced by [mask]
 RANDOM_FRACTION = 0.1  # chosen tokens replaced by a random ordinary token (the rest: unchanged)
 
 
+def max_predictions(probability, seq_len):
+  """The most chosen tokens a row of `seq_len` can hold (one example or one packed row)."""
+  return max(1, int(round(probability * (seq_len - 2))))
+
+
 class MaskedLM(base.Objective):
   """BERT MLM over packed `[cls] + text + [sep]` examples."""
 
@@ -45,8 +50,7 @@ class MaskedLM(base.Objective):
 
   @property
   def max_predictions(self):
-    """The most chosen tokens a row can hold (one example or one stream-packed row)."""
-    return max(1, int(round(self.probability * (self.seq_len - 2))))
+    return max_predictions(self.probability, self.seq_len)
 
   def features(self, example, rng=None):
     """{'inputs': corrupted ids, 'inputs_labels': original id where chosen else 0}."""
