@@ -10,6 +10,7 @@ from transformer.data import packing, pipeline as pipeline_lib
 from transformer.errors import ConfigError
 
 from tests.data.conftest import Seq2SeqObjective, make_config
+from tests.data.test_pipeline import corpus  # pylint: disable=unused-import  (a fixture)
 
 BOS, EOS = 2, 1
 
@@ -122,17 +123,6 @@ def test_window_packing_fills_better_keeps_every_example_and_resumes():
     assert [[e['inputs'][0] for e in r] for r, _ in again[:5]] == [
         [e['inputs'][0] for e in r] for r, _ in rows[k:k + 5]]
   assert any(skip > 0 for (_, skip) in (after for _, after in rows[:-1]))
-
-
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('corpus')
-  rng = np.random.default_rng(0)
-  words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'theta', 'kappa']
-  lines = [f'line {i} ' + ' '.join(rng.choice(words, size=rng.integers(2, 60)))
-           for i in range(300)]
-  (folder / 'a.txt').write_text('\n'.join(lines) + '\n')
-  return folder
 
 
 @pytest.mark.parametrize('objective, family', [('causal_lm', 'decoder'), ('prefix_lm', 'decoder'),
