@@ -26,6 +26,9 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
   memory_temp_bytes  the compiled step's temporaries alone, beside logits_bytes, one float32
                 [B, scored positions, V] array: the step holds the logits once and their
                 gradient once (the cross-entropy's forward runs in chunks, see losses.py)
+  logits_sized_buffers  the arrays of >= one logits array's elements the compiled step writes
+                (its HLO, fusions' insides and aliases left out): 'name [shape]', the logits
+                and their gradient; the table's 'logits-sized' column counts them
   packing_efficiency  non-padding share of the batch's token slots (every stream)
 
 On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes
@@ -53,6 +56,7 @@ import gc
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -226,6 +230,30 @@ def logits_bytes(run):
   return int(c.train.batch_size * length * c.model.vocab_size * 4)
 
 
+_NOT_A_BUFFER = ('parameter', 'bitcast', 'get-tuple-element', 'tuple', 'constant')
+
+
+def logits_sized_buffers(hlo_text, elements):
+  """The arrays of at least `elements` elements the compiled step writes out: instructions of
+  the computations XLA runs (the entry, loop bodies), not of the fused ones (a fusion's
+  insides stay in registers) and not aliases (parameters, bitcasts, tuple elements). With
+  `elements` = one logits array, [(name, shape)] lists the logits and their gradient."""
+  fused = set(re.findall(r' fusion\(.*?calls=(%[\w.-]+)', hlo_text))
+  out, current = [], None
+  for line in hlo_text.splitlines():
+    head = re.match(r'(?:ENTRY )?(%[\w.-]+) .*\{$', line)
+    if head:
+      current = head.group(1)
+      continue
+    inst = re.match(r'\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\(', line)
+    if not inst or current in fused or inst.group(3) in _NOT_A_BUFFER:
+      continue
+    shape = [int(d) for d in inst.group(2).split(',') if d]
+    if shape and math.prod(shape) >= elements:
+      out.append((inst.group(1), shape))
+  return out
+
+
 def device_peak_bytes():
   """The allocator's peak bytes in use on device 0 (GPUs), else None."""
   try:
@@ -280,6 +308,8 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
     compiles.append(time.perf_counter() - t0)
   compile_s = statistics.median(compiles)
   memory = {**memory_bytes(step_fn), 'logits_bytes': logits_bytes(run)}
+  memory['logits_sized_buffers'] = [f'{n} {s}' for n, s in logits_sized_buffers(
+      step_fn.as_text(), memory['logits_bytes'] // 4)]
   profile_dir = (os.path.join(args.profile, f'{family}_{spec.rsplit(":", 1)[1]}' +
                               (f'_{mesh_name}' if mesh_name else '')) if args.profile else '')
   step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps, profile_dir)
@@ -368,8 +398,8 @@ def markdown(result):
     lines.append(f'CPU run: batch and seq_len reduced to at most {CPU_BATCH} x {CPU_SEQ_LEN} '
                  'by default (pass --batch_size / --seq_len for the config values).')
   lines += ['', '| family | config | params | batch x len | packing | compile s | step s | '
-            'tokens/s | GFLOP/step | MFU | memory MiB | temp MiB | logits MiB | peak MiB |',
-            '|' + '---|' * 14]
+            'tokens/s | GFLOP/step | MFU | memory MiB | temp MiB | logits MiB | logits-sized | '
+            'peak MiB |', '|' + '---|' * 15]
   for r in result['rows']:
     length = f'{r["seq_len"]}+{r["targets_len"]}' if r['family'] == 'encoder_decoder' else str(
         r['seq_len'])
@@ -378,7 +408,8 @@ def markdown(result):
         f'{r["packing_efficiency"]:.3f} | {r["compile_s"]:.1f} | {r["step_s"]:.3f} | '
         f'{r["tokens_per_s"]:,.0f} | {r["flops_per_step"] / 1e9:,.1f} | {100 * r["mfu"]:.1f}% | '
         f'{_mib(r["memory_bytes"])} | {_mib(r.get("memory_temp_bytes"))} | '
-        f'{_mib(r["logits_bytes"])} | {_mib(r["peak_bytes_in_use"])} |')
+        f'{_mib(r["logits_bytes"])} | {len(r["logits_sized_buffers"])} | '
+        f'{_mib(r["peak_bytes_in_use"])} |')
   return '\n'.join(lines + scan_summary(result['rows']))
 
 

@@ -176,3 +176,18 @@ def test_packing_rows(tmp_path):
     assert 0 < r['packing_efficiency'] <= 1
     if r['mode'] == 'window':
       assert r['packing_efficiency'] >= r['greedy_efficiency']
+
+
+def test_the_logits_exist_once_and_their_gradient_once(tmp_path, capsys):
+  """At 64 x 128 x 1024 the logits outsize every other array of the tiny GPT and span two of the
+  cross-entropy's forward chunks (losses.CHUNK_ELEMENTS): the compiled step writes exactly two
+  arrays that large, the logits and their gradient."""
+  out = tmp_path / 'results.json'
+  assert benchmark.main(['--families', 'decoder', '--sizes', 'tiny', '--steps', '1', '--warmup',
+                         '0', '--batch_size', '64', '--seq_len', '128',
+                         '--config.data.vocab_size=1024', '--out', str(out)]) == 0
+  row = json.loads(out.read_text())['rows'][0]
+  assert row['logits_bytes'] == 64 * 128 * 1024 * 4
+  shapes = [b.split(' ', 1)[1] for b in row['logits_sized_buffers']]
+  assert shapes == ['[8192, 1024]'] * 2, row['logits_sized_buffers']
+  assert '| 2 |' in capsys.readouterr().out
