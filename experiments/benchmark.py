@@ -26,7 +26,7 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
   memory_temp_bytes  the compiled step's temporaries alone, beside logits_bytes, one float32
                 [B, scored positions, V] array: the step holds the logits once and their
                 gradient once (the cross-entropy's forward runs in chunks, see losses.py)
-  logits_sized_buffers  the arrays of >= one logits array's elements the compiled step writes
+  logits_sized_buffers  the arrays of one logits array's element count the compiled step writes
                 (its HLO, fusions' insides and aliases left out): 'name [shape]', the logits
                 and their gradient; the table's 'logits-sized' column counts them
   packing_efficiency  non-padding share of the batch's token slots (every stream)
@@ -234,10 +234,11 @@ _NOT_A_BUFFER = ('parameter', 'bitcast', 'get-tuple-element', 'tuple', 'constant
 
 
 def logits_sized_buffers(hlo_text, elements):
-  """The arrays of at least `elements` elements the compiled step writes out: instructions of
+  """The arrays of exactly `elements` elements the compiled step writes out: instructions of
   the computations XLA runs (the entry, loop bodies), not of the fused ones (a fusion's
   insides stay in registers) and not aliases (parameters, bitcasts, tuple elements). With
-  `elements` = one logits array, [(name, shape)] lists the logits and their gradient."""
+  `elements` = one logits array ([B, L, V] in any shape), [(name, shape)] lists the logits and
+  their gradient."""
   fused = set(re.findall(r' fusion\(.*?calls=(%[\w.-]+)', hlo_text))
   out, current = [], None
   for line in hlo_text.splitlines():
@@ -249,7 +250,7 @@ def logits_sized_buffers(hlo_text, elements):
     if not inst or current in fused or inst.group(3) in _NOT_A_BUFFER:
       continue
     shape = [int(d) for d in inst.group(2).split(',') if d]
-    if shape and math.prod(shape) >= elements:
+    if shape and math.prod(shape) == elements:
       out.append((inst.group(1), shape))
   return out
 
