@@ -121,6 +121,9 @@ def base_config():
           length_norm='gnmt',
           early_stopping='never',    # never (exact) | false (HF heuristic) | true
       )),
+      profile_steps=(0, 0),          # (START, COUNT): a jax.profiler trace of COUNT steps from
+                                     # step START into the run directory (TensorBoard's profile
+                                     # tab), e.g. --config.log.profile_steps=10,5; COUNT 0: off
   ))
   return c
 

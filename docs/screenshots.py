@@ -156,7 +156,7 @@ def shoot(base, out, run, settle_s):
     size = lambda w, h: page.call('Emulation.setDeviceMetricsOverride', width=w, height=h,
                                   deviceScaleFactor=1, mobile=False)
     size(1600, 1000)
-    scalars = '^(train|eval)/loss$|^perf/(tokens_per_sec|mfu|packing_fill)$'
+    scalars = '^(train|eval)/loss$|^perf/(tokens_per_sec|mfu|packing_efficiency)$'
     page.open(f'{base}/?forceSVG=true&smoothing=0&tagFilter={urllib.parse.quote(scalars)}'
               '#timeseries', settle_s)
     page.js(CLICK.format(label='Close side pane'))

@@ -23,10 +23,25 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
   memory        compiled.memory_analysis() per device: arguments + outputs + temporaries -
                 aliased (the donated state), and on GPUs the allocator's peak_bytes_in_use (a
                 high-water mark of the whole process, so it never falls from one row to the next)
+  memory_temp_bytes  the compiled step's temporaries alone, beside logits_bytes, one float32
+                [B, scored positions, V] array: the step holds the logits once and their
+                gradient once (the cross-entropy's forward runs in chunks, see losses.py)
+  logits_sized_buffers  the arrays of one logits array's element count the compiled step writes
+                (its HLO, fusions' insides and aliases left out): 'name [shape]', the logits
+                and their gradient; the table's 'logits-sized' column counts them
+  packing_efficiency  non-padding share of the batch's token slots (every stream)
 
 On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes
 per step); the table header says so. --mesh_presets is the preset over all local devices (only
 'data'). Any --config.KEY=VALUE is applied to every family's config last.
+
+Our step against the Hugging Face PyTorch model of the same shape (experiments/benchmark_torch.py),
+the packing efficiency of the pipeline per objective (experiments/benchmark_packing.py), and a
+trace of the timed steps for TensorBoard's profile tab:
+
+  python experiments/benchmark.py --vs_torch [--shapes issue,tiny] [--threads 2,1] [--out f.json]
+  python experiments/benchmark.py --packing [--seq_lens 128,256,512] [--out f.json]
+  python experiments/benchmark.py --families decoder --sizes tiny --profile /tmp/prof
 
 Sharding presets on 8 fake CPU devices (re-runs itself in a subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=8; tiny sizes, batch 8 x 64 by default):
@@ -41,6 +56,7 @@ import gc
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -50,6 +66,7 @@ import numpy as np
 
 from transformer import cli
 from transformer import config as config_lib
+from transformer.data import packing
 from transformer.errors import ConfigError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring.perf import output_stream, tokens_in
@@ -100,12 +117,40 @@ def parse_args(argv):
   p.add_argument('--meshes', default=','.join(SHARDING_MESHES),
                  help='with --sharding_presets: comma list of ' + ', '.join(SHARDING_MESHES))
   p.add_argument('--out', default='', help='write the results here as JSON')
+  p.add_argument('--profile', default='', help='write a jax.profiler trace of each row\'s timed '
+                 'steps into DIR/<family>_<size>/ (tensorboard --logdir DIR, PROFILE tab)')
+  p.add_argument('--vs_torch', action='store_true',
+                 help='our step vs the Hugging Face PyTorch model (experiments/benchmark_torch.py)')
+  p.add_argument('--shapes', default='issue,tiny', help='with --vs_torch: comma list of issue, tiny')
+  p.add_argument('--threads', default='2,1', help='with --vs_torch: comma list of 2 (all '
+                 'cores), 1 (one pinned core)')
+  p.add_argument('--rounds', type=int, default=4, help='with --vs_torch: alternations')
+  p.add_argument('--scan_compare', action='store_true', help='each --families/--sizes row at '
+                 'every --depths, unrolled and with model.scan_layers (compile time vs depth)')
+  p.add_argument('--depths', default='12,24', help='with --scan_compare: comma list of layers')
+  p.add_argument('--compile_rounds', type=int, default=None,
+                 help='compiles per row, the median reported (default 1; --scan_compare: 3)')
+  p.add_argument('--packing', action='store_true', help='packing efficiency of the data '
+                 'pipeline per objective (experiments/benchmark_packing.py); no model is run')
+  p.add_argument('--seq_lens', default='128,256,512', help='with --packing: comma list')
+  p.add_argument('--batches', type=int, default=20, help='with --packing: batches per row')
   overrides, rest = cli.split_overrides(argv)
   args = p.parse_args(rest)
   args.families = [f for f in args.families.split(',') if f]
   args.sizes = [s for s in args.sizes.split(',') if s]
   args.mesh_presets = [m for m in args.mesh_presets.split(',') if m]
   args.meshes = [m for m in args.meshes.split(',') if m]
+  args.shapes = [x for x in args.shapes.split(',') if x]
+  threads = [x.strip() for x in args.threads.split(',') if x.strip()]
+  if not threads or any(x not in ('1', '2') for x in threads):
+    raise ConfigError(f'--threads={args.threads}: a comma list of 1 and 2, e.g. --threads 2,1')
+  args.threads = [int(x) for x in threads]
+  args.seq_lens = [int(x) for x in args.seq_lens.split(',') if x.strip()]
+  args.depths = [int(x) for x in args.depths.split(',') if x.strip()]
+  args.compile_rounds = args.compile_rounds or (3 if args.scan_compare else 1)
+  for x in args.shapes:
+    if x not in ('issue', 'tiny'):
+      raise ConfigError(f'--shapes: unknown shape {x!r}; choose from issue, tiny')
   for m in args.meshes:
     if m not in SHARDING_MESHES:
       raise ConfigError(f'--meshes: unknown mesh {m!r}; choose from {", ".join(SHARDING_MESHES)}')
@@ -121,7 +166,8 @@ def parse_args(argv):
     if m not in MESH_PRESETS:
       raise ConfigError(f'--mesh_presets: {m!r} is not supported yet; use '
                         f'{", ".join(MESH_PRESETS)} (other presets come with the sharding work)')
-  for name in ('steps', 'warmup', 'batch_size', 'seq_len'):
+  for name in ('steps', 'warmup', 'batch_size', 'seq_len', 'rounds', 'batches',
+               'compile_rounds'):
     value = getattr(args, name)
     if value is not None and (value < 0 or (value == 0 and name != 'warmup')):
       raise ConfigError(f'--{name}={value}: must be positive')
@@ -174,6 +220,41 @@ def memory_bytes(compiled):
   return out
 
 
+def logits_bytes(run):
+  """Bytes of one float32 logits array of the train step: [B, scored positions, V] (MLM scores
+  its masked positions only; an encoder-decoder its targets)."""
+  c = run.config
+  length = getattr(run.objective, 'max_predictions', None) or (
+      c.data.targets_len or c.data.seq_len if c.model.family == 'encoder_decoder' else
+      c.data.seq_len)
+  return int(c.train.batch_size * length * c.model.vocab_size * 4)
+
+
+_NOT_A_BUFFER = ('parameter', 'bitcast', 'get-tuple-element', 'tuple', 'constant')
+
+
+def logits_sized_buffers(hlo_text, elements):
+  """The arrays of exactly `elements` elements the compiled step writes out: instructions of
+  the computations XLA runs (the entry, loop bodies), not of the fused ones (a fusion's
+  insides stay in registers) and not aliases (parameters, bitcasts, tuple elements). With
+  `elements` = one logits array ([B, L, V] in any shape), [(name, shape)] lists the logits and
+  their gradient."""
+  fused = set(re.findall(r' fusion\(.*?calls=(%[\w.-]+)', hlo_text))
+  out, current = [], None
+  for line in hlo_text.splitlines():
+    head = re.match(r'(?:ENTRY )?(%[\w.-]+) .*\{$', line)
+    if head:
+      current = head.group(1)
+      continue
+    inst = re.match(r'\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\(', line)
+    if not inst or current in fused or inst.group(3) in _NOT_A_BUFFER:
+      continue
+    shape = [int(d) for d in inst.group(2).split(',') if d]
+    if shape and math.prod(shape) == elements:
+      out.append((inst.group(1), shape))
+  return out
+
+
 def device_peak_bytes():
   """The allocator's peak bytes in use on device 0 (GPUs), else None."""
   try:
@@ -183,17 +264,22 @@ def device_peak_bytes():
   return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
 
 
-def time_steps(step_fn, state, batch, warmup, steps):
-  """(median seconds per step, final state): each step waited for before the clock stops."""
+def time_steps(step_fn, state, batch, warmup, steps, profile_dir=''):
+  """(median seconds per step, final state): each step waited for before the clock stops; the
+  timed steps traced into `profile_dir` when given."""
   for _ in range(warmup):
     state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))
   times = []
+  if profile_dir:
+    jax.profiler.start_trace(profile_dir)
   for _ in range(steps):
     t0 = time.perf_counter()
     state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
+  if profile_dir:
+    jax.profiler.stop_trace()
   loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
   if not math.isfinite(loss):
     raise RuntimeError(f'the benchmarked step produced a non-finite loss ({loss})')
@@ -216,11 +302,18 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
   host_batch = next(run.pipeline('train').iterator(0))
   batch = sharding.global_batch(host_batch, mesh)
   params = accounting.count_params(accounting.abstract_model(config))['total']
-  t0 = time.perf_counter()
-  step_fn = trainer.compile(state, batch)
-  compile_s = time.perf_counter() - t0
-  memory = memory_bytes(step_fn)
-  step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps)
+  compiles = []
+  for _ in range(args.compile_rounds):   # the median of several: compile time is load-sensitive
+    t0 = time.perf_counter()
+    step_fn = trainer.compile(state, batch)
+    compiles.append(time.perf_counter() - t0)
+  compile_s = statistics.median(compiles)
+  memory = {**memory_bytes(step_fn), 'logits_bytes': logits_bytes(run)}
+  memory['logits_sized_buffers'] = [f'{n} {s}' for n, s in logits_sized_buffers(
+      step_fn.as_text(), memory['logits_bytes'] // 4)]
+  profile_dir = (os.path.join(args.profile, f'{family}_{spec.rsplit(":", 1)[1]}' +
+                              (f'_{mesh_name}' if mesh_name else '')) if args.profile else '')
+  step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps, profile_dir)
   tokens = tokens_in(host_batch)
   out_tokens = tokens_in(host_batch, (output_stream(host_batch),))
   flops_token = accounting.flops_per_token(config)['total_train']
@@ -238,8 +331,11 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
       'targets_len': int(config.data.targets_len), 'dtype': args.dtype,
       'mesh_preset': mesh_preset, 'mesh': mesh_name or mesh_preset,
       'mesh_shape': [int(v) for v in mesh.shape.values()], 'steps': args.steps,
+      'num_layers': int(config.model.num_layers), 'scan_layers': bool(config.model.scan_layers),
       'warmup': args.warmup,
-      'init_s': init_s, 'compile_s': compile_s, 'step_s': step_s, 'tokens_per_step': tokens,
+      'init_s': init_s, 'compile_s': compile_s, 'compile_times': compiles, 'step_s': step_s,
+      'tokens_per_step': tokens,
+      'packing_efficiency': tokens / packing.efficiency(host_batch)[1], 'profile_dir': profile_dir,
       'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
       'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
       'mfu': achieved / peak_flops, 'peak_name': peak_name, 'peak_flops': float(peak_flops),
@@ -263,11 +359,16 @@ def run(args, overrides):
             rows.append(bench_one(family, size, args, None, overrides, peak, mesh_name=name))
           except ConfigError as e:   # e.g. 2 heads cannot split over tensor=4: say so, go on
             skipped.append({'family': family, 'size': size, 'mesh': name, 'reason': str(e)})
+  variants = [{}] if not args.scan_compare else [
+      {'model.num_layers': str(d), 'model.scan_layers': str(scan)} for d in args.depths
+      for scan in (False, True)]
   for mesh_preset in [] if args.sharding_presets else args.mesh_presets:
     for size in args.sizes:
       for family in args.families:
-        print(f'benchmarking {family} {size} ({mesh_preset}) ...', file=sys.stderr, flush=True)
-        rows.append(bench_one(family, size, args, mesh_preset, overrides, peak))
+        for variant in variants:
+          print(f'benchmarking {family} {size} ({mesh_preset}) {variant or ""} ...',
+                file=sys.stderr, flush=True)
+          rows.append(bench_one(family, size, args, mesh_preset, {**overrides, **variant}, peak))
   device = jax.devices()[0]
   meta = {'device_kind': device.device_kind, 'platform': device.platform,
           'device_count': jax.device_count(), 'jax_version': jax.__version__,
@@ -297,17 +398,39 @@ def markdown(result):
   if m['cpu_reduced']:
     lines.append(f'CPU run: batch and seq_len reduced to at most {CPU_BATCH} x {CPU_SEQ_LEN} '
                  'by default (pass --batch_size / --seq_len for the config values).')
-  lines += ['', '| family | config | params | batch x len | compile s | step s | tokens/s | '
-            'GFLOP/step | MFU | memory MiB | peak MiB |', '|' + '---|' * 11]
+  lines += ['', '| family | config | params | batch x len | packing | compile s | step s | '
+            'tokens/s | GFLOP/step | MFU | memory MiB | temp MiB | logits MiB | logits-sized | '
+            'peak MiB |', '|' + '---|' * 15]
   for r in result['rows']:
     length = f'{r["seq_len"]}+{r["targets_len"]}' if r['family'] == 'encoder_decoder' else str(
         r['seq_len'])
     lines.append(
         f'| {r["family"]} | {r["config"]} | {r["params"] / 1e6:,.1f}M | {r["batch"]} x {length} | '
-        f'{r["compile_s"]:.1f} | {r["step_s"]:.3f} | {r["tokens_per_s"]:,.0f} | '
-        f'{r["flops_per_step"] / 1e9:,.1f} | {100 * r["mfu"]:.1f}% | {_mib(r["memory_bytes"])} | '
+        f'{r["packing_efficiency"]:.3f} | {r["compile_s"]:.1f} | {r["step_s"]:.3f} | '
+        f'{r["tokens_per_s"]:,.0f} | {r["flops_per_step"] / 1e9:,.1f} | {100 * r["mfu"]:.1f}% | '
+        f'{_mib(r["memory_bytes"])} | {_mib(r.get("memory_temp_bytes"))} | '
+        f'{_mib(r["logits_bytes"])} | {len(r["logits_sized_buffers"])} | '
         f'{_mib(r["peak_bytes_in_use"])} |')
-  return '\n'.join(lines)
+  return '\n'.join(lines + scan_summary(result['rows']))
+
+
+def scan_summary(rows):
+  """With --scan_compare: compile time deepest / shallowest, and step time scan / unrolled."""
+  by = {(r['config'], r['num_layers'], r['scan_layers']): r for r in rows}
+  out = []
+  for config in dict.fromkeys(r['config'] for r in rows):
+    depths = sorted({d for c, d, _ in by if c == config})
+    if len(depths) < 2 or not all((config, d, s) in by for d in depths for s in (False, True)):
+      continue
+    lo, hi = depths[0], depths[-1]
+    for scan in (False, True):
+      ratio = by[config, hi, scan]['compile_s'] / by[config, lo, scan]['compile_s']
+      out.append(f'{config} {"scan" if scan else "unrolled"}: compile {hi} / {lo} layers = '
+                 f'{ratio:.2f}x')
+    for d in depths:
+      ratio = by[config, d, True]['step_s'] / by[config, d, False]['step_s']
+      out.append(f'{config} {d} layers: step time scan / unrolled = {ratio:.3f}')
+  return [''] + out if out else []
 
 
 def sharding_markdown(result):
@@ -343,6 +466,37 @@ def _run_with_fake_devices(argv):
                         cwd=repo, check=False).returncode
 
 
+def vs_torch(argv, args, overrides):
+  """--vs_torch: the 2-thread rows here, the 1-thread rows from a pinned child process."""
+  from experiments import benchmark_torch as bt  # pylint: disable=import-outside-toplevel
+  load_start = os.getloadavg()
+  if os.environ.get(bt._CHILD):   # pylint: disable=protected-access
+    return {'meta': bt.meta(load_start), 'rows': bt.run(args, overrides)}
+  rows = bt.run(args, overrides) if 2 in args.threads else []
+  if 1 in args.threads:
+    import tempfile  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'one_thread.json')
+      if bt.run_pinned(_without_flag(argv, '--out') + ['--out', out]):
+        raise RuntimeError('the one-thread comparison failed (its output is above)')
+      with open(out) as f:
+        rows += json.load(f)['rows']
+  return {'meta': bt.meta(load_start), 'rows': rows}
+
+
+def _without_flag(argv, flag):
+  """argv without `flag VALUE` / `flag=VALUE`."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a == flag:
+      skip = True
+    elif not a.startswith(flag + '='):
+      out.append(a)
+  return out
+
+
 @cli.main
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -350,8 +504,17 @@ def main(argv=None):
     parse_args(argv)   # bad flags fail here, before the subprocess starts
     return _run_with_fake_devices(argv)
   args, overrides = parse_args(argv)
-  result = run(args, overrides)
-  print(markdown(result))
+  if args.packing:
+    from experiments import benchmark_packing  # pylint: disable=import-outside-toplevel
+    result = benchmark_packing.run(args)
+    print(benchmark_packing.markdown(result))
+  elif args.vs_torch:
+    from experiments import benchmark_torch  # pylint: disable=import-outside-toplevel
+    result = vs_torch(argv, args, overrides)
+    print(benchmark_torch.markdown(result['rows'], result['meta']))
+  else:
+    result = run(args, overrides)
+    print(markdown(result))
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:

@@ -16,6 +16,7 @@ from transformer.models.decoding import Spec
 from transformer.models.hparams import HParams
 from transformer.monitoring.writer import flatten_config
 from transformer.objectives import metrics as metrics_lib
+from transformer.monitoring import profiler
 from transformer.training import optim, sharding
 
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
@@ -162,6 +163,8 @@ def validate(config):
   _validate_mesh(config.mesh)
   _validate_log(config)
   _validate_decode(config.log.decode)
+  if 'profile_steps' in config.log:
+    profiler.check(config.log.profile_steps)
   _positive('checkpoint.every', config.checkpoint.every)
   _positive('checkpoint.keep', config.checkpoint.keep)
   if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):

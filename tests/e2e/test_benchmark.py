@@ -125,3 +125,69 @@ def test_sharding_presets_on_eight_fake_devices(tmp_path, capfd):
   assert 'split 4 ways' in skipped[0]['reason']
   assert '| decoder | configs/gpt2.py:tiny | fsdp8 | 1 x 8 x 1 | fsdp |' in text
   assert 'Not run: encoder tiny on tensor4' in text
+
+
+VS_TORCH_SMALL = ['--vs_torch', '--shapes', 'tiny', '--rounds', '1', '--steps', '1',
+                  '--config.train.batch_size=2', '--config.data.seq_len=32',
+                  '--config.data.vocab_size=1024']
+
+
+def _vs_torch(tmp_path, argv):
+  pytest.importorskip('torch')
+  pytest.importorskip('transformers')
+  out = tmp_path / 'vs_torch.json'
+  assert benchmark.main([*argv, '--out', str(out)]) == 0
+  with open(out) as f:
+    return json.load(f)['rows']
+
+
+def test_vs_torch_row_compares_the_same_batch(tmp_path, capsys):
+  rows = _vs_torch(tmp_path, [*VS_TORCH_SMALL, '--families', 'decoder', '--threads', '2'])
+  (row,) = rows
+  assert row['peer'] == 'GPT2LMHeadModel' and row['threads'] == 2 and row['shape'] == 'tiny'
+  assert row['batch'] == 2 and row['seq_len'] == 32
+  assert len(row['ours_step_times']) == len(row['torch_step_times']) == 1
+  assert row['ours_tokens_per_s'] == pytest.approx(row['tokens_per_step'] / row['ours_step_s'])
+  assert row['torch_tokens_per_s'] == pytest.approx(row['slots_per_step'] / row['torch_step_s'])
+  assert row['ratio'] == pytest.approx(row['ours_tokens_per_s'] / row['torch_tokens_per_s'])
+  assert 0.9 < row['packing_efficiency'] <= 1 and 0 < row['mfu'] < 1
+  assert '| decoder (GPT2LMHeadModel) | tiny | 2 |' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_vs_torch_every_family_and_one_pinned_thread(tmp_path):
+  rows = _vs_torch(tmp_path, VS_TORCH_SMALL)
+  assert [(r['family'], r['threads']) for r in rows] == [
+      (f, t) for t in (2, 1) for f in ('encoder', 'decoder', 'encoder_decoder')]
+  assert all(r['ratio'] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_packing_rows(tmp_path):
+  out = tmp_path / 'packing.json'
+  assert benchmark.main(['--packing', '--seq_lens', '64', '--batches', '2', '--out',
+                         str(out)]) == 0
+  with open(out) as f:
+    rows = json.load(f)['rows']
+  modes = {(r['objective'], r['source']): r['mode'] for r in rows}
+  assert modes[('causal_lm', 'python_stdlib/text')] == 'stream'
+  assert modes[('seq2seq', 'gettext_catalogs/en_de')] == 'window'
+  for r in rows:
+    assert 0 < r['packing_efficiency'] <= 1
+    if r['mode'] == 'window':
+      assert r['packing_efficiency'] >= r['greedy_efficiency']
+
+
+def test_the_logits_exist_once_and_their_gradient_once(tmp_path, capsys):
+  """At 64 x 128 x 1024 the logits span two of the cross-entropy's forward chunks
+  (losses.CHUNK_ELEMENTS): the compiled step writes exactly two arrays of their size, the logits
+  and their gradient (an unchunked forward writes two more)."""
+  out = tmp_path / 'results.json'
+  assert benchmark.main(['--families', 'decoder', '--sizes', 'tiny', '--steps', '1', '--warmup',
+                         '0', '--batch_size', '64', '--seq_len', '128',
+                         '--config.data.vocab_size=1024', '--out', str(out)]) == 0
+  row = json.loads(out.read_text())['rows'][0]
+  assert row['logits_bytes'] == 64 * 128 * 1024 * 4
+  shapes = [b.split(' ', 1)[1] for b in row['logits_sized_buffers']]
+  assert shapes == ['[8192, 1024]'] * 2, row['logits_sized_buffers']
+  assert '| 2 |' in capsys.readouterr().out

@@ -178,7 +178,7 @@ def test_custom_scalars_layout_puts_every_run_on_one_loss_chart(server):
   charts = {c['title']: {ch['title']: ch['multiline']['tag'] for ch in c['chart']}
             for c in layout['category']}
   assert {'loss', 'eval', 'perf', 'attention', 'attention heads'} <= set(charts)
-  assert {'tokens/s', 'MFU', 'packing fill'} <= set(charts['perf'])
+  assert {'tokens/s', 'MFU', 'packing efficiency'} <= set(charts['perf'])
   (regex,) = charts['loss']['train/loss']
   for run in RUNS:   # the chart's regex finds the train loss of every run
     query = urllib.parse.urlencode({'run': run, 'tag': regex})

@@ -126,7 +126,7 @@ def test_custom_scalars_layout(spec, groups, tmp_path):
   assert matches(charts['loss']['eval/loss'], 'eval/loss')
   perf = charts['perf']
   assert [matches(perf[k], t) for k, t in (('tokens/s', 'perf/tokens_per_sec'), ('MFU', 'perf/mfu'),
-                                           ('packing fill', 'perf/packing_fill'))] == [True] * 3
+                                           ('packing efficiency', 'perf/packing_efficiency'))] == [True] * 3
   for prefix in groups:
     what = f' ({prefix[:-1]})' if prefix else ''
     entropy = charts['attention'][f'entropy per layer{what}']

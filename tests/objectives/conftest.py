@@ -80,6 +80,8 @@ class TableModel:
     self.calls.append((args, kwargs))
     if args and args[0] is not None and np.ndim(args[0]) == 2 and 'inputs_segment_ids' in kwargs:
       return self.table[args[0]]  # encoder-decoder: score the decoder inputs
+    if kwargs.get('logits_at') is not None:  # the encoder's logits at some positions only
+      return self.table[jnp.take_along_axis(jnp.asarray(tokens), kwargs['logits_at'], axis=1)]
     return self.table[tokens]
 
 

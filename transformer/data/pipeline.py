@@ -3,17 +3,25 @@
   pipeline = Pipeline(config, objective, tokenizer, split='train')
   it = pipeline.iterator(position)          # position: 0, or a saved `it.state`
   batch = next(it)                          # dict of [B, L] / [B] numpy arrays
-  saved = it.state                          # (raw examples consumed, chunks of the next one)
+  saved = it.state                          # (raw examples consumed, offset into the next one)
 
 Determinism is the point of this file. Train data is read in a seeded order that changes every
 epoch (TFDS file order + a tf.data shuffle buffer, both seeded by (train.seed, epoch)) and repeats
 forever; eval data is read in order, once, the last batch padded with empty rows. Features get a
-numpy rng seeded by (train.seed, process, raw index, chunk), so a restart reproduces them.
+numpy rng seeded by (train.seed, process, raw index, chunk index or, for stream pieces, token
+offset), so a restart reproduces them.
 
-Positions count RAW examples of this process's shard. When a long text is cut into several
-chunks and a batch ends inside it, `it.state` is (position, chunk) with chunk > 0: `iterator`
-accepts that pair (or a plain int, meaning chunk 0) and yields exactly the batches that would have
-followed, for any batch size, since rows never depend on the batch size (see packing.py).
+How rows are filled (`mode`, see packing.py): 'stream' for objectives that cut pieces out of a
+token stream (pretraining; data.pack), 'window' for packed pair data, 'greedy' for other packed
+objectives, 'rows' (one example or text chunk per row) when data.pack is off.
+
+Positions count RAW examples of this process's shard. `it.state` is (raw, offset): in 'stream',
+'greedy' and 'rows' modes the next row starts `offset` tokens into raw example `raw` (a text cut
+into chunks of objective.text_chunk_len tokens ends batches at chunk starts); in 'window' mode
+the next row is row `offset` of the block that starts at example `raw`. `iterator` accepts that
+pair (or a plain int, meaning offset 0) and yields exactly the batches that would have followed,
+for any batch size, since rows never depend on the batch size. Checkpoints written before
+POSITION_FORMAT 2 counted chunks instead of tokens; `upgrade_position` converts them.
 """
 
 import numpy as np
@@ -24,6 +32,7 @@ from transformer.data import sources
 from transformer.errors import ConfigError
 
 TEXT_ROLES = ('text', 'inputs', 'targets')
+POSITION_FORMAT = 2    # 1: (raw, chunk index); 2: (raw, token offset or rows of a block)
 
 
 def _epoch_seed(seed, epoch):
@@ -32,13 +41,35 @@ def _epoch_seed(seed, epoch):
 
 
 def parse_position(position):
-  """0, n, or (n, chunk) -> (n, chunk) as ints."""
+  """0, n, or (n, offset) -> (n, offset) as ints."""
   if position is None:
     return 0, 0
   if np.ndim(position) == 0:
     return int(position), 0
-  raw, chunk = (int(v) for v in position)
-  return raw, chunk
+  raw, offset = (int(v) for v in position)
+  return raw, offset
+
+
+def upgrade_position(position, saved_format, objective):
+  """A checkpoint's position in POSITION_FORMAT: format 1 counted the chunks of a text, each
+  objective.text_chunk_len tokens long, so chunk c starts at token c * text_chunk_len."""
+  raw, offset = parse_position(position)
+  if saved_format == 1:
+    offset *= getattr(objective, 'text_chunk_len', None) or 0
+  elif saved_format != POSITION_FORMAT:
+    raise ConfigError(f'the checkpoint\'s data position has format {saved_format!r}, newer than '
+                      f'this code ({POSITION_FORMAT}); update the code, or start a new run with '
+                      '--config.checkpoint.init_from=<that run> to keep its weights')
+  return raw, offset
+
+
+def packing_mode(objective, pack):
+  """'stream' | 'window' | 'greedy' | 'rows': how the pipeline fills rows (module docstring)."""
+  if not pack:
+    return 'rows'
+  if getattr(objective, 'min_piece', 0) and hasattr(objective, 'piece_lengths'):
+    return 'stream'
+  return 'window' if getattr(objective, 'text_chunk_len', None) is None else 'greedy'
 
 
 class Pipeline:
@@ -62,6 +93,7 @@ class Pipeline:
     self.batch_size = global_batch // process_count
     self.stream_lengths = dict(objective.stream_lengths)
     self.pack = bool(config.data.pack) and bool(objective.packable)
+    self.mode = packing_mode(objective, self.pack)
     self.fields = tuple(objective.example_fields)
     self.roles = tuple(f for f in self.fields if f in sources.ROLES)
     self.source = source or sources.get_source(config)
@@ -124,19 +156,62 @@ class Pipeline:
     return [{**example, 'text': text[i:i + chunk_len]} for i in range(0, len(text), chunk_len)]
 
   def examples(self, position=0):
-    """((raw index, chunk), truncated features) from `position` on, in stream order."""
-    start, first_chunk = parse_position(position)
+    """((raw index, token offset), truncated features) from `position` on, in stream order."""
+    start, first_offset = parse_position(position)
+    chunk_len = getattr(self.objective, 'text_chunk_len', None) or 1
     process = self.shard[0]
     for index, raw in self.raw_examples(start):
       chunks = self.tokenize(raw)
-      for c in range(first_chunk if index == start else 0, len(chunks)):
+      first = -(-first_offset // chunk_len) if index == start else 0
+      for c in range(first, len(chunks)):
         rng = np.random.default_rng([self.seed, process, index, c])
         features = self.objective.features(chunks[c], rng)
         if features is None:
           continue
         features = packing.truncate(features, self.stream_lengths)
         if all(len(features[s]) for s in self.stream_lengths):
-          yield (index, c), features
+          yield (index, c * chunk_len), features
+
+  def documents(self, position=0):
+    """(raw index, start offset, text tokens) from `position` on: the stream packing input."""
+    start, offset = parse_position(position)
+    for index, raw in self.raw_examples(start):
+      tokens = np.asarray(self.tokenizer.encode(raw['text']), np.int32)
+      yield index, (offset if index == start else 0), tokens
+
+  def _piece(self, index, offset, tokens, *, first, last):
+    rng = np.random.default_rng([self.seed, self.shard[0], index, offset])
+    return packing.truncate(self.objective.piece(tokens, rng, first=first, last=last),
+                            self.stream_lengths)
+
+  def rows(self, position=0):
+    """(row, position after it) of the 'stream' or 'window' mode from `position` on."""
+    if self.mode == 'stream':
+      rows = packing.stream_rows(self.documents(position), self.objective, self.stream_lengths,
+                                 self._piece)
+      return self._finished(rows, parse_position(position))
+    raw, skip = parse_position(position)
+    examples = (((index, 0), f) for (index, _), f in self.examples(raw))
+    return ((row, after if after is None else (after[0][0], after[1])) for row, after in
+            packing.window_rows(examples, self.stream_lengths, packing.PAIR_WINDOW, skip))
+
+  def _finished(self, rows, start):
+    """Rows through `objective.finish_row(pieces, rng)` where it has one (MLM masks a whole row),
+    its rng seeded by the position the row starts at."""
+    finish = getattr(self.objective, 'finish_row', None)
+    for row, after in rows:
+      if finish is not None:
+        row = finish(row, np.random.default_rng([self.seed, self.shard[0], *start, 1]))
+      yield row, after
+      start = after
+
+  def batches(self, position=0):
+    """(batch, position after it; None at the end of an eval pass) from `position` on."""
+    if self.mode in ('stream', 'window'):
+      return packing.grouped(self.rows(position), self.stream_lengths, self.batch_size,
+                             partial_last=not self.training)
+    return packing.batches(self.examples(position), self.stream_lengths, self.batch_size,
+                           self.pack, partial_last=not self.training)
 
   def iterator(self, position=0):
     """A `DataIterator` of batches starting at `position` (an int or a saved `it.state`)."""
@@ -148,25 +223,23 @@ class DataIterator:
 
   def __init__(self, pipeline, position=0):
     self.pipeline = pipeline
-    self.position, self.chunk = parse_position(position)
+    self.position, self.offset = parse_position(position)
     self.batches_yielded = 0
-    self._batches = packing.batches(
-        pipeline.examples((self.position, self.chunk)), pipeline.stream_lengths,
-        pipeline.batch_size, pipeline.pack, partial_last=not pipeline.training)
+    self._batches = pipeline.batches((self.position, self.offset))
 
   @property
   def state(self):
-    """(raw examples consumed, chunks of the next raw example consumed): pass to iterator()."""
-    return (self.position, self.chunk)
+    """(raw examples consumed, offset into the next one; see the module docstring)."""
+    return (self.position, self.offset)
 
   def __iter__(self):
     return self
 
   def __next__(self):
-    batch, next_key = next(self._batches)
-    if next_key is None:    # the end of an eval pass
-      self.position, self.chunk = self.pipeline.epoch_length, 0
+    batch, after = next(self._batches)
+    if after is None:    # the end of an eval pass
+      self.position, self.offset = self.pipeline.epoch_length, 0
     else:
-      self.position, self.chunk = next_key
+      self.position, self.offset = after
     self.batches_yielded += 1
     return batch

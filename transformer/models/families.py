@@ -68,9 +68,13 @@ class EncoderOnly(_Model):
                         deterministic=deterministic)
 
   def __call__(self, tokens, segment_ids=None, positions=None, token_types=None, *,
-               deterministic=True):
+               deterministic=True, logits_at=None):
+    """MLM logits [B, L, V] (or [B, P, V] at the positions `logits_at` [B, P] only: the
+    vocabulary projection of MLM training needs the masked tokens alone), or class logits."""
     x = self.encode(tokens, segment_ids, positions, token_types, deterministic=deterministic)
     if self.head == 'lm':
+      if logits_at is not None:
+        x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
       return self.mlm_head(x, self.token_embed)
     return self.classifier(x[:, 0], deterministic=deterministic)
 

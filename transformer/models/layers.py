@@ -73,8 +73,32 @@ class Embed(nnx.Module):
     return jnp.take(self.embedding.value, ids, axis=0).astype(self.dtype)
 
   def attend(self, x_BLD):
-    return jnp.einsum('bld,vd->blv', x_BLD.astype(self.dtype),
-                      self.embedding.value.astype(self.dtype))
+    return tied_logits(x_BLD.astype(self.dtype), self.embedding.value.astype(self.dtype))
+
+
+@jax.custom_vjp
+def tied_logits(x_BLD, table_VD):
+  """x . table^T: logits [B, L, V] through a tied embedding table [V, D].
+
+  Its gradients are the plain ones; the VJP only states the table's as (x^T g)^T, [D, V] then a
+  small transpose, so XLA:CPU never copies the [B*L, V] logit gradient into [V, B*L] order
+  (autodiff's order for 'bld,vd->blv' does, and that copy cost as much as a matmul).
+  """
+  return jnp.einsum('bld,vd->blv', x_BLD, table_VD)
+
+
+def _tied_logits_fwd(x_BLD, table_VD):
+  return tied_logits(x_BLD, table_VD), (x_BLD, table_VD)
+
+
+def _tied_logits_bwd(residuals, g_BLV):
+  x_BLD, table_VD = residuals
+  dx_BLD = jnp.einsum('blv,vd->bld', g_BLV, table_VD)
+  dtable_DV = jnp.einsum('bld,blv->dv', x_BLD, g_BLV)
+  return dx_BLD.astype(x_BLD.dtype), dtable_DV.T.astype(table_VD.dtype)
+
+
+tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
 
 
 class LayerNorm(nnx.Module):

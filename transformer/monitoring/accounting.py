@@ -14,6 +14,7 @@ Conventions:
   * FLOPs count matmuls only (2 per multiply-add); norms, softmax and activations are left out.
     Attention scores (QK^T and AV) are counted over the whole key length, causal or not (as in
     Kaplan et al. 2020 and the PaLM MFU formula). Training = 3 x forward (backward = 2 x forward).
+    The MLM head counts the positions it projects: max_predictions of a row (objectives/mlm.py).
   * Activation memory follows Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
     Transformer Models", sec. 4): the tensors each block keeps for its backward pass, in bytes of
     the compute dtype, 1 byte per dropout-mask element, and the [heads, key length] softmax
@@ -28,6 +29,7 @@ from flax import nnx
 from transformer.models import layers
 from transformer import models
 from transformer.models.hparams import HParams
+from transformer.objectives import mlm
 
 DTYPE_BYTES = {'float32': 4, 'bfloat16': 2, 'float16': 2}
 REMAT_POLICIES = ('none', 'dots', 'full')
@@ -142,6 +144,8 @@ def flops_per_token(config):
     logits = out_tokens * 2 * d * hp.vocab_size
     if hp.family == 'encoder' and hp.mlm_transform:
       logits += out_tokens * 2 * d * d
+    if config.objective == 'mlm':   # the MLM head runs at the masked positions only
+      logits *= mlm.max_predictions(config.data.mlm_probability, out_tokens) / out_tokens
   per = lambda x: x / out_tokens
   out = dict(attention_projections=per(proj), attention_scores=per(scores),
              attention=per(proj + scores), mlp=per(mlp), logits=per(logits))

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transformer.data import packing
+
 # Dense (non-sparse) peak FLOP/s per device, by substring of jax's device_kind, and dtype.
 PEAKS = {
     'H200': {'bfloat16': 989e12, 'float32': 67e12},
@@ -50,26 +52,17 @@ def tokens_in(batch, streams=None):
                  (streams is None or k[:-len('_segment_ids')] in streams)))
 
 
-def token_slots(batch):
-  """Token places of a host batch (rows x length, summed over its streams), padding included."""
-  return int(sum(np.size(v) for k, v in batch.items() if k.endswith('_segment_ids')))
-
-
-def packing_fill(batch):
-  """Share of a host batch's token slots that hold a token (not padding), over every stream."""
-  return tokens_in(batch) / max(token_slots(batch), 1)
-
-
 def output_stream(batch):
   """The stream FLOPs are counted per token of: 'targets' when present, else 'inputs'."""
   return 'targets' if 'targets_segment_ids' in batch else 'inputs'
 
 
 class Throughput:
-  """Tokens, output tokens, token slots and steps since the last report, and the rates they make.
+  """Tokens, output tokens, token slots and steps since the last report, and the rates they
+  make; `perf/packing_efficiency` is the window's non-padding share of the slots.
 
   `add(batch)` after each step; `report(...)` returns the perf scalars of the window (with
-  'perf/packing_fill', the share of slots that hold a token) and starts a new one. `sum_fn`
+  'perf/packing_efficiency', the share of slots that hold a token) and starts a new one. `sum_fn`
   turns this process's counts into the job's (a collective in multi-process runs).
   `restart_clock()` leaves time spent elsewhere (eval) out of the window.
   """
@@ -82,7 +75,7 @@ class Throughput:
   def add(self, batch):
     self.tokens += tokens_in(batch)
     self.outputs += tokens_in(batch, (output_stream(batch),))
-    self.slots += token_slots(batch)
+    self.slots += packing.efficiency(batch)[1]
 
   def restart_clock(self):
     self.start = time.perf_counter()
@@ -95,6 +88,6 @@ class Throughput:
     scalars = {'perf/tokens_per_sec': tokens / elapsed,
                'perf/steps_per_sec': (step - self.step) / elapsed,
                'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak,
-               'perf/packing_fill': tokens / max(slots, 1)}
+               'perf/packing_efficiency': tokens / max(slots, 1)}
     self.__init__(step)
     return scalars, tokens

@@ -21,7 +21,7 @@ TAGS = (
     'train/loss', 'train/accuracy', 'train/perplexity', 'train/learning_rate', 'train/grad_norm',
     'eval/loss', 'eval/accuracy', 'eval/perplexity',
     'perf/tokens_per_sec', 'perf/steps_per_sec', 'perf/mfu', 'perf/tflops_per_device',
-    'perf/compile_seconds', 'perf/packing_fill',
+    'perf/compile_seconds', 'perf/packing_efficiency',
     'params/total', 'params/non_embedding',
     'train/tokens_seen',
 )
@@ -86,14 +86,14 @@ def _chart(*tags):
 
 def scalars_layout(config):
   """The custom-scalars layout: train and eval loss one chart each (every run of the experiment
-  on it), the eval metrics, the perf panel (tokens/s, MFU, packing fill) and, with
+  on it), the eval metrics, the perf panel (tokens/s, MFU, packing efficiency) and, with
   `log.attention_stats`, attention entropy and distance per layer and per head."""
   layout = {
       'loss': {'train/loss': _chart('train/loss'), 'eval/loss': _chart('eval/loss')},
       'eval': {'eval/accuracy': _chart('eval/accuracy'),
                'eval/perplexity': _chart('eval/perplexity')},
       'perf': {'tokens/s': _chart('perf/tokens_per_sec'), 'MFU': _chart('perf/mfu'),
-               'packing fill': _chart('perf/packing_fill')},
+               'packing efficiency': _chart('perf/packing_efficiency')},
   }
   if config.objective == 'seq2seq':
     layout['eval']['eval/bleu, eval/rouge'] = _chart(r'eval/(bleu|rouge.*)')

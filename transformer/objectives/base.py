@@ -10,6 +10,13 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   text_chunk_len   the pipeline cuts a tokenized 'text' field into chunks of at most this many
                    tokens, one example each (None: no chunking)
   features(example, rng)                    host side, numpy: per-stream 1-D arrays + scalars
+  min_piece        > 0: the objective cuts pieces out of a token stream (full packing, see
+                   data/packing.py) with the two methods below; 0: examples only
+  piece_lengths(n, *, first, last) -> {stream: length} of the features of an n-token piece
+  piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
+                                            last: the piece starts / ends the document)
+  finish_row(pieces, rng)                   optional: the pieces of a packed row, made final
+                                            together (MLM draws its masking budget per row)
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
                    text samples: the first example of up to `log.samples` rows; objectives
@@ -148,6 +155,7 @@ class Objective:
   example_fields = ('text',)
   families = ()
   tokens = ()              # special tokens the examples need: bos, eos, sep, cls, mask, sentinel
+  min_piece = 0
 
   @classmethod
   def tokens_needed(cls, family):

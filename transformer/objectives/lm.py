@@ -88,6 +88,7 @@ class CausalLM(base.Objective):
   example_fields = ('text',)
   families = ('decoder',)
   tokens = ('bos', 'eos')
+  min_piece = 2    # a piece predicts at least one of its tokens
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -100,6 +101,18 @@ class CausalLM(base.Objective):
     text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
     tok = self.tokenizer
     return {'targets': base.int32([tok.bos_id, *text.tolist(), tok.eos_id])}
+
+  def piece_lengths(self, n, *, first, last):
+    return {'targets': n + int(first) + int(last)}
+
+  def _piece_targets(self, tokens, first, last):
+    tok = self.tokenizer
+    return base.int32([tok.bos_id] * first + np.asarray(tokens).tolist() + [tok.eos_id] * last)
+
+  def piece(self, tokens, rng=None, *, first, last):
+    """A piece of a document: [bos] only at its start, [eos] only at its end."""
+    del rng  # deterministic
+    return {'targets': self._piece_targets(tokens, first, last)}
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
@@ -138,16 +151,28 @@ class PrefixLM(CausalLM):
     super().__init__(config, tokenizer)
     self.prefix_fraction = base.data_value(config, 'prefix_fraction', 0.0, 1.0)
 
+  def _prefix_len(self, n):
+    """Text tokens in the prefix of n: round(prefix_fraction * n), clipped to 1..n-1."""
+    k = int(round(self.prefix_fraction * n))
+    return min(max(k, 1), n - 1) if n >= 2 else 0
+
   def features(self, example, rng=None):
     del rng  # the split point is a fixed fraction of each example
     text = np.asarray(example['text'], np.int32)[:self.text_chunk_len]
-    n = len(text)
-    k = int(round(self.prefix_fraction * n))
-    k = min(max(k, 1), n - 1) if n >= 2 else 0
+    k = self._prefix_len(len(text))
     tok = self.tokenizer
     targets = base.int32([tok.bos_id, *text.tolist(), tok.eos_id])
     prefix = np.zeros_like(targets)
     prefix[:1 + k] = 1
+    return {'targets': targets, 'targets_prefix': prefix}
+
+  def piece(self, tokens, rng=None, *, first, last):
+    """A piece of a document, its prefix taken from the piece ([bos] and the first
+    round(prefix_fraction * n) text tokens)."""
+    del rng  # deterministic
+    targets = self._piece_targets(tokens, first, last)
+    prefix = np.zeros_like(targets)
+    prefix[:int(first) + self._prefix_len(len(tokens))] = 1
     return {'targets': targets, 'targets_prefix': prefix}
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):

@@ -19,25 +19,96 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0):
     (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
     metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
     weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
-    neither the loss, the metrics nor the gradient.
+    neither the loss, the metrics nor the gradient. The [..., V] work is three passes over the
+    logits (max, normaliser + accuracy, and one fused pass for the whole gradient: see
+    `token_xent`); no [..., V] array but the logits' gradient is ever written.
   """
   weights = weights.astype(jnp.float32)
-  logits = jnp.where((weights != 0)[..., None], logits.astype(jnp.float32), 0.0)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  xent = log_z - label_logit
+  keep = weights != 0
+  labels = labels.astype(jnp.int32)
+  xent, log_z, correct = token_xent(logits.astype(jnp.float32), labels, keep)
   count = jnp.sum(weights)
   xent_sum = jnp.sum(xent * weights)
   total = xent_sum
   metrics = {
       'loss': (xent_sum, count),
-      'accuracy': accuracy(logits, labels, weights),
+      'accuracy': (jnp.sum(jnp.where(correct & keep, weights, 0.0)), count),
   }
   if z_loss:
     z_sum = jnp.sum(z_loss * jnp.square(log_z) * weights)
     total = total + z_sum
     metrics['z_loss'] = (z_sum, count)
   return total / jnp.maximum(count, 1.0), metrics
+
+
+def _masked(logits, keep):
+  return jnp.where(keep[..., None], logits, 0.0)
+
+
+def _is_first_max(logits, label_logit, labels):
+  """argmax(logits) == labels, without a variadic argmax reduce (slow on XLA:CPU): no logit is
+  larger than the label's, and none before the label equals it (argmax takes the first max)."""
+  before = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) < labels[..., None]
+  beaten = jnp.where(before, logits >= label_logit[..., None], logits > label_logit[..., None])
+  return (jnp.sum(beaten.astype(jnp.int32), axis=-1) == 0) & ~jnp.isnan(label_logit)
+
+
+CHUNK_ELEMENTS = 1 << 22   # logits per chunk of the forward pass (16 MiB of float32)
+
+
+def _position_terms(logits, labels, keep):
+  masked = _masked(logits, keep)
+  log_z = jax.nn.logsumexp(masked, axis=-1)
+  label_logit = jnp.take_along_axis(masked, labels[..., None], axis=-1)[..., 0]
+  return log_z - label_logit, log_z, _is_first_max(masked, label_logit, labels)
+
+
+def _chunk_rows(rows, vocab):
+  """Rows per chunk: the largest power of two dividing `rows` within CHUNK_ELEMENTS logits;
+  `rows` (one chunk) when that would take more than 256 chunks."""
+  chunk = 1
+  while chunk * 2 * vocab <= CHUNK_ELEMENTS and rows % (chunk * 2) == 0:
+    chunk *= 2
+  return chunk if rows // chunk <= 256 else rows
+
+
+@jax.custom_vjp
+def token_xent(logits, labels, keep):
+  """Per position: (cross-entropy, log Z, argmax == label) of float32 logits, 0 where not `keep`.
+
+  The forward pass runs over chunks of positions (`jax.lax.map`), so its temporaries (XLA:CPU
+  writes the exponentials and the accuracy comparisons out before reducing them) are one chunk,
+  not another [..., V] array. The VJP writes d/dlogits = (g_xent + g_logz) * softmax -
+  g_xent * onehot(label) in one fused pass over the logits (autodiff's version scatters into a
+  zero [..., V] array and makes separate passes for the mask, the softmax and the one-hot);
+  `correct` has no gradient.
+  """
+  shape, vocab = labels.shape, logits.shape[-1]
+  rows = max(1, labels.size)
+  chunk = _chunk_rows(rows, vocab)
+  if chunk == rows:
+    return _position_terms(logits, labels, keep)
+  split = lambda x, *tail: x.reshape((rows // chunk, chunk) + tail)
+  out = jax.lax.map(lambda a: _position_terms(*a),
+                    (split(logits, vocab), split(labels), split(keep)))
+  return tuple(o.reshape(shape) for o in out)
+
+
+def _token_xent_fwd(logits, labels, keep):
+  out = token_xent(logits, labels, keep)
+  return out, (logits, labels, keep, out[1])
+
+
+def _token_xent_bwd(residuals, cotangents):
+  logits, labels, keep, log_z = residuals
+  g_xent, g_logz, _ = cotangents
+  probs = jnp.exp(_masked(logits, keep) - log_z[..., None])
+  onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == labels[..., None]
+  grad = (g_xent + g_logz)[..., None] * probs - jnp.where(onehot, g_xent[..., None], 0.0)
+  return jnp.where(keep[..., None], grad, 0.0), None, None
+
+
+token_xent.defvjp(_token_xent_fwd, _token_xent_bwd)
 
 
 def accuracy(logits, labels, weights):

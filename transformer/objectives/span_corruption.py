@@ -96,6 +96,7 @@ class SpanCorruption(base.Objective):
   example_fields = ('text',)
   families = ('encoder_decoder',)
   tokens = ('eos', 'sentinel')
+  min_piece = 2    # at least one text and one noise token
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -121,6 +122,16 @@ class SpanCorruption(base.Objective):
                       len(self.sentinel_ids), rng)
     inputs, targets = corrupt(text, mask, self.sentinel_ids, self.tokenizer.eos_id)
     return {'inputs': inputs, 'targets': targets}
+
+  def piece_lengths(self, n, *, first, last):
+    del first, last   # every piece is corrupted on its own
+    i, t = corrupted_lengths(n, self.noise_density, self.mean_span_length,
+                             len(self.sentinel_ids))
+    return {'inputs': i, 'targets': t}
+
+  def piece(self, tokens, rng=None, *, first, last):
+    del first, last
+    return self.features({'text': tokens}, rng)
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,

@@ -19,6 +19,7 @@ import os
 import jax
 import tqdm
 
+from transformer.data import packing
 from transformer.monitoring import perf
 from transformer.training.distributed import print_once
 
@@ -49,7 +50,12 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
           f'examples{shard}; '
           f'tokenizer {tokenizer_text(run.tokenizer)}; {config.train.batch_size} x {lengths} '
           f'tokens a step, {"packed" if train_pipeline.pack else "not packed"}, '
-          f'{100 * perf.packing_fill(first_batch):.1f}% of token slots filled')
+          f'{100 * _filled(first_batch):.1f}% of token slots filled')
+
+
+def _filled(batch):
+  tokens, slots = packing.efficiency(batch)
+  return tokens / max(slots, 1)
 
 
 def model_line(config, counts, flops_per_token):

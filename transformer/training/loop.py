@@ -15,8 +15,9 @@ from typing import Any
 
 import jax
 
+from transformer.data.pipeline import POSITION_FORMAT, upgrade_position
 from transformer.errors import ConfigError, TrainingError
-from transformer.monitoring import accounting, perf
+from transformer.monitoring import accounting, perf, profiler
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import Progress
 from transformer.training import (checkpoint, console, distributed, evaluation, generation,
@@ -88,7 +89,8 @@ def restore_or_init(run, latest):
   ckpt = run.checkpointer(state)
   if latest is not None:
     step0, state, saved = ckpt.restore(Trainer.abstract(state))
-    position = _own_position(saved, step0)
+    position = upgrade_position(_own_position(saved, step0), saved.get('position_format', 1),
+                                run.objective)
     print_once(f'Resumed {run.dir} from step {step0} (data position {position}).')
     for key, before, now in ckpt.changed_settings():
       print_once(f'Note: {key} changed since the checkpoint ({before} -> {now}).')
@@ -154,9 +156,13 @@ class _Loop:
     bar = Progress(steps, initial=step, every=config.train.log_every,
                    enabled=jax.process_index() == 0)
     meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
+    trace = profiler.StepProfiler(self.run.dir, config.log.profile_steps,
+                                  enabled=jax.process_index() == 0)
     while step < steps:
+      trace.before(step + 1)
       state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
       step += 1
+      trace.after(step, (state, metrics))
       meter.add(batch)
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
         sums = evaluation.accumulate(sums, _checked(previous, step - 1))
@@ -195,6 +201,7 @@ class _Loop:
         break
       if step < steps:
         batch = next(self.it)
+    trace.close()
     bar.close()
     return state, last, stopping
 
@@ -214,6 +221,7 @@ class _Loop:
     gathered = distributed.allgather_ints([*self.it.state, meter.tokens])
     self.writer.flush()   # the logs are on disk before the checkpoint a resume would start from
     where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
+             'position_format': POSITION_FORMAT,
              'tokens_seen': self.tokens_seen + sum(g[2] for g in gathered)}
     self.ckpt.save(step, state, data_position=where, force=force,
                    metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
