@@ -24,7 +24,7 @@ def model(size):
       dropout_rate=0.1, attention_dropout_rate=0.0, mlp_dropout=True, final_dropout=False)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0)
-  return common.model_config(**{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, **SIZES[size]})
 
 
 def get_config(arg='tiny'):

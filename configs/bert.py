@@ -25,7 +25,7 @@ def model(size):
       mlp_dropout=False, final_dropout=False)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0, attention_dropout_rate=0.0)
-  return common.model_config(**{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, **SIZES[size]})
 
 
 def get_config(arg='tiny'):

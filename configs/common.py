@@ -21,6 +21,13 @@ def model_config(**overrides):
   return ml_collections.ConfigDict({**defaults, **overrides})
 
 
+def sized_model_config(size, **overrides):
+  """model_config for the named size `size` of a family: every size but the tiny ones scans over
+  its layers (model.scan_layers: compile time flat in depth, the step as fast as unrolled;
+  README "Speed"); an explicit scan_layers in `overrides` wins."""
+  return model_config(**{'scan_layers': not size.endswith('tiny'), **overrides})
+
+
 def base_config():
   """Every top-level section with its defaults: tiny decoder-only LM on the embedded corpus."""
   c = ml_collections.ConfigDict()

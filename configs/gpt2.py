@@ -26,7 +26,7 @@ def model(size):
       classifier_bias=False)   # a linear classifier without bias (GPT-1's W_y, HF's score)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0, attention_dropout_rate=0.0)
-  return common.model_config(**{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, **SIZES[size]})
 
 
 def get_config(arg='tiny'):

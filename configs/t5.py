@@ -35,7 +35,7 @@ def model(size):
                      dropout_rate=0.0)
   if size.endswith('tiny'):
     published.update(vocab_size=0, dropout_rate=0.0)
-  return common.model_config(**{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, **SIZES[size]})
 
 
 def get_config(arg='tiny'):

@@ -28,7 +28,7 @@ def model(size):
       final_dropout=False, init='fan_in')
   if size == 'tiny':
     published.update(vocab_size=0)
-  return common.model_config(**{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, **SIZES[size]})
 
 
 def get_config(arg='tiny'):

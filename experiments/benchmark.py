@@ -24,11 +24,12 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
                 aliased (the donated state), and on GPUs the allocator's peak_bytes_in_use (a
                 high-water mark of the whole process, so it never falls from one row to the next)
   memory_temp_bytes  the compiled step's temporaries alone, beside logits_bytes, one float32
-                [B, scored positions, V] array: the step holds the logits once and their
-                gradient once (the cross-entropy's forward runs in chunks, see losses.py)
+                [B, scored positions, V] array (the cross-entropy's forward runs in chunks
+                of at most losses.CHUNK_ELEMENTS logits, see losses.py)
   logits_sized_buffers  the arrays of one logits array's element count the compiled step writes
-                (its HLO, fusions' insides and aliases left out): 'name [shape]', the logits
-                and their gradient; the table's 'logits-sized' column counts them
+                (its HLO, fusions' insides and aliases left out): 'name [shape]'; 2 (the logits
+                and their gradient) for GPT-2 and T5 above one chunk of logits, 5 for BERT's
+                biased MLM head; the table's 'logits-sized' column counts them
   packing_efficiency  non-padding share of the batch's token slots (every stream)
 
 On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes

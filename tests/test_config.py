@@ -109,3 +109,13 @@ def test_published_configs_validate_without_warnings(spec, capsys):
   capsys.readouterr()
   config_lib.load(spec)
   assert not _warnings(capsys)
+
+
+@pytest.mark.parametrize('spec,scan', [
+    ('configs/gpt2.py:tiny', False), ('configs/gpt2.py:small', True),
+    ('configs/bert.py:tiny', False), ('configs/bert.py:base', True),
+    ('configs/t5.py:v1_1_tiny', False), ('configs/t5.py:base', True),
+    ('configs/bart.py:large', True), ('configs/transformer.py:big', True)])
+def test_sizes_above_tiny_scan_over_layers_unless_told(spec, scan):
+  assert config_lib.load(spec).model.scan_layers is scan
+  assert config_lib.load(spec, {'model.scan_layers': 'false'}).model.scan_layers is False

@@ -12,6 +12,7 @@ import pytest
 import safetensors.numpy
 from flax import nnx
 
+from transformer import config as config_lib
 from transformer import hf
 from transformer.errors import ConfigError
 from transformer.hf import __main__ as cli
@@ -204,6 +205,14 @@ def test_config_from_config_json(tmp_path):
   assert (m.activation, m.norm_eps, m.dtype, m.param_dtype) == ('gelu', 1e-6, 'bfloat16',
                                                               'bfloat16')
   assert model.token_embed.embedding.value.dtype == jnp.bfloat16
+
+
+def test_imports_stay_unrolled_unless_asked(tmp_path):
+  """The GPT-2 preset scans over its layers; an import keeps the per-layer layout by default."""
+  _gpt2(tmp_path)
+  config, model = hf.from_pretrained(tmp_path)
+  assert config_lib.load_file('configs/gpt2.py:small').model.scan_layers
+  assert config.model.scan_layers is False and len(model.decoder.layers) == 2
 
 
 # --- CLI ------------------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ def build_config(c: hf_config.HFConfig, arch, weights: reader.Weights, *, dtype=
   if unknown:
     raise ConfigError(f'from_pretrained: unknown model override {unknown[0]!r}; valid keys are '
                       'config.model keys (transformer/models/hparams.py)')
-  config.model.update(dict(fields, dtype=dtype, param_dtype=dtype, **model_overrides))
+  # Unrolled unless asked (the per-layer layout of import-hf), whatever the preset's default.
+  config.model.update(dict(fields, dtype=dtype, param_dtype=dtype,
+                           **{'scan_layers': False, **model_overrides}))
   config.run_name = f'hf_{arch}'
   return config
 

@@ -68,7 +68,8 @@ class HParams:
   dtype: str = 'float32'               # compute dtype (params stay param_dtype)
   param_dtype: str = 'float32'
   attention_impl: str = 'auto'         # one of IMPLEMENTATIONS
-  scan_layers: bool = False            # nnx.scan over layers: compile time flat in depth
+  scan_layers: bool = False            # nnx.scan over layers: compile time flat in depth (the
+                                       # configs' non-tiny sizes set it: configs/common.py)
   remat: str = 'none'                  # none | full | dots (save matmul outputs only)
   init: str = 'normal'                 # normal: N(0, init_std) everywhere (GPT-2, BERT);
                                        # fan_in: 1/sqrt(fan-in) kernels, unit embeddings (T5)
