@@ -258,7 +258,7 @@ def _kill_at(moment, delay, workdir, env, log_path):
     if moment == 'start-up':
       time.sleep(2.0 * delay)
     elif moment == 'compile':
-      wait_for(lambda: printed('Mesh {'))
+      wait_for(lambda: printed('mesh   {'))   # console.mesh_line, before the compile
       time.sleep(0.5 * delay)
     elif moment == 'mid-step':
       wait_for(lambda: printed('Training '))
