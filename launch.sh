@@ -9,6 +9,8 @@
 #   ./launch.sh import-hf --from HF_DIR --workdir OUT
 #   ./launch.sh tensorboard [DIR]
 #   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
+#   ./launch.sh compare experiments/compare_t5_table2.py [--workdir DIR] [--seeds N]
+#                       [--scale tiny|small|base] [--parallel K] [--results] [--slurm]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -68,6 +70,7 @@ case "$mode" in
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
+  compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps.compare "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)
@@ -78,7 +81,7 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,12p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep" >&2
+  help|-h|--help) sed -n '2,13p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep compare" >&2
      exit 2 ;;
 esac
