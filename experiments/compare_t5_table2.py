@@ -34,33 +34,40 @@ _TINY_PRETRAIN = {'train.batch_size': 16, 'data.vocab_size': 2048, 'opt.warmup_s
 _TINY_FINETUNE = {'train.batch_size': 16, 'train.steps': 80, 'train.eval_steps': 4,
                   'opt.schedule': 'constant', 'opt.learning_rate': 3e-3, 'opt.warmup_steps': 0,
                   'train.log_every': 10, 'log.samples': 0, 'log.attention_images': False}
+# The embedded corpus is a few MB: an 8k vocabulary (T5: 32k on C4) is what it supports.
+_LARGE_PRETRAIN = {'train.batch_size': 128, 'data.vocab_size': 8192, 'train.eval_steps': 10}
 _LARGE_FINETUNE = {'train.batch_size': 128, 'train.steps': 2 ** 14, 'train.eval_steps': 8,
                    'opt.schedule': 'constant', 'opt.learning_rate': 1e-3, 'opt.warmup_steps': 0}
 SCALES = {
     'tiny': {'size': 'tiny', 'pretrain_steps': 240, 'pretrain': _TINY_PRETRAIN,
              'finetune': _TINY_FINETUNE},
     'small': {'size': 'small', 'pretrain_steps': 2 ** 16,
-              'pretrain': {'train.batch_size': 128, 'data.vocab_size': 32000,
-                           'train.eval_steps': 10},
+              'pretrain': _LARGE_PRETRAIN,
               'finetune': _LARGE_FINETUNE},
     'base': {'size': 'base', 'pretrain_steps': 2 ** 15,
-             'pretrain': {'train.batch_size': 128, 'data.vocab_size': 32000,
-                          'train.eval_steps': 10},
+             'pretrain': _LARGE_PRETRAIN,
              'finetune': _LARGE_FINETUNE},
 }
 
-# Stream lengths at tiny scale (inputs 128, targets 32; the decoders read both as 160 tokens).
-_ENC_DEC = {'model.family': 'encoder_decoder', 'data.seq_len': 128, 'data.targets_len': 32}
-_DECODER = {'model.family': 'decoder', 'data.seq_len': 160}
-CELLS = {
-    'encdec_denoise': {**_ENC_DEC, 'objective': 'span_corruption'},
-    'encdec_shared_denoise': {**_ENC_DEC, 'objective': 'span_corruption',
-                              'model.share_encoder_decoder': True},
-    'encdec_prefix': {**_ENC_DEC, 'objective': 'prefix_lm'},
-    'decoder_lm': {**_DECODER, 'objective': 'causal_lm'},
-    'decoder_prefix': {**_DECODER, 'objective': 'prefix_lm'},
-    'encoder_mlm': {'model.family': 'encoder', 'data.seq_len': 128, 'objective': 'mlm'},
-}
+# Stream lengths (inputs, targets): the decoder-only models read both as one stream.
+LENGTHS = {'tiny': (128, 32), 'small': (512, 114), 'base': (512, 114)}
+
+
+def cells(scale):
+  inputs, targets = LENGTHS[scale]
+  enc_dec = {'model.family': 'encoder_decoder', 'data.seq_len': inputs,
+             'data.targets_len': targets}
+  decoder = {'model.family': 'decoder', 'data.seq_len': inputs + targets}
+  return {
+      'encdec_denoise': {**enc_dec, 'objective': 'span_corruption'},
+      'encdec_shared_denoise': {**enc_dec, 'objective': 'span_corruption',
+                                'model.share_encoder_decoder': True},
+      'encdec_prefix': {**enc_dec, 'objective': 'prefix_lm'},
+      'decoder_lm': {**decoder, 'objective': 'causal_lm'},
+      'decoder_prefix': {**decoder, 'objective': 'prefix_lm'},
+      'encoder_mlm': {'model.family': 'encoder', 'data.seq_len': inputs, 'objective': 'mlm'},
+  }
+
 
 TASKS = {
     'docstring': generation('python_stdlib/docstrings'),

@@ -84,6 +84,19 @@ def test_flops_mismatch_is_refused_in_one_line_naming_the_cells(tmp_path, capsys
   assert code == 2 and '--scale base' in err
 
 
+def test_slurm_writes_two_chained_arrays(tmp_path, capsys):
+  path = _write(tmp_path)
+  code, out, _ = _main([path, '--workdir', str(tmp_path), '--seeds', '2', '--slurm'], capsys)
+  assert code == 0 and 'submit.sh' in out
+  exp_dir = tmp_path / 'two'
+  pre, ft = (exp_dir / 'pretrain.sbatch').read_text(), (exp_dir / 'finetune.sbatch').read_text()
+  assert '--array=0-3\n' in pre and '--phase pretrain' in pre   # 2 cells x 2 seeds
+  assert '--array=0-7\n' in ft and '--phase finetune' in ft     # 2 tasks x 2 cells x 2 seeds
+  assert '--dependency=afterok:$pre' in (exp_dir / 'submit.sh').read_text()
+  code, _, err = _main([path, '--workdir', str(tmp_path), '--index', '0'], capsys)
+  assert code == 2 and '--phase' in err
+
+
 # -- downstream tasks ---------------------------------------------------------------------------
 def test_each_family_is_fine_tuned_the_way_it_can_or_says_why(tmp_path):
   docstring = compare_tasks.generation('python_stdlib/docstrings', inputs_len=100, targets_len=20)

@@ -12,9 +12,10 @@ A declaration file (beside the sweeps) names:
   BASE         a config file; SCALES[scale]['size'] is its size argument
   SCALES       {scale: {'size', 'pretrain_steps' (of the BASELINE cell; they set the FLOPs
                budget), 'pretrain' and 'finetune' (overrides of every run of the phase)}}
-  CELLS        {cell: overrides}: model.family, objective, sizes and stream lengths of each
-               (architecture, objective); 'objective': 'prefix_lm' on an encoder_decoder is
-               seq2seq on (prefix, continuation) pairs of the pretraining text
+  CELLS        {cell: overrides} (or cells(scale) returning them): model.family, objective,
+               sizes and stream lengths of each (architecture, objective); 'objective':
+               'prefix_lm' on an encoder_decoder is seq2seq on (prefix, continuation) pairs of
+               the pretraining text
   TASKS        {task: compare_tasks.generation(...) | classification(...)}
   BASELINE     the cell the paired comparison is against
 
@@ -80,15 +81,17 @@ class Plan:
 
 def load(path, scale, seeds, workdir, extra=None):
   """The Plan of declaration file `path` (ConfigError for a bad declaration)."""
-  module = runner.load_module(path, wanted=('CELLS',))
+  module = runner.load_module(path, wanted=('CELLS', 'cells'))
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
     if not hasattr(module, attr):
       raise ConfigError(f'comparison file {path}: define {attr} (see transformer/sweeps/compare.py)')
   if scale not in module.SCALES:
     raise ConfigError(f'--scale {scale}: {path} declares scales {", ".join(module.SCALES)}')
+  if not hasattr(module, 'CELLS'):   # cells(scale): the cells' overrides at one scale
+    module.CELLS = module.cells(scale)
   if module.BASELINE not in module.CELLS:
     raise ConfigError(f'comparison file {path}: BASELINE {module.BASELINE!r} is not one of '
-                      f'CELLS ({", ".join(module.CELLS)})')
+                      f'the cells ({", ".join(module.CELLS)})')
   if seeds < 1:
     raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
   plan = Plan(path, module, scale, seeds, dict(extra or {}))
