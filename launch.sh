@@ -2,11 +2,14 @@
 # One entry point for every mode. Sets up .venv from requirements*.txt on first use.
 #
 #   ./launch.sh train [--config configs/X.py:size] [--workdir DIR] [--config.a.b=v ...] [--dry_run]
+#                     [--show_sharding]                  (print every parameter's placement)
 #                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
+#   ./launch.sh generate --workdir RUN_DIR (--prompt TEXT | --input_file F) [--strategy beam ...]
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
-#   ./launch.sh import-hf --from HF_DIR --workdir OUT
+#   ./launch.sh import-hf --from HF_DIR --workdir OUT [--weights_only]
+#   ./launch.sh export-hf --workdir RUN_DIR --to OUT   (a run as a Hugging Face directory)
 #   ./launch.sh tensorboard [DIR]
 #   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
 #   ./launch.sh compare experiments/compare_t5_table2.py [--workdir DIR] [--seeds N]
@@ -61,14 +64,19 @@ train() {
   return $rc
 }
 
+# Start-up noise off at the source (transformer/quiet.py sets the same for `python -m` runs):
+# TensorFlow only reads data here, so its C++ INFO lines and the oneDNN notice say nothing.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-0}"
 mode="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$mode" in
   train)       setup requirements.txt; train "$@" ;;
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
+  generate)    setup requirements.txt; exec "$VENV/bin/python" -m transformer.generate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
+  export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
   compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps.compare "$@" ;;
   test)        setup requirements-test.txt
@@ -81,7 +89,7 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,13p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval test summary import-hf tensorboard sweep compare" >&2
+  help|-h|--help) sed -n '2,16p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf export-hf tensorboard sweep compare" >&2
      exit 2 ;;
 esac

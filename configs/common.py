@@ -39,7 +39,8 @@ def base_config():
       targets_key='',                # pairs: target field (e.g. 'de')
       label_key='',                  # classification label field
       vocab_size=2048,               # SentencePiece vocabulary trained on the train split
-      tokenizer='',                  # '' : train one and cache it beside the data; or a .model path
+      tokenizer='',                  # '' : train one and cache it beside the data; or a .model
+                                     # path, or a directory of Hugging Face tokenizer files
       tokenizer_model='unigram',     # unigram | bpe (SentencePiece model type)
       tokenizer_train_examples=20000,
       seq_len=128,                   # length of the (encoder / only) token stream
@@ -97,7 +98,29 @@ def base_config():
   c.log = ml_collections.ConfigDict(dict(
       samples=2,                     # text samples written at each eval
       sample_length=48,
-      attention_images=True,
+      attention_images=True,         # one picture per layer and head of an eval example, each eval
+      attention_stats=True,          # attention entropy / distance scalars per layer and head
+      hparams_first=(),              # config keys the HParams dashboard lists first (a sweep
+                                     # sets its swept keys), e.g. ('opt.learning_rate',)
+      # Generation metrics at each eval (objectives that generate, i.e. seq2seq): the first
+      # `examples` eval examples are decoded and scored (eval/bleu; eval/rouge1/2/L), and
+      # written to <run>/decodes/step_<N>.jsonl. The strategy keys are those of
+      # transformer/models/decoding/spec.py:Spec.
+      decode=ml_collections.ConfigDict(dict(
+          examples=128,              # eval examples decoded; 0 : no generation metrics
+          max_new_tokens=0,          # 0 : data.targets_len (or data.seq_len)
+          metrics='auto',            # auto (bleu, + rouge for summarisation data) | bleu |
+                                     # rouge | bleu,rouge
+          strategy='greedy',         # greedy | sample | beam
+          temperature=1.0,
+          top_k=0,
+          top_p=1.0,
+          seed=0,
+          beam_size=4,
+          alpha=0.6,                 # beam length penalty; length_norm gnmt | length (HF)
+          length_norm='gnmt',
+          early_stopping='never',    # never (exact) | false (HF heuristic) | true
+      )),
   ))
   return c
 

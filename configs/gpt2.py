@@ -22,7 +22,8 @@ def model(size):
       family='decoder', vocab_size=50257, max_len=1024, activation='gelu_tanh',
       norm='layernorm', norm_eps=1e-5, norm_position='pre', final_norm=True,
       positions='learned', use_bias=True, tie_embeddings=True, dropout_rate=0.1,
-      attention_dropout_rate=0.1, mlp_dropout=False, final_dropout=False)
+      attention_dropout_rate=0.1, mlp_dropout=False, final_dropout=False,
+      classifier_bias=False)   # a linear classifier without bias (GPT-1's W_y, HF's score)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0, attention_dropout_rate=0.0)
   return common.model_config(**{**published, **SIZES[size]})

@@ -1,8 +1,8 @@
 """The package's shape: each room imports only rooms below it, and stays small.
 
 The layers, lowest first (docs/ARCHITECTURE.md draws them):
-  errors < models < data < objectives < monitoring < training < config, cli < hf < sweeps
-  < the entry points (train, evaluate, summary)
+  errors, quiet < models < data < objectives < monitoring < training < config, cli < hf < sweeps
+  < the entry points (train, evaluate, summary, export)
 A module may import its own room and any lower one. Networks (models/) import nothing of ours
 but errors; nothing in the package imports the top-level `configs/` or patches sys.path.
 """
@@ -12,8 +12,9 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
-LAYERS = [('errors',), ('models',), ('data',), ('objectives',), ('monitoring',), ('training',),
-          ('config', 'cli'), ('hf',), ('sweeps',), ('train', 'evaluate', 'summary', '__init__')]
+LAYERS = [('errors', 'quiet'), ('models',), ('data',), ('objectives',), ('monitoring',),
+          ('training',), ('config', 'cli'), ('hf',), ('sweeps',),
+          ('train', 'evaluate', 'summary', 'export', 'generate', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

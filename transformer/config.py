@@ -12,7 +12,10 @@ import ml_collections
 
 from transformer import objectives
 from transformer.errors import ConfigError
+from transformer.models.decoding import Spec
 from transformer.models.hparams import HParams
+from transformer.monitoring.writer import flatten_config
+from transformer.objectives import metrics as metrics_lib
 from transformer.training import optim, sharding
 
 SECTIONS = ('model', 'objective', 'data', 'train', 'opt', 'mesh', 'checkpoint', 'log')
@@ -157,6 +160,8 @@ def validate(config):
   _validate_train(config.train)
   _validate_opt(config)
   _validate_mesh(config.mesh)
+  _validate_log(config)
+  _validate_decode(config.log.decode)
   _positive('checkpoint.every', config.checkpoint.every)
   _positive('checkpoint.keep', config.checkpoint.keep)
   if config.checkpoint.init_from and not os.path.isdir(config.checkpoint.init_from):
@@ -204,6 +209,24 @@ def _validate_opt(config):
   if config.train.batch_size % opt.accumulation_steps:
     raise ConfigError(f'`opt.accumulation_steps={opt.accumulation_steps}`: must divide '
                       f'train.batch_size={config.train.batch_size}')
+
+
+def _validate_log(config):
+  unknown = [k for k in config.log.hparams_first if k not in flatten_config(config)]
+  if unknown:
+    raise ConfigError(f'`log.hparams_first={tuple(config.log.hparams_first)}`: {unknown[0]!r} '
+                      "is not a config key; name keys as in --config.KEY, e.g. "
+                      "--config.log.hparams_first=\"('opt.learning_rate',)\"")
+
+
+def _validate_decode(decode):
+  _positive('log.decode.examples', decode.examples, allow_zero=True)
+  _positive('log.decode.max_new_tokens', decode.max_new_tokens, allow_zero=True)
+  chosen = [m.strip() for m in decode.metrics.split(',')]
+  if decode.metrics != 'auto' and (not all(chosen) or set(chosen) - set(metrics_lib.METRICS)):
+    raise ConfigError(f'`log.decode.metrics={decode.metrics!r}`: choose auto or a comma list of '
+                      f'{", ".join(metrics_lib.METRICS)}')
+  Spec.from_mapping(decode).validate('log.decode.')
 
 
 def _validate_mesh(mesh):

@@ -1,4 +1,9 @@
-"""Evaluate the latest checkpoint of a run: `./launch.sh eval --config X.py:size --workdir DIR`."""
+"""Evaluate the latest checkpoint of a run: `./launch.sh eval --config X.py:size --workdir DIR`.
+
+Seq2seq runs also decode log.decode.examples eval examples and report BLEU (and ROUGE).
+"""
+
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
 
 import os
 import sys
@@ -7,7 +12,7 @@ import jax
 
 from transformer import cli
 from transformer.errors import ConfigError
-from transformer.training import evaluation, setup
+from transformer.training import evaluation, generation, setup
 from transformer.training.trainer import Trainer
 
 
@@ -25,6 +30,8 @@ def run(config, workdir):
   step, state, _ = run_.checkpointer(state, resuming=False).restore(Trainer.abstract(state))
   metrics, _ = evaluation.evaluate(run_, state['params'], run_.pipeline('eval'),
                                    jax.jit(run_.trainer.eval_step))
+  decoded, _ = generation.decode_eval(run_, state['params'], run_.pipeline('eval'), step)
+  metrics.update({k[len('eval/'):]: v for k, v in decoded.items()})   # bleu, rouge*
   print(f'{run_.dir} step {step}: ' + ', '.join(f'eval/{k} {v:.4f}' for k, v in metrics.items()))
   return metrics
 

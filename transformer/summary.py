@@ -6,6 +6,8 @@ The accounting itself (parameters per module, FLOPs per token, activation memory
 `transformer.monitoring.accounting`; this module prints it.
 """
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import sys
 
 from transformer import cli

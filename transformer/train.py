@@ -4,6 +4,8 @@
 command line, joins the multi-process job when there is one, and turns errors into one line.
 """
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import sys
 
 from transformer import cli
@@ -13,9 +15,10 @@ from transformer.training.loop import train
 
 @cli.main
 def main(argv=None):
-  args, config = cli.parse(sys.argv[1:] if argv is None else argv, extra_flags=('dry_run',))
+  args, config = cli.parse(sys.argv[1:] if argv is None else argv,
+                           extra_flags=('dry_run', 'show_sharding'))
   distributed.initialize()  # before any device is touched; no-op for a single process
-  train(config, args.workdir, dry_run=args.dry_run)
+  train(config, args.workdir, dry_run=args.dry_run, show_sharding=args.show_sharding)
   return 0
 
 

@@ -219,7 +219,7 @@ def test_launch_sh_two_processes_log_from_process_zero_only(tmp_path):
                          '2', *TINY_RUN, f'--workdir={tmp_path}'], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.count('Mesh {') == 1 and "'fsdp': 4" in proc.stdout, proc.stdout[-2000:]
+  assert proc.stdout.count('mesh   {') == 1 and "'fsdp': 4" in proc.stdout, proc.stdout[-2000:]
   assert '(2 processes)' in proc.stdout and 'not written in multi-process runs' in proc.stdout
   events = glob.glob(str(tmp_path / '**' / 'events.out.tfevents.*'), recursive=True)
   assert len(events) == 1, events

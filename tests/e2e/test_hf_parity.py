@@ -215,7 +215,8 @@ def test_bert_pooler_reaches_a_classification_fine_tune(tmp_path, scan_layers):
       intermediate_size=44, max_position_embeddings=64, type_vocab_size=2)).save_pretrained(hf_dir)
   reference = transformers.BertForSequenceClassification.from_pretrained(hf_dir, num_labels=3)
   reference.eval()
-  args = ['--from', str(hf_dir), '--workdir', str(out)] + (['--scan_layers'] if scan_layers else [])
+  args = ['--from', str(hf_dir), '--workdir', str(out), '--weights_only'] + (
+      ['--scan_layers'] if scan_layers else [])
   assert import_hf.main(args) == 0
 
   config, _ = hf.from_pretrained(hf_dir, scan_layers=scan_layers)

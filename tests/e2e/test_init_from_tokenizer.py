@@ -1,7 +1,7 @@
 """`checkpoint.init_from` trains with the tokenizer recorded beside the checkpoint: one of our runs
-(its tokenizer.model, found from the run or its checkpoints/), never a freshly trained one whose
-ids mean something else; a different `data.tokenizer` and an import-hf output without a tokenizer
-are refused in one line.
+(its tokenizer.model, found from the run or its checkpoints/) or an import-hf output (the
+checkpoint's own tokenizer), never a freshly trained one whose ids mean something else; a
+`data.tokenizer` of another vocabulary and a --weights_only import are refused in one line.
 """
 
 import json
@@ -94,16 +94,27 @@ def test_init_from_without_a_recorded_tokenizer_needs_one(tmp_path):
     data.get_tokenizer(config)
 
 
-def test_init_from_an_hf_import_is_refused_in_one_line(tmp_path, capsys):
+def _hf_bert(path, vocab_size):
+  """A tiny random BertForMaskedLM saved to `path` (no tokenizer files)."""
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-      intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / 'hf')
-  assert import_hf.main(['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]) == 0
-  assert 'without its tokenizer' in capsys.readouterr().out
+      vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=32, max_position_embeddings=64)).save_pretrained(path)
+
+
+def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys):
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  _hf_bert(tmp_path / 'hf', 97)
+  argv = ['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]
+  capsys.readouterr()   # save_pretrained's progress bar
+  assert import_hf.main(argv) == 2   # no tokenizer files: refused, nothing written
+  err = capsys.readouterr().err.strip()
+  assert 'no tokenizer files' in err and '--weights_only' in err and '\n' not in err, err
+  assert not os.path.exists(tmp_path / 'out')
+  assert import_hf.main(argv + ['--weights_only']) == 0
+  assert 'without a tokenizer' in capsys.readouterr().out
   record = json.loads((tmp_path / 'out' / 'tokenizer_info.json').read_text())
   assert record['tokenizer'] is None and record['vocab_size'] == 97
   before = sorted(os.listdir(tmp_path / 'out'))
@@ -116,5 +127,52 @@ def test_init_from_an_hf_import_is_refused_in_one_line(tmp_path, capsys):
     assert train.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error: ') and '\n' not in err, err
-  assert 'checkpoint.init_from' in err and 'no tokenizer' in err and '97-row' in err, err
+  assert 'checkpoint.init_from' in err and '--weights_only' in err and '97-row' in err, err
   assert sorted(os.listdir(tmp_path / 'out')) == before
+  assert not os.path.exists(tmp_path / 'runs')
+
+
+@pytest.fixture(scope='module')
+def imported_bert(tmp_path_factory):
+  """A tiny random BERT with its WordPiece tokenizer, imported: (import dir, HF dir)."""
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  from tests.hf import builders  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp('bert')
+  _hf_bert(root / 'hf', 400)
+  builders.bert_tokenizer(str(root / 'hf'))
+  assert import_hf.main(['--from', str(root / 'hf'), '--workdir', str(root / 'out')]) == 0
+  return root / 'out', root / 'hf'
+
+
+def test_init_from_an_hf_import_trains_with_its_tokenizer(imported_bert, tmp_path, monkeypatch):
+  out, hf_dir = imported_bert
+  from transformer.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  used = []
+  original = objectives.get
+  monkeypatch.setattr(objectives, 'get', lambda c, tok: used.append(tok) or original(c, tok))
+  config = config_lib.load('configs/bert.py:tiny', {k: str(v) for k, v in {
+      **TINY, 'data.data_dir': str(tmp_path / 'tfds'), 'data.source': 'glue/sst2',
+      'objective': 'classification', 'checkpoint.init_from': str(out)}.items()})
+  with tfds.testing.mock_data(num_examples=16):
+    loop.train(config, str(tmp_path / 'runs'))
+  [tokenizer] = used
+  reference = hf_tokenizer.HFTokenizer(hf_dir)
+  assert tokenizer.kind == 'huggingface' and tokenizer.vocabulary() == reference.vocabulary()
+  assert tokenizer.encode(TEXT) == reference.encode(TEXT)
+  run_tokenizer = os.path.join(setup.run_dir(config, str(tmp_path / 'runs')), 'tokenizer')
+  assert hf_tokenizer.HFTokenizer(run_tokenizer).vocabulary() == reference.vocabulary()
+
+
+def test_init_from_an_hf_import_refuses_another_vocabulary(imported_bert, tmp_path):
+  out, hf_dir = imported_bert
+  from tests.hf import builders  # pylint: disable=import-outside-toplevel
+  other = builders.bert_tokenizer(str(tmp_path / 'other'), vocab_size=300)
+  config = _load(tmp_path / 'tfds', **{'checkpoint.init_from': str(out), 'data.tokenizer': other})
+  with pytest.raises(ConfigError) as e:
+    data.get_tokenizer(config)
+  message = str(e.value)
+  assert '\n' not in message and f'`data.tokenizer={other}`' in message, message
+  assert 'vocabulary differs' in message
+  config.data.tokenizer = str(hf_dir)   # the same vocabulary: accepted
+  assert data.get_tokenizer(config).encode(TEXT) == data.get_tokenizer(
+      _load(tmp_path / 'tfds', **{'checkpoint.init_from': str(out)})).encode(TEXT)

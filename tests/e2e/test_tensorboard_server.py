@@ -1,4 +1,6 @@
-"""A real TensorBoard server over two tiny finished runs: every run, the contract tags, the hparams.
+"""A real TensorBoard server over two tiny finished runs: every run, the contract tags, the
+attention pictures of every layer and head, the custom-scalars layout and the hparams (swept keys
+first).
 
 Starts `tensorboard --logdir <experiment> --host 127.0.0.1 --port <free>` (what `./launch.sh
 tensorboard` runs) and reads its HTTP data API, the same calls its web page makes.
@@ -8,11 +10,13 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import jax
@@ -26,9 +30,10 @@ RUNS = {'gpt2_a': ('configs/gpt2.py:tiny', {}), 'bert_b': ('configs/bert.py:tiny
 SMALL = {'train.steps': '2', 'train.batch_size': '4', 'data.seq_len': '32',
          'data.vocab_size': '1024', 'train.eval_every': '2', 'train.eval_steps': '1',
          'train.log_every': '1', 'checkpoint.every': '2', 'checkpoint.async_save': 'false',
-         'log.samples': '1', 'log.sample_length': '4', 'log.attention_images': 'false',
-         'model.num_layers': '1', 'model.d_model': '32', 'model.d_ff': '64',
-         'experiment': 'tb_test'}
+         'log.samples': '1', 'log.sample_length': '4', 'log.attention_images': 'true',
+         'model.num_layers': '2', 'model.num_heads': '2', 'model.d_model': '32',
+         'model.d_ff': '64', 'experiment': 'tb_test',
+         'log.hparams_first': "('model.family', 'opt.learning_rate')"}   # as a sweep sets it
 STARTUP_S = 120
 
 
@@ -38,11 +43,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _get(url, body=None, timeout=30):
+def _get(url, body=None, timeout=30, raw=False):
   data = json.dumps(body).encode() if body is not None else None
   request = urllib.request.Request(url, data=data, headers={'Content-Type': 'application/json'})
   with urllib.request.urlopen(request, timeout=timeout) as response:
-    return json.loads(response.read())
+    content = response.read()
+  return content if raw else json.loads(content)
 
 
 def _tensorboard_binary():
@@ -147,3 +153,47 @@ def test_hparams_dashboard_has_both_sessions_and_final_metrics(server):
   for name in RUNS:
     values = {m['name']['tag']: m['value'] for m in sessions[name]['metricValues']}
     assert values['eval/loss'] > 0, values
+
+
+def _png_size(data):
+  assert data[:8] == b'\x89PNG\r\n\x1a\n'
+  return struct.unpack('>II', data[16:24])   # IHDR: width, height
+
+
+def test_attention_pictures_of_every_layer_and_head_are_served(server):
+  tags = _get(f'{server}/data/plugin/images/tags')
+  for run in RUNS:
+    assert set(tags[run]) == {f'attention_maps/layer{i}/head{h}' for i in range(2)
+                              for h in range(2)}, tags[run]
+  query = urllib.parse.urlencode({'run': 'gpt2_a', 'tag': 'attention_maps/layer1/head0'})
+  (entry,) = _get(f'{server}/data/plugin/images/images?{query}')
+  assert entry['step'] == 2
+  width, height = _png_size(_get(f'{server}/data/plugin/images/individualImage?'
+                                 f'{entry["query"]}', raw=True))
+  assert min(width, height) >= 256
+
+
+def test_custom_scalars_layout_puts_every_run_on_one_loss_chart(server):
+  layout = _get(f'{server}/data/plugin/custom_scalars/layout')
+  charts = {c['title']: {ch['title']: ch['multiline']['tag'] for ch in c['chart']}
+            for c in layout['category']}
+  assert {'loss', 'eval', 'perf', 'attention', 'attention heads'} <= set(charts)
+  assert {'tokens/s', 'MFU', 'packing fill'} <= set(charts['perf'])
+  (regex,) = charts['loss']['train/loss']
+  for run in RUNS:   # the chart's regex finds the train loss of every run
+    query = urllib.parse.urlencode({'run': run, 'tag': regex})
+    answer = _get(f'{server}/data/plugin/custom_scalars/scalars?{query}')
+    assert answer['regex_valid'] and list(answer['tag_to_events']) == ['train/loss'], answer
+    assert [e[1] for e in answer['tag_to_events']['train/loss']] == [1, 2]
+  (regex,) = charts['attention']['entropy per layer']
+  query = urllib.parse.urlencode({'run': 'bert_b', 'tag': regex})
+  answer = _get(f'{server}/data/plugin/custom_scalars/scalars?{query}')
+  assert sorted(answer['tag_to_events']) == ['attention/entropy/layer0',
+                                             'attention/entropy/layer1']
+
+
+def test_hparams_show_the_swept_keys_first(server):
+  experiment = _get(f'{server}/data/plugin/hparams/experiment', {'experimentName': ''})
+  infos = experiment['hparamInfos']
+  assert [h['name'] for h in infos[:2]] == ['model.family', 'opt.learning_rate']
+  assert [h.get('differs', False) for h in infos[:3]] == [True, True, False]

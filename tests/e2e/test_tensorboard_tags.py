@@ -1,5 +1,6 @@
 """The TensorBoard contract, read back with TensorBoard's own reader: every family's run writes every
-tag of `transformer.logging.TAGS`, text samples, an attention image and its hparams.
+tag of `transformer.logging.TAGS`, text samples, attention pictures and diagnostics of every layer
+and kind, and its hparams.
 """
 
 import math
@@ -47,8 +48,19 @@ def test_every_contract_tag_is_written(family, tmp_path):
   assert step == STEPS
   for field in ('input:', 'prediction:', 'reference:'):
     assert field in text, text
-  (step, height, width), = events['images']['attention/layer0']
-  assert step == STEPS and height > 16 and width > 16
+  names = (['encoder/layer0', 'decoder/layer0', 'cross/layer0']
+           if family == 'encoder_decoder' else ['layer0'])
+  assert sorted(events['images']) == sorted(f'attention_maps/{n}/head{h}'
+                                            for n in names for h in range(2))
+  for tag, pictures in events['images'].items():   # one per head, at least 256 px a side
+    (step, height, width), = pictures
+    assert step == STEPS and min(height, width) >= 256, (tag, pictures)
+  for name in names:   # attention diagnostics of every layer and kind
+    for key in ('entropy', 'distance'):
+      assert [s for s, _ in scalars[f'attention/{key}/{name}']] == [STEPS]
+      assert {f'attention_heads/{key}/{name}/head{h}' for h in range(2)} <= set(scalars)
+  assert 0 <= scalars['attention/uniform_heads'][0][1] <= 1
+  assert 0 <= scalars['attention/one_hot_heads'][0][1] <= 1
 
   hparams = events['hparams']
   assert hparams['model.family'] == family

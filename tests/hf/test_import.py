@@ -25,9 +25,9 @@ def _gpt2(path, **kw):
   """A tiny GPT-2 saved to `path` (safetensors); returns the torch model."""
   shard = kw.pop('shard', False)
   torch.manual_seed(0)
-  model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+  model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**dict(
       vocab_size=61, n_embd=12, n_layer=2, n_head=3, n_positions=16, bos_token_id=1,
-      eos_token_id=1, **kw)).eval()
+      eos_token_id=1), **kw})).eval()
   model.save_pretrained(path, **({'max_shard_size': '4KB'} if shard else {}))
   return model
 
@@ -212,7 +212,8 @@ def test_cli_round_trip(tmp_path):
   from transformer.training import checkpoint  # pylint: disable=import-outside-toplevel
   hf_dir, out = tmp_path / 'hf', tmp_path / 'ours'
   torch_model = _gpt2(hf_dir)
-  assert cli.main(['--from', str(hf_dir), '--workdir', str(out), '--scan_layers']) == 0
+  assert cli.main(['--from', str(hf_dir), '--workdir', str(out), '--scan_layers',
+                   '--weights_only']) == 0
   saved = json.loads((out / 'config.json').read_text())
   assert saved['model']['scan_layers'] is True and saved['model']['vocab_size'] == 61
 
@@ -238,3 +239,71 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
   assert cli.main(['--from', str(tmp_path / 'missing'), '--workdir', str(tmp_path / 'o')]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error: ') and '\n' not in err and 'missing' in err
+
+
+# --- bad inputs of import-hf: one line, exit 2, nothing written ---------------------------------
+
+def _with_tokenizer(path):
+  from tests.hf import builders  # pylint: disable=import-outside-toplevel
+  builders.gpt2_tokenizer(str(path), vocab_size=300)
+  _gpt2(path, vocab_size=300)
+  return path
+
+
+def _break_missing_tokenizer(path):
+  _gpt2(path)
+
+
+def _break_tokenizer_too_big(path):
+  _with_tokenizer(path)
+  _edit_config(path, vocab_size=280)   # weights and config agree on 280 rows, the tokenizer has 300
+  tensors = safetensors.numpy.load_file(path / 'model.safetensors')
+  tensors['transformer.wte.weight'] = tensors['transformer.wte.weight'][:280]
+  safetensors.numpy.save_file(tensors, path / 'model.safetensors', metadata={'format': 'pt'})
+
+
+def _break_model_type(path):
+  _with_tokenizer(path)
+  _edit_config(path, model_type='llama')
+
+
+def _break_merges(path):
+  _with_tokenizer(path)
+  tokenizer = json.loads((path / 'tokenizer.json').read_text())
+  (path / 'vocab.json').write_text(json.dumps(tokenizer['model']['vocab']))
+  os.remove(path / 'tokenizer.json')
+
+
+@pytest.mark.parametrize('breaker,needles', [
+    (_break_missing_tokenizer, ('no tokenizer files', '--weights_only')),
+    (_break_tokenizer_too_big, ('tokenizer.json', '300 tokens', '280 rows', 'vocab_size')),
+    (_break_model_type, ('config.json', '"model_type"', 'llama')),
+    (_break_merges, ('merges.txt: missing',)),
+])
+def test_bad_checkpoints_are_refused_and_nothing_is_written(tmp_path, capsys, breaker, needles):
+  breaker(tmp_path / 'hf')
+  capsys.readouterr()
+  assert cli.main(['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith('error: ') and '\n' not in err, err
+  for needle in needles:
+    assert needle in err, err
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_import_into_a_non_empty_directory_is_refused(tmp_path, capsys):
+  _with_tokenizer(tmp_path / 'hf')
+  (tmp_path / 'out').mkdir()
+  (tmp_path / 'out' / 'mine.txt').write_text('keep')
+  capsys.readouterr()
+  assert cli.main(['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert 'not empty' in err and '\n' not in err, err
+  assert os.listdir(tmp_path / 'out') == ['mine.txt']
+
+
+def test_from_pretrained_with_tokenizer(tmp_path):
+  _with_tokenizer(tmp_path)
+  config, _, tok = hf.from_pretrained(tmp_path, with_tokenizer=True)
+  assert tok.vocab_size == config.model.vocab_size == 300
+  assert tok.eos_id == tok.bos_id == tok.encode('<|endoftext|>')[0]

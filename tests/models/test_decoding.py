@@ -78,3 +78,138 @@ def test_seq2seq_samples_stay_inside_the_position_table():
            'targets_segment_ids': segs}
   samples = objective.predict(_model(config), batch, max_new_tokens=32)
   assert [s['prediction'] for s in samples] == [12, 12]
+
+
+# ------------------------------------------------- one API: strategies, cache modes, limits
+
+from configs import common  # noqa: E402  (below the learned-table tests, which use TINY)
+from transformer.models.decoding import Spec  # noqa: E402
+
+EOS = 5
+VOCAB = 23
+# Right-padded prompts / inputs of lengths 5, 3 and 1.
+RAGGED = np.array([[11, 7, 19, 4, 9], [13, 21, 6, 0, 0], [8, 0, 0, 0, 0]], np.int32)
+SEGS = (RAGGED > 0).astype(np.int32)
+
+
+def _tiny(**overrides):
+  base = dict(vocab_size=VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, max_len=32,
+              init_std=0.3)
+  return models.build(common.model_config(**{**base, **overrides}), rngs=nnx.Rngs(7))
+
+
+MODELS = {   # decoder: T5 bias, grouped KV heads, scanned layers (the cache is reordered in vmap)
+    'decoder': lambda: _tiny(positions='relative', num_kv_heads=2, scan_layers=True),
+    'decoder_rotary': lambda: _tiny(positions='rotary'),
+    't5': lambda: _tiny(family='encoder_decoder', positions='relative', norm='rmsnorm',
+                        use_bias=False, scale_attention=False, num_decoder_layers=3),
+    'bart': lambda: _tiny(family='encoder_decoder', positions='learned', norm_position='post',
+                          embed_norm=True, final_norm=False, lm_head_bias=True,
+                          decoder_start_id=2),
+}
+_BUILT = {}
+
+
+def _get(name):
+  if name not in _BUILT:
+    _BUILT[name] = MODELS[name]()
+  return _BUILT[name]
+
+
+SPECS = {'greedy': Spec(), 'sample': Spec('sample', temperature=0.9, top_k=12, top_p=0.9,
+                                          seed=4, num_return=2),
+         'beam': Spec('beam', beam_size=3, alpha=0.6, num_return=2)}
+
+
+def _decode(model, spec, cache='full', eos_id=EOS, **kw):
+  kw.setdefault('prefix_lm', model.hp.family == 'decoder')
+  return decoding.decode(model, RAGGED, segment_ids=SEGS, max_new_tokens=6, eos_id=eos_id,
+                         spec=spec, cache=cache, **kw)
+
+
+def _same(a, b):
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.lengths, b.lengths)
+  np.testing.assert_allclose(a.scores, b.scores, atol=1e-4, rtol=1e-4)
+
+
+def _cases():
+  fast = {('decoder', 'greedy'), ('decoder', 'sample'), ('decoder', 'beam'), ('t5', 'greedy'),
+          ('t5', 'beam')}
+  for name in MODELS:
+    for strategy in SPECS:
+      marks = () if (name, strategy) in fast else (pytest.mark.slow,)
+      yield pytest.param(name, strategy, marks=marks, id=f'{name}-{strategy}')
+
+
+@pytest.mark.parametrize('name,strategy', _cases())
+def test_cached_decoding_equals_full_recompute(name, strategy):
+  """The KV cache (and the cross-attention memory) change nothing: the same tokens, lengths and
+  scores as re-running the whole model over everything so far at every step."""
+  model, spec = _get(name), SPECS[strategy]
+  cached = _decode(model, spec)
+  _same(cached, _decode(model, spec, cache='none'))
+  if model.hp.family == 'encoder_decoder' and strategy == 'beam':
+    _same(cached, _decode(model, spec, cache='self'))
+  r = spec.num_return
+  assert cached.tokens.shape == (3, r, 6) and cached.scores.shape == cached.lengths.shape == (3, r)
+  tokens, lengths = np.asarray(cached.tokens), np.asarray(cached.lengths)
+  for b in range(3):   # a row ends at its EOS and stays 0 after it
+    for k in range(r):
+      n = lengths[b, k]
+      assert (tokens[b, k, n:] == 0).all() and (n == 6 or tokens[b, k, n - 1] == EOS)
+      assert EOS not in tokens[b, k, :n - 1].tolist()
+
+
+@pytest.mark.parametrize('name', ['decoder', pytest.param('t5', marks=pytest.mark.slow)])
+def test_greedy_equals_cold_sampling_top_k_1_and_beam_1(name):
+  model = _get(name)
+  eos = int(np.asarray(_decode(model, Spec(), eos_id=-1).tokens)[0, 0, 2])  # row 0's third token
+  greedy = _decode(model, Spec(), eos_id=eos)
+  assert (np.asarray(greedy.lengths) < 6).any()   # some row meets its EOS: per-row ends tested
+  for spec in (Spec('sample', temperature=1e-4, seed=1), Spec('sample', top_k=1, seed=2),
+               Spec('beam', beam_size=1, alpha=0.0)):
+    other = _decode(model, spec, eos_id=eos)
+    np.testing.assert_array_equal(other.tokens, greedy.tokens, err_msg=str(spec))
+    np.testing.assert_array_equal(other.lengths, greedy.lengths)
+  np.testing.assert_allclose(other.scores, greedy.scores, atol=1e-4)   # beam 1, no penalty
+
+
+def test_sampling_is_seeded():
+  model = _get('decoder')
+  a, b = (_decode(model, Spec('sample', seed=3)) for _ in range(2))
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert (np.asarray(_decode(model, Spec('sample', seed=4)).tokens) != np.asarray(a.tokens)).any()
+
+
+def test_limits_are_one_line_errors_before_compiling():
+  bart = _get('bart')   # learned positions, max_len 32
+  cases = [
+      (lambda: decoding.generate_seq2seq(bart, RAGGED, SEGS, max_new_tokens=33, eos_id=EOS),
+       ('max_new_tokens=33', 'model.max_len=32')),
+      (lambda: decoding.generate_seq2seq(bart, np.ones((1, 40), np.int32), max_new_tokens=4),
+       ('40-token inputs', 'model.max_len=32')),
+      (lambda: decoding.decode(_get('t5'), RAGGED, segment_ids=SEGS, max_new_tokens=9,
+                               cache_len=8), ('cache_len=8', 'max_new_tokens=9')),
+      (lambda: decoding.decode(_get('decoder'), RAGGED, segment_ids=SEGS[:, ::-1],
+                               max_new_tokens=2), ('right-padded',)),
+      (lambda: decoding.decode(_get('decoder'), RAGGED, max_new_tokens=0), ('at least 1',)),
+  ]
+  for call, fragments in cases:
+    with pytest.raises(ConfigError) as e:
+      call()
+    assert all(f in str(e.value) for f in fragments), str(e.value)
+    assert '\n' not in str(e.value)
+
+
+def test_rows_stop_at_the_end_of_a_learned_table_when_asked():
+  model = _model(_config('configs/gpt2.py:tiny'))   # max_len 12
+  prompt = np.asarray(_prompt(8, rows=2))
+  segs = np.ones_like(prompt)
+  segs[1, 4:] = 0   # an 8- and a 4-token prompt: room for 4 and 8 new tokens
+  with pytest.raises(ConfigError):
+    decoding.decode(model, prompt, segment_ids=segs, max_new_tokens=8, eos_id=-1)
+  out = decoding.decode(model, prompt, segment_ids=segs, max_new_tokens=8, eos_id=-1,
+                        stop_at_table_end=True)
+  np.testing.assert_array_equal(out.lengths, [[4], [8]])
+  assert (np.asarray(out.tokens)[0, 0, 4:] == 0).all()

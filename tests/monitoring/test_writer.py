@@ -1,7 +1,5 @@
 """MetricWriter: the tag contract, hparams, text and images round-trip through TensorBoard's reader."""
 
-import io
-import math
 import os
 
 import ml_collections
@@ -10,8 +8,7 @@ import pytest
 
 from transformer.monitoring import writer as tlog
 from transformer.monitoring.events import read_events
-from transformer.monitoring.attention import render as render_attention
-from transformer.monitoring import progress
+from transformer.monitoring.attention_plot import render as render_attention
 
 
 def _event_files(root):
@@ -44,7 +41,7 @@ def test_contract_tags_hparams_text_image_in_one_run_dir(tmp_path):
   w.text(20, 'samples/0', '**input:** hello\n\n**prediction:** world')
   w.image(20, 'images/gray', np.linspace(0, 1, 12).reshape(3, 4))
   attn = np.random.default_rng(0).dirichlet(np.ones(5), size=(3, 6))   # [heads=3, Lq=6, Lk=5]
-  w.attention_images(20, 'attention/layer0', attn, labels_q=list('abcdef'), labels_k=list('vwxyz'))
+  w.attention_images(20, 'layer0', attn, labels_q=list('abcdef'), labels_k=list('vwxyz'))
   w.hparams(hp, {'eval/loss': 1.5, 'eval/accuracy': 0.25, 'eval/bleu': 12.0})   # final metrics
   w.close()
 
@@ -68,15 +65,16 @@ def test_contract_tags_hparams_text_image_in_one_run_dir(tmp_path):
   assert ev['text']['samples/0'][0][0] == 20
   assert 'prediction' in ev['text']['samples/0'][0][1]
   assert ev['images']['images/gray'] == [(20, 3, 4)]
-  (step, height, width), = ev['images']['attention/layer0']
-  assert step == 20 and width > 2 * height   # three heads side by side
+  for h in range(3):   # one picture per head, each at least 256 px a side
+    (step, height, width), = ev['images'][f'attention_maps/layer0/head{h}']
+    assert step == 20 and min(height, width) >= 256
 
 
 def test_attention_render_is_an_rgb_picture():
-  attn = np.full((2, 4, 4), 0.25)
+  attn = np.full((4, 4), 0.25)
   img = render_attention(attn)
   assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
-  assert img.shape[1] > img.shape[0]
+  assert min(img.shape[:2]) >= 256
   assert img.std() > 0   # not blank
 
 
@@ -100,39 +98,56 @@ def test_disabled_writer_writes_nothing(tmp_path):
   assert not run.exists() and list(tmp_path.iterdir()) == []
 
 
-class _Stream(io.StringIO):
-
-  def __init__(self, tty):
-    super().__init__()
-    self._tty = tty
-
-  def isatty(self):
-    return self._tty
+def _summary_values(run_dir, tag):
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  return [v for f in _event_files(run_dir) for e in EventFileLoader(f).Load()
+          for v in e.summary.value if v.tag == tag]
 
 
-def test_progress_plain_lines_every_tenth():
-  out = _Stream(tty=False)
-  bar = progress.ProgressBar(100, initial_step=0, stream=out, min_interval_s=1e9)
-  for step in range(1, 101):
-    bar.update(step, loss=2.0 - step / 100, tokens_per_sec=1234.5)
-  bar.close()
-  lines = out.getvalue().splitlines()
-  assert 10 <= len(lines) <= 12
-  assert '\r' not in out.getvalue()
-  assert lines[-1].startswith('step 100/100') and 'loss 1.0000' in lines[-1]
-  assert 'tok/s' in lines[0] and 'ETA' in lines[0]
+@pytest.mark.parametrize('spec, groups', [('configs/gpt2.py:tiny', ['']),
+                                          ('configs/t5.py:tiny', ['encoder/', 'decoder/',
+                                                                  'cross/'])])
+def test_custom_scalars_layout(spec, groups, tmp_path):
+  import re
+  from tensorboard.plugins.custom_scalar import layout_pb2
+  from transformer import config as config_lib
+  config = config_lib.load(spec)
+  w = tlog.MetricWriter(tmp_path)
+  w.layout(tlog.scalars_layout(config))
+  w.close()
+  (value,), = [_summary_values(tmp_path, 'custom_scalars__config__')]
+  layout = layout_pb2.Layout.FromString(value.tensor.string_val[0])
+  charts = {c.title: {ch.title: list(ch.multiline.tag) for ch in c.chart} for c in layout.category}
+  assert list(charts) == ['loss', 'eval', 'perf', 'attention', 'attention heads']
+  matches = lambda chart, tag: any(re.match(r, tag) for r in chart)
+  # one chart each for train and eval loss (every run of the experiment on it)
+  assert matches(charts['loss']['train/loss'], 'train/loss')
+  assert not matches(charts['loss']['train/loss'], 'eval/loss')
+  assert matches(charts['loss']['eval/loss'], 'eval/loss')
+  perf = charts['perf']
+  assert [matches(perf[k], t) for k, t in (('tokens/s', 'perf/tokens_per_sec'), ('MFU', 'perf/mfu'),
+                                           ('packing fill', 'perf/packing_fill'))] == [True] * 3
+  for prefix in groups:
+    what = f' ({prefix[:-1]})' if prefix else ''
+    entropy = charts['attention'][f'entropy per layer{what}']
+    assert matches(entropy, f'attention/entropy/{prefix}layer1')
+    assert not matches(entropy, f'attention/entropy/{prefix}layer1/head0')
+    heads = charts['attention heads'][f'distance {prefix}layer1 per head']
+    assert matches(heads, f'attention_heads/distance/{prefix}layer1/head3')
+  config.log.attention_stats = False
+  assert 'attention' not in tlog.scalars_layout(config)
 
 
-def test_progress_tty_one_refreshed_line_and_disabled():
-  out = _Stream(tty=True)
-  bar = progress.ProgressBar(50, initial_step=10, stream=out)
-  for step in range(11, 51):
-    bar.update(step, loss=math.nan)
-  bar.close()
-  text = out.getvalue()
-  assert text.count('\n') == 1 and text.count('\r') >= 1 and '50/50' in text
-  quiet = _Stream(tty=True)
-  bar = progress.ProgressBar(5, stream=quiet, enabled=False)
-  bar.update(5, loss=1.0)
-  bar.close()
-  assert quiet.getvalue() == ''
+def test_hparams_list_the_swept_keys_first(tmp_path):
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  hp = {'a.first_alphabetically': 1, 'model.num_layers': 2, 'opt.learning_rate': 3e-3,
+        'z.last': 'x'}
+  w = tlog.MetricWriter(tmp_path)
+  w.hparams(hp, {'eval/loss': None}, first=('opt.learning_rate', 'model.num_layers'))
+  w.close()
+  (value,) = _summary_values(tmp_path, '_hparams_/experiment')
+  infos = plugin_data_pb2.HParamsPluginData.FromString(
+      value.metadata.plugin_data.content).experiment.hparam_infos
+  assert [i.name for i in infos] == ['opt.learning_rate', 'model.num_layers',
+                                     'a.first_alphabetically', 'z.last']
+  assert [i.differs for i in infos] == [True, True, False, False]

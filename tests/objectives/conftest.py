@@ -98,14 +98,14 @@ def fake_decoding(monkeypatch):
   """Installs a fake transformer.models.decoding whose generate* return fixed ids; records calls."""
   calls = []
 
-  def generate(model, prompt, *, max_new_tokens, eos_id, prefix_lm=False):
-    calls.append(dict(fn='generate', prompt=np.asarray(prompt), prefix_lm=prefix_lm))
+  def generate(model, prompt, *, max_new_tokens, eos_id, prefix_lm=False, **kwargs):
+    calls.append(dict(fn='generate', prompt=np.asarray(prompt), prefix_lm=prefix_lm, **kwargs))
     b = np.shape(prompt)[0]
     return np.tile(np.arange(50, 50 + max_new_tokens, dtype=np.int32), (b, 1))
 
-  def generate_seq2seq(model, inputs, inputs_segment_ids, *, max_new_tokens, eos_id):
+  def generate_seq2seq(model, inputs, inputs_segment_ids, *, max_new_tokens, eos_id, **kwargs):
     calls.append(dict(fn='generate_seq2seq', inputs=np.asarray(inputs),
-                      segs=np.asarray(inputs_segment_ids)))
+                      segs=np.asarray(inputs_segment_ids), **kwargs))
     b = np.shape(inputs)[0]
     out = np.tile(np.arange(60, 60 + max_new_tokens, dtype=np.int32), (b, 1))
     out[:, -1] = eos_id

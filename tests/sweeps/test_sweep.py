@@ -413,3 +413,14 @@ def test_compare_architectures_runs_with_tiny_steps(tmp_path):
     assert f'| {name} |' in table
   assert table.count('| done |') == 6
   assert (exp_dir / 'eval_loss.png').exists()
+
+
+def test_runs_list_their_swept_keys_first_in_tensorboard(tmp_path):
+  sweep = sw.Sweep(write(tmp_path / 's.py', TINY_SWEEP))
+  argv = sweep.command(sweep.runs[0], str(tmp_path))
+  _, child = cli.parse(argv[argv.index('--config'):])
+  assert child.log.hparams_first == ('opt.learning_rate', 'model.num_layers')
+  mixed = sw.Sweep(write(tmp_path / 'm.py', TINY_SWEEP.replace(
+      "grid({'opt.learning_rate': [1e-3, 3e-3], 'model.num_layers': [1, 2]})",
+      "[{'config': 'configs/bert.py:tiny'}, {'config': 'configs/gpt2.py:tiny'}]")))
+  assert mixed.load_config(mixed.runs[0]).log.hparams_first == ('model.family',)

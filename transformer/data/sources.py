@@ -246,9 +246,15 @@ class LocalSource(Source):
     return sorted(first)
 
   def field(self, role):
+    """text: files have only 'text'. jsonl: the configured `data.<role>_key`, else the role's own
+    name when the records have such a field, else None (so a {"text", "label"} file is no pair)."""
     if self.kind == 'text':
       return 'text' if role == 'text' else None
-    return _configured_key(self.config, role) or role
+    key = _configured_key(self.config, role)
+    if key:
+      return key
+    first = next(iter(self.records['train'] or self.records['validation']), {})
+    return role if role in first else None
 
   def _split_records(self, split):
     if split in ('train',):

@@ -177,6 +177,15 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def url_infos(cls):
     return {}
 
+  def _log_download_bytes(self):
+    """One line instead of TFDS's 'Downloading ... Unknown size' and its progress bars."""
+    print(f'data   preparing {self.info.full_name} in {self.data_dir_root} (first use only)...',
+          flush=True)
+    tfds.display_progress_bar(False)
+
+  def _log_download_done(self):
+    tfds.display_progress_bar(True)
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything is local.
     return {'train': self._generate_examples(validation=False),

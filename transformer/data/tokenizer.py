@@ -14,10 +14,11 @@ name carries a hash of everything that shapes the model:
   <data_dir>/tokenizers/<source>_<vocab>_<hash>.model
 so a second run (or another host) loads the same vocabulary instead of training again.
 
-A checkpoint travels with its tokenizer: every run keeps its tokenizer.model beside its
-checkpoints/, and `checkpoint.init_from` uses the one recorded there (a different
-`data.tokenizer` is refused). An import-hf output records that it has no tokenizer yet, and is
-refused for text fine-tuning.
+A checkpoint travels with its tokenizer: every run keeps its tokenizer beside its checkpoints/
+(tokenizer.model, or tokenizer/ for a Hugging Face one, see hf_tokenizer.py), an import-hf output
+keeps the checkpoint's own tokenizer files in tokenizer/, and `checkpoint.init_from` uses the one
+recorded there; a different `data.tokenizer` is refused unless its vocabulary is identical.
+`data.tokenizer` names a SentencePiece .model file or a directory of Hugging Face tokenizer files.
 """
 
 import hashlib
@@ -32,6 +33,8 @@ from absl import logging
 import sentencepiece as spm
 import tensorflow_datasets as tfds
 
+from transformer.data import hf_files
+from transformer.data import hf_tokenizer
 from transformer.data import sources
 from transformer.errors import ConfigError
 
@@ -48,7 +51,16 @@ _TOO_SMALL = re.compile(r'smaller than required_chars\. \d+ vs (\d+)')
 
 
 class Tokenizer:
-  """A loaded SentencePiece model with the ids of the shared contract."""
+  """A loaded SentencePiece model with the ids of the shared contract.
+
+  The contract every tokenizer meets (this one and hf_tokenizer.HFTokenizer): `vocab_size`; the
+  ids pad_id, eos_id, unk_id, bos_id, mask_id, sep_id, cls_id (None where it has no such token)
+  and `sentinel_ids`; encode(text) without special tokens, encode_batch, decode(ids) stopping at
+  EOS, id_to_piece, vocabulary() (every piece by id) and save_to(run_dir).
+  """
+
+  kind = 'sentencepiece'
+  has_pad = True
 
   def __init__(self, model_path):
     self.model_path = str(model_path)
@@ -113,11 +125,19 @@ class Tokenizer:
   def id_to_piece(self, i):
     return self.sp.id_to_piece(int(i))
 
+  def vocabulary(self):
+    """Every piece, by id (what `data.tokenizer` must match under `init_from`)."""
+    return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
+
   def save(self, path):
-    """Copy the model file to `path` (the trainer keeps one in every run directory)."""
+    """Copy the model file to `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     shutil.copyfile(self.model_path, path)
     return path
+
+  def save_to(self, directory):
+    """Store the model as directory/tokenizer.model (the trainer keeps one in every run)."""
+    return self.save(os.path.join(directory, RUN_TOKENIZER))
 
   def __repr__(self):
     return f'Tokenizer({self.model_path!r}, vocab_size={self.vocab_size})'
@@ -126,12 +146,13 @@ class Tokenizer:
 _LOADED = {}
 
 
-def load(model_path):
-  """A Tokenizer for a .model file, loaded once per process."""
-  model_path = os.path.abspath(model_path)
-  if model_path not in _LOADED:
-    _LOADED[model_path] = Tokenizer(model_path)
-  return _LOADED[model_path]
+def load(path):
+  """The tokenizer of a SentencePiece .model file or a Hugging Face tokenizer directory,
+  loaded once per process."""
+  path = os.path.abspath(path)
+  if path not in _LOADED:
+    _LOADED[path] = (hf_tokenizer.HFTokenizer(path) if os.path.isdir(path) else Tokenizer(path))
+  return _LOADED[path]
 
 
 def _training_roles(source):
@@ -188,8 +209,8 @@ def train(config, source, model_path):
   if not texts:
     raise ConfigError(f'config key `data.source` = {source.name!r}: the train split has no '
                       f'text to learn a vocabulary from; check the source and its fields')
-  logging.info('Training a %d-piece tokenizer on %d texts of %s', vocab_size, len(texts),
-               source.name)
+  print(f'data   training a {vocab_size}-piece {model_type} tokenizer on {len(texts):,} texts of '
+        f'{source.name} (first use only)...', flush=True)
   proto = None
   if vocab_size >= _MIN_VOCAB:
     try:
@@ -249,68 +270,84 @@ def _smallest_vocab(texts, model_type):
   return max(_MIN_BYTE_FALLBACK_VOCAB, required(True))
 
 
-RUN_TOKENIZER = 'tokenizer.model'      # beside every run's checkpoints/ (the trainer copies it)
-IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
+RUN_TOKENIZER = 'tokenizer.model'      # beside every run's checkpoints/ (SentencePiece)
+RUN_HF_TOKENIZER = hf_files.RUN_HF_TOKENIZER   # ... or this directory (a Hugging Face one)
+IMPORT_RECORD = hf_files.IMPORT_RECORD
 
 
 def recorded_tokenizer(init_from):
-  """The tokenizer file recorded with the checkpoint `init_from` (a run directory, its
-  checkpoints/, or an import-hf output); None when nothing is recorded there.
-
-  Raises ConfigError for an import whose record says it has no usable tokenizer.
-  """
+  """The tokenizer recorded with the checkpoint `init_from` (a run directory, its checkpoints/,
+  or an import-hf output): a .model file or a tokenizer directory; None when nothing is
+  recorded there or the import was made with --weights_only."""
   home = os.path.abspath(os.path.expanduser(init_from))
   if os.path.basename(home) == 'checkpoints':
     home = os.path.dirname(home)
-  if os.path.isfile(os.path.join(home, RUN_TOKENIZER)):
-    return os.path.join(home, RUN_TOKENIZER)
-  record = os.path.join(home, IMPORT_RECORD)
-  if not os.path.isfile(record):
+  for name in (RUN_TOKENIZER, RUN_HF_TOKENIZER):
+    if os.path.exists(os.path.join(home, name)):
+      return os.path.join(home, name)
+  return None
+
+
+def _weights_only_import(init_from):
+  """The record of an import-hf --weights_only output, or None."""
+  home = os.path.abspath(os.path.expanduser(init_from))
+  path = os.path.join(home, IMPORT_RECORD)
+  if not os.path.isfile(path):
     return None
-  with open(record) as f:
+  with open(path) as f:
     info = json.load(f)
-  if info.get('tokenizer'):
-    return os.path.join(home, info['tokenizer'])
-  raise ConfigError(f'`checkpoint.init_from={init_from}`: this import has no tokenizer '
-                    f'({info.get("reason", "none recorded")}), so text fine-tuning would feed '
-                    f'our token ids into its {info.get("vocab_size", "?")}-row embedding; it '
-                    'cannot be fine-tuned on text until Hugging Face tokenizers are imported')
+  return None if info.get('tokenizer') else info
 
 
-def _same_file(a, b):
-  with open(a, 'rb') as f, open(b, 'rb') as g:
-    return f.read() == g.read()
+def _check_same_vocabulary(explicit, given, recorded, recorded_path):
+  if given.vocabulary() != recorded.vocabulary():
+    raise ConfigError(f'`data.tokenizer={explicit}`: its vocabulary differs from that of '
+                      f'{recorded_path}, the tokenizer of checkpoint.init_from; leave '
+                      'data.tokenizer empty to use that one')
 
 
 def get_tokenizer(config):
   """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
-  checkpoint (a different `data.tokenizer` is refused); else `data.tokenizer` if set, else the
-  cached or newly trained one."""
+  checkpoint (a different `data.tokenizer` is refused unless its vocabulary is identical); else
+  `data.tokenizer` if set, else the cached or newly trained one."""
   explicit = config.data.tokenizer
   init_from = config.checkpoint.init_from
   if init_from:
     recorded = recorded_tokenizer(init_from)
-    given = os.path.expanduser(explicit)
-    if recorded and explicit and os.path.isfile(given) and not _same_file(given, recorded):
-      raise ConfigError(f'`data.tokenizer={explicit}`: differs from {recorded}, the tokenizer '
-                        f'of checkpoint.init_from; leave data.tokenizer empty to use that one')
-    if not recorded and not explicit:
+    if recorded and explicit:
+      _check_same_vocabulary(explicit, load_explicit(explicit), load(recorded), recorded)
+    if recorded:
+      return load(recorded)
+    if not explicit:
+      info = _weights_only_import(init_from)
+      if info:
+        raise ConfigError(f'`checkpoint.init_from={init_from}`: imported with --weights_only '
+                          f'(no tokenizer), so its {info.get("vocab_size", "?")}-row embedding '
+                          'has no known token ids; re-import it with its tokenizer files, or '
+                          'give them as --config.data.tokenizer=DIR')
       raise ConfigError(f'`checkpoint.init_from={init_from}`: no {RUN_TOKENIZER} recorded '
                         'beside it, so its token ids are unknown; give the tokenizer it was '
                         'trained with as --config.data.tokenizer=PATH')
-    explicit = explicit or recorded
   if explicit:
-    path = os.path.expanduser(explicit)
-    if not os.path.isfile(path):
-      raise ConfigError(f'config key `data.tokenizer` = {explicit!r}: no such file; give a '
-                        f'SentencePiece .model path or leave it empty to train one')
-    try:
-      return load(path)
-    except (OSError, RuntimeError) as e:
-      raise ConfigError(f'config key `data.tokenizer` = {explicit!r} is not a SentencePiece '
-                        f'model ({str(e).splitlines()[0] if str(e) else e!r})') from None
+    return load_explicit(explicit)
   source = sources.get_source(config)
   path = cache_path(config, source)
   if not os.path.isfile(path):
     train(config, source, path)
   return load(path)
+
+
+def load_explicit(explicit):
+  """`data.tokenizer`: a SentencePiece .model file or a Hugging Face tokenizer directory."""
+  path = os.path.expanduser(explicit)
+  if os.path.basename(path) == hf_files.TOKENIZER_JSON and os.path.isfile(path):
+    path = os.path.dirname(path) or '.'
+  if not os.path.exists(path):
+    raise ConfigError(f'config key `data.tokenizer` = {explicit!r}: no such file; give a '
+                      f'SentencePiece .model path, a directory of Hugging Face tokenizer files, '
+                      f'or leave it empty to train one')
+  try:
+    return load(path)
+  except (OSError, RuntimeError) as e:
+    raise ConfigError(f'config key `data.tokenizer` = {explicit!r} is not a SentencePiece '
+                      f'model ({str(e).splitlines()[0] if str(e) else e!r})') from None

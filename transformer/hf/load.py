@@ -7,6 +7,7 @@ built model got exactly one tensor of its shape; write them into the model.
 """
 
 import collections
+import dataclasses
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from flax import nnx
 from transformer import config as config_lib
 from transformer import models
 from transformer.errors import ConfigError
-from transformer.hf import hf_config, mapping, reader
+from transformer.hf import hf_config, mapping, reader, tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,27 @@ def build_with(hp: models.HParams, flat: dict, label: str):
   return nnx.merge(graphdef, state)
 
 
+def param_shapes(hp: models.HParams, head='lm'):
+  """{path: shape} of the parameters of our model `hp` with `head`, layers unstacked."""
+  flat_hp = dataclasses.replace(hp, scan_layers=False)
+  abstract = nnx.eval_shape(lambda: models.build(flat_hp, head=head,
+                                                 rngs=nnx.Rngs(**RNG_SEEDS)))
+  return {'/'.join(str(k) for k in keys): tuple(var.get_value().shape)
+          for keys, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+
+
+def _other_head_shapes(arch, hp, weights):
+  """Shapes of mapping.OTHER_HEADS parameters whose tensors the file has (BERT's pooler)."""
+  wanted = mapping.OTHER_HEADS.get(arch, ())
+  if not wanted:
+    return {}
+  shapes = param_shapes(dataclasses.replace(hp, classifier_pooler=True), 'classification')
+  return {p: shapes[p] for p in wanted if weights.has(mapping.rule_for(arch, p)[1])}
+
+
 def _import(path, dtype, model_overrides):
-  """(config, model with head 'lm', {path: array} of other heads' pretrained parameters)."""
+  """(config, model with head 'lm', {path: array} of other heads' pretrained parameters,
+  {name: array} of the tensors an export must give back)."""
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
   c = hf_config.HFConfig(reader.read_config(path), os.path.join(path, 'config.json'))
   arch = hf_config.model_type(c)
@@ -116,19 +136,27 @@ def _import(path, dtype, model_overrides):
   weights = reader.Weights(tensors, label, hf_config.WEIGHT_PREFIXES[arch])
   config = build_config(c, arch, weights, dtype=dtype, **model_overrides)
   hp = models.HParams.from_config(config.model)
-  flat = mapping.MAPPINGS[arch](weights, hp, c)
-  other = {k: flat.pop(k) for k in list(flat) if k.startswith(mapping.OTHER_HEADS)}
+  try:
+    shapes = param_shapes(hp)
+    flat = mapping.import_tensors(arch, weights, shapes)
+    other = mapping.import_tensors(arch, weights, _other_head_shapes(arch, hp, weights))
+  except ConfigError as e:
+    raise ConfigError(str(e) if str(e).startswith(label) else f'{label}: {e}') from None
+  if arch in ('t5', 'mt5') and not hp.tie_embeddings and hf_config.t5_head(c, weights)[1]:
+    flat['lm_head/kernel/kernel'] = flat['lm_head/kernel/kernel'] * hp.d_model ** -0.5  # scaled
   if hp.scan_layers:
     flat = stack_layers(flat)
   model = build_with(hp, flat, label)
   unused = sorted(set(weights.tensors) - weights.used)
   if unused:
     log.info('%s: %d tensors not used (e.g. %s)', label, len(unused), unused[:3])
-  return config, model, {k: jnp.asarray(v, dtype=hp.params_dtype) for k, v in other.items()}
+  other = {k: jnp.asarray(v, dtype=hp.params_dtype) for k, v in other.items()}
+  return config, model, other, mapping.kept_rows(arch, weights, shapes)
 
 
-def from_pretrained(path, *, dtype='float32', **model_overrides):
-  """Loads a local Hugging Face checkpoint directory -> (config, model with head 'lm').
+def from_pretrained(path, *, dtype='float32', with_tokenizer=False, **model_overrides):
+  """Loads a local Hugging Face checkpoint directory -> (config, model with head 'lm'), or
+  (config, model, tokenizer) `with_tokenizer` (the checkpoint's own, hf/tokenizer.py).
 
   Args:
     path: a directory with config.json and model.safetensors (or sharded safetensors, or
@@ -141,15 +169,18 @@ def from_pretrained(path, *, dtype='float32', **model_overrides):
     ConfigError: one line naming the file or config.json field that is missing, unsupported or
       inconsistent with the weights.
   """
-  config, model, _ = _import(path, dtype, model_overrides)
+  config, model, _, _ = _import(path, dtype, model_overrides)
+  if with_tokenizer:
+    return config, model, tokenizer.read_tokenizer(path, config.model.vocab_size)
   return config, model
 
 
 def import_params(path, *, dtype='float32', **model_overrides):
-  """(config, nested parameter dict) for a checkpoint that `init_from` reads: the parameters of
-  `from_pretrained`'s model plus the pretrained parameters of other heads (BERT's pooler at
-  classifier/pooler, loaded by a classification model with model.classifier_pooler)."""
-  config, model, other = _import(path, dtype, model_overrides)
+  """(config, nested parameter dict, kept tensors) for a checkpoint that `init_from` reads: the
+  parameters of `from_pretrained`'s model plus the pretrained parameters of other heads (BERT's
+  pooler at classifier/pooler, loaded by a classification model with model.classifier_pooler),
+  and {name: array} of the tensors the model leaves out that an export gives back."""
+  config, model, other, kept = _import(path, dtype, model_overrides)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   for name, value in other.items():
     node = params
@@ -157,4 +188,4 @@ def import_params(path, *, dtype='float32', **model_overrides):
     for key in parents:
       node = node.setdefault(key, {})
     node[leaf] = value
-  return config, params
+  return config, params, kept

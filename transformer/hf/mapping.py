@@ -1,176 +1,270 @@
-"""Hugging Face tensors -> our parameter paths, one small function per architecture.
+"""Our parameter paths <-> Hugging Face tensor names: one table per family, read both ways.
 
-Each function reads tensors through `reader.Weights` (which checks every shape against the one
-config.json implies) and returns a flat {'encoder/layers/3/mlp/wi/kernel': array} dict in the
-unstacked layout (one entry per layer); `load.py` stacks layers for scan_layers models.
+A table is a tuple of Rules. `ours` is a pattern over our flat parameter paths in the unstacked
+layout ('encoder/layers/3/mlp/wi/kernel'; `{i}` a layer, `{s}` the stack, encoder or decoder);
+`hf` is the tensor's name under the family's base-model scope (BERT's 'bert.'), or, after a
+leading '/', a top-level name (the heads). `kind` says how the array changes on the way:
 
-Paths under OTHER_HEADS (BERT's pooler at 'classifier/pooler') belong to a head the imported
-'lm' model does not build; `load.import_params` keeps them so that a classification fine-tune
-(`init_from`) starts from the pretrained pooler, as BertForSequenceClassification does.
+  copy      the same array
+  linear    torch nn.Linear weight [out, in] <-> our kernel [*in, *out] (`split` leading dims
+            are the input: 2 for attention's out projection [heads, head_dim, d_model])
+  conv1d    GPT-2's Conv1D weight [in, out] <-> our kernel (reshaped only)
+  vector    a flat bias <-> ours per head [heads, head_dim]
+  row       BART's final_logits_bias [1, vocab] <-> our LM-head bias [vocab]
+  qkv0..2   a third of GPT-2's fused c_attn weight [d, 3d] or bias [3d]
+  offset    BART's position table, whose first OFFSET rows precede position 0 (unused by the
+            model: import keeps them aside, export puts them back)
 
-Conventions: torch nn.Linear weights are [out, in] and become kernels [in, out]; GPT-2's Conv1D
-weights are already [in, out]. Attention kernels are split per head: query/key/value [D, N, H],
-out [N, H, D].
+`to_ours` walks every parameter of our model and reads its tensor; `to_hf` walks the same
+parameters and writes each tensor back; both read the same rule, so an import followed by an
+export gives every tensor back bit for bit. Conventions: the shapes of Hugging Face's tensors
+are derived from ours, so a file that disagrees with its config.json fails with both shapes.
 """
+
+import dataclasses
+import re
 
 import numpy as np
 
-from transformer.hf import hf_config
-from transformer.hf.reader import Weights
-from transformer.models.hparams import HParams
+from transformer.errors import ConfigError
+
+OFFSET = 2   # BART's learned position table starts at row 2 (fairseq padding legacy)
 
 
-OTHER_HEADS = ('classifier/',)
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  ours: str
+  hf: str
+  kind: str = 'copy'
+  split: int = 1           # linear / conv1d: how many leading dims of our kernel are its input
+  fallback: str = ''       # import: an older name of the same tensor
 
 
-class _Params(dict):
-  """The flat output dict plus helpers for the patterns every architecture repeats."""
-
-  def __init__(self, w: Weights, hp: HParams):
-    super().__init__()
-    self.w, self.hp = w, hp
-    self.D, self.N, self.H = hp.d_model, hp.num_heads, hp.head_dim
-
-  def linear(self, ours, name, n_in, n_out, *, bias=True, in_shape=None, out_shape=None):
-    """nn.Linear `name` ([out, in]) -> `ours`/kernel in_shape + out_shape (+ bias out_shape)."""
-    kernel = self.w.get(f'{name}.weight', (n_out, n_in)).T
-    self[f'{ours}/kernel'] = kernel.reshape((in_shape or (n_in,)) + (out_shape or (n_out,)))
-    if bias:
-      self[f'{ours}/bias'] = self.w.get(f'{name}.bias', (n_out,)).reshape(out_shape or (n_out,))
-
-  def attention(self, ours, names, *, bias=True):
-    """Four nn.Linear projections named `names` (q, k, v, out) -> MultiHeadAttention `ours`."""
-    D, N, H = self.D, self.N, self.H
-    for part, name in zip(('query', 'key', 'value'), names[:3]):
-      self.linear(f'{ours}/{part}', name, D, N * H, bias=bias, out_shape=(N, H))
-    self.linear(f'{ours}/out', names[3], N * H, D, bias=bias, in_shape=(N, H))
-
-  def norm(self, ours, name):
-    self[f'{ours}/scale'] = self.w.get(f'{name}.weight', (self.D,))
-    if self.hp.norm == 'layernorm':
-      self[f'{ours}/bias'] = self.w.get(f'{name}.bias', (self.D,))
-
-  def untied_head(self, ours, name='lm_head.weight', scale=1.0):
-    self[f'{ours}/kernel/kernel'] = self.w.get(name, (self.hp.vocab_size, self.D)).T * scale
+def _norm(ours, hf):
+  return (Rule(f'{ours}/scale', f'{hf}.weight'), Rule(f'{ours}/bias', f'{hf}.bias'))
 
 
-def bert(w: Weights, hp: HParams, c) -> dict:
-  del c
-  p = _Params(w, hp)
-  D, F, V = hp.d_model, hp.d_ff, hp.vocab_size
-  p['token_embed/embedding'] = w.get('embeddings.word_embeddings.weight', (V, D))
-  p['encoder/position_embedding'] = w.get('embeddings.position_embeddings.weight',
-                                          (hp.max_len, D))
-  if hp.type_vocab_size:
-    p['token_type_embed/embedding'] = w.get('embeddings.token_type_embeddings.weight',
-                                            (hp.type_vocab_size, D))
-  p.norm('encoder/embed_norm', 'embeddings.LayerNorm')
-  for i in range(hp.num_layers):
-    ours, hf = f'encoder/layers/{i}', f'encoder.layer.{i}'
-    p.attention(f'{ours}/self_attention', [f'{hf}.attention.self.{n}' for n in (
-        'query', 'key', 'value')] + [f'{hf}.attention.output.dense'])
-    p.norm(f'{ours}/attention_norm', f'{hf}.attention.output.LayerNorm')
-    p.linear(f'{ours}/mlp/wi', f'{hf}.intermediate.dense', D, F)
-    p.linear(f'{ours}/mlp/wo', f'{hf}.output.dense', F, D)
-    p.norm(f'{ours}/mlp_norm', f'{hf}.output.LayerNorm')
-  if w.has('pooler.dense.weight'):   # BertModel / BertForPreTraining files: the pretrained pooler
-    p.linear('classifier/pooler', 'pooler.dense', D, D)
-  p.linear('mlm_head/transform', 'cls.predictions.transform.dense', D, D)
-  p.norm('mlm_head/transform_norm', 'cls.predictions.transform.LayerNorm')
-  p['mlm_head/lm/bias'] = w.get('cls.predictions.bias', (V,),
-                                fallback='cls.predictions.decoder.bias')
-  if not hp.tie_embeddings:
-    p.untied_head('mlm_head/lm', 'cls.predictions.decoder.weight')
-  return p
+def _dense(ours, hf, split=1):
+  return (Rule(f'{ours}/kernel', f'{hf}.weight', 'linear', split),
+          Rule(f'{ours}/bias', f'{hf}.bias'))
 
 
-def gpt2(w: Weights, hp: HParams, c) -> dict:
-  del c
-  p = _Params(w, hp)
-  D, N, H, F, V = hp.d_model, hp.num_heads, hp.head_dim, hp.d_ff, hp.vocab_size
-  p['token_embed/embedding'] = w.get('wte.weight', (V, D))
-  p['decoder/position_embedding'] = w.get('wpe.weight', (hp.max_len, D))
-  for i in range(hp.num_layers):
-    ours, hf = f'decoder/layers/{i}', f'h.{i}'
-    p.norm(f'{ours}/attention_norm', f'{hf}.ln_1')
-    qkv = w.get(f'{hf}.attn.c_attn.weight', (D, 3 * D))  # Conv1D: [in, out]
-    qkv_bias = w.get(f'{hf}.attn.c_attn.bias', (3 * D,))
-    for part, kernel, bias in zip(('query', 'key', 'value'), np.split(qkv, 3, axis=1),
-                                  np.split(qkv_bias, 3)):
-      p[f'{ours}/self_attention/{part}/kernel'] = kernel.reshape(D, N, H)
-      p[f'{ours}/self_attention/{part}/bias'] = bias.reshape(N, H)
-    p[f'{ours}/self_attention/out/kernel'] = w.get(f'{hf}.attn.c_proj.weight',
-                                                   (D, D)).reshape(N, H, D)
-    p[f'{ours}/self_attention/out/bias'] = w.get(f'{hf}.attn.c_proj.bias', (D,))
-    p.norm(f'{ours}/mlp_norm', f'{hf}.ln_2')
-    p[f'{ours}/mlp/wi/kernel'] = w.get(f'{hf}.mlp.c_fc.weight', (D, F))
-    p[f'{ours}/mlp/wi/bias'] = w.get(f'{hf}.mlp.c_fc.bias', (F,))
-    p[f'{ours}/mlp/wo/kernel'] = w.get(f'{hf}.mlp.c_proj.weight', (F, D))
-    p[f'{ours}/mlp/wo/bias'] = w.get(f'{hf}.mlp.c_proj.bias', (D,))
-  p.norm('decoder/final_norm', 'ln_f')
-  if not hp.tie_embeddings:
-    p.untied_head('lm_head')
-  return p
+def _attention(ours, names):
+  """q, k, v, out nn.Linear projections (biases where the model has them)."""
+  rules = []
+  for part, name in zip(('query', 'key', 'value'), names):
+    rules += [Rule(f'{ours}/{part}/kernel', f'{name}.weight', 'linear'),
+              Rule(f'{ours}/{part}/bias', f'{name}.bias', 'vector')]
+  return tuple(rules) + _dense(f'{ours}/out', names[3], split=2)
 
 
-BART_POSITION_OFFSET = 2  # BART's learned position table starts at row 2 (fairseq padding legacy)
+def _t5_mlp(ours, hf):
+  return tuple(Rule(f'{ours}/mlp/{n}/kernel', f'{hf}.DenseReluDense.{n}.weight', 'linear')
+               for n in ('wi', 'wi_0', 'wi_1')) + (
+                   Rule(f'{ours}/mlp/wo/kernel', f'{hf}.DenseReluDense.wo.weight', 'linear'),)
 
 
-def bart(w: Weights, hp: HParams, c) -> dict:
-  del c
-  p = _Params(w, hp)
-  D, F, V = hp.d_model, hp.d_ff, hp.vocab_size
-  p['token_embed/embedding'] = w.get('shared.weight', (V, D), fallback='encoder.embed_tokens.weight')
-  for stack, num_layers in (('encoder', hp.num_layers), ('decoder', hp.decoder_layers)):
-    table = w.get(f'{stack}.embed_positions.weight', (hp.max_len + BART_POSITION_OFFSET, D))
-    p[f'{stack}/position_embedding'] = table[BART_POSITION_OFFSET:]
-    p.norm(f'{stack}/embed_norm', f'{stack}.layernorm_embedding')
-    for i in range(num_layers):
-      ours, hf = f'{stack}/layers/{i}', f'{stack}.layers.{i}'
-      projections = lambda name: [f'{hf}.{name}.{n}_proj' for n in ('q', 'k', 'v', 'out')]
-      p.attention(f'{ours}/self_attention', projections('self_attn'))
-      p.norm(f'{ours}/attention_norm', f'{hf}.self_attn_layer_norm')
-      if stack == 'decoder':
-        p.attention(f'{ours}/encoder_decoder_attention', projections('encoder_attn'))
-        p.norm(f'{ours}/cross_attention_norm', f'{hf}.encoder_attn_layer_norm')
-      p.linear(f'{ours}/mlp/wi', f'{hf}.fc1', D, F)
-      p.linear(f'{ours}/mlp/wo', f'{hf}.fc2', F, D)
-      p.norm(f'{ours}/mlp_norm', f'{hf}.final_layer_norm')
-  p['lm_head/bias'] = w.get('final_logits_bias', (1, V))[0]
-  if not hp.tie_embeddings:
-    p.untied_head('lm_head')
-  return p
+BERT = (
+    Rule('token_embed/embedding', 'embeddings.word_embeddings.weight'),
+    Rule('encoder/position_embedding', 'embeddings.position_embeddings.weight'),
+    Rule('token_type_embed/embedding', 'embeddings.token_type_embeddings.weight'),
+    *_norm('encoder/embed_norm', 'embeddings.LayerNorm'),
+    *_attention('encoder/layers/{i}/self_attention', [
+        f'encoder.layer.{{i}}.attention.self.{n}' for n in ('query', 'key', 'value')] + [
+            'encoder.layer.{i}.attention.output.dense']),
+    *_norm('encoder/layers/{i}/attention_norm', 'encoder.layer.{i}.attention.output.LayerNorm'),
+    *_dense('encoder/layers/{i}/mlp/wi', 'encoder.layer.{i}.intermediate.dense'),
+    *_dense('encoder/layers/{i}/mlp/wo', 'encoder.layer.{i}.output.dense'),
+    *_norm('encoder/layers/{i}/mlp_norm', 'encoder.layer.{i}.output.LayerNorm'),
+    *_dense('mlm_head/transform', '/cls.predictions.transform.dense'),
+    *_norm('mlm_head/transform_norm', '/cls.predictions.transform.LayerNorm'),
+    Rule('mlm_head/lm/bias', '/cls.predictions.bias', fallback='/cls.predictions.decoder.bias'),
+    Rule('mlm_head/lm/kernel/kernel', '/cls.predictions.decoder.weight', 'linear'),
+    *_dense('classifier/pooler', 'pooler.dense'),
+    *_dense('classifier/classifier', '/classifier'),
+)
+
+GPT2 = (
+    Rule('token_embed/embedding', 'wte.weight'),
+    Rule('decoder/position_embedding', 'wpe.weight'),
+    *_norm('decoder/layers/{i}/attention_norm', 'h.{i}.ln_1'),
+    *(Rule(f'decoder/layers/{{i}}/self_attention/{part}/{leaf}', f'h.{{i}}.attn.c_attn.{name}',
+           f'qkv{p}') for p, part in enumerate(('query', 'key', 'value'))
+      for leaf, name in (('kernel', 'weight'), ('bias', 'bias'))),
+    Rule('decoder/layers/{i}/self_attention/out/kernel', 'h.{i}.attn.c_proj.weight', 'conv1d', 2),
+    Rule('decoder/layers/{i}/self_attention/out/bias', 'h.{i}.attn.c_proj.bias'),
+    *_norm('decoder/layers/{i}/mlp_norm', 'h.{i}.ln_2'),
+    Rule('decoder/layers/{i}/mlp/wi/kernel', 'h.{i}.mlp.c_fc.weight', 'conv1d'),
+    Rule('decoder/layers/{i}/mlp/wi/bias', 'h.{i}.mlp.c_fc.bias'),
+    Rule('decoder/layers/{i}/mlp/wo/kernel', 'h.{i}.mlp.c_proj.weight', 'conv1d'),
+    Rule('decoder/layers/{i}/mlp/wo/bias', 'h.{i}.mlp.c_proj.bias'),
+    *_norm('decoder/final_norm', 'ln_f'),
+    Rule('lm_head/kernel/kernel', '/lm_head.weight', 'linear'),
+    Rule('classifier/classifier/kernel', '/score.weight', 'linear'),
+)
+
+BART = (
+    Rule('token_embed/embedding', 'shared.weight', fallback='encoder.embed_tokens.weight'),
+    Rule('{s}/position_embedding', '{s}.embed_positions.weight', 'offset'),
+    *_norm('{s}/embed_norm', '{s}.layernorm_embedding'),
+    *_attention('{s}/layers/{i}/self_attention',
+                [f'{{s}}.layers.{{i}}.self_attn.{n}_proj' for n in ('q', 'k', 'v', 'out')]),
+    *_norm('{s}/layers/{i}/attention_norm', '{s}.layers.{i}.self_attn_layer_norm'),
+    *_attention('{s}/layers/{i}/encoder_decoder_attention',
+                [f'{{s}}.layers.{{i}}.encoder_attn.{n}_proj' for n in ('q', 'k', 'v', 'out')]),
+    *_norm('{s}/layers/{i}/cross_attention_norm', '{s}.layers.{i}.encoder_attn_layer_norm'),
+    *_dense('{s}/layers/{i}/mlp/wi', '{s}.layers.{i}.fc1'),
+    *_dense('{s}/layers/{i}/mlp/wo', '{s}.layers.{i}.fc2'),
+    *_norm('{s}/layers/{i}/mlp_norm', '{s}.layers.{i}.final_layer_norm'),
+    Rule('lm_head/bias', '/final_logits_bias', 'row'),
+    Rule('lm_head/kernel/kernel', '/lm_head.weight', 'linear'),
+)
+
+T5 = (
+    Rule('token_embed/embedding', 'shared.weight', fallback='encoder.embed_tokens.weight'),
+    Rule('{s}/relative_bias/embedding',
+         '{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'),
+    *_attention('{s}/layers/{i}/self_attention',
+                [f'{{s}}.block.{{i}}.layer.0.SelfAttention.{n}' for n in 'qkvo']),
+    Rule('{s}/layers/{i}/attention_norm/scale', '{s}.block.{i}.layer.0.layer_norm.weight'),
+    *_attention('decoder/layers/{i}/encoder_decoder_attention',
+                [f'decoder.block.{{i}}.layer.1.EncDecAttention.{n}' for n in 'qkvo']),
+    Rule('decoder/layers/{i}/cross_attention_norm/scale',
+         'decoder.block.{i}.layer.1.layer_norm.weight'),
+    *_t5_mlp('encoder/layers/{i}', 'encoder.block.{i}.layer.1'),
+    Rule('encoder/layers/{i}/mlp_norm/scale', 'encoder.block.{i}.layer.1.layer_norm.weight'),
+    *_t5_mlp('decoder/layers/{i}', 'decoder.block.{i}.layer.2'),
+    Rule('decoder/layers/{i}/mlp_norm/scale', 'decoder.block.{i}.layer.2.layer_norm.weight'),
+    Rule('{s}/final_norm/scale', '{s}.final_layer_norm.weight'),
+    Rule('lm_head/kernel/kernel', '/lm_head.weight', 'linear'),
+)
+
+TABLES = {'bert': BERT, 'gpt2': GPT2, 'bart': BART, 't5': T5, 'mt5': T5}
+# Import: the optional heads of a Hugging Face file that our 'lm' model does not build, kept for
+# a classification fine-tune (BERT's pooler, as BertForSequenceClassification starts from it).
+OTHER_HEADS = {'bert': ('classifier/pooler/kernel', 'classifier/pooler/bias')}
 
 
-def t5(w: Weights, hp: HParams, c) -> dict:
-  p = _Params(w, hp)
-  D, F, V = hp.d_model, hp.d_ff, hp.vocab_size
-  p['token_embed/embedding'] = w.get('shared.weight', (V, D), fallback='encoder.embed_tokens.weight')
-  for stack, num_layers in (('encoder', hp.num_layers), ('decoder', hp.decoder_layers)):
-    p[f'{stack}/relative_bias/embedding'] = w.get(
-        f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight',
-        (hp.relative_buckets, hp.num_heads))
-    for i in range(num_layers):
-      ours, hf = f'{stack}/layers/{i}', f'{stack}.block.{i}.layer'
-      p.attention(f'{ours}/self_attention',
-                  [f'{hf}.0.SelfAttention.{n}' for n in 'qkvo'], bias=False)
-      p.norm(f'{ours}/attention_norm', f'{hf}.0.layer_norm')
-      mlp = 1
-      if stack == 'decoder':
-        p.attention(f'{ours}/encoder_decoder_attention',
-                    [f'{hf}.1.EncDecAttention.{n}' for n in 'qkvo'], bias=False)
-        p.norm(f'{ours}/cross_attention_norm', f'{hf}.1.layer_norm')
-        mlp = 2
-      ff = f'{hf}.{mlp}.DenseReluDense'
-      for name in (('wi_0', 'wi_1') if hp.activation in hf_config.GATED.values() else ('wi',)):
-        p.linear(f'{ours}/mlp/{name}', f'{ff}.{name}', D, F, bias=False)
-      p.linear(f'{ours}/mlp/wo', f'{ff}.wo', F, D, bias=False)
-      p.norm(f'{ours}/mlp_norm', f'{hf}.{mlp}.layer_norm')
-    p.norm(f'{stack}/final_norm', f'{stack}.final_layer_norm')
-  if not hp.tie_embeddings:
-    _, scaled = hf_config.t5_head(c, w)  # a scaled untied head: fold d_model**-0.5 into it
-    p.untied_head('lm_head', scale=D ** -0.5 if scaled else 1.0)
-  return p
+def _compile(rule):
+  pattern = re.escape(rule.ours).replace(r'\{i\}', r'(?P<i>\d+)').replace(
+      r'\{s\}', '(?P<s>encoder|decoder)')
+  return re.compile(pattern + '$')
 
 
-MAPPINGS = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}
+_COMPILED = {id(t): [(_compile(r), r) for r in t] for t in TABLES.values()}
+
+
+def _find(arch, path):
+  for index, (regex, rule) in enumerate(_COMPILED[id(TABLES[arch])]):
+    match = regex.match(path)
+    if match:
+      return index, rule, rule.hf.format(**match.groupdict())
+  return None
+
+
+def _order(arch, path):
+  """Layer by layer, each in table order (so a bad file reports the tensor a reader expects)."""
+  found = _find(arch, path)
+  return tuple(int(n) for n in re.findall(r'/(\d+)/', path)), found[0] if found else -1
+
+
+def rule_for(arch, path):
+  """(rule, the Hugging Face name without scope, top_level) of our parameter `path`."""
+  found = _find(arch, path)
+  if found:
+    _, rule, name = found
+    return rule, name.lstrip('/'), name.startswith('/')
+  raise ConfigError(f'no tensor maps to our parameter {path}; this {arch} variant is not '
+                    'supported')
+
+
+def hf_shape(rule, shape):
+  """The shape of the Hugging Face tensor that holds our parameter of `shape`."""
+  n_in, n_out = int(np.prod(shape[:rule.split])), int(np.prod(shape[rule.split:]))
+  kind = rule.kind
+  if kind == 'linear':
+    return (n_out, n_in)
+  if kind == 'conv1d':
+    return (n_in, n_out)
+  if kind == 'vector':
+    return (int(np.prod(shape)),)
+  if kind == 'row':
+    return (1,) + tuple(shape)
+  if kind == 'offset':
+    return (shape[0] + OFFSET,) + tuple(shape[1:])
+  if kind.startswith('qkv'):   # a kernel [d, heads, head_dim] or a bias [heads, head_dim]
+    return (shape[0], 3 * n_out) if len(shape) == 3 else (3 * int(np.prod(shape)),)
+  return tuple(shape)
+
+
+def to_ours(rule, tensor, shape):
+  """Our parameter of `shape` from the Hugging Face tensor (of hf_shape(rule, shape))."""
+  kind = rule.kind
+  if kind == 'linear':
+    return tensor.T.reshape(shape)
+  if kind.startswith('qkv'):
+    part = int(kind[3:])
+    width = tensor.shape[-1] // 3
+    return tensor[..., part * width:(part + 1) * width].reshape(shape)
+  if kind == 'offset':
+    return tensor[OFFSET:]
+  return tensor.reshape(shape)
+
+
+def to_hf(rule, value):
+  """The Hugging Face tensor of our parameter `value` (qkv: this part's slice only; offset:
+  without the rows before position 0)."""
+  shape = hf_shape(rule, value.shape)
+  if rule.kind == 'linear':
+    return value.reshape(shape[::-1]).T
+  if rule.kind.startswith('qkv'):
+    return value.reshape(value.shape[:1] + (-1,) if value.ndim == 3 else (-1,))
+  if rule.kind == 'offset':
+    return value
+  return value.reshape(shape)
+
+
+def import_tensors(arch, weights, shapes):
+  """{our path: array} for our parameters {path: shape}, read through `weights` (reader.Weights,
+  which checks every shape and records what was used)."""
+  out = {}
+  for path in sorted(shapes, key=lambda p: _order(arch, p)):
+    shape = shapes[path]
+    rule, name, _ = rule_for(arch, path)
+    fallback = rule.fallback.lstrip('/') or None
+    tensor = weights.get(name, hf_shape(rule, shape), fallback=fallback)
+    out[path] = to_ours(rule, np.asarray(tensor), shape)
+  return out
+
+
+def export_tensors(arch, params, prefix, extras=None):
+  """{Hugging Face name: array} of our flat parameters {path: array}, names not starting with
+  '/' under `prefix` (e.g. 'bert.'); `extras` holds the tensors an import kept aside."""
+  out, fused = {}, {}
+  for path, value in params.items():
+    rule, name, top = rule_for(arch, path)
+    value = np.asarray(value)
+    if rule.kind.startswith('qkv'):
+      fused.setdefault((name, top), {})[int(rule.kind[3:])] = to_hf(rule, value)
+      continue
+    tensor = to_hf(rule, value)
+    if rule.kind == 'offset':
+      kept = (extras or {}).get(name)
+      if kept is None or kept.shape != (OFFSET,) + value.shape[1:]:
+        kept = np.zeros((OFFSET,) + value.shape[1:], value.dtype)
+      tensor = np.concatenate([kept.astype(value.dtype), value])
+    out[(name, top)] = np.ascontiguousarray(tensor)
+  for key, parts in fused.items():
+    out[key] = np.concatenate([parts[p] for p in range(3)], axis=-1)
+  return {(name if top else prefix + name): value for (name, top), value in out.items()}
+
+
+def kept_rows(arch, weights, shapes):
+  """The tensors an import leaves out of our parameters but an export must give back: BART's
+  position rows before position 0, {Hugging Face name: array}."""
+  kept = {}
+  for path, shape in shapes.items():
+    rule, name, _ = rule_for(arch, path)
+    if rule.kind == 'offset':
+      kept[name] = np.asarray(weights.get(name, hf_shape(rule, shape)))[:OFFSET]
+  return kept

@@ -12,6 +12,7 @@ import os
 import numpy as np
 from safetensors import safe_open
 
+from transformer.data import hf_files
 from transformer.errors import ConfigError
 from transformer.hf import torch_pickle
 
@@ -28,14 +29,7 @@ def read_config(path) -> dict:
   if not os.path.isfile(filename):
     raise ConfigError(f'{filename}: missing; a Hugging Face checkpoint directory needs its '
                       'config.json')
-  try:
-    with open(filename) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f'{filename}: cannot be read as JSON ({e})') from None
-  if not isinstance(config, dict):
-    raise ConfigError(f'{filename}: must hold a JSON object')
-  return config
+  return hf_files.read_json(filename)
 
 
 def _read_safetensors(filename) -> dict:

@@ -13,7 +13,9 @@ dropout). 'auto' picks cudnn on NVIDIA GPUs for half-precision inputs, else xla.
 always computed in float32.
 
 `MultiHeadAttention` is the single module built on it (q/k/v/out projections, grouped KV heads,
-rotary positions, an optional KV cache for incremental decoding).
+rotary positions, an optional KV cache for incremental decoding that remembers each cached
+token's segment id and position, so prompts of different lengths share one batch, and for
+cross-attention an optional memory: the encoder output's keys/values projected once).
 """
 
 import jax
@@ -120,6 +122,7 @@ class MultiHeadAttention(nnx.Module):
                             **dense)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate else None
     self.cached_key = nnx.data(None)  # an nnx.Cache once init_cache() is called
+    self.memory_key = nnx.data(None)  # an nnx.Cache once init_memory() is called
 
   def init_cache(self, batch_size, max_len, dtype=None):
     """Allocate an empty KV cache for incremental decoding of up to `max_len` tokens."""
@@ -128,31 +131,59 @@ class MultiHeadAttention(nnx.Module):
     self.cached_key = nnx.Cache(jnp.zeros(shape, dtype))
     self.cached_value = nnx.Cache(jnp.zeros(shape, dtype))
     self.cached_segment_ids = nnx.Cache(jnp.zeros((batch_size, max_len), jnp.int32))
+    self.cached_positions = nnx.Cache(jnp.zeros((batch_size, max_len), jnp.int32))
     self.cache_index = nnx.Cache(jnp.zeros((), jnp.int32))
+
+  def init_memory(self, kv_BSD, kv_segment_ids_BS):
+    """Cross-attention: project a fixed memory (the encoder output) to keys/values once; every
+    decode=True call then attends over them instead of projecting the memory again."""
+    k_BSKH, v_BSKH = self.key(kv_BSD), self.value(kv_BSD)
+    self.memory_key = nnx.Cache(k_BSKH)
+    self.memory_value = nnx.Cache(v_BSKH)
+    self.memory_segment_ids = nnx.Cache(jnp.asarray(kv_segment_ids_BS, jnp.int32))
+
+  def reorder_cache(self, rows_R, memory=False):
+    """Rows `rows_R` (indices into the batch) of every cached array, e.g. the parents of the
+    surviving beams, or each row repeated to make room for beams; the memory too if asked."""
+    names = ()
+    if self.cached_key is not None:
+      names += ('cached_key', 'cached_value', 'cached_segment_ids', 'cached_positions')
+    if memory and self.memory_key is not None:
+      names += ('memory_key', 'memory_value', 'memory_segment_ids')
+    for name in names:
+      var = getattr(self, name)
+      var.value = jnp.take(var.value, rows_R, axis=0)
 
   def __call__(self, x_BTD, kv_BSD=None, *, q_segment_ids, kv_segment_ids=None, q_positions,
                kv_positions=None, causal=False, q_prefix=None, kv_prefix=None, bias=None,
                deterministic=True, decode=False):
-    """Attend from x to kv (kv defaults to x: self-attention).
+    """Attend from x to kv (kv None: self-attention).
 
-    With decode=True (self-attention only) the new keys/values are written into the cache at
-    `cache_index` and the queries attend over everything cached so far.
+    decode=True is one step of incremental decoding. Self-attention writes the new keys/values
+    into the cache at `cache_index` and the queries attend over everything cached so far;
+    cross-attention attends over its memory (init_memory) when it has one, else projects kv.
     """
-    kv_BSD = x_BTD if kv_BSD is None else kv_BSD
-    kv_segment_ids = q_segment_ids if kv_segment_ids is None else kv_segment_ids
-    kv_positions = q_positions if kv_positions is None else kv_positions
-    kv_prefix = q_prefix if kv_prefix is None else kv_prefix
     q_BTNH = self.query(x_BTD)
-    k_BSKH = self.key(kv_BSD)
-    v_BSKH = self.value(kv_BSD)
     if self.rotary:
       q_BTNH = layers.apply_rotary(q_BTNH, q_positions, self.rotary_base)
-      k_BSKH = layers.apply_rotary(k_BSKH, kv_positions, self.rotary_base)
-    if decode:
-      if self.cached_key is None:
-        raise ValueError('decode=True needs init_cache() first (see transformer.decoding)')
-      k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix = self._update_cache(
-          k_BSKH, v_BSKH, kv_segment_ids, kv_prefix)
+    if decode and self.memory_key is not None:   # cross-attention over its projected memory
+      k_BSKH, v_BSKH = self.memory_key.value, self.memory_value.value
+      kv_segment_ids = self.memory_segment_ids.value
+      kv_positions, kv_prefix = jnp.zeros_like(kv_segment_ids), None
+    else:
+      self_attention = kv_BSD is None
+      kv_BSD = x_BTD if self_attention else kv_BSD
+      kv_segment_ids = q_segment_ids if kv_segment_ids is None else kv_segment_ids
+      kv_positions = q_positions if kv_positions is None else kv_positions
+      kv_prefix = q_prefix if kv_prefix is None else kv_prefix
+      k_BSKH, v_BSKH = self.key(kv_BSD), self.value(kv_BSD)
+      if self.rotary:
+        k_BSKH = layers.apply_rotary(k_BSKH, kv_positions, self.rotary_base)
+      if decode and self_attention:
+        if self.cached_key is None:
+          raise ValueError('decode=True needs init_cache() first (see transformer.models.decoding)')
+        k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix = self._update_cache(
+            k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
                           causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix)
     dropout = None
@@ -161,25 +192,26 @@ class MultiHeadAttention(nnx.Module):
     out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
                  implementation=self.implementation, dropout=dropout,
                  return_weights=self.capture_weights)
-    if self.capture_weights:
+    if self.capture_weights:   # monitoring/attention.py reads both
       out, weights = out
       self.sow(nnx.Intermediate, 'attention_weights', weights)
+      self.sow(nnx.Intermediate, 'attention_mask', mask)
     return self.out(out)
 
-  def _update_cache(self, k_BTKH, v_BTKH, segment_ids_BT, prefix_BT):
-    """Write T new keys/values at cache_index; return the whole cache as the key/value side."""
+  def _update_cache(self, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, prefix_BT):
+    """Write T new keys/values (and their segment ids and positions) at cache_index; return the
+    whole cache as the key/value side."""
     index = self.cache_index.value
-    start = (0, index, 0, 0)
-    self.cached_key.value = jax.lax.dynamic_update_slice(
-        self.cached_key.value, k_BTKH.astype(self.cached_key.value.dtype), start)
-    self.cached_value.value = jax.lax.dynamic_update_slice(
-        self.cached_value.value, v_BTKH.astype(self.cached_value.value.dtype), start)
-    self.cached_segment_ids.value = jax.lax.dynamic_update_slice(
-        self.cached_segment_ids.value, segment_ids_BT.astype(jnp.int32), (0, index))
+    for name, new, start in (('cached_key', k_BTKH, (0, index, 0, 0)),
+                             ('cached_value', v_BTKH, (0, index, 0, 0)),
+                             ('cached_segment_ids', segment_ids_BT, (0, index)),
+                             ('cached_positions', positions_BT, (0, index))):
+      var = getattr(self, name)
+      var.value = jax.lax.dynamic_update_slice(var.value, new.astype(var.value.dtype), start)
     self.cache_index.value = index + k_BTKH.shape[1]
     b, s = self.cached_segment_ids.value.shape
-    positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
     if prefix_BT is not None:  # a prompt attends bidirectionally only within itself
-      prefix_BT = jnp.zeros((b, s), jnp.int32).at[:, :prefix_BT.shape[1]].set(prefix_BT)
+      prefix_BT = jax.lax.dynamic_update_slice(jnp.zeros((b, s), jnp.int32),
+                                               prefix_BT.astype(jnp.int32), (0, index))
     return (self.cached_key.value, self.cached_value.value, self.cached_segment_ids.value,
-            positions, prefix_BT)
+            self.cached_positions.value, prefix_BT)

@@ -74,7 +74,7 @@ class Block(nnx.Module):
         return self.encoder_decoder_attention(
             h, encoded, q_segment_ids=segment_ids, kv_segment_ids=encoded_segment_ids,
             q_positions=positions, kv_positions=encoded_positions, causal=False,
-            deterministic=deterministic)
+            deterministic=deterministic, decode=decode)
       x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
     mlp = lambda h: self.mlp(h, deterministic=deterministic)
     return self._residual(self.mlp_norm, mlp, x, deterministic)
@@ -109,17 +109,41 @@ class Stack(nnx.Module):
     self.final_norm = _norm(hp) if hp.final_norm else None
     self.cache_len = 0
 
-  def init_cache(self, batch_size, max_len):
-    """Allocate KV caches in every self-attention for decoding up to `max_len` tokens."""
-    self.cache_len = max_len
+  def _each_block(self, fn, *args):
+    """fn(block, *args) on every block (under nnx.vmap when the layers are scanned)."""
     if self.hp.scan_layers:
-      @nnx.vmap(in_axes=(0,), out_axes=0)
-      def init(block):
-        block.self_attention.init_cache(batch_size, max_len)
-      init(self.layers)
+      nnx.vmap(fn, in_axes=(0,) + (None,) * len(args), out_axes=0)(self.layers, *args)
     else:
       for block in self.layers:
-        block.self_attention.init_cache(batch_size, max_len)
+        fn(block, *args)
+
+  def init_cache(self, batch_size, max_len, memory_BSD=None, memory_segment_ids_BS=None):
+    """Allocate KV caches in every self-attention for decoding up to `max_len` tokens; with a
+    memory (the encoder output), project it once into every cross-attention's keys/values."""
+    self.cache_len = max_len
+    self.cached_positions = nnx.Cache(jnp.zeros((batch_size, max_len), jnp.int32))
+    self.cache_index = nnx.Cache(jnp.zeros((), jnp.int32))
+    self._each_block(lambda block: block.self_attention.init_cache(batch_size, max_len))
+    if memory_BSD is not None:
+      self._each_block(lambda block, m, s: block.encoder_decoder_attention.init_memory(m, s),
+                       memory_BSD, memory_segment_ids_BS)
+
+  def reorder_cache(self, rows_R, memory=False):
+    """Keep rows `rows_R` of every cache (beam parents, or rows repeated into beams)."""
+    self.cached_positions.value = jnp.take(self.cached_positions.value, rows_R, axis=0)
+    def reorder(block, rows):
+      block.self_attention.reorder_cache(rows)
+      if memory and block.encoder_decoder_attention is not None:
+        block.encoder_decoder_attention.reorder_cache(rows, memory=True)
+    self._each_block(reorder, rows_R)
+
+  def _cached_positions(self, positions_BT):
+    """Write the new positions at the cache index; every cached token's position [B, S]."""
+    index = self.cache_index.value
+    self.cached_positions.value = jax.lax.dynamic_update_slice(
+        self.cached_positions.value, positions_BT.astype(jnp.int32), (0, index))
+    self.cache_index.value = index + positions_BT.shape[1]
+    return self.cached_positions.value
 
   def __call__(self, x_BLD, *, segment_ids, positions, prefix=None, encoded=None,
                encoded_segment_ids=None, encoded_positions=None, deterministic=True,
@@ -134,10 +158,7 @@ class Stack(nnx.Module):
     x_BLD = self.dropout(x_BLD, deterministic=deterministic)
     bias = None
     if hp.positions == 'relative':
-      kv_positions = positions
-      if decode:
-        kv_positions = jnp.broadcast_to(jnp.arange(self.cache_len, dtype=jnp.int32),
-                                        (positions.shape[0], self.cache_len))
+      kv_positions = self._cached_positions(positions) if decode else positions
       bias = self.relative_bias(positions, kv_positions)
     if encoded is not None and encoded_positions is None:
       encoded_positions = jnp.zeros(encoded.shape[:2], jnp.int32)

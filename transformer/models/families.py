@@ -89,6 +89,9 @@ class DecoderOnly(_Model):
   def init_cache(self, batch_size, max_len):
     self.decoder.init_cache(batch_size, max_len)
 
+  def reorder_cache(self, rows):
+    self.decoder.reorder_cache(rows)
+
   def __call__(self, tokens, segment_ids=None, positions=None, prefix=None, *,
                deterministic=True, decode=False):
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
@@ -116,8 +119,17 @@ class EncoderDecoder(_Model):
       blocks.share_layers(self.encoder, self.decoder)
     self.lm_head = heads.LMHead(hp, rngs=rngs)
 
-  def init_cache(self, batch_size, max_len):
-    self.decoder.init_cache(batch_size, max_len)
+  def init_cache(self, batch_size, max_len, encoded=None, inputs_segment_ids=None):
+    """Caches for decoding up to `max_len` tokens; given the encoder output (and its segment
+    ids, 0 on padding), its cross-attention keys/values are computed here, once."""
+    if encoded is not None:
+      if inputs_segment_ids is None:
+        inputs_segment_ids = jnp.ones(encoded.shape[:2], jnp.int32)
+      inputs_segment_ids = (inputs_segment_ids != 0).astype(jnp.int32)
+    self.decoder.init_cache(batch_size, max_len, encoded, inputs_segment_ids)
+
+  def reorder_cache(self, rows, memory=False):
+    self.decoder.reorder_cache(rows, memory=memory)
 
   def encode(self, inputs, inputs_segment_ids=None, inputs_positions=None, *,
              deterministic=True):

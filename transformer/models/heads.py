@@ -61,7 +61,8 @@ class ClassificationHead(nnx.Module):
     self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
                    if hp.classifier_pooler else None)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
-    self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'), **dense)
+    self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'),
+                                   **{**dense, 'use_bias': hp.classifier_bias})
 
   def __call__(self, pooled_BD, *, deterministic=True):
     if self.pooler is not None:

@@ -61,6 +61,7 @@ class HParams:
   mlm_transform: bool = False          # BERT: dense + activation + norm before the MLM logits
   num_classes: int = 2                 # classification head
   classifier_pooler: bool = False      # BERT pooler (dense + tanh on the first token)
+  classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
   decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0

@@ -1,73 +1,234 @@
-"""Attention pictures for TensorBoard: the weights of one example (`first_layer`) and their image
-(`render`)."""
+"""Attention at eval: the weights of every attention layer on a few rows, what each head does
+(entropy, distance, near-uniform or near-one-hot) and the example drawn (pictures:
+attention_plot.py).
+
+  maps = capture(model, objective, rows)          # [AttentionMap], every layer of every kind
+  scalars = diagnostic_scalars(maps)               # {'attention/entropy/layer0': 2.31, ...}
+  picture = example(maps)                           # where the drawn example is, per map
+
+Names: the layers of a one-stack model (encoder-only, decoder-only) are `layer{i}`; an
+encoder-decoder has `encoder/layer{i}` (bidirectional self-attention), `decoder/layer{i}`
+(causal self-attention) and `cross/layer{i}` (decoder queries over the encoder's outputs).
+
+Statistics are means over the query positions that may attend to at least two keys (a query
+with one allowed key has nothing to choose), pooled over the captured rows:
+  entropy     -sum_j w_ij ln w_ij, in nats (ln n for a uniform spread over n keys)
+  distance    sum_j w_ij |pos_i - pos_j|, in tokens, positions counted inside each packed
+              example: how far back (causal) or either way a head looks; for cross-attention
+              the distance from the diagonal (target position i reading source position i)
+  near-uniform: mean entropy / ln(allowed keys) >= UNIFORM; near-one-hot: mean largest weight
+  >= ONE_HOT.
+"""
+
+import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from transformer.models.attention import MultiHeadAttention
+from transformer.objectives import losses
+
+ROWS = 4            # eval rows the weights are captured on: a few keep it cheap
+UNIFORM = 0.9       # a head is near-uniform when its normalised entropy is at least this
+ONE_HOT = 0.9       # ... near-one-hot when its mean largest weight is at least this
+MAX_LABELLED = 64   # examples up to this many tokens get their token strings on both axes
 
 
-def first_layer(model, objective, batch):
-  """Weights [heads, T, T] of the first self-attention layer for the batch's first example.
+@dataclasses.dataclass
+class AttentionMap:
+  """The weights of one attention layer on the captured rows."""
+  name: str              # 'layer0', 'encoder/layer0', 'decoder/layer1', 'cross/layer0'
+  kind: str              # 'self' (bidirectional) | 'causal' | 'cross'
+  stream_q: str          # the stack whose tokens are the queries: 'encoder' | 'decoder'
+  stream_k: str          # ... and the keys
+  weights: np.ndarray    # [B, N, T, S] float32
+  mask: np.ndarray       # [B, T, S] bool: where query i may attend to key j
 
-  Runs the objective's own forward pass with weight capture switched on (on this model
-  instance only), so every family and objective is drawn the same way.
+
+@functools.partial(nnx.jit, static_argnums=(2,))
+def _forward(model, batch, objective):
+  return objective.loss_and_metrics(model, batch, deterministic=True)[0]
+
+
+def capture(model, objective, batch):
+  """[AttentionMap] of every attention layer of `model` on `batch`, in stack and layer order.
+
+  Runs the objective's own forward pass (compiled once per model structure) with weight capture
+  switched on for this model instance only, so every family and objective is seen the same way.
   """
-  attn = [m for _, m in nnx.iter_modules(model) if isinstance(m, MultiHeadAttention)]
-  for m in attn:
+  attention = [m for _, m in nnx.iter_modules(model) if isinstance(m, MultiHeadAttention)]
+  for m in attention:
     m.capture_weights = True
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  nnx.jit(lambda m, b: objective.loss_and_metrics(m, b, deterministic=True))(model, batch)
-  captured = nnx.pop(model, nnx.Intermediate)
-  for m in attn:
-    m.capture_weights = False
-  found = sorted((tuple(map(str, path)), var.get_value())
-                 for path, var in nnx.to_flat_state(captured)
-                 if 'self_attention' in map(str, path))
-  if not found:
+  try:
+    _forward(model, {k: jnp.asarray(v) for k, v in batch.items()}, objective)
+    captured = nnx.pop(model, nnx.Intermediate)
+  finally:
+    for m in attention:
+      m.capture_weights = False
+  sown = {}
+  for path, var in nnx.to_flat_state(captured):
+    value = var.get_value()
+    sown.setdefault(tuple(map(str, path[:-1])), {})[str(path[-1])] = np.asarray(
+        value[0] if isinstance(value, tuple) else value)   # sow keeps a tuple
+  return _maps(sown)
+
+
+def _maps(sown):
+  """{module path: {'attention_weights', 'attention_mask'}} -> sorted [AttentionMap]."""
+  stacks = {path[0] for path in sown}
+  order = {'encoder': 0, 'decoder': 1, 'cross': 2}
+  maps = []
+  for path, values in sown.items():
+    stack = path[0]
+    kind = ('cross' if 'encoder_decoder_attention' in path else
+            'causal' if stack == 'decoder' else 'self')
+    group = 'cross' if kind == 'cross' else stack
+    prefix = f'{group}/' if len(stacks) > 1 else ''
+    weights, mask = values['attention_weights'], values['attention_mask'][..., 0, :, :]
+    layer = next((int(p) for p in path if p.isdigit()), None)
+    per_layer = ([(layer, weights, mask)] if layer is not None else   # scanned: [layers, ...]
+                 [(i, weights[i], mask[i]) for i in range(weights.shape[0])])
+    for i, w, m in per_layer:
+      maps.append((order[group], i, AttentionMap(
+          name=f'{prefix}layer{i}', kind=kind, stream_q=stack,
+          stream_k='encoder' if kind == 'cross' else stack,
+          weights=w.astype(np.float32), mask=m.astype(bool))))
+  return [m for *_, m in sorted(maps, key=lambda x: x[:2])]
+
+
+def head_stats(weights_BNTS, mask_BTS):
+  """Per-head means [N] over queries with at least two allowed keys: 'entropy' (nats),
+  'distance' (tokens), 'normalized_entropy' (entropy / ln allowed keys), 'max_weight'.
+
+  NaN for every head when no query qualifies (e.g. all-padding rows).
+  """
+  w = np.where(mask_BTS[:, None], np.asarray(weights_BNTS, np.float64), 0.0)
+  keys_BT = mask_BTS.sum(-1)
+  valid_BT = keys_BT >= 2
+  entropy = -np.sum(w * np.log(np.where(w > 0, w, 1.0)), axis=-1)          # [B, N, T]
+  stats = {'entropy': entropy, 'distance': np.sum(w * _offsets(mask_BTS)[:, None], axis=-1),
+           'normalized_entropy': entropy / np.log(np.maximum(keys_BT, 2))[:, None],
+           'max_weight': w.max(axis=-1)}
+  count = valid_BT.sum()
+  weight_B1T = valid_BT[:, None, :]
+  return {k: (np.sum(v * weight_B1T, axis=(0, 2)) / count if count else
+              np.full(w.shape[1], np.nan)) for k, v in stats.items()}
+
+
+def _offsets(mask_BTS):
+  """|position of query i - position of key j| [B, T, S], positions counted inside each packed
+  example: an example's queries are a run of rows sharing their first allowed key, its start."""
+  b, t, s = mask_BTS.shape
+  valid_BT = mask_BTS.any(-1)
+  first_BT = np.argmax(mask_BTS, axis=-1)
+  index_T = np.arange(t)
+  new_BT = valid_BT & np.concatenate(
+      [np.ones((b, 1), bool), (first_BT[:, 1:] != first_BT[:, :-1]) | ~valid_BT[:, :-1]], axis=1)
+  start_BT = np.maximum.accumulate(np.where(new_BT, index_T, 0), axis=-1)
+  q_pos_BT1 = (index_T - start_BT)[..., None]
+  k_pos_BTS = np.arange(s)[None, None, :] - first_BT[..., None]
+  return np.abs(q_pos_BT1 - k_pos_BTS)
+
+
+def diagnostic_scalars(maps):
+  """TensorBoard scalars of `maps`: per layer the mean over heads of entropy and distance
+  (`attention/entropy/<name>`, `attention/distance/<name>`), per head the same under
+  `attention_heads/.../<name>/head{h}`, and over every head of the model the share that is
+  near-uniform (`attention/uniform_heads`) and near-one-hot (`attention/one_hot_heads`)."""
+  out, uniform, one_hot, heads = {}, 0, 0, 0
+  for m in maps:
+    stats = head_stats(m.weights, m.mask)
+    if not np.all(np.isfinite(stats['entropy'])):
+      continue
+    for key in ('entropy', 'distance'):
+      out[f'attention/{key}/{m.name}'] = float(np.mean(stats[key]))
+      out.update({f'attention_heads/{key}/{m.name}/head{h}': float(v)
+                  for h, v in enumerate(stats[key])})
+    uniform += int(np.sum(stats['normalized_entropy'] >= UNIFORM))
+    one_hot += int(np.sum(stats['max_weight'] >= ONE_HOT))
+    heads += len(stats['entropy'])
+  if heads:
+    out['attention/uniform_heads'] = uniform / heads
+    out['attention/one_hot_heads'] = one_hot / heads
+  return out
+
+
+def _examples(mask_BTS):
+  """[(row, query indices, key indices)] of each packed example of each row, in order.
+
+  Queries of one example are those whose first allowed key is the same (the example's start
+  in the key stream), whatever the kind of attention.
+  """
+  out = []
+  for r in range(mask_BTS.shape[0]):
+    valid = mask_BTS[r].any(-1)
+    first = np.argmax(mask_BTS[r], axis=-1)
+    for start in sorted(set(first[valid].tolist())):
+      q = np.flatnonzero(valid & (first == start))
+      out.append((r, q, np.flatnonzero(mask_BTS[r, q].any(0))))
+  return out
+
+
+def example(maps, max_labelled=MAX_LABELLED):
+  """The example every picture shows, as [(row, query indices, key indices)] per map.
+
+  The first packed example (row by row) that has 2..max_labelled tokens on both axes of every
+  map, so its pictures carry token strings; else the first example of the first row.
+  """
+  per_map = [_examples(m.mask) for m in maps]
+  count = min((len(e) for e in per_map), default=0)
+  if not count:
     return None
-  value = found[0][1]
-  weights = np.asarray(value[0] if isinstance(value, tuple) else value)  # sow keeps a tuple
-  if weights.ndim == 5:  # scanned layers: [layers, B, N, T, S]
-    weights = weights[0]
-  weights = weights[0]  # first example: [N, T, S]
-  stream = 'targets' if 'targets_segment_ids' in batch else 'inputs'
-  n = int(np.sum(np.asarray(batch[f'{stream}_segment_ids'])[0] == 1)) or weights.shape[-1]
-  return weights[:, :n, :n]
+  fits = lambda e: 2 <= len(e[1]) <= max_labelled and 2 <= len(e[2]) <= max_labelled
+  chosen = next((j for j in range(count) if all(fits(e[j]) for e in per_map)), 0)
+  return [e[chosen] for e in per_map]
 
 
-def render(weights, labels_q=None, labels_k=None, title=None) -> np.ndarray:
-  """All heads of one attention map side by side, as a uint8 HxWx3 picture (matplotlib Agg)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+def stack_tokens(batch, family, decoder_start_id=0):
+  """The token ids each stack reads, {'encoder': [B, L], 'decoder': [B, L]}: an
+  encoder-decoder's decoder reads its targets shifted right inside each packed example."""
+  if family == 'encoder_decoder':
+    shifted = losses.shift_right_in_segments(jnp.asarray(batch['targets']),
+                                             jnp.asarray(batch['targets_segment_ids']),
+                                             decoder_start_id)
+    return {'encoder': np.asarray(batch['inputs']), 'decoder': np.asarray(shifted)}
+  stream = 'targets' if 'targets' in batch else 'inputs'
+  return {'encoder' if family == 'encoder' else 'decoder': np.asarray(batch[stream])}
 
-  w_HQK = np.asarray(weights, np.float32)
-  if w_HQK.ndim == 2:
-    w_HQK = w_HQK[None]
-  if w_HQK.ndim != 3:
-    raise ValueError(f'attention weights must be [heads, Lq, Lk], got shape {w_HQK.shape}')
-  heads, lq, lk = w_HQK.shape
-  panel = min(4.0, max(1.6, 0.12 * max(lq, lk)))   # inches per head, grows with length
-  fig = Figure(figsize=(panel * heads + 0.4, panel + 0.6), dpi=100)
-  FigureCanvasAgg(fig)
-  axes = fig.subplots(1, heads, squeeze=False)[0]
-  show_labels = max(lq, lk) <= 48
-  for h, ax in enumerate(axes):
-    ax.imshow(w_HQK[h], cmap='viridis', vmin=0.0, vmax=max(float(w_HQK[h].max()), 1e-6),
-              interpolation='nearest', aspect='auto')
-    ax.set_title(f'head {h}', fontsize=8)
-    if show_labels and labels_k is not None:
-      ax.set_xticks(range(lk), [str(t) for t in labels_k][:lk], rotation=90, fontsize=6)
-    else:
-      ax.set_xticks([])
-    if show_labels and labels_q is not None and h == 0:
-      ax.set_yticks(range(lq), [str(t) for t in labels_q][:lq], fontsize=6)
-    else:
-      ax.set_yticks([])
-  if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.canvas.draw()
-  rgba = np.asarray(fig.canvas.buffer_rgba())
-  return np.array(rgba[:, :, :3])
+
+def token_strings(tokenizer, ids):
+  """The vocabulary entry of each id (SentencePiece pieces keep their word-start mark)."""
+  piece = getattr(tokenizer, 'id_to_piece', None)
+  return [piece(int(i)) if piece else tokenizer.decode([int(i)]) for i in ids]
+
+
+_KINDS = {'self': 'bidirectional self-attention', 'causal': 'causal self-attention',
+          'cross': 'cross-attention (decoder queries, encoder keys)'}
+
+
+def write_eval(writer, step, model, objective, batch, tokenizer, config):
+  """At an eval: capture the first ROWS rows of `batch`, write the diagnostics
+  (`log.attention_stats`) and a picture of every layer and head for one example
+  (`log.attention_images`; token strings on both axes when it is short)."""
+  rows = {k: np.asarray(v)[:ROWS] for k, v in batch.items()}
+  maps = capture(model, objective, rows)
+  if config.log.attention_stats:
+    writer.scalars(step, diagnostic_scalars(maps))
+  chosen = example(maps) if config.log.attention_images else None
+  if not chosen:
+    return
+  tokens = stack_tokens(rows, config.model.family, config.model.decoder_start_id)
+  for m, (r, q, k) in zip(maps, chosen):
+    weights_NQK = m.weights[r][:, q][:, :, k]
+    stats = head_stats(weights_NQK[None], m.mask[r][q][:, k][None])
+    labelled = max(len(q), len(k)) <= MAX_LABELLED
+    labels = ((token_strings(tokenizer, tokens[m.stream_q][r, q]),
+               token_strings(tokenizer, tokens[m.stream_k][r, k])) if labelled else (None, None))
+    subtitles = [f'{_KINDS[m.kind]}, {len(q)} x {len(k)} tokens\nthis example: entropy {e:.2f} '
+                 f'nats, distance {d:.1f} tokens' for e, d in zip(stats['entropy'],
+                                                                stats['distance'])]
+    choosing = m.mask[r][q][:, k].sum(-1) >= 2   # a query with one key has weight 1 on it
+    vmax = weights_NQK[:, choosing].max(axis=(1, 2)) if choosing.any() else None
+    writer.attention_images(step, m.name, weights_NQK, *labels, subtitles=subtitles, vmax=vmax)

@@ -50,27 +50,39 @@ def tokens_in(batch, streams=None):
                  (streams is None or k[:-len('_segment_ids')] in streams)))
 
 
+def token_slots(batch):
+  """Token places of a host batch (rows x length, summed over its streams), padding included."""
+  return int(sum(np.size(v) for k, v in batch.items() if k.endswith('_segment_ids')))
+
+
+def packing_fill(batch):
+  """Share of a host batch's token slots that hold a token (not padding), over every stream."""
+  return tokens_in(batch) / max(token_slots(batch), 1)
+
+
 def output_stream(batch):
   """The stream FLOPs are counted per token of: 'targets' when present, else 'inputs'."""
   return 'targets' if 'targets_segment_ids' in batch else 'inputs'
 
 
 class Throughput:
-  """Tokens, output tokens and steps since the last report, and the rates they make.
+  """Tokens, output tokens, token slots and steps since the last report, and the rates they make.
 
-  `add(batch)` after each step; `report(...)` returns the perf scalars of the window and starts
-  a new one. `sum_fn` turns this process's counts into the job's (a collective in multi-process
-  runs). `restart_clock()` leaves time spent elsewhere (eval) out of the window.
+  `add(batch)` after each step; `report(...)` returns the perf scalars of the window (with
+  'perf/packing_fill', the share of slots that hold a token) and starts a new one. `sum_fn`
+  turns this process's counts into the job's (a collective in multi-process runs).
+  `restart_clock()` leaves time spent elsewhere (eval) out of the window.
   """
 
   def __init__(self, step):
     self.step = step
-    self.tokens = self.outputs = 0
+    self.tokens = self.outputs = self.slots = 0
     self.start = time.perf_counter()
 
   def add(self, batch):
     self.tokens += tokens_in(batch)
     self.outputs += tokens_in(batch, (output_stream(batch),))
+    self.slots += token_slots(batch)
 
   def restart_clock(self):
     self.start = time.perf_counter()
@@ -78,10 +90,11 @@ class Throughput:
   def report(self, step, *, peak, flops_per_token, sum_fn):
     """(perf scalars of the window up to `step`, the job's tokens in it); starts a new window."""
     elapsed = max(time.perf_counter() - self.start, 1e-9)
-    tokens, outputs = sum_fn(self.tokens, self.outputs)
+    tokens, outputs, slots = sum_fn(self.tokens, self.outputs, self.slots)
     tflops = outputs * flops_per_token / elapsed / jax.device_count() / 1e12
     scalars = {'perf/tokens_per_sec': tokens / elapsed,
                'perf/steps_per_sec': (step - self.step) / elapsed,
-               'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak}
+               'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak,
+               'perf/packing_fill': tokens / max(slots, 1)}
     self.__init__(step)
     return scalars, tokens

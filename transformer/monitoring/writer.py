@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from transformer.monitoring import attention
+from transformer.monitoring import attention_plot
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,11 @@ TAGS = (
     'train/loss', 'train/accuracy', 'train/perplexity', 'train/learning_rate', 'train/grad_norm',
     'eval/loss', 'eval/accuracy', 'eval/perplexity',
     'perf/tokens_per_sec', 'perf/steps_per_sec', 'perf/mfu', 'perf/tflops_per_device',
-    'perf/compile_seconds',
+    'perf/compile_seconds', 'perf/packing_fill',
     'params/total', 'params/non_embedding',
     'train/tokens_seen',
 )
-OPTIONAL_TAGS = ('eval/bleu',)
+OPTIONAL_TAGS = ('eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeL')  # seq2seq decoding
 
 
 def flatten_config(config) -> dict[str, Any]:
@@ -52,6 +52,64 @@ def flatten_config(config) -> dict[str, Any]:
 
   visit('', config)
   return out
+
+
+def _mark_differing(experiment_summary, first):
+  """Put the hparams named in `first` first and mark them `differs` (TensorBoard lists the
+  hparams that differ between runs first); edits the tensorboardX experiment summary."""
+  if not first:
+    return
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  metadata = experiment_summary.value[0].metadata
+  data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
+  rank = {name: i for i, name in enumerate(first)}
+  infos = sorted(data.experiment.hparam_infos, key=lambda h: rank.get(h.name, len(rank)))
+  for info in infos:
+    info.differs = info.name in rank
+  del data.experiment.hparam_infos[:]
+  data.experiment.hparam_infos.extend(infos)
+  metadata.plugin_data.content = data.SerializeToString()
+
+
+def layer_groups(config):
+  """{name prefix: layers} of the attention layers (names as in monitoring/attention.py)."""
+  model = config.model
+  if model.family != 'encoder_decoder':
+    return {'': model.num_layers}
+  decoder = model.num_decoder_layers or model.num_layers
+  return {'encoder/': model.num_layers, 'decoder/': decoder, 'cross/': decoder}
+
+
+def _chart(*tags):
+  return ['Multiline', [f'^{t}$' for t in tags]]
+
+
+def scalars_layout(config):
+  """The custom-scalars layout: train and eval loss one chart each (every run of the experiment
+  on it), the eval metrics, the perf panel (tokens/s, MFU, packing fill) and, with
+  `log.attention_stats`, attention entropy and distance per layer and per head."""
+  layout = {
+      'loss': {'train/loss': _chart('train/loss'), 'eval/loss': _chart('eval/loss')},
+      'eval': {'eval/accuracy': _chart('eval/accuracy'),
+               'eval/perplexity': _chart('eval/perplexity')},
+      'perf': {'tokens/s': _chart('perf/tokens_per_sec'), 'MFU': _chart('perf/mfu'),
+               'packing fill': _chart('perf/packing_fill')},
+  }
+  if config.objective == 'seq2seq':
+    layout['eval']['eval/bleu, eval/rouge'] = _chart(r'eval/(bleu|rouge.*)')
+  if not config.log.attention_stats:
+    return layout
+  groups = layer_groups(config)
+  per_layer, per_head = {}, {}
+  for prefix, layers in groups.items():
+    what = f' ({prefix[:-1]})' if prefix else ''
+    for key in ('entropy', 'distance'):
+      per_layer[f'{key} per layer{what}'] = _chart(rf'attention/{key}/{prefix}layer\d+')
+      per_head.update({f'{key} {prefix}layer{i} per head': _chart(
+          rf'attention_heads/{key}/{prefix}layer{i}/head\d+') for i in range(layers)})
+  per_layer['near-uniform / near-one-hot heads'] = _chart('attention/uniform_heads',
+                                                          'attention/one_hot_heads')
+  return {**layout, 'attention': per_layer, 'attention heads': per_head}
 
 
 def _to_uint8_image(array) -> np.ndarray:
@@ -90,13 +148,14 @@ class MetricWriter:
       self._writer.add_scalar(tag, float(value), global_step=step)
       self._written.add(tag)
 
-  def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any]):
+  def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any], *, first=()):
     """The HParams dashboard entry of this run, written into the run directory itself.
 
     `metrics` names the metric columns (scalar tags such as 'eval/loss'); the dashboard shows the
     latest value of each of those scalars. A metric value that is a finite number and whose tag
     has not been written by `scalars` is written as a scalar at the latest step; None or NaN are
-    placeholders (use them at the start of training).
+    placeholders (use them at the start of training). The keys in `first` (a sweep's swept
+    keys) are marked as the ones that differ between runs, which TensorBoard lists first.
     """
     if not self.enabled:
       return
@@ -107,6 +166,7 @@ class MetricWriter:
         v = v.item()
       clean[k] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
     experiment, start, end = hparams_summary(clean, dict(metrics))
+    _mark_differing(experiment, first)
     file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
     for summary in (experiment, start, end):
       file_writer.add_summary(summary)
@@ -124,10 +184,25 @@ class MetricWriter:
     if self.enabled:
       self._writer.add_image(tag, _to_uint8_image(array), global_step=int(step), dataformats='HWC')
 
-  def attention_images(self, step, tag, weights, labels_q=None, labels_k=None):
-    """Attention weights [heads, Lq, Lk] of one example, all heads in one picture."""
+  def attention_images(self, step, name, weights_NQK, labels_q=None, labels_k=None,
+                       subtitles=None, vmax=None):
+    """One picture per head of one layer's weights [heads, Lq, Lk] for one example, at
+    `attention_maps/<name>/head<h>` (`name` as in monitoring/attention.py, e.g. 'layer0');
+    `subtitles` and `vmax` (the top of the colour scale) per head."""
+    if not self.enabled:
+      return
+    heads = len(weights_NQK)
+    pictures = attention_plot.render_heads(
+        weights_NQK, labels_q, labels_k, titles=[f'{name} head {h}' for h in range(heads)],
+        subtitles=subtitles or (), vmax=vmax)
+    for h, picture in enumerate(pictures):
+      self.image(step, f'attention_maps/{name}/head{h}', picture)
+
+  def layout(self, layout):
+    """The custom-scalars layout of this run (`scalars_layout`); TensorBoard merges every
+    run's by category and chart."""
     if self.enabled:
-      self.image(step, tag, attention.render(weights, labels_q, labels_k, title=tag))
+      self._writer.add_custom_scalars(layout)
 
   def flush(self):
     if self.enabled:

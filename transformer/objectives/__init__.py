@@ -47,7 +47,28 @@ def get(config, tokenizer):
         f'config key `objective` = {name!r} does not work with `model.family` = {family!r}: '
         f'{name} needs model.family in ({", ".join(cls.families)}); '
         f'for {family!r} use objective in ({", ".join(others) or "none"})')
+  _check_tokens(cls, family, tokenizer)
   return cls(config, tokenizer)
+
+
+def _lacks(cls, family, tokenizer):
+  """The special tokens objective `cls` needs on `family` that `tokenizer` does not have."""
+  return [t for t in cls.tokens_needed(family) if not (
+      tokenizer.sentinel_ids if t == 'sentinel' else getattr(tokenizer, f'{t}_id') is not None)]
+
+
+def _check_tokens(cls, family, tokenizer):
+  """ConfigError naming the missing token when `tokenizer` cannot frame `cls`'s examples (e.g.
+  MLM on GPT-2's vocabulary, which has no mask token)."""
+  missing = _lacks(cls, family, tokenizer)
+  if not missing:
+    return
+  where = getattr(tokenizer, 'directory', None) or getattr(tokenizer, 'model_path', 'its tokenizer')
+  usable = [n for n in objectives_for(family) if not _lacks(REGISTRY[n], family, tokenizer)]
+  raise ConfigError(
+      f'`objective={cls.name}`: needs a {" and a ".join(missing)} token, which the tokenizer '
+      f'{where} does not have; with this tokenizer and model.family={family} use objective in '
+      f'({", ".join(usable) or "none"})')
 
 
 __all__ = ['Objective', 'REGISTRY', 'get', 'objectives_for', 'MaskedLM', 'CausalLM', 'PrefixLM',

@@ -12,8 +12,13 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   features(example, rng)                    host side, numpy: per-stream 1-D arrays + scalars
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
+                   text samples: the first example of up to `log.samples` rows; objectives
+                   that generate also take spec= (a models.decoding.Spec) and limit=N (every
+                   example of the batch, up to N, in fixed-shape chunks: eval decoding)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
-  score(samples) -> {name: float}            corpus scores of predictions ('bleu' for seq2seq)
+  corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
+                   and rouge1/rouge2/rougeL for summarisation-style data)
+  score(samples) -> {name: float}            corpus scores of predictions
 
 Metrics are (sum, count) pairs so that the trainer can add them over steps and devices and
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
@@ -35,37 +40,79 @@ def data_value(config, key, low, high, *, inclusive_high=False):
   return value
 
 
+def _per_token(batch, stream):
+  """(tokens, segment ids, {name: other per-token array of the stream}) as numpy."""
+  extras = {k[len(stream) + 1:]: np.asarray(v) for k, v in batch.items()
+            if k.startswith(stream + '_') and k not in (f'{stream}_segment_ids',
+                                                        f'{stream}_positions')
+            and np.ndim(v) == 2}
+  return np.asarray(batch[stream]), np.asarray(batch[f'{stream}_segment_ids']), extras
+
+
+def _example(tokens, extras, r, keep):
+  return dict(tokens=tokens[r][keep].tolist(),
+              **{name: arr[r][keep].tolist() for name, arr in extras.items()})
+
+
 def first_segments(batch, stream, rows):
   """The first packed example of each of the first `rows` rows of `stream`, as Python lists.
 
   Used by `predict`: text samples come from single examples even when rows are packed.
   Extra per-token arrays `<stream>_<name>` are cut the same way and returned alongside.
   """
-  tokens = np.asarray(batch[stream])
-  segs = np.asarray(batch[f'{stream}_segment_ids'])
-  extras = {k[len(stream) + 1:]: np.asarray(v) for k, v in batch.items()
-            if k.startswith(stream + '_') and k not in (f'{stream}_segment_ids',
-                                                        f'{stream}_positions')
-            and np.ndim(v) == 2}
+  tokens, segs, extras = _per_token(batch, stream)
   out = []
   for r in range(min(rows, tokens.shape[0])):
-    keep = segs[r] == segs[r, 0]
     if segs[r, 0] == 0:
       continue  # an all-padding row (the tail of an eval set)
-    out.append(dict(tokens=tokens[r][keep].tolist(),
-                    **{name: arr[r][keep].tolist() for name, arr in extras.items()}))
+    out.append(_example(tokens, extras, r, segs[r] == segs[r, 0]))
   return out
 
 
-def pad_rows(rows, pad_id=0):
-  """Lists of ids -> ([N, Lmax] int32 tokens, [N, Lmax] int32 segment ids 1/0)."""
-  width = max(1, max((len(r) for r in rows), default=1))
+def examples(batch, stream, limit):
+  """Every packed example of `stream`, row by row, up to `limit` of them (as first_segments).
+
+  The streams of a pair are packed together, so the k-th example of 'inputs' and of 'targets'
+  are the two sides of one pair."""
+  tokens, segs, extras = _per_token(batch, stream)
+  out = []
+  for r in range(tokens.shape[0]):
+    for s in np.unique(segs[r][segs[r] > 0]):
+      if len(out) == limit:
+        return out
+      out.append(_example(tokens, extras, r, segs[r] == s))
+  return out
+
+
+def pad_rows(rows, pad_id=0, width=None):
+  """Lists of ids -> ([N, W] int32 tokens, [N, W] int32 segment ids 1/0); W = `width` or the
+  longest row."""
+  width = width or max(1, max((len(r) for r in rows), default=1))
   tokens = np.full((len(rows), width), pad_id, np.int32)
   segs = np.zeros((len(rows), width), np.int32)
   for i, r in enumerate(rows):
     tokens[i, :len(r)] = r
     segs[i, :len(r)] = 1
   return tokens, segs
+
+
+def decode_rows(rows, fn, *, pad_id, width=None, chunk=None):
+  """One output id list per row of `rows` (id lists), from fn(tokens [C, W], segs [C, W]) ->
+  [C, N]: rows padded to `width` (default the longest), `chunk` rows per call (default all;
+  the last chunk is filled up with copies of its first row, so every call has one shape)."""
+  fill, chunk = chunk is not None, chunk or max(len(rows), 1)
+  out = []
+  for start in range(0, len(rows), chunk):
+    part = rows[start:start + chunk]
+    filled = part + [part[0]] * (chunk - len(part)) if fill else part
+    result = np.asarray(fn(*pad_rows(filled, pad_id, width)))
+    out += [row.tolist() for row in result[:len(part)]]
+  return out
+
+
+def until_eos(ids, eos_id):
+  """The ids before the first EOS."""
+  return ids[:ids.index(eos_id)] if eos_id in ids else ids
 
 
 def special_ids(tokenizer):
@@ -100,6 +147,13 @@ class Objective:
   head = 'lm'
   example_fields = ('text',)
   families = ()
+  tokens = ()              # special tokens the examples need: bos, eos, sep, cls, mask, sentinel
+
+  @classmethod
+  def tokens_needed(cls, family):
+    """The special tokens `features` inserts on `family` (objectives.get checks the tokenizer)."""
+    del family
+    return cls.tokens
 
   def __init__(self, config, tokenizer):
     self.config = config
@@ -123,6 +177,15 @@ class Objective:
   def eval_metrics(self, model, batch):
     """Metrics of one eval batch: the training loss without dropout."""
     return self.loss_and_metrics(model, batch, deterministic=True)[1]
+
+  corpus_metrics = ()
+
+  def generation_prompt(self, ids):
+    """(model input ids, whether a decoder-only prompt attends to itself bidirectionally) for
+    generating from the text `ids`, laid out as in training; objectives that do not generate
+    refuse."""
+    raise ConfigError(f'`objective={self.name}`: its model does not generate text; generate '
+                      'from a causal_lm, prefix_lm, seq2seq or span_corruption run')
 
   def score(self, samples):
     """Corpus-level scores of `predict` samples (e.g. {'bleu': ...}); {} where none applies."""

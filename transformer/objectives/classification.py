@@ -23,6 +23,10 @@ class Classification(base.Objective):
   example_fields = ('text', 'label')
   families = ('encoder', 'decoder')
 
+  @classmethod
+  def tokens_needed(cls, family):
+    return ('bos', 'cls') if family == 'decoder' else ('cls', 'sep')
+
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
     self.packable = False

@@ -47,31 +47,36 @@ def position_room(model, prompt_len):
   return hp.max_len - prompt_len if hp is not None and hp.positions == 'learned' else None
 
 
-def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirectional_prompt):
-  """Greedy continuations of each prompt (a list of id lists) with transformer.decoding.generate.
+def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirectional_prompt,
+                           spec=None, width=None, chunk=None):
+  """Continuations (id lists, without the EOS) of each prompt (an id list) by
+  transformer.models.decoding.generate with `spec` (default greedy).
 
-  Prompts of equal length run as one batch (generate takes unpadded [B, P] prompts). With
-  `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix did in
-  training (generate's `prefix_lm=True`). With learned positions a continuation stops at the
-  end of the table (model.max_len).
+  Without `width`, prompts of equal length run as one batch; with it, every prompt runs
+  right-padded to `width` tokens, `chunk` rows per call, so one compiled program serves them
+  all. With `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix
+  did in training (`prefix_lm=True`). With learned positions a continuation stops at the end of
+  the table (model.max_len).
   """
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
-  outputs = [None] * len(prompts)
-  by_length = {}
+  outputs = [[] for _ in prompts]
+  groups = {}
   for i, p in enumerate(prompts):
-    by_length.setdefault(len(p), []).append(i)
-  for length, rows in by_length.items():
-    room = position_room(model, length)
-    n = max_new_tokens if room is None else min(max_new_tokens, room)
-    if n <= 0:
-      for i in rows:
-        outputs[i] = []
-      continue
-    prompt = np.asarray([prompts[i] for i in rows], np.int32).reshape(len(rows), length)
-    out = np.asarray(decoding.generate(model, prompt, max_new_tokens=n,
-                                       eos_id=tokenizer.eos_id, prefix_lm=bidirectional_prompt))
-    for j, i in enumerate(rows):
-      outputs[i] = out[j].tolist()
+    room = position_room(model, len(p))
+    if room is None or room > 0:   # a prompt that fills the position table gets nothing
+      groups.setdefault(width or len(p), []).append(i)
+
+  def run(tokens, segs):
+    return decoding.generate(model, tokens, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
+                             prefix_lm=bidirectional_prompt, segment_ids=segs,
+                             spec=spec, stop_at_table_end=True)
+  for group_width, rows in groups.items():
+    got = base.decode_rows([prompts[i] for i in rows], run, pad_id=tokenizer.pad_id,
+                           width=group_width, chunk=chunk)
+    for i, ids in zip(rows, got):
+      room = position_room(model, len(prompts[i]))
+      outputs[i] = base.until_eos(ids[:max_new_tokens if room is None else room],
+                                  tokenizer.eos_id)
   return outputs
 
 
@@ -82,6 +87,7 @@ class CausalLM(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('decoder',)
+  tokens = ('bos', 'eos')
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -98,6 +104,10 @@ class CausalLM(base.Objective):
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
                            z_loss=self.z_loss)
+
+  def generation_prompt(self, ids):
+    """[bos] + text, continued causally (prefix LM: read bidirectionally, as its prefix was)."""
+    return [self.tokenizer.bos_id, *ids], self.name != 'causal_lm'
 
   def _prompt_split(self, example):
     """(prompt ids, reference ids): the first half of the example and the rest."""

@@ -26,6 +26,7 @@ class MaskedLM(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('encoder',)
+  tokens = ('cls', 'sep', 'mask')
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)

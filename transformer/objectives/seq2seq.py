@@ -13,8 +13,7 @@ keeps at least half the budget and the source is cut first.
 
 import numpy as np
 
-from transformer.objectives import base, losses
-from transformer.objectives import lm
+from transformer.objectives import base, lm, losses, metrics
 
 
 def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0):
@@ -33,21 +32,33 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0)
   return losses.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss)
 
 
-def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens):
-  """Greedy outputs for the first example of up to `rows` rows vs the reference targets (at most
-  model.max_len tokens with learned positions)."""
+def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, spec=None,
+                            limit=None):
+  """Outputs vs the reference targets: for the first example of up to `rows` rows, or with
+  `limit` for every example of the batch up to `limit` (inputs padded to the stream length,
+  as many per call as the batch has rows). At most model.max_len new tokens with learned
+  positions."""
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   room = lm.position_room(model, 0)
   max_new_tokens = max_new_tokens if room is None else min(max_new_tokens, room)
-  sources = base.first_segments(batch, 'inputs', rows)
-  references = base.first_segments(batch, 'targets', rows)
+  if limit is None:
+    sources = base.first_segments(batch, 'inputs', rows)
+    references = base.first_segments(batch, 'targets', rows)
+    width = chunk = None
+  else:
+    sources = base.examples(batch, 'inputs', limit)
+    references = base.examples(batch, 'targets', limit)
+    width, chunk = np.shape(batch['inputs'])[1], np.shape(batch['inputs'])[0]
   if not sources:
     return []
-  inputs, segs = base.pad_rows([s['tokens'] for s in sources], tokenizer.pad_id)
-  outputs = np.asarray(decoding.generate_seq2seq(model, inputs, segs,
-                                                 max_new_tokens=max_new_tokens,
-                                                 eos_id=tokenizer.eos_id))
-  return [dict(input=tokenizer.decode(s['tokens']), prediction=tokenizer.decode(o.tolist()),
+
+  def run(tokens, segs):
+    return decoding.generate_seq2seq(model, tokens, segs, max_new_tokens=max_new_tokens,
+                                     eos_id=tokenizer.eos_id, spec=spec)
+  outputs = base.decode_rows([s['tokens'] for s in sources], run, pad_id=tokenizer.pad_id,
+                             width=width, chunk=chunk)
+  return [dict(input=tokenizer.decode(s['tokens']),
+               prediction=tokenizer.decode(base.until_eos(o, tokenizer.eos_id)),
                reference=tokenizer.decode(r['tokens']))
           for s, r, o in zip(sources, references, outputs)]
 
@@ -68,6 +79,10 @@ class Seq2Seq(base.Objective):
   example_fields = ('inputs', 'targets')
   families = ('encoder_decoder', 'decoder')
 
+  @classmethod
+  def tokens_needed(cls, family):
+    return ('bos', 'sep', 'eos') if family == 'decoder' else ('eos',)
+
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
     if self.family == 'decoder':
@@ -75,6 +90,8 @@ class Seq2Seq(base.Objective):
     else:
       self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
     self.num_samples = int(config.log.samples)
+    decode = config.log.get('decode') or {}
+    self.corpus_metrics = metrics.metric_names(decode.get('metrics', 'auto'), config.data.source)
 
   def features(self, example, rng=None):
     del rng  # deterministic
@@ -91,6 +108,14 @@ class Seq2Seq(base.Objective):
     prefix[:len(prompt)] = 1
     return {'targets': targets, 'targets_prefix': prefix}
 
+  def generation_prompt(self, ids):
+    """The source as in training: source + [eos] for the encoder, or the decoder-only prompt
+    [bos] + source + [sep], read bidirectionally."""
+    tok = self.tokenizer
+    if self.family == 'decoder':
+      return [tok.bos_id, *ids, tok.sep_id], True
+    return [*ids, tok.eos_id], False
+
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
@@ -99,21 +124,23 @@ class Seq2Seq(base.Objective):
                                 start_id=self.decoder_start_id)
 
   def score(self, samples):
-    """{'bleu': corpus BLEU (sacrebleu, 0-100) of the predictions against the references}."""
-    if not samples:
-      return {}
-    import sacrebleu  # pylint: disable=g-import-not-at-top
-    hypotheses = [s['prediction'] for s in samples]
-    references = [[s['reference'] for s in samples]]
-    return {'bleu': float(sacrebleu.corpus_bleu(hypotheses, references).score)}
+    """Corpus scores (0-100) of `predict` samples against their references: 'bleu'
+    (sacrebleu) and, for summarisation-style data, 'rouge1', 'rouge2', 'rougeL'."""
+    return metrics.score(self.corpus_metrics, samples)
 
-  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
-    """Greedy translations of up to `log.samples` eval examples vs their references."""
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32, spec=None, limit=None):
+    """Outputs (greedy unless `spec` says otherwise) vs references: for up to `log.samples`
+    eval rows, or with `limit` for every example of the batch up to `limit`."""
     tokenizer = tokenizer or self.tokenizer
     if self.family != 'decoder':
       return predict_encoder_decoder(model, batch, tokenizer, rows=self.num_samples,
-                                     max_new_tokens=max_new_tokens)
-    examples = base.first_segments(batch, 'targets', self.num_samples)
+                                     max_new_tokens=max_new_tokens, spec=spec, limit=limit)
+    if limit is None:
+      examples = base.first_segments(batch, 'targets', self.num_samples)
+      width = chunk = None
+    else:
+      examples = base.examples(batch, 'targets', limit)
+      width, chunk = np.shape(batch['targets'])[1], np.shape(batch['targets'])[0]
     if not examples:
       return []
     splits = []
@@ -121,6 +148,7 @@ class Seq2Seq(base.Objective):
       k = max(1, sum(e['prefix']))
       splits.append((e['tokens'][:k], e['tokens'][k:]))
     outputs = lm.generate_continuations(model, tokenizer, [p for p, _ in splits],
-                                        max_new_tokens=max_new_tokens, bidirectional_prompt=True)
+                                        max_new_tokens=max_new_tokens, bidirectional_prompt=True,
+                                        spec=spec, width=width, chunk=chunk)
     return [dict(input=tokenizer.decode(p[1:-1]), prediction=tokenizer.decode(o),
                  reference=tokenizer.decode(r)) for (p, r), o in zip(splits, outputs)]

@@ -95,6 +95,7 @@ class SpanCorruption(base.Objective):
   head = 'lm'
   example_fields = ('text',)
   families = ('encoder_decoder',)
+  tokens = ('eos', 'sentinel')
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -124,6 +125,10 @@ class SpanCorruption(base.Objective):
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
                                         z_loss=self.z_loss, start_id=self.decoder_start_id)
+
+  def generation_prompt(self, ids):
+    """The text + [eos] for the encoder (a T5 model fills what its sentinels mark)."""
+    return [*ids, self.tokenizer.eos_id], False
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32):
     return seq2seq.predict_encoder_decoder(model, batch, tokenizer or self.tokenizer,

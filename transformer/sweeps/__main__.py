@@ -2,6 +2,8 @@
 write a Slurm array for the runs of a sweep file (`sweep()`, see transformer.sweeps.runner) or
 the trials of a search file (`search()`, see transformer.sweeps.search and .worker)."""
 
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
 import os
 import shlex
 import signal

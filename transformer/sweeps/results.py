@@ -8,6 +8,27 @@ import os
 STATUS_FILE = 'sweep_status.json'
 COLUMNS = ('status', 'final_eval_loss', 'best_eval_loss', 'final_eval_accuracy',
            'best_eval_accuracy', 'tokens_per_sec', 'params', 'tokens_seen', 'steps', 'error')
+# Generation metrics (seq2seq runs): a final_ and best_ column each, where some run logged them.
+GENERATION = ('bleu', 'rouge1', 'rouge2', 'rougeL')
+
+
+def _generation(scalars):
+  """{'final_eval_bleu': .., 'best_eval_bleu': .., ...} of the generation metrics a run logged."""
+  out = {}
+  for name in GENERATION:
+    points = scalars.get(f'eval/{name}', [])
+    if points:
+      out[f'final_eval_{name}'] = _last(points)
+      out[f'best_eval_{name}'] = max(v for _, v in points)
+  return out
+
+
+def table_columns(rows):
+  """COLUMNS plus the generation columns some row has, before 'tokens_per_sec'."""
+  extra = [f'{kind}_eval_{name}' for name in GENERATION for kind in ('final', 'best')
+           if any(f'{kind}_eval_{name}' in row for row in rows)]
+  at = COLUMNS.index('tokens_per_sec')
+  return COLUMNS[:at] + tuple(extra) + COLUMNS[at:]
 
 
 def _last(points):
@@ -31,7 +52,7 @@ def run_results(run_dir):
           'params': _last(scalars.get('params/total', [])),
           'tokens_seen': _last(scalars.get('train/tokens_seen', [])),
           'steps': max(steps, default=None), 'error': status.get('error', ''),
-          '_curve': _eval_curve(scalars)}
+          '_curve': _eval_curve(scalars), **_generation(scalars)}
 
 
 def _eval_curve(scalars):
@@ -55,7 +76,7 @@ def write_results(sweep, workdir):
     row = {'run': r['name'], **{k: r['swept'][k] for k in sweep.swept_keys}}
     row.update(run_results(os.path.join(exp_dir, r['name'])))
     rows.append(row)
-  fields = ['run'] + sweep.swept_keys + list(COLUMNS)
+  fields = ['run'] + sweep.swept_keys + list(table_columns(rows))
   with open(os.path.join(exp_dir, 'results.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
     writer.writeheader()
@@ -74,7 +95,8 @@ def cell(value):
   return str(value).replace('|', '/')
 
 
-def markdown(rows, swept_keys, columns=COLUMNS):
+def markdown(rows, swept_keys, columns=None):
+  columns = table_columns(rows) if columns is None else columns
   head = ['run'] + list(swept_keys) + [c for c in columns if c != 'error']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for row in rows:

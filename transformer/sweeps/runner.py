@@ -120,13 +120,17 @@ class Sweep:
       raise ConfigError(f'sweep file {path}: sweep() returned no runs')
     varies = lambda k: k not in SPECIAL_KEYS and len({repr(x.get(k)) for x in runs}) > 1
     self.swept_keys = list(dict.fromkeys(k for r in runs for k in r if varies(k)))
+    # TensorBoard's HParams dashboard lists these first (and the family when configs differ)
+    first = (['model.family'] if len({r.get('config') for r in runs}) > 1 else []) + \
+        self.swept_keys
     self.runs, seen = [], set()
     for i, r in enumerate(runs):
       name = run_name(r, self.swept_keys)
       if name in seen:
         name = f'{name},{i}'
       seen.add(name)
-      overrides = {**fixed, **{k: v for k, v in r.items() if k != 'config'}, **extra,
+      overrides = {**fixed, 'log.hparams_first': tuple(first),
+                   **{k: v for k, v in r.items() if k != 'config'}, **extra,
                    'run_name': name, 'experiment': self.experiment}
       self.runs.append({'name': name, 'config': r.get('config', self.base),
                         'overrides': overrides, 'swept': {k: r.get(k) for k in self.swept_keys}})

@@ -9,7 +9,7 @@ import numpy as np
 
 from transformer.errors import ConfigError
 from transformer.monitoring import attention
-from transformer.training import distributed, sharding
+from transformer.training import distributed, generation, sharding
 
 
 def average(sums):
@@ -55,29 +55,37 @@ def evaluate(run, params, pipeline, eval_fn):
 
 def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
   """Eval metrics at `step` (logged and returned as 'eval/...'), then text samples and the
-  attention picture of the first eval rows."""
+  attention diagnostics and pictures of the first eval rows (monitoring/attention.py)."""
   metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
+  # Generation metrics (eval/bleu, ...): every process joins; their first examples are the samples.
+  decoded, decoded_samples = generation.decode_eval(run, state['params'], pipeline, step)
+  scalars.update(decoded)
   writer.scalars(step, scalars)
+  decoded_samples = decoded_samples[:run.config.log.samples]
   # Sampling runs eagerly on process 0's rows; with several processes the sharded parameters
   # span hosts and every process would have to join, so samples and attention maps are skipped.
   if jax.process_count() == 1 and run.config.log.samples:
-    _samples(run, state, batch, writer, step)
+    _samples(run, state, batch, writer, step, decoded_samples or None)
+  elif decoded_samples:
+    writer.text(step, 'samples', _markdown(decoded_samples))
+  if jax.process_count() == 1 and (run.config.log.attention_images or
+                                   run.config.log.attention_stats):
+    attention.write_eval(writer, step, run.trainer.model(state['params']), run.trainer.objective,
+                         batch, run.tokenizer, run.config)
   writer.flush()
-  distributed.print_once(f'\nstep {step}: ' +
-                         ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
   return scalars
 
 
-def _samples(run, state, batch, writer, step):
+def _markdown(samples):
+  return '\n\n'.join(f'**input:** {s["input"]}\n\n**prediction:** {s["prediction"]}\n\n'
+                     f'**reference:** {s["reference"]}' for s in samples)
+
+
+def _samples(run, state, batch, writer, step, samples=None):
   config, trainer = run.config, run.trainer
   rows = {k: v[:config.log.samples] for k, v in batch.items()}
-  samples = trainer.objective.predict(trainer.model(state['params']), rows, run.tokenizer,
-                                      max_new_tokens=config.log.sample_length)
-  text = '\n\n'.join(f'**input:** {s["input"]}\n\n**prediction:** {s["prediction"]}\n\n'
-                     f'**reference:** {s["reference"]}' for s in samples)
-  writer.text(step, 'samples', text)
-  if config.log.attention_images:
-    weights = attention.first_layer(trainer.model(state['params']), trainer.objective, rows)
-    if weights is not None:
-      writer.attention_images(step, 'attention/layer0', weights)
+  if samples is None:
+    samples = trainer.objective.predict(trainer.model(state['params']), rows, run.tokenizer,
+                                        max_new_tokens=config.log.sample_length)
+  writer.text(step, 'samples', _markdown(samples))

@@ -18,28 +18,26 @@ import jax
 from transformer.errors import ConfigError, TrainingError
 from transformer.monitoring import accounting, perf
 from transformer.monitoring import writer as tb
-from transformer.monitoring.progress import ProgressBar
-from transformer.training import (checkpoint, distributed, evaluation, report, setup, sharding,
-                                  signals)
+from transformer.monitoring.progress import Progress
+from transformer.training import (checkpoint, console, distributed, evaluation, generation,
+                                  report, setup, sharding, signals)
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
 
-def train(config, workdir, *, dry_run=False):
+def train(config, workdir, *, dry_run=False, show_sharding=False):
   """Train (or resume) the run of `config` under `workdir`; returns the last metrics.
 
-  SIGTERM/SIGINT from here on are requests: the loop saves after the step it is in (a signal
+  Prints one line each for the data, model and mesh (the per-parameter sharding table too when
+  the mesh spans several devices or with `show_sharding`), then the progress. SIGTERM/SIGINT from here on are requests: the loop saves after the step it is in (a signal
   during start-up or compile is honoured after the first step) and returns.
   """
   with signals.StopSignal() as stop:
-    return _train(config, workdir, stop, dry_run)
+    return _train(config, workdir, stop, dry_run, show_sharding)
 
 
-def _train(config, workdir, stop, dry_run):
+def _train(config, workdir, stop, dry_run, show_sharding):
   run = setup.prepare(config, workdir)
-  print_once(f'Mesh {dict(run.mesh.shape)} over {jax.device_count()} devices '
-             f'({jax.process_count()} processes), preset {run.config.mesh.preset!r}:\n'
-             f'{run.trainer.sharding_table}')
   latest = run.latest_step()
   if latest is not None and latest >= run.steps:
     print_once(f'{run.dir} already reached step {latest} of {run.steps}; nothing to do.')
@@ -48,29 +46,36 @@ def _train(config, workdir, stop, dry_run):
   _write_run_files(run)
   it = run.pipeline('train').iterator(position)
   first = next(it)
+  eval_data = run.pipeline('eval')
+  counts = accounting.count_params(accounting.abstract_model(run.config))
+  flops_token = accounting.flops_per_token(run.config)['total_train']
+  console.announce(run, (it.pipeline, eval_data), first, counts, flops_token,
+                   show_sharding=show_sharding)
   t0 = time.perf_counter()
   step_fn = run.trainer.compile(state, sharding.global_batch(first, run.mesh))
   compile_s = time.perf_counter() - t0
-  counts = accounting.count_params(accounting.abstract_model(run.config))
-  flops_token = accounting.flops_per_token(run.config)['total_train']
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
   writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
   reporter = report.Reporter.from_environment(writer, run.steps)   # a search trial, or inactive
   writer.hparams({**tb.flatten_config(run.config), **reporter.hparams},
-                 {'eval/loss': None, 'eval/accuracy': None, **reporter.metrics})
+                 {'eval/loss': None, 'eval/accuracy': None,
+                  **dict.fromkeys(generation.metric_tags(run)), **reporter.metrics},
+                 first=run.config.log.hparams_first)
   writer.scalars(int(state['step']), {'params/total': counts['total'],
                                       'params/non_embedding': counts['non_embedding'],
                                       'perf/compile_seconds': compile_s})
+  writer.layout(tb.scalars_layout(run.config))
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
+  print_once(console.training_line(run, compile_s, peak, peak_name))
+  log = run.config.log
+  if jax.process_count() > 1 and (log.samples or log.attention_images or log.attention_stats):
+    print_once('Text samples and attention maps and statistics are not written in multi-process '
+               'runs.')
   loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
-               eval_data=run.pipeline('eval'), eval_fn=jax.jit(run.trainer.eval_step),
+               eval_data=eval_data, eval_fn=jax.jit(run.trainer.eval_step),
                peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, stop=stop,
                reporter=reporter)
-  print_once(f'Training {run.dir}: {counts["total"]:,} parameters, {run.steps} steps, '
-             f'MFU against {peak_name} ({peak / 1e12:.2f} TFLOP/s per device).')
-  if jax.process_count() > 1 and run.config.log.samples:
-    print_once('Text samples and attention maps are not written in multi-process runs.')
   state, last, stopped = loop.train(state, first)
   return _finish(run, ckpt, writer, last, stopped, reporter.hparams)
 
@@ -103,7 +108,7 @@ def _write_run_files(run):
     os.makedirs(run.dir, exist_ok=True)
     with open(os.path.join(run.dir, 'config.json'), 'w') as f:
       f.write(run.config.to_json_best_effort(indent=2))
-    run.tokenizer.save(os.path.join(run.dir, 'tokenizer.model'))
+    run.tokenizer.save_to(run.dir)   # tokenizer.model, or tokenizer/ for a Hugging Face one
 
 
 def _own_position(saved, step):
@@ -146,7 +151,8 @@ class _Loop:
     """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
     config, steps = self.run.config, self.run.steps
     step = int(state['step'])
-    bar = ProgressBar(steps, initial_step=step, enabled=jax.process_index() == 0)
+    bar = Progress(steps, initial=step, every=config.train.log_every,
+                   enabled=jax.process_index() == 0)
     meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
     while step < steps:
       state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
@@ -164,11 +170,15 @@ class _Loop:
         last = self._log_train(step, sums, meter)
         bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
         sums = {}
+      else:   # the live bar: this window's mean loss so far, the last window's tokens/s
+        bar.update(step, loss=evaluation.average(sums).get('loss'),
+                   tokens_per_sec=last.get('perf/tokens_per_sec'))
       evaluated = why = None
       if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
         evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
                                                 self.writer, step)
         last.update(evaluated)
+        bar.write(console.eval_line(step, evaluated))
         meter.restart_clock()
         why = self.reporter.after_eval(step, last)   # a search trial: None, or why it stops
         if why:
@@ -179,8 +189,9 @@ class _Loop:
         self._save(step, state, meter, evaluated, force=step == steps or stopping)
       if stopping:
         self.ckpt.wait_until_finished()
-        print('\n' + (why or f'Stopped by {self.stop.signal_name} at step {step}; saved. Run '
-                              'the same command to resume.'))
+        bar.close()
+        print(why or f'Stopped by {self.stop.signal_name} at step {step}; saved. Run the same '
+                     'command to resume.')
         break
       if step < steps:
         batch = next(self.it)
@@ -213,13 +224,11 @@ def _finish(run, ckpt, writer, last, stopped, extra_hparams):
   ckpt.wait_until_finished()
   ckpt.close()
   final = {k: v for k, v in last.items() if k.startswith('eval/')}
-  writer.hparams({**tb.flatten_config(run.config), **extra_hparams}, final)
+  writer.hparams({**tb.flatten_config(run.config), **extra_hparams}, final,
+                 first=run.config.log.hparams_first)
   writer.close()
   if not stopped:
-    print_once(f'Finished {run.steps} steps '
-               f'({", ".join(f"{k} {v:.4f}" for k, v in final.items())}).\n'
-               f'  TensorBoard logs: {run.dir}  (./launch.sh tensorboard {os.path.dirname(run.dir)})\n'
-               f'  checkpoints:      {run.checkpoint_dir}')
+    console.finished(run, final)
   return last
 
 

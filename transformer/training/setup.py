@@ -119,6 +119,11 @@ def resolve(config, tokenizer):
         if key not in RUNTIME_MODEL_KEYS and key in config.model:
           config.model[key] = type(config.model[key])(value) if not isinstance(
               config.model[key], (tuple, list)) else value
+      longest = max(config.data.seq_len, config.data.targets_len)
+      if config.model.positions == 'learned' and longest > config.model.max_len:
+        raise ConfigError(f'`data.seq_len={config.data.seq_len}`: longer than the '
+                          f'{config.model.max_len} learned positions of checkpoint.init_from\'s '
+                          f'model; set --config.data.seq_len={config.model.max_len} or less')
   if not config.model.vocab_size:
     config.model.vocab_size = tokenizer.vocab_size
   elif config.model.vocab_size < tokenizer.vocab_size:

@@ -1,0 +1,138 @@
+"""Generation end to end: seq2seq runs log eval/bleu (and eval/rouge*) that equal sacrebleu /
+rouge-score on the decodes they write, the HParams dashboard and the sweep table show them, and
+`python -m transformer.generate` decodes from a run directory (and refuses what it cannot).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import sacrebleu
+
+from transformer import config as config_lib
+from transformer import generate
+from transformer.monitoring.events import read_events
+from transformer.objectives import metrics
+from transformer.sweeps import results
+from transformer.training import loop, setup
+
+SMALL = {'train.steps': '3', 'train.batch_size': '8', 'train.eval_every': '3',
+         'train.eval_steps': '1', 'train.log_every': '3', 'checkpoint.every': '3',
+         'checkpoint.async_save': 'false', 'data.vocab_size': '1024', 'data.seq_len': '48',
+         'log.samples': '2', 'log.attention_images': 'false', 'log.decode.examples': '12',
+         'log.decode.max_new_tokens': '8', 'opt.warmup_steps': '1', 'model.num_layers': '1',
+         'model.d_model': '32', 'model.num_heads': '2', 'model.d_ff': '64'}
+RUNS = {   # an encoder-decoder translating en -> de with beam search, a decoder-only summariser
+    'translate': ('configs/transformer.py:tiny', {'data.targets_len': '24'}),
+    'summarise': ('configs/gpt2.py:tiny', {'objective': 'seq2seq', 'model.max_len': '48',
+                                            'data.source': 'python_stdlib/docstrings'}),
+}
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """{name: (config, run dir)} of the two runs, trained once for this file."""
+  workdir = str(tmp_path_factory.mktemp('generation'))
+  out = {}
+  for name, (spec, overrides) in RUNS.items():
+    config = config_lib.load(spec, {**SMALL, **overrides, 'run_name': name})
+    loop.train(config, workdir)
+    out[name] = (config, setup.run_dir(config, workdir))
+  return out
+
+
+def _decodes(run_dir, step=3):
+  with open(os.path.join(run_dir, 'decodes', f'step_{step}.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize('name,tags', [('translate', ['eval/bleu']),
+                                       ('summarise', ['eval/bleu', 'eval/rouge1', 'eval/rouge2',
+                                                      'eval/rougeL'])])
+def test_logged_scores_equal_the_reference_implementations(runs, name, tags):
+  _, run_dir = runs[name]
+  decodes = _decodes(run_dir)
+  assert len(decodes) == 12 and all(set(d) == {'input', 'prediction', 'reference'}
+                                    for d in decodes)
+  assert any(d['prediction'] for d in decodes)
+  events = read_events(run_dir)
+  logged = {tag: events['scalars'][tag][-1][1] for tag in tags}
+  predictions = [d['prediction'] for d in decodes]
+  references = [d['reference'] for d in decodes]
+  want = sacrebleu.corpus_bleu(predictions, [references]).score
+  assert logged['eval/bleu'] == pytest.approx(want, abs=1e-4)
+  if 'eval/rouge1' in tags:
+    for tag, value in metrics.rouge(predictions, references).items():
+      assert logged[f'eval/{tag}'] == pytest.approx(value, abs=1e-4)
+  assert set(tags) <= set(events['hparam_metrics']), events['hparam_metrics']
+  samples = events['text']['samples'][-1][1]
+  assert decodes[0]['prediction'] in samples and '**reference:**' in samples
+
+
+def test_sweep_table_has_the_generation_columns(runs):
+  row = results.run_results(runs['summarise'][1])
+  assert row['final_eval_bleu'] == pytest.approx(row['best_eval_bleu'])
+  assert 'final_eval_rougeL' in row
+  columns = results.table_columns([row, results.run_results(runs['translate'][1])])
+  assert 'final_eval_rouge1' in columns and 'best_eval_bleu' in columns
+  assert 'final_eval_bleu' in results.markdown([row], [])
+
+
+def test_generate_from_a_run_directory(runs, tmp_path, capsys):
+  _, run_dir = runs['translate']
+  inputs = tmp_path / 'inputs.txt'
+  inputs.write_text('Open the file\nSave\n')
+  assert generate.main(['--workdir', run_dir, '--input_file', str(inputs), '--strategy', 'beam',
+                        '--beam_size', '3', '--num_return', '2', '--max_new_tokens', '6',
+                        '--checkpoint', 'best']) == 0
+  captured = capsys.readouterr()
+  lines = captured.out.strip('\n').split('\n')
+  assert len(lines) == 4 and all(len(line.split('\t')) == 2 for line in lines)
+  scores = [float(line.split('\t')[0]) for line in lines]
+  assert scores[0] >= scores[1] and scores[2] >= scores[3]
+  assert 'step 3 (best)' in captured.err
+  _, run_dir = runs['summarise']
+  args = ['--workdir', run_dir, '--prompt', 'def add(a, b): return a + b', '--strategy',
+          'sample', '--temperature', '0.8', '--top_p', '0.9', '--max_new_tokens', '5']
+  assert generate.main(args) == 0
+  first = capsys.readouterr().out
+  assert generate.main(args) == 0 and capsys.readouterr().out == first   # seeded
+  assert len(first.strip('\n').split('\n')) == 1
+
+
+def _one_line_error(capsys, argv, *fragments):
+  capsys.readouterr()   # what came before
+  assert generate.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith('error: ') and '\n' not in err, err
+  assert all(f in err for f in fragments), err
+
+
+def test_generate_refuses_bad_requests_in_one_line(runs, tmp_path, capsys):
+  _, run_dir = runs['translate']
+  _one_line_error(capsys, ['--workdir', str(tmp_path), '--prompt', 'x'], 'no config.json')
+  _one_line_error(capsys, ['--workdir', run_dir, '--prompt', 'x', '--top_p', '1.5'],
+                  '--top_p=1.5')
+  _one_line_error(capsys, ['--workdir', run_dir, '--prompt', 'x', '--strategy', 'nucleus'],
+                  'greedy, sample, beam')
+  with pytest.raises(SystemExit) as e:   # argparse: neither --prompt nor --input_file
+    generate.main(['--workdir', run_dir])
+  assert e.value.code == 2
+
+
+def test_generate_refuses_an_import_without_a_tokenizer(tmp_path, capsys):
+  pytest.importorskip('transformers')
+  from tests.e2e.test_hf_parity import gpt2  # pylint: disable=import-outside-toplevel
+  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  gpt2().save_pretrained(tmp_path / 'hf')
+  import_hf.convert(tmp_path / 'hf', tmp_path / 'imported')
+  _one_line_error(capsys, ['--workdir', str(tmp_path / 'imported'), '--prompt', 'hello'],
+                  'no tokenizer')
+
+
+def test_every_process_count_decodes_the_same_examples():
+  """The gathered batch of one process is its own batch (the multi-process path: slow tests)."""
+  from transformer.training import generation  # pylint: disable=import-outside-toplevel
+  batch = {'inputs': np.ones((2, 3), np.int32)}
+  assert generation._gathered(None, batch, None) is batch  # pylint: disable=protected-access

@@ -1,0 +1,231 @@
+"""A Hugging Face tokenizer behind our tokenizer interface (the contract is in tokenizer.py).
+
+  tok = HFTokenizer(directory)      # a checkpoint's tokenizer files (see hf_files.py)
+  tok.encode(text) -> ids           # what transformers.AutoTokenizer gives with
+                                    # add_special_tokens=False: the objectives frame the text
+
+Special-token strings inside the text (e.g. '[MASK]', '<extra_id_0>') encode to their ids, as in
+transformers. The objectives' roles: pad, eos, unk, bos, mask, sep, cls and the T5 sentinels
+'<extra_id_N>' (a SentencePiece tokenizer appends them after its pieces, <extra_id_0> last:
+counted down from the end of the vocabulary). A role the files leave unnamed takes its partner:
+eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a decoder example and GPT-2's
+<|endoftext|> is bos, eos, sep and cls at once. A role still missing is None, and an objective that
+needs it refuses (objectives/base.py). A tokenizer without a pad token pads with id 0: padding is
+marked by segment ids and never read; decode then keeps id 0 (GPT-2's '!').
+"""
+
+import os
+import re
+
+import sentencepiece as spm
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from transformer.data import hf_files
+from transformer.errors import ConfigError
+
+PAIRS = (('eos', 'sep'), ('sep', 'eos'), ('bos', 'cls'), ('cls', 'bos'))
+
+
+class _Tokenizers:
+  """A `tokenizers.Tokenizer` (from tokenizer.json, or built from vocabulary files)."""
+
+  def __init__(self, tok):
+    self.tok = tok
+    tok.no_truncation()   # some tokenizer.json files cut at 512 tokens: the objectives cut here
+    tok.no_padding()
+    self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text):
+    return self.tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts):
+    return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids):
+    return self.tok.decode(ids, skip_special_tokens=False)
+
+  def token_to_id(self, token):
+    return self.tok.token_to_id(token)
+
+  def id_to_token(self, i):
+    return self.tok.id_to_token(int(i))
+
+  def add_special(self, names):
+    known = {t.content for t in self.tok.get_added_tokens_decoder().values()}
+    self.tok.add_special_tokens([tokenizers.AddedToken(n, special=True) for n in names
+                                 if n not in known])
+
+
+class _SentencePiece:
+  """A SentencePiece model plus the tokens transformers adds to it (T5's <extra_id_N>), matched
+  in the text before SentencePiece sees it."""
+
+  def __init__(self, path, extra_ids):
+    self.sp = spm.SentencePieceProcessor(model_file=path)
+    size = self.sp.get_piece_size()
+    self.added = {f'<extra_id_{i}>': size + extra_ids - 1 - i for i in range(extra_ids)}
+    self.vocab_size = size + extra_ids
+    self._split = None
+
+  def add_special(self, names):
+    self._specials = {n: self.token_to_id(n) for n in names if self.token_to_id(n) is not None}
+    self._specials.update(self.added)
+    alternatives = sorted(self._specials, key=len, reverse=True)
+    self._split = re.compile('(' + '|'.join(map(re.escape, alternatives)) + ')')
+
+  def encode(self, text):
+    ids = []
+    for i, part in enumerate(self._split.split(text)):
+      if i % 2:
+        ids.append(self._specials[part])
+      elif part:
+        ids += self.sp.encode(part)
+    return ids
+
+  def encode_batch(self, texts):
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids):
+    parts, run = [], []
+    for i in ids:
+      if i >= self.sp.get_piece_size() or self.sp.is_control(i):
+        parts += [self.sp.decode(run), self.id_to_token(i)]
+        run = []
+      else:
+        run.append(i)
+    return ''.join(parts + [self.sp.decode(run)])
+
+  def token_to_id(self, token):
+    if token in self.added:
+      return self.added[token]
+    i = self.sp.piece_to_id(token)
+    return i if self.sp.id_to_piece(i) == token else None
+
+  def id_to_token(self, i):
+    i = int(i)
+    if i < self.sp.get_piece_size():
+      return self.sp.id_to_piece(i)
+    return next(t for t, j in self.added.items() if j == i)
+
+
+def _wordpiece(directory):
+  """BertTokenizer's pipeline over vocab.txt (lower-casing etc. from tokenizer_config.json)."""
+  config = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json'))
+  with open(os.path.join(directory, hf_files.VOCAB_TXT), encoding='utf-8') as f:
+    vocab = {line.rstrip('\n'): i for i, line in enumerate(f)}
+  unk = hf_files.content(config.get('unk_token')) or '[UNK]'
+  tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+  tok.normalizer = normalizers.BertNormalizer(
+      clean_text=True, handle_chinese_chars=config.get('tokenize_chinese_chars', True),
+      strip_accents=config.get('strip_accents'), lowercase=config.get('do_lower_case', True))
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.decoder = decoders.WordPiece(prefix='##')
+  return tok
+
+
+def _byte_level_bpe(directory):
+  """GPT2Tokenizer's / RobertaTokenizer's pipeline over vocab.json + merges.txt."""
+  config = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json'))
+  tok = tokenizers.Tokenizer(models.BPE.from_file(
+      os.path.join(directory, hf_files.VOCAB_JSON), os.path.join(directory, hf_files.MERGES),
+      continuing_subword_prefix='', end_of_word_suffix='', fuse_unk=False))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(
+      add_prefix_space=bool(config.get('add_prefix_space', False)))
+  tok.decoder = decoders.ByteLevel()
+  return tok
+
+
+def _added_tokens(directory):
+  """Tokens tokenizer_config.json's added_tokens_decoder or added_tokens.json add, by id."""
+  config = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json'))
+  added = {int(i): tokenizers.AddedToken(
+      v['content'], single_word=v.get('single_word', False), lstrip=v.get('lstrip', False),
+      rstrip=v.get('rstrip', False), normalized=v.get('normalized', not v.get('special', False)),
+      special=v.get('special', False)) for i, v in config.get('added_tokens_decoder', {}).items()}
+  for token, i in hf_files.read_json(os.path.join(directory, 'added_tokens.json')).items():
+    added.setdefault(int(i), tokenizers.AddedToken(token, special=True))
+  return [added[i] for i in sorted(added)]
+
+
+def load_backend(directory):
+  """(backend, built): the tokenizer of `directory`; `built` is the tokenizers.Tokenizer made from
+  vocabulary files (None when read from tokenizer.json or spiece.model)."""
+  kind, name = hf_files.backend_files(directory)
+  path = os.path.join(directory, name)
+  try:
+    if kind == 'sentencepiece':
+      return _SentencePiece(path, hf_files.t5_extra_ids(directory)), None
+    if kind == 'tokenizers':
+      return _Tokenizers(tokenizers.Tokenizer.from_file(path)), None
+    built = _wordpiece(directory) if kind == 'wordpiece' else _byte_level_bpe(directory)
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (the Rust side raises plain Exception)
+    reason = ' '.join(str(e).split())[:200] or type(e).__name__
+    raise ConfigError(f'{path}: cannot be read as a {kind} tokenizer ({reason})') from None
+  built.add_tokens(_added_tokens(directory))
+  return _Tokenizers(built), built
+
+
+class HFTokenizer:
+  """A checkpoint's own tokenizer with the ids of our contract (see the module docstring)."""
+
+  kind = 'huggingface'
+
+  def __init__(self, directory, *, model_config=None):
+    self.directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+    self._backend, self.built = load_backend(self.directory)
+    self.vocab_size = self._backend.vocab_size
+    self.special_tokens = hf_files.special_tokens(self.directory, model_config,
+                                                  self._backend.id_to_token)
+    ids = {}
+    for role, token in self.special_tokens.items():
+      ids[role] = self._backend.token_to_id(token)
+      if ids[role] is None:
+        raise ConfigError(f'{self.directory}: the {role}_token {token!r} its files name is not '
+                          f'in the vocabulary of {hf_files.backend_files(self.directory)[1]}')
+    self._backend.add_special(list(self.special_tokens.values()) +
+                              hf_files.extra_tokens(self.directory))
+    for role, partner in PAIRS:
+      ids.setdefault(role, ids.get(partner))
+    self.has_pad = ids.get('pad') is not None
+    self.pad_id = ids['pad'] if self.has_pad else 0
+    self.eos_id, self.unk_id, self.bos_id = ids.get('eos'), ids.get('unk'), ids.get('bos')
+    self.mask_id, self.sep_id, self.cls_id = ids.get('mask'), ids.get('sep'), ids.get('cls')
+    self.sentinel_ids = []
+    while (i := self._backend.token_to_id(f'<extra_id_{len(self.sentinel_ids)}>')) is not None:
+      self.sentinel_ids.append(i)
+    self.vocab_size = self._backend.vocab_size   # unchanged: every special token was in it
+
+  def encode(self, text):
+    """str -> list of ids (no special tokens added)."""
+    return self._backend.encode(text)
+
+  def encode_batch(self, texts):
+    return self._backend.encode_batch(texts)
+
+  def decode(self, ids):
+    """ids -> str: a leading BOS dropped, up to the first EOS, padding dropped (when the tokenizer
+    has a pad token); other special tokens appear by name."""
+    ids = [int(i) for i in ids]
+    if ids and ids[0] == self.bos_id:
+      ids = ids[1:]
+    if self.eos_id in ids:
+      ids = ids[:ids.index(self.eos_id)]
+    return self._backend.decode([i for i in ids if not (self.has_pad and i == self.pad_id)])
+
+  def id_to_piece(self, i):
+    return self._backend.id_to_token(i)
+
+  def vocabulary(self):
+    """Every token string, by id (what `data.tokenizer` must match under `init_from`)."""
+    return [self._backend.id_to_token(i) for i in range(self.vocab_size)]
+
+  def save_to(self, directory):
+    """Store the tokenizer files as directory/tokenizer/ (the trainer keeps one in every run)."""
+    return hf_files.store(self.directory, os.path.join(directory, 'tokenizer'),
+                          self.special_tokens, built=self.built)
+
+  def __repr__(self):
+    return f'HFTokenizer({self.directory!r}, vocab_size={self.vocab_size})'

@@ -1,0 +1,76 @@
+"""Our SentencePiece tokenizer as Hugging Face files: tokenizer.json + tokenizer_config.json.
+
+  write_hf_files(tokenizer, out_dir)   # transformers.AutoTokenizer.from_pretrained(out_dir)
+
+The recipe of tokenizer.py (unigram, identity normalization, whitespace kept, one dummy-prefix
+'▁', byte fallback) is rebuilt with the `tokenizers` library: the same pieces and scores in a
+Unigram model, so AutoTokenizer gives the ids we give for any text. One difference is Hugging
+Face's contract, not ours: our structural symbols (<mask>, <sep>, <extra_id_N>, ...) become its
+special tokens, so the literal text '<mask>' encodes to the mask id there and to ordinary pieces
+here. Models of other recipes (a BPE model, another normalization, from `data.tokenizer`) are
+refused in one line.
+"""
+
+import json
+import os
+
+import tokenizers
+from tokenizers import decoders, models, normalizers
+from sentencepiece import sentencepiece_model_pb2
+
+from transformer.errors import ConfigError
+
+_UNIGRAM, _CONTROL, _UNKNOWN, _BYTE = 1, 3, 2, 6   # sentencepiece_model.proto enums
+_SPACE = '\u2581'
+
+
+def _proto(tokenizer):
+  with open(tokenizer.model_path, 'rb') as f:
+    return sentencepiece_model_pb2.ModelProto.FromString(f.read())
+
+
+def _check_recipe(tokenizer, proto):
+  normalizer, trainer = proto.normalizer_spec, proto.trainer_spec
+  why = ('is a BPE model' if trainer.model_type != _UNIGRAM else
+         f'normalizes text ({normalizer.name})' if normalizer.name != 'identity' or
+         normalizer.precompiled_charsmap else
+         'removes extra whitespace' if normalizer.remove_extra_whitespaces else
+         'has no dummy prefix' if not normalizer.add_dummy_prefix else None)
+  if why:
+    raise ConfigError(f'{tokenizer.model_path}: this SentencePiece model {why}; export-hf '
+                      'writes Hugging Face files for the unigram models tokenizer.py trains '
+                      '(data.tokenizer_model=unigram)')
+
+
+def to_tokenizers(tokenizer):
+  """A tokenizers.Tokenizer that encodes text exactly as our SentencePiece `tokenizer` does."""
+  proto = _proto(tokenizer)
+  _check_recipe(tokenizer, proto)
+  vocab = [(p.piece, p.score) for p in proto.pieces]
+  unk = next(i for i, p in enumerate(proto.pieces) if p.type == _UNKNOWN)
+  tok = tokenizers.Tokenizer(models.Unigram(vocab, unk_id=unk,
+                                            byte_fallback=proto.trainer_spec.byte_fallback))
+  tok.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE),
+                                         normalizers.Replace(' ', _SPACE)])
+  tok.decoder = decoders.Sequence([decoders.Replace(_SPACE, ' '), decoders.ByteFallback(),
+                                   decoders.Fuse(), decoders.Strip(' ', 1, 0)])
+  tok.add_special_tokens([tokenizers.AddedToken(p.piece, special=True)
+                          for p in proto.pieces if p.type in (_CONTROL, _UNKNOWN)])
+  return tok
+
+
+def write_hf_files(tokenizer, out_dir):
+  """tokenizer.json and tokenizer_config.json (special tokens by role) into `out_dir`."""
+  tok = to_tokenizers(tokenizer)
+  os.makedirs(out_dir, exist_ok=True)
+  tok.save(os.path.join(out_dir, 'tokenizer.json'))
+  piece = tokenizer.id_to_piece
+  roles = dict(pad_token=tokenizer.pad_id, eos_token=tokenizer.eos_id, unk_token=tokenizer.unk_id,
+               bos_token=tokenizer.bos_id, mask_token=tokenizer.mask_id,
+               sep_token=tokenizer.sep_id, cls_token=tokenizer.cls_id)
+  config = {role: piece(i) for role, i in roles.items() if i is not None and i >= 0}
+  config.update(tokenizer_class='TokenizersBackend', model_max_length=1 << 30,
+                extra_special_tokens=[piece(i) for i in tokenizer.sentinel_ids])
+  with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2, ensure_ascii=False)
+  return out_dir

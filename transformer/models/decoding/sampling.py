@@ -1,0 +1,34 @@
+"""Token choice from logits: greedy, or sampling after temperature, top-k and top-p (nucleus).
+
+Pure functions on [R, V] float logits, applied in Hugging Face's order: temperature, then top-k,
+then top-p. A token that a cut removes gets -inf, so it is never drawn.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def warp(logits_RV, *, temperature=1.0, top_k=0, top_p=1.0):
+  """The logits sampling draws from: divided by `temperature`, then all but the `top_k` most
+  likely tokens and then all but the nucleus (the most likely tokens whose probability reaches
+  `top_p`, the token that crosses it included) set to -inf. Ties at a cut stay in."""
+  logits_RV = logits_RV.astype(jnp.float32) / temperature
+  if top_k and top_k < logits_RV.shape[-1]:
+    kth_R1 = jax.lax.top_k(logits_RV, top_k)[0][:, -1:]
+    logits_RV = jnp.where(logits_RV < kth_R1, -jnp.inf, logits_RV)
+  if top_p < 1.0:
+    sorted_RV = jnp.sort(logits_RV, axis=-1)[:, ::-1]
+    probs_RV = jax.nn.softmax(sorted_RV, axis=-1)
+    before_RV = jnp.cumsum(probs_RV, axis=-1) - probs_RV   # probability of the likelier tokens
+    kept_RV = before_RV < top_p                            # the most likely token always is
+    smallest_R1 = jnp.min(jnp.where(kept_RV, sorted_RV, jnp.inf), axis=-1, keepdims=True)
+    logits_RV = jnp.where(logits_RV < smallest_R1, -jnp.inf, logits_RV)
+  return logits_RV
+
+
+def choose(logits_RV, key, spec):
+  """One token per row [R] (int32): the argmax for greedy, else a draw from `warp`'s logits."""
+  if spec.strategy == 'greedy':
+    return jnp.argmax(logits_RV, axis=-1).astype(jnp.int32)
+  warped = warp(logits_RV, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p)
+  return jax.random.categorical(key, warped, axis=-1).astype(jnp.int32)
