@@ -94,3 +94,17 @@ def test_shared_model_trains_and_the_tied_weights_stay_equal():
 def test_share_needs_matching_encoder_decoder_stacks(overrides):
   with pytest.raises(ConfigError, match='model.share_encoder_decoder'):
     models.build(_tiny(share_encoder_decoder=True, **overrides), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('strategy', ['greedy', pytest.param('beam', marks=pytest.mark.slow)])
+def test_shared_model_decodes_with_caches_as_without(strategy):
+  """Decoder caches live in the shared self-attention modules; the encoder never reads them."""
+  from transformer.models import decoding  # pylint: disable=import-outside-toplevel
+  model = models.build(_tiny(share_encoder_decoder=True, init_std=0.3), rngs=nnx.Rngs(7))
+  inputs = np.array([[11, 7, 19, 4, 9], [13, 21, 6, 0, 0]], np.int32)
+  spec = decoding.Spec() if strategy == 'greedy' else decoding.Spec('beam', beam_size=3)
+  run = lambda cache: decoding.decode(model, inputs, segment_ids=(inputs > 0).astype(np.int32),
+                                      max_new_tokens=5, eos_id=1, spec=spec, cache=cache)
+  cached, full = run('full'), run('none')
+  np.testing.assert_array_equal(cached.tokens, full.tokens)
+  np.testing.assert_allclose(cached.scores, full.scores, atol=1e-4, rtol=1e-4)
