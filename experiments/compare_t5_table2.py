@@ -31,7 +31,7 @@ BASELINE = 'encdec_denoise'
 _TINY_PRETRAIN = {'train.batch_size': 16, 'data.vocab_size': 2048, 'opt.warmup_steps': 20,
                   'train.eval_steps': 2, 'train.log_every': 10, 'log.samples': 0,
                   'log.attention_images': False}
-_TINY_FINETUNE = {'train.batch_size': 16, 'train.steps': 80, 'train.eval_steps': 4,
+_TINY_FINETUNE = {'train.batch_size': 16, 'train.steps': 60, 'train.eval_steps': 4,
                   'opt.schedule': 'constant', 'opt.learning_rate': 3e-3, 'opt.warmup_steps': 0,
                   'train.log_every': 10, 'log.samples': 0, 'log.attention_images': False}
 # The embedded corpus is a few MB: an 8k vocabulary (T5: 32k on C4) is what it supports.
