@@ -70,7 +70,7 @@ def cells(scale):
 
 
 TASKS = {
-    'docstring': generation('python_stdlib/docstrings'),
-    'translate': generation('gettext_catalogs/en_de', metrics=('bleu',)),
+    'docstring': generation('python_stdlib/docstrings', metrics=('bleu', 'exact_match', 'loss')),
+    'translate': generation('gettext_catalogs/en_de', metrics=('bleu', 'loss')),
     'package': classification(classes=6, per_class=400),
 }

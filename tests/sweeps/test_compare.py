@@ -37,7 +37,8 @@ CELLS = {
                'data.seq_len': 64, 'data.targets_len': 16},
     'decoder': {'model.family': 'decoder', 'objective': 'causal_lm', 'data.seq_len': 80},
 }
-TASKS = {'docstring': generation('python_stdlib/docstrings', inputs_len=32, targets_len=8),
+TASKS = {'docstring': generation('python_stdlib/docstrings', inputs_len=32, targets_len=8,
+                                 metrics=('bleu', 'exact_match', 'loss')),
          'package': classification(classes=3, per_class=40, inputs_len=32)}
 """
 
@@ -152,7 +153,8 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
       _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0 + s})], 20.0)
       right = {'prediction': 'a  b', 'reference': 'a b', 'input': ''}
       wrong = {'prediction': 'a', 'reference': 'b', 'input': ''}
-      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}', [(2, {'eval/bleu': bleu[cell][s]})],
+      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}',
+                [(1, {'eval/loss': 9.0}), (2, {'eval/bleu': bleu[cell][s], 'eval/loss': 4.0 + s})],
                 decodes={1: [wrong] * 4, 2: [right] * (s + 1) + [wrong] * (3 - s)})
       if cell == 'encdec':   # text-to-text classification: the exact match of its decodes
         n = int(4 * accuracy[cell][s])
@@ -165,9 +167,10 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
   table = open(os.path.join(exp_dir, 'comparison.md')).read()
   assert stats.mean_interval(bleu['encdec']).text() == '30.50 ± 1.74'
   # BLEU; exact match 25, 50, 75 %: sd 25, half width 4.302653 * 25 / sqrt(3) = 62.1
-  assert '| 30.50 ± 1.74 | 50.00 ± 62.10 |' in table
+  assert '| 30.50 ± 1.74 | 50.00 ± 62.10 | 5.00 ± 2.48 |' in table   # loss: the last eval
   # the paired BLEU difference decoder - encdec: test_stats' example with the sign flipped
-  assert '| decoder | -2.50 [-5.95, +0.95] | +0.00 [+0.00, +0.00] |' in table
+  assert ('| decoder | -2.50 [-5.95, +0.95] | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |'
+          in table)
   assert '| 1K |' in table and '| 20 |' in table   # tokens seen, wall seconds
   with open(os.path.join(exp_dir, 'comparison.csv')) as f:
     rows = {(r['cell'], r['task'], r['metric']): r for r in csv.DictReader(f)}

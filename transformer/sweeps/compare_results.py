@@ -22,7 +22,8 @@ from transformer.sweeps import stats
 from transformer.sweeps.results import read_status
 from transformer.sweeps.runner import REPO, override_text
 
-METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %'}
+METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
+                 'loss': 'eval loss (lower is better)'}
 
 
 def _scalars(run_dir):
@@ -54,13 +55,13 @@ def exact_match(samples):
 
 
 def task_scores(run_dir, task):
-  """{metric: value} of one fine-tuning run: BLEU from its events, exact match (and the
+  """{metric: value} of one fine-tuning run: BLEU and loss from its events, exact match (and the
   text-to-text accuracy of an encoder-decoder classifier) from its last decodes."""
   scalars, decodes = _scalars(run_dir), last_decodes(run_dir)
   out = {}
   for metric in task.metrics:
-    if metric == 'bleu':
-      out[metric] = _last(scalars, 'eval/bleu')
+    if metric in ('bleu', 'loss'):
+      out[metric] = _last(scalars, f'eval/{metric}')
     elif metric == 'exact_match' or (metric == 'accuracy' and decodes):
       out[metric] = exact_match(decodes)
     elif metric == 'accuracy':

@@ -16,7 +16,9 @@ Every family is scored on every task it can do, the T5 way where it takes text i
                    package name (seq2seq, T5's text-to-text classification) and its accuracy
                    is the exact match of the greedy output on the same eval examples.
 Scores: BLEU is the run's last `eval/bleu` (sacrebleu over the decoded eval examples, see
-log.decode); exact match and text-to-text accuracy are recomputed from the same decodes
+log.decode); 'loss' (a generation task may ask for it) its last `eval/loss`, the teacher-forced
+cross-entropy of the target tokens + EOS, which the seq2seq objective scores alike for both
+families (the measure that still separates models too small to generate well); exact match and text-to-text accuracy are recomputed from the same decodes
 (<run>/decodes/step_<last>.jsonl); head accuracy is the last `eval/accuracy`.
 
 Derived corpora (the package-classification data, the (prefix, continuation) pairs an
