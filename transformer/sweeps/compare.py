@@ -84,7 +84,8 @@ def load(path, scale, seeds, workdir, extra=None):
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
     if not hasattr(module, attr):
-      raise ConfigError(f'comparison file {path}: define {attr} (see transformer/sweeps/compare.py)')
+      raise ConfigError(f'comparison file {path}: define {attr} '
+                        '(see transformer/sweeps/compare.py)')
   if scale not in module.SCALES:
     raise ConfigError(f'--scale {scale}: {path} declares scales {", ".join(module.SCALES)}')
   if not hasattr(module, 'CELLS'):   # cells(scale): the cells' overrides at one scale

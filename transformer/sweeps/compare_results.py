@@ -280,11 +280,12 @@ def write_slurm(plan, args):
               '${PYTHONPATH:+:$PYTHONPATH}\n'
               f'{shlex.join(base + ["--phase", phase])} --index "$SLURM_ARRAY_TASK_ID"\n')
   submit = os.path.join(plan.exp_dir, 'submit.sh')
+  results = shlex.quote(shlex.join(base + ['--results']))
   with open(submit, 'w') as f:
     f.write(f'#!/bin/bash\nset -euo pipefail\ncd {shlex.quote(plan.exp_dir)}\n'
             'pre=$(sbatch --parsable pretrain.sbatch)\n'
             'ft=$(sbatch --parsable --dependency=afterok:$pre finetune.sbatch)\n'
-            f'sbatch --dependency=afterany:$ft --wrap {shlex.quote(shlex.join(base + ["--results"]))}\n')
+            f'sbatch --dependency=afterany:$ft --wrap {results}\n')
   print(f'Wrote {plan.exp_dir}/pretrain.sbatch ({counts["pretrain"]} tasks), finetune.sbatch '
         f'({counts["finetune"]} tasks); submit both with: bash {submit}')
   return 0

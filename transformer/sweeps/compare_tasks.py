@@ -18,7 +18,8 @@ Every family is scored on every task it can do, the T5 way where it takes text i
 Scores: BLEU is the run's last `eval/bleu` (sacrebleu over the decoded eval examples, see
 log.decode); 'loss' (a generation task may ask for it) its last `eval/loss`, the teacher-forced
 cross-entropy of the target tokens + EOS, which the seq2seq objective scores alike for both
-families (the measure that still separates models too small to generate well); exact match and text-to-text accuracy are recomputed from the same decodes
+families (the measure that still separates models too small to generate well); exact match
+and text-to-text accuracy are recomputed from the same decodes
 (<run>/decodes/step_<last>.jsonl); head accuracy is the last `eval/accuracy`.
 
 Derived corpora (the package-classification data, the (prefix, continuation) pairs an
