@@ -108,3 +108,16 @@ def test_shared_model_decodes_with_caches_as_without(strategy):
   cached, full = run('full'), run('none')
   np.testing.assert_array_equal(cached.tokens, full.tokens)
   np.testing.assert_allclose(cached.scores, full.scores, atol=1e-4, rtol=1e-4)
+
+
+def test_export_hf_refuses_a_shared_model():
+  """Hugging Face's T5 and BART have no shared encoder/decoder layers: one line, not a bad file."""
+  from transformer.hf import architectures  # pylint: disable=import-outside-toplevel
+  config = common.base_config()
+  config.model = _tiny(share_encoder_decoder=True, norm='rmsnorm', use_bias=False,
+                       scale_attention=False, scale_tied_logits=True, activation='relu')
+  hp = models.HParams.from_config(config.model)
+  with pytest.raises(ConfigError, match='model.share_encoder_decoder=True'):
+    architectures.architecture(hp, 'lm')
+  config.model.share_encoder_decoder = False
+  assert architectures.architecture(models.HParams.from_config(config.model), 'lm')[0] == 't5'
