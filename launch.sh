@@ -12,6 +12,8 @@
 #   ./launch.sh export-hf --workdir RUN_DIR --to OUT   (a run as a Hugging Face directory)
 #   ./launch.sh tensorboard [DIR]
 #   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
+#   ./launch.sh compare experiments/compare_t5_table2.py [--workdir DIR] [--seeds N]
+#                       [--scale tiny|small|base] [--parallel K] [--results] [--slurm]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -76,6 +78,7 @@ case "$mode" in
   import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
   export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
+  compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps.compare "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)
@@ -86,7 +89,7 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,13p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf export-hf tensorboard sweep" >&2
+  help|-h|--help) sed -n '2,16p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf export-hf tensorboard sweep compare" >&2
      exit 2 ;;
 esac

@@ -13,7 +13,8 @@ reads the same fields back, so import and export agree.
 from transformer.errors import ConfigError
 
 COMMON = dict(scale_tied_logits=False, scale_embeddings=False, scale_attention=True,
-              embed_norm=False, num_kv_heads=None)   # None: must equal num_heads
+              embed_norm=False, num_kv_heads=None,   # None: must equal num_heads
+              share_encoder_decoder=False)
 FIXED = {
     'bert': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
                  final_norm=False, positions='learned', use_bias=True, lm_head_bias=True,

@@ -186,3 +186,15 @@ class Stack(nnx.Module):
       if hp.final_dropout:  # T5 drops out after it; GPT-2 does not
         x_BLD = self.dropout(x_BLD, deterministic=deterministic)
     return x_BLD
+
+
+SHARED_SUBLAYERS = ('attention_norm', 'self_attention', 'mlp_norm', 'mlp')
+
+
+def share_layers(encoder: Stack, decoder: Stack):
+  """Make decoder block i use encoder block i's self-attention, MLP and their norms (the same
+  parameters, counted and saved once); each stack keeps its own cross-attention, positions and
+  final norm. Whether attention is causal is the Stack's argument, so one module serves both."""
+  for enc, dec in zip(encoder.layers, decoder.layers, strict=True):
+    for name in SHARED_SUBLAYERS:
+      setattr(dec, name, getattr(enc, name))

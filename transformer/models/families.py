@@ -119,6 +119,8 @@ class EncoderDecoder(_Model):
     self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, causal=False, rngs=rngs)
     self.decoder = blocks.Stack(hp, num_layers=hp.decoder_layers, causal=True,
                                 cross_attention=True, rngs=rngs)
+    if hp.share_encoder_decoder:
+      blocks.share_layers(self.encoder, self.decoder)
     self.lm_head = heads.LMHead(hp, rngs=rngs)
 
   def init_cache(self, batch_size, max_len, encoded=None, inputs_segment_ids=None):

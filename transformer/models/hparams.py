@@ -33,6 +33,8 @@ class HParams:
   vocab_size: int = 0                  # 0: take it from the tokenizer (data.vocab_size)
   num_layers: int = 2                  # encoder layers (encoder family) or decoder layers
   num_decoder_layers: int = 0          # encoder_decoder only; 0: same as num_layers
+  share_encoder_decoder: bool = False  # encoder_decoder: decoder layer i reuses encoder layer i's
+                                       # self-attention, MLP and their norms (T5 "shared")
   d_model: int = 128
   num_heads: int = 4
   num_kv_heads: int = 0                # 0: same as num_heads; smaller: grouped-query attention
@@ -182,5 +184,9 @@ class HParams:
     if self.num_decoder_layers and self.family != 'encoder_decoder':
       self._bad('num_decoder_layers', 'only encoder_decoder models have a separate decoder '
                 'stack; use model.num_layers')
+    if self.share_encoder_decoder and (self.family != 'encoder_decoder' or self.scan_layers or
+                                       self.decoder_layers != self.num_layers):
+      self._bad('share_encoder_decoder', 'needs model.family=encoder_decoder, '
+                'model.scan_layers=False and as many decoder layers as encoder layers')
     if self.scale_tied_logits and not self.tie_embeddings:
       self._bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')

@@ -1,0 +1,76 @@
+"""T5 Table 2 (Raffel et al. 2020, sec. 3.2): architectures x objectives at matched training FLOPs,
+compared by their downstream scores after the same fine-tuning.
+
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3] [--parallel 2]
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs --list     # the plan only
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs --results  # tables again
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs --scale small --slurm
+  ./launch.sh tensorboard runs/compare_t5_table2         # pretraining and fine-tuning overlaid
+
+Every cell is the T5 recipe (configs/t5.py: pre-norm RMSNorm, relative position bias, ReLU MLP,
+Adafactor) at one scale, with the family and objective of its row; the sizes follow the paper's
+table: the encoder-decoder has L + L layers (2P parameters), the shared encoder-decoder and the
+decoder-only models L layers' worth (P), the decoder-only models read input and target as one
+stream (seq_len + targets_len), so a step of the L-layer LM costs about what the
+encoder-decoder's does; the comparison then gives every cell the steps that spend the
+baseline's training FLOPs (`transformer.summary`'s count). The encoder-only MLM model (BERT) is
+the extra row the paper discusses but leaves out of Table 2 because it cannot generate.
+
+Scales: tiny runs on 2 CPU cores (README: Comparing architectures, with its measured time);
+small and base are the published T5 sizes (60M, 220M with seq_len 512 / targets 114 and a
+2^18-step-sized budget scaled down here to 2^16 and 2^15 steps), meant for accelerators through
+--slurm.
+"""
+
+from transformer.sweeps.compare_tasks import classification, generation
+
+BASE = 'configs/t5.py'
+EXPERIMENT = 'compare_t5_table2'
+BASELINE = 'encdec_denoise'
+
+_TINY_PRETRAIN = {'train.batch_size': 16, 'data.vocab_size': 2048, 'opt.warmup_steps': 20,
+                  'train.eval_steps': 2, 'train.log_every': 10, 'log.samples': 0,
+                  'log.attention_images': False}
+_TINY_FINETUNE = {'train.batch_size': 16, 'train.steps': 60, 'train.eval_steps': 4,
+                  'opt.schedule': 'constant', 'opt.learning_rate': 3e-3, 'opt.warmup_steps': 0,
+                  'train.log_every': 10, 'log.samples': 0, 'log.attention_images': False}
+# The embedded corpus is a few MB: an 8k vocabulary (T5: 32k on C4) is what it supports.
+_LARGE_PRETRAIN = {'train.batch_size': 128, 'data.vocab_size': 8192, 'train.eval_steps': 10}
+_LARGE_FINETUNE = {'train.batch_size': 128, 'train.steps': 2 ** 14, 'train.eval_steps': 8,
+                   'opt.schedule': 'constant', 'opt.learning_rate': 1e-3, 'opt.warmup_steps': 0}
+SCALES = {
+    'tiny': {'size': 'tiny', 'pretrain_steps': 240, 'pretrain': _TINY_PRETRAIN,
+             'finetune': _TINY_FINETUNE},
+    'small': {'size': 'small', 'pretrain_steps': 2 ** 16,
+              'pretrain': _LARGE_PRETRAIN,
+              'finetune': _LARGE_FINETUNE},
+    'base': {'size': 'base', 'pretrain_steps': 2 ** 15,
+             'pretrain': _LARGE_PRETRAIN,
+             'finetune': _LARGE_FINETUNE},
+}
+
+# Stream lengths (inputs, targets): the decoder-only models read both as one stream.
+LENGTHS = {'tiny': (128, 32), 'small': (512, 114), 'base': (512, 114)}
+
+
+def cells(scale):
+  inputs, targets = LENGTHS[scale]
+  enc_dec = {'model.family': 'encoder_decoder', 'data.seq_len': inputs,
+             'data.targets_len': targets}
+  decoder = {'model.family': 'decoder', 'data.seq_len': inputs + targets}
+  return {
+      'encdec_denoise': {**enc_dec, 'objective': 'span_corruption'},
+      'encdec_shared_denoise': {**enc_dec, 'objective': 'span_corruption',
+                                'model.share_encoder_decoder': True},
+      'encdec_prefix': {**enc_dec, 'objective': 'prefix_lm'},
+      'decoder_lm': {**decoder, 'objective': 'causal_lm'},
+      'decoder_prefix': {**decoder, 'objective': 'prefix_lm'},
+      'encoder_mlm': {'model.family': 'encoder', 'data.seq_len': inputs, 'objective': 'mlm'},
+  }
+
+
+TASKS = {
+    'docstring': generation('python_stdlib/docstrings', metrics=('bleu', 'exact_match', 'loss')),
+    'translate': generation('gettext_catalogs/en_de', metrics=('bleu', 'loss')),
+    'package': classification(classes=6, per_class=400),
+}

@@ -1,0 +1,314 @@
+"""Architecture x objective comparisons the T5 way (Raffel et al. 2020, Table 2): pretrain every
+cell on the same corpus at a matched budget of training FLOPs, fine-tune every pretrained
+checkpoint on the same downstream tasks with the same budget, over seeds; compare the scores.
+
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
+      [--scale tiny|small|base] [--parallel K] [--results] [--allow_mismatch] [--list]
+      [--slurm] [--phase all|pretrain|finetune] [--index I] [--config.a.b=v ...]
+
+A declaration file (beside the sweeps) names:
+  EXPERIMENT   the experiment directory: every run of both phases lives in
+               <workdir>/<EXPERIMENT>/<run>/, so TensorBoard overlays them by tag
+  BASE         a config file; SCALES[scale]['size'] is its size argument
+  SCALES       {scale: {'size', 'pretrain_steps' (of the BASELINE cell; they set the FLOPs
+               budget), 'pretrain' and 'finetune' (overrides of every run of the phase)}}
+  CELLS        {cell: overrides} (or cells(scale) returning them): model.family, objective,
+               sizes and stream lengths of each (architecture, objective); 'objective':
+               'prefix_lm' on an encoder_decoder is seq2seq on (prefix, continuation) pairs of
+               the pretraining text
+  TASKS        {task: compare_tasks.generation(...) | classification(...)}
+  BASELINE     the cell the paired comparison is against
+
+Budgets: a cell's training FLOPs are FLOPs per token (`transformer.summary`, 3 x forward
+matmuls) x tokens per example x batch size x steps; each cell gets the steps that spend the
+baseline's budget (unless it pins `train.steps`), and a cell more than 10% off the budget is
+refused (one line naming the cells) unless --allow_mismatch. Every pretraining run uses one
+tokenizer, trained once on the pretraining text plus some downstream text (T5 did the same);
+fine-tuning starts from the pretraining checkpoint with a fresh head
+(`checkpoint.init_from`, which carries that tokenizer along).
+
+Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
+completed runs are skipped and interrupted ones resume, so a killed comparison picks up where
+it stopped when the same command is run again. Run names: pre_<cell>_s<seed> and
+ft_<task>_<cell>_s<seed>. Results (compare_results.py): comparison.md / .csv / .png under the
+experiment directory; --results rebuilds them from the event files.
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import types
+
+from transformer import cli
+from transformer import config as config_lib
+from transformer.errors import ConfigError
+from transformer.sweeps import compare_results, compare_tasks, runner
+
+MATCH_TOLERANCE = 0.10
+SCALE_NAMES = ('tiny', 'small', 'base')
+
+
+@dataclasses.dataclass
+class Plan:
+  """What a declaration means at one scale and seed count: every run of both phases."""
+  path: str
+  module: types.ModuleType
+  scale: str
+  seeds: int
+  extra: dict
+  exp_dir: str = ''
+  spec: str = ''
+  cells: dict = dataclasses.field(default_factory=dict)        # cell -> pretrain overrides
+  budget: dict = dataclasses.field(default_factory=dict)       # cell -> accounting row
+  skipped: dict = dataclasses.field(default_factory=dict)      # (task, cell) -> reason
+
+  @property
+  def tasks(self):
+    return self.module.TASKS
+
+  @property
+  def baseline(self):
+    return self.module.BASELINE
+
+  def pretrain_name(self, cell, seed):
+    return f'pre_{cell}_s{seed}'
+
+  def finetune_name(self, task, cell, seed):
+    return f'ft_{task}_{cell}_s{seed}'
+
+
+def load(path, scale, seeds, workdir, extra=None):
+  """The Plan of declaration file `path` (ConfigError for a bad declaration)."""
+  module = runner.load_module(path, wanted=('CELLS', 'cells'))
+  for attr in ('SCALES', 'TASKS', 'BASELINE'):
+    if not hasattr(module, attr):
+      raise ConfigError(f'comparison file {path}: define {attr} '
+                        '(see transformer/sweeps/compare.py)')
+  if scale not in module.SCALES:
+    raise ConfigError(f'--scale {scale}: {path} declares scales {", ".join(module.SCALES)}')
+  if not hasattr(module, 'CELLS'):   # cells(scale): the cells' overrides at one scale
+    module.CELLS = module.cells(scale)
+  if module.BASELINE not in module.CELLS:
+    raise ConfigError(f'comparison file {path}: BASELINE {module.BASELINE!r} is not one of '
+                      f'the cells ({", ".join(module.CELLS)})')
+  if seeds < 1:
+    raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
+  plan = Plan(path, module, scale, seeds, dict(extra or {}))
+  plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
+  plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
+  for cell, overrides in module.CELLS.items():
+    plan.cells[cell] = _pretrain_overrides(plan, overrides)
+  return plan
+
+
+def _pretrain_overrides(plan, cell):
+  """A cell's pretraining overrides; an encoder-decoder prefix LM reads (prefix, continuation)."""
+  scale = plan.module.SCALES[plan.scale]
+  out = {**scale.get('pretrain', {}), **cell}
+  if out.get('objective') == 'prefix_lm' and out.get('model.family') == 'encoder_decoder':
+    out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + compare_tasks.prefix_file(
+        os.path.abspath(plan.exp_dir))})
+  return out
+
+
+def _config(plan, overrides):
+  return config_lib.load(plan.spec, {**overrides, **plan.extra})
+
+
+def flops_row(config, steps):
+  """{params, non_embedding, flops_per_step, steps, train_flops, tokens_per_step} of a config."""
+  from transformer.monitoring import accounting  # pylint: disable=import-outside-toplevel
+  counts = accounting.count_params(accounting.abstract_model(config))
+  flops = accounting.flops_per_token(config)
+  tokens = flops['tokens_per_example'] * config.train.batch_size
+  per_step = flops['total_train'] * tokens
+  return {'family': config.model.family, 'objective': config.objective,
+          'params': counts['total'], 'non_embedding': counts['non_embedding'],
+          'flops_per_step': per_step, 'steps': steps, 'train_flops': per_step * steps,
+          'tokens_per_step': tokens}
+
+
+def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
+  """Give every cell the steps that spend the baseline's pretraining FLOPs; fill plan.budget.
+
+  A cell that pins train.steps (in CELLS or on the command line) keeps them and is checked:
+  more than `tolerance` off the budget raises ConfigError naming every such cell."""
+  base_steps = int(plan.module.SCALES[plan.scale]['pretrain_steps'])
+  rows = {}
+  for cell, overrides in plan.cells.items():
+    config = _config(plan, overrides)
+    pinned = 'train.steps' in plan.module.CELLS[cell] or 'train.steps' in plan.extra
+    rows[cell] = (flops_row(config, config.train.steps), pinned)
+    rows[cell][0]['objective'] = plan.module.CELLS[cell].get('objective', config.objective)
+  base_row = rows[plan.baseline][0]
+  budget = base_row['flops_per_step'] * (base_row['steps'] if rows[plan.baseline][1]
+                                         else base_steps)
+  off = []
+  for cell, (row, pinned) in rows.items():
+    steps = row['steps'] if pinned else max(1, round(budget / row['flops_per_step']))
+    row.update(steps=steps, train_flops=row['flops_per_step'] * steps,
+               budget_ratio=row['flops_per_step'] * steps / budget)
+    if abs(row['budget_ratio'] - 1) > tolerance:
+      off.append(f'{cell} {row["train_flops"]:.3g} ({row["budget_ratio"] - 1:+.0%})')
+    plan.budget[cell] = row
+  if off and not allow_mismatch:
+    raise ConfigError(f'pretraining FLOPs differ from the budget {budget:.3g} ({plan.baseline}) '
+                      f'by more than {tolerance:.0%}: {", ".join(off)}; let the comparison choose '
+                      'their train.steps, or pass --allow_mismatch')
+  return budget
+
+
+def _every(steps, parts):
+  return max(1, math.ceil(steps / parts))
+
+
+def pretrain_runs(plan, tokenizer):
+  """The sweep-runner run dicts of the pretraining phase."""
+  runs = []
+  for cell, overrides in plan.cells.items():
+    steps = plan.budget[cell]['steps']
+    for seed in range(plan.seeds):
+      runs.append({**overrides, 'run_name': plan.pretrain_name(cell, seed), 'train.seed': seed,
+                   'train.steps': steps, 'train.eval_every': _every(steps, 4),
+                   'checkpoint.every': _every(steps, 4), 'data.tokenizer': tokenizer,
+                   **plan.extra})
+  return runs
+
+
+def finetune_runs(plan, finished=None):
+  """The fine-tuning run dicts (of pretraining runs in `finished`, all when None); fills
+  plan.skipped with (task, cell): why the cell has no score on that task."""
+  scale = plan.module.SCALES[plan.scale]
+  common = scale.get('finetune', {})
+  steps = int(common.get('train.steps', 100))
+  eval_steps = int(common.get('train.eval_steps', 4))
+  batch = int(common.get('train.batch_size', 16))
+  runs = []
+  for task_name, task in plan.tasks.items():
+    for cell, pre in plan.cells.items():
+      family = pre.get('model.family', 'encoder_decoder')
+      reason = task.unavailable()
+      overrides, why = compare_tasks.finetune_overrides(
+          task, family, os.path.abspath(plan.exp_dir), eval_steps * batch)
+      if reason or why:
+        plan.skipped[(task_name, cell)] = reason or why
+        continue
+      model = {k: v for k, v in pre.items() if k.startswith('model.')}
+      for seed in range(plan.seeds):
+        source = plan.pretrain_name(cell, seed)
+        if finished is not None and source not in finished:
+          continue
+        runs.append({**model, **common, **overrides, 'run_name': plan.finetune_name(
+            task_name, cell, seed), 'train.seed': seed, 'train.steps': steps,
+                     'train.eval_every': steps, 'checkpoint.every': steps,
+                     'checkpoint.init_from': os.path.abspath(os.path.join(plan.exp_dir, source)),
+                     **plan.extra})
+  return runs
+
+
+def sweep(plan, runs):
+  """A runner.Sweep over `runs` in the comparison's experiment directory."""
+  module = types.SimpleNamespace(BASE=plan.spec, EXPERIMENT=plan.module.EXPERIMENT,
+                                 OVERRIDES={}, sweep=lambda: runs)
+  return runner.Sweep(plan.path, module=module)
+
+
+def shared_tokenizer(plan):
+  """The one SentencePiece model of every pretraining run, trained once (and copied into
+  <experiment>/data/tokenizer.model so the comparison is self-contained)."""
+  from transformer import data  # pylint: disable=import-outside-toplevel
+  kept = os.path.join(os.path.abspath(plan.exp_dir), compare_tasks.DATA_DIR, 'tokenizer.model')
+  if not os.path.exists(kept):
+    text = 'text:' + os.path.abspath(compare_tasks.tokenizer_file(plan.exp_dir))
+    config = _config(plan, {**plan.cells[plan.baseline], 'data.source': text})
+    tmp = f'{kept}.{os.getpid()}.tmp'
+    shutil.copyfile(data.get_tokenizer(config).model_path, tmp)
+    os.replace(tmp, kept)
+  return kept
+
+
+def _phase(plan, name, runs, args):
+  """Run one phase through the sweep runner; {run: status}."""
+  if not runs:
+    return {}
+  selected = sweep(plan, runs)
+  index = args.index if args.phase == name else None
+  if index is not None and not 0 <= index < len(selected.runs):
+    raise ConfigError(f'--index {index}: the {name} phase has runs 0..{len(selected.runs) - 1}')
+  print(f'[compare] {name}: {len(selected.runs)} run(s)')
+  return runner.run(selected, os.path.dirname(os.path.abspath(plan.exp_dir)),
+                    parallel=args.parallel, index=index)
+
+
+def execute(plan, args):
+  """Prepare the data and tokenizer, pretrain, fine-tune what pretrained; {run: status}."""
+  with_prefix = any(o.get('data.source', '').startswith('jsonl:')
+                    for o in plan.cells.values())
+  compare_tasks.prepare(plan.exp_dir, plan.tasks, with_prefix)
+  tokenizer = shared_tokenizer(plan)
+  outcome = {}
+  if args.phase in ('all', 'pretrain'):
+    outcome.update(_phase(plan, 'pretrain', pretrain_runs(plan, tokenizer), args))
+  if args.phase in ('all', 'finetune'):
+    finished = {r['run_name'] for r in pretrain_runs(plan, tokenizer) if runner.finished_step(
+        os.path.join(plan.exp_dir, r['run_name'])) == r['train.steps']}
+    outcome.update(_phase(plan, 'finetune', finetune_runs(plan, finished), args))
+  return outcome
+
+
+def _parser():
+  parser = cli.Parser('python -m transformer.sweeps.compare', __doc__, config=False)
+  parser.add_argument('compare_file')
+  parser.add_argument('--seeds', type=int, default=3, help='runs of every cell (default 3)')
+  parser.add_argument('--scale', default='tiny', help=f'one of {", ".join(SCALE_NAMES)} '
+                      '(the declaration\'s SCALES)')
+  parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
+  parser.add_argument('--results', action='store_true', help='only rebuild the tables and plot')
+  parser.add_argument('--allow_mismatch', action='store_true',
+                      help='run cells whose pretraining FLOPs are >10%% off the budget')
+  parser.add_argument('--list', action='store_true', help='print the plan and exit')
+  parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
+  parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
+  parser.add_argument('--index', type=int, default=None,
+                      help='run only run I of --phase (one Slurm array task)')
+  return parser
+
+
+@cli.main
+def main(argv=None):
+  args, overrides = _parser().parse(argv)
+  if args.index is not None and args.phase == 'all':
+    raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
+  plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides)
+  budget = match_budget(plan, args.allow_mismatch)
+  print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
+        f'{plan.seeds} seeds, pretraining budget {budget:.3g} FLOPs each')
+  if args.list or args.slurm:
+    finetune_runs(plan)
+    if args.slurm:
+      return compare_results.write_slurm(plan, args)
+    print(compare_results.describe(plan))
+    return 0
+  outcome = {}
+  if not args.results:
+    try:
+      outcome = execute(plan, args)
+    except KeyboardInterrupt:
+      print('error: comparison interrupted; run the same command to resume it', file=sys.stderr)
+      return 130
+  if args.index is None:
+    finetune_runs(plan)
+    print(compare_results.write(plan))
+  failed = sorted(n for n, s in outcome.items() if s in ('failed', 'interrupted'))
+  if failed:
+    print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}; see <run>/train.log',
+          file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  import signal  # pylint: disable=g-import-not-at-top
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  sys.exit(main())
