@@ -61,7 +61,8 @@ def cells(scale):
   return {
       'encdec_denoise': {**enc_dec, 'objective': 'span_corruption'},
       'encdec_shared_denoise': {**enc_dec, 'objective': 'span_corruption',
-                                'model.share_encoder_decoder': True},
+                                # sharing needs unrolled layers (scan is the default above tiny)
+                                'model.share_encoder_decoder': True, 'model.scan_layers': False},
       'encdec_prefix': {**enc_dec, 'objective': 'prefix_lm'},
       'decoder_lm': {**decoder, 'objective': 'causal_lm'},
       'decoder_prefix': {**decoder, 'objective': 'prefix_lm'},

@@ -73,6 +73,17 @@ def test_t5_table2_cells_get_steps_that_match_the_baseline_flops(tmp_path):
   assert plan.cells['encdec_prefix']['objective'] == 'seq2seq'   # on (prefix, continuation)
 
 
+@pytest.mark.parametrize('scale', ['small', 'base'])
+def test_published_scales_plan_every_cell_at_matched_flops(tmp_path, scale):
+  """The real-hardware scales validate (e.g. the shared cell unrolls its layers, which scan by
+  default above tiny) and match the baseline's budget."""
+  plan = compare.load(T5_TABLE2, scale, 3, str(tmp_path))
+  budget = compare.match_budget(plan)
+  assert set(plan.budget) == set(plan.cells)
+  for cell, row in plan.budget.items():
+    assert abs(row['train_flops'] / budget - 1) <= 0.10, cell
+
+
 def test_flops_mismatch_is_refused_in_one_line_naming_the_cells(tmp_path, capsys):
   path = _write(tmp_path)
   argv = [path, '--workdir', str(tmp_path), '--list', '--config.train.steps=4']
