@@ -336,7 +336,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
       'warmup': args.warmup,
       'init_s': init_s, 'compile_s': compile_s, 'compile_times': compiles, 'step_s': step_s,
       'tokens_per_step': tokens,
-      'packing_efficiency': tokens / packing.efficiency(host_batch)[1], 'profile_dir': profile_dir,
+      'packing_efficiency': packing.fill(host_batch), 'profile_dir': profile_dir,
       'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
       'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
       'mfu': achieved / peak_flops, 'peak_name': peak_name, 'peak_flops': float(peak_flops),

@@ -32,11 +32,6 @@ def _pipeline(spec, overrides):
   return data.Pipeline(config, objectives.get(config, tokenizer), tokenizer)
 
 
-def _fill(batches):
-  used, slots = map(sum, zip(*(packing.efficiency(b) for b in batches)))
-  return used / slots
-
-
 def pretraining_row(objective, spec, seq_len, count):
   overrides = {'objective': objective, 'data.seq_len': seq_len, 'train.batch_size': BATCH,
                'model.max_len': max(seq_len, 256)}
@@ -49,7 +44,7 @@ def pretraining_row(objective, spec, seq_len, count):
   segments = np.mean([b[f'{first}_segment_ids'].max(axis=1).mean() for b in batches])
   return {'objective': objective, 'source': 'python_stdlib/text', 'mode': pipe.mode,
           'seq_len': seq_len, 'targets_len': int(pipe.config.data.targets_len),
-          'packing_efficiency': _fill(batches), 'segments_per_row': float(segments),
+          'packing_efficiency': packing.fill(*batches), 'segments_per_row': float(segments),
           'per_stream': {s: float(np.mean([(b[f'{s}_segment_ids'] > 0).mean() for b in batches]))
                          for s in pipe.stream_lengths}}
 
@@ -62,7 +57,7 @@ def pair_row(source, seq_len, count):
          'targets_len': seq_len}
   for name, window in (('packing_efficiency', packing.PAIR_WINDOW), ('greedy_efficiency', 1)):
     gen = packing.batches(pipe.examples(0), pipe.stream_lengths, BATCH, True, window=window)
-    row[name] = _fill([b for b, _ in (next(gen) for _ in range(count))])
+    row[name] = packing.fill(*[b for b, _ in (next(gen) for _ in range(count))])
   return row
 
 

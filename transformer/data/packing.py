@@ -81,6 +81,12 @@ def efficiency(batch):
   return int(sum(np.count_nonzero(s) for s in segs)), int(sum(s.size for s in segs))
 
 
+def fill(*batches):
+  """The share of the batches' token slots that hold a token (perf/packing_efficiency)."""
+  used, slots = map(sum, zip(*(efficiency(b) for b in batches)))
+  return used / max(slots, 1)
+
+
 def build(rows, stream_lengths, batch_size):
   """The numpy batch dict of `rows` (lists of examples); rows beyond them are all padding."""
   template = rows[0][0]

@@ -50,12 +50,7 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
           f'examples{shard}; '
           f'tokenizer {tokenizer_text(run.tokenizer)}; {config.train.batch_size} x {lengths} '
           f'tokens a step, {"packed" if train_pipeline.pack else "not packed"}, '
-          f'{100 * _filled(first_batch):.1f}% of token slots filled')
-
-
-def _filled(batch):
-  tokens, slots = packing.efficiency(batch)
-  return tokens / max(slots, 1)
+          f'{100 * packing.fill(first_batch):.1f}% of token slots filled')
 
 
 def model_line(config, counts, flops_per_token):
