@@ -1,6 +1,9 @@
 """MetricWriter: the tag contract, hparams, text and images round-trip through TensorBoard's reader."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import ml_collections
 import numpy as np
@@ -76,6 +79,35 @@ def test_attention_render_is_an_rgb_picture():
   assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
   assert min(img.shape[:2]) >= 256
   assert img.std() > 0   # not blank
+
+
+def test_flush_puts_every_point_on_disk_before_a_kill(tmp_path):
+  # The loop flushes before each checkpoint; a run SIGKILLed right after a save must find every
+  # point up to that step in its events (tensorboardX's SummaryWriter.flush left the last queued
+  # ones unwritten, so a resumed run's curve missed the checkpoint's own step).
+  script = textwrap.dedent(f"""
+      import os
+      from transformer.monitoring.writer import MetricWriter
+      w = MetricWriter({str(tmp_path)!r})
+      for step in range(1, 201):
+        w.scalars(step, {{'train/loss': float(step), 'train/accuracy': 0.5}})
+      w.flush()
+      os._exit(0)   # no close, no atexit: like kill -9 right after the checkpoint
+  """)
+  subprocess.run([sys.executable, '-c', script], check=True, cwd=os.getcwd())
+  points = read_events(tmp_path)['scalars']
+  assert [s for s, _ in points['train/loss']] == list(range(1, 201))
+  assert len(points['train/accuracy']) == 200
+
+
+def test_two_writers_in_one_second_keep_both_files(tmp_path):
+  first = tlog.MetricWriter(tmp_path)
+  first.scalars(1, {'train/loss': 1.0})
+  first.close()
+  second = tlog.MetricWriter(tmp_path)   # a resume in the same second must not truncate it
+  second.scalars(2, {'train/loss': 2.0})
+  second.close()
+  assert read_events(tmp_path)['scalars']['train/loss'] == [(1, 1.0), (2, 2.0)]
 
 
 def test_image_rejects_bad_shape(tmp_path):

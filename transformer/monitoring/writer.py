@@ -5,9 +5,11 @@ overlays any two runs. All summaries of a run, the HParams dashboard included, g
 directory itself (no timestamped sub-runs), which is what makes the overlay line up.
 """
 
+import itertools
 import logging
 import math
 import os
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -124,28 +126,50 @@ def _to_uint8_image(array) -> np.ndarray:
   return x
 
 
-class MetricWriter:
-  """Writes the run's TensorBoard events; `enabled=False` (processes other than 0) writes nothing."""
+_SERIAL = itertools.count()
 
-  def __init__(self, logdir, *, enabled=True):
+
+class MetricWriter:
+  """Writes the run's TensorBoard events; `enabled=False` (processes other than 0) writes nothing.
+
+  The summaries are tensorboardX's; the events go through its synchronous `EventsWriter`, not
+  `SummaryWriter`, whose writer thread holds queued events that its `flush()` leaves behind: a
+  run killed after a checkpoint lost the points logged just before it. Here `flush()` returns
+  once everything written is on disk, and a flush happens at least every `flush_secs`.
+  """
+
+  def __init__(self, logdir, *, enabled=True, flush_secs=30):
     self.logdir = os.fspath(logdir)
     self.enabled = enabled
-    self._writer = None
+    self._events = None
     self._written = set()    # scalar tags written so far
     self._last_step = 0
+    self._flush_secs = flush_secs
+    self._flushed_at = time.monotonic()
     if enabled:
-      import tensorboardX  # pylint: disable=g-import-not-at-top
+      from tensorboardX import event_file_writer  # pylint: disable=g-import-not-at-top
       os.makedirs(self.logdir, exist_ok=True)
-      self._writer = tensorboardX.SummaryWriter(logdir=self.logdir, flush_secs=30)
+      # The file is named by the second it opens in; pid and serial keep two writers of one
+      # second (a resume, a sweep's trials) from truncating each other's file.
+      self._events = event_file_writer.EventsWriter(
+          os.path.join(self.logdir, 'events'), filename_suffix=f'.{os.getpid()}.{next(_SERIAL)}')
+
+  def _write(self, summary, step=0):
+    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    self._events.write_event(event_pb2.Event(summary=summary, step=int(step),
+                                             wall_time=time.time()))
+    if time.monotonic() - self._flushed_at > self._flush_secs:
+      self.flush()
 
   def scalars(self, step, values: Mapping[str, float]):
     """One point per tag at `step`; non-finite values are written too (they show a divergence)."""
     if not self.enabled:
       return
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
     step = int(step)
     self._last_step = max(self._last_step, step)
     for tag, value in values.items():
-      self._writer.add_scalar(tag, float(value), global_step=step)
+      self._write(summary.scalar(tag, float(value)), step)
       self._written.add(tag)
 
   def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any], *, first=()):
@@ -167,9 +191,8 @@ class MetricWriter:
       clean[k] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
     experiment, start, end = hparams_summary(clean, dict(metrics))
     _mark_differing(experiment, first)
-    file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
     for summary in (experiment, start, end):
-      file_writer.add_summary(summary)
+      self._write(summary)
     finals = {tag: v for tag, v in metrics.items()
               if v is not None and tag not in self._written and math.isfinite(float(v))}
     if finals:
@@ -177,12 +200,14 @@ class MetricWriter:
 
   def text(self, step, tag, markdown: str):
     if self.enabled:
-      self._writer.add_text(tag, markdown, global_step=int(step))
+      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+      self._write(summary.text(tag, markdown), step)
 
   def image(self, step, tag, array):
     """An HxW or HxWxC image, floats in [0, 1] or uint8."""
     if self.enabled:
-      self._writer.add_image(tag, _to_uint8_image(array), global_step=int(step), dataformats='HWC')
+      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+      self._write(summary.image(tag, _to_uint8_image(array), dataformats='HWC'), step)
 
   def attention_images(self, step, name, weights_NQK, labels_q=None, labels_k=None,
                        subtitles=None, vmax=None):
@@ -202,16 +227,19 @@ class MetricWriter:
     """The custom-scalars layout of this run (`scalars_layout`); TensorBoard merges every
     run's by category and chart."""
     if self.enabled:
-      self._writer.add_custom_scalars(layout)
+      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+      self._write(summary.custom_scalars(layout))
 
   def flush(self):
+    """Returns once every event written so far is on disk."""
     if self.enabled:
-      self._writer.flush()
+      self._events.flush()
+      self._flushed_at = time.monotonic()
 
   def close(self):
-    if self.enabled and self._writer is not None:
-      self._writer.close()
-      self._writer = None
+    if self.enabled and self._events is not None:
+      self._events.close()
+      self._events = None
       self.enabled = False
 
   def __enter__(self):
