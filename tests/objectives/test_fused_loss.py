@@ -1,4 +1,4 @@
-"""The fused cross-entropy VJP and the tied-logits VJP give autodiff's numbers exactly."""
+"""The fused cross-entropy VJP, the tied-logits VJP and the dense-layer VJP give autodiff's numbers."""
 
 import jax
 import jax.numpy as jnp
@@ -52,3 +52,28 @@ def test_tied_logits_gradients_equal_the_einsum():
   np.testing.assert_allclose(tied(x, table), plain(x, table), rtol=1e-6)
   for got, want in zip(jax.grad(tied, (0, 1))(x, table), jax.grad(plain, (0, 1))(x, table)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('x_shape,kernel_shape,n_in', [
+    ((2, 5, 8), (8, 16), 1),          # in < out (an MLP's input projection)
+    ((2, 5, 16), (16, 8), 1),         # in > out: the transposed product
+    ((2, 5, 8), (8, 2, 4), 1),        # a query projection [embed, heads, kv]
+    ((2, 5, 2, 4), (2, 4, 8), 2),     # an output projection [heads, kv, embed]
+    ((3, 2, 5, 6), (6, 6), 1),        # more leading dims, square
+])
+def test_dense_dot_gradients_equal_autodiff(x_shape, kernel_shape, n_in):
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+  dims = ((tuple(range(len(x_shape) - n_in, len(x_shape))), tuple(range(n_in))), ((), ()))
+  out_shape = x_shape[:len(x_shape) - n_in] + kernel_shape[n_in:]
+  g = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+  plain = lambda x, k: jnp.sum(jax.lax.dot_general(x, k, dims) * g)
+  ours = lambda x, k: jnp.sum(layers.dense_dot(x, k, n_in) * g)
+  np.testing.assert_array_equal(layers.dense_dot(x, kernel, n_in),
+                                jax.lax.dot_general(x, kernel, dims))
+  got = jax.jit(jax.grad(ours, (0, 1)))(x, kernel)
+  want = jax.jit(jax.grad(plain, (0, 1)))(x, kernel)
+  for a, b in zip(got, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
