@@ -28,8 +28,9 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
                 of at most losses.CHUNK_ELEMENTS logits, see losses.py)
   logits_sized_buffers  the arrays of one logits array's element count the compiled step writes
                 (its HLO, fusions' insides and aliases left out): 'name [shape]'; 2 (the logits
-                and their gradient) for GPT-2 and T5 above one chunk of logits, 5 for BERT's
-                biased MLM head; the table's 'logits-sized' column counts them
+                and their gradient) for GPT-2 and T5 above one chunk of logits, 3 for BERT's
+                biased MLM head (its bias add is a third); the table's 'logits-sized' column
+                counts them
   packing_efficiency  non-padding share of the batch's token slots (every stream)
 
 On CPU the batch and sequence length default to 2 x 128 (published sizes otherwise take minutes

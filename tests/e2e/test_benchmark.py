@@ -191,3 +191,15 @@ def test_the_logits_exist_once_and_their_gradient_once(tmp_path, capsys):
   shapes = [b.split(' ', 1)[1] for b in row['logits_sized_buffers']]
   assert shapes == ['[8192, 1024]'] * 2, row['logits_sized_buffers']
   assert '| 2 |' in capsys.readouterr().out
+
+
+def test_the_mlm_logits_exist_once_with_their_bias_and_their_gradient_once(tmp_path):
+  """BERT's MLM decoder (tied, with a bias) at the masked positions: the product, the product
+  plus bias and the gradient; the bias gradient reads that same gradient array (autodiff's
+  reduction recomputed the gradient and the softmax under it: five arrays)."""
+  out = tmp_path / 'results.json'
+  assert benchmark.main(['--families', 'encoder', '--sizes', 'tiny', '--steps', '1', '--warmup',
+                         '0', '--batch_size', '64', '--seq_len', '128',
+                         '--config.data.vocab_size=1024', '--out', str(out)]) == 0
+  row = json.loads(out.read_text())['rows'][0]
+  assert len(row['logits_sized_buffers']) == 3, row['logits_sized_buffers']

@@ -54,6 +54,22 @@ def test_tied_logits_gradients_equal_the_einsum():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_biased_tied_logits_equal_the_einsum_plus_bias():
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+  table = jnp.asarray(rng.normal(size=(13, 8)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(13,)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 5, 13)), jnp.float32)
+  plain = lambda x, t, b: jnp.sum((jnp.einsum('bld,vd->blv', x, t) + b) * g)
+  ours = lambda x, t, b: jnp.sum(layers.biased_tied_logits(x, t, b) * g)
+  np.testing.assert_allclose(ours(x, table, bias), plain(x, table, bias), rtol=1e-6)
+  got = jax.jit(jax.grad(ours, (0, 1, 2)))(x, table, bias)
+  want = jax.jit(jax.grad(plain, (0, 1, 2)))(x, table, bias)
+  for a, b in zip(got, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('x_shape,kernel_shape,n_in', [
     ((2, 5, 8), (8, 16), 1),          # in < out (an MLP's input projection)
     ((2, 5, 16), (16, 8), 1),         # in > out: the transposed product

@@ -107,8 +107,12 @@ class Embed(nnx.Module):
   def __call__(self, ids):
     return jnp.take(self.embedding.value, ids, axis=0).astype(self.dtype)
 
-  def attend(self, x_BLD):
-    return tied_logits(x_BLD.astype(self.dtype), self.embedding.value.astype(self.dtype))
+  def attend(self, x_BLD, bias_V=None):
+    """Tied logits [B, L, V]; with `bias_V` float32 logits + the bias (one VJP for both)."""
+    x_BLD, table_VD = x_BLD.astype(self.dtype), self.embedding.value.astype(self.dtype)
+    if bias_V is None:
+      return tied_logits(x_BLD, table_VD)
+    return biased_tied_logits(x_BLD, table_VD, bias_V.astype(jnp.float32))
 
 
 @jax.custom_vjp
@@ -126,8 +130,8 @@ def _tied_logits_fwd(x_BLD, table_VD):
   return tied_logits(x_BLD, table_VD), (x_BLD, table_VD)
 
 
-def _tied_logits_bwd(residuals, g_BLV):
-  x_BLD, table_VD = residuals
+def _tied_grads(x_BLD, table_VD, g_BLV):
+  g_BLV = g_BLV.astype(x_BLD.dtype)
   dx_BLD = jnp.einsum('blv,vd->bld', g_BLV, table_VD)
   dtable_DV = jnp.einsum('bld,blv->dv', x_BLD, g_BLV)
   # The barrier keeps XLA from folding the transpose back into the dot as a [V, D] product, the
@@ -136,7 +140,34 @@ def _tied_logits_bwd(residuals, g_BLV):
   return dx_BLD.astype(x_BLD.dtype), dtable_DV.T.astype(table_VD.dtype)
 
 
+def _tied_logits_bwd(residuals, g_BLV):
+  return _tied_grads(*residuals, g_BLV)
+
+
 tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
+
+
+@jax.custom_vjp
+def biased_tied_logits(x_BLD, table_VD, bias_V):
+  """float32 (x . table^T) + bias (BERT's MLM decoder): autodiff's gradients, the bias's summed
+  from the same [B*L, V] gradient the products read (autodiff's bias gradient reduced a second
+  copy of it, with the softmax's exponentials written out for both)."""
+  return tied_logits(x_BLD, table_VD).astype(jnp.float32) + bias_V
+
+
+def _biased_tied_logits_fwd(x_BLD, table_VD, bias_V):
+  return biased_tied_logits(x_BLD, table_VD, bias_V), (x_BLD, table_VD)
+
+
+def _biased_tied_logits_bwd(residuals, g_BLV):
+  # The bias's gradient as a product with ones reads the gradient array both products read; a
+  # sum made XLA compute the gradient (and the softmax under it) once more inside the reduction.
+  g_NV = g_BLV.reshape(-1, g_BLV.shape[-1])
+  dbias_V = jnp.ones((g_NV.shape[0],), g_NV.dtype) @ g_NV
+  return (*_tied_grads(*residuals, g_BLV), dbias_V)
+
+
+biased_tied_logits.defvjp(_biased_tied_logits_fwd, _biased_tied_logits_bwd)
 
 
 class LayerNorm(nnx.Module):
