@@ -146,8 +146,11 @@ class MetricWriter:
     self._last_step = 0
     self._flush_secs = flush_secs
     self._flushed_at = time.monotonic()
-    if enabled:
-      from tensorboardX import event_file_writer  # pylint: disable=g-import-not-at-top
+    if enabled:   # tensorboardX takes ~1 s to import: only a writing process pays for it
+      # pylint: disable=g-import-not-at-top
+      from tensorboardX import event_file_writer, summary
+      from tensorboardX.proto import event_pb2
+      self._summary, self._event = summary, event_pb2.Event
       os.makedirs(self.logdir, exist_ok=True)
       # The file is named by the second it opens in; pid and serial keep two writers of one
       # second (a resume, a sweep's trials) from truncating each other's file.
@@ -155,9 +158,7 @@ class MetricWriter:
           os.path.join(self.logdir, 'events'), filename_suffix=f'.{os.getpid()}.{next(_SERIAL)}')
 
   def _write(self, summary, step=0):
-    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    self._events.write_event(event_pb2.Event(summary=summary, step=int(step),
-                                             wall_time=time.time()))
+    self._events.write_event(self._event(summary=summary, step=int(step), wall_time=time.time()))
     if time.monotonic() - self._flushed_at > self._flush_secs:
       self.flush()
 
@@ -165,11 +166,10 @@ class MetricWriter:
     """One point per tag at `step`; non-finite values are written too (they show a divergence)."""
     if not self.enabled:
       return
-    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
     step = int(step)
     self._last_step = max(self._last_step, step)
     for tag, value in values.items():
-      self._write(summary.scalar(tag, float(value)), step)
+      self._write(self._summary.scalar(tag, float(value)), step)
       self._written.add(tag)
 
   def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any], *, first=()):
@@ -183,13 +183,12 @@ class MetricWriter:
     """
     if not self.enabled:
       return
-    from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
     clean = {}
     for k, v in hparams.items():
       if isinstance(v, np.generic):
         v = v.item()
       clean[k] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
-    experiment, start, end = hparams_summary(clean, dict(metrics))
+    experiment, start, end = self._summary.hparams(clean, dict(metrics))
     _mark_differing(experiment, first)
     for summary in (experiment, start, end):
       self._write(summary)
@@ -200,14 +199,12 @@ class MetricWriter:
 
   def text(self, step, tag, markdown: str):
     if self.enabled:
-      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-      self._write(summary.text(tag, markdown), step)
+      self._write(self._summary.text(tag, markdown), step)
 
   def image(self, step, tag, array):
     """An HxW or HxWxC image, floats in [0, 1] or uint8."""
     if self.enabled:
-      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-      self._write(summary.image(tag, _to_uint8_image(array), dataformats='HWC'), step)
+      self._write(self._summary.image(tag, _to_uint8_image(array), dataformats='HWC'), step)
 
   def attention_images(self, step, name, weights_NQK, labels_q=None, labels_k=None,
                        subtitles=None, vmax=None):
@@ -227,8 +224,7 @@ class MetricWriter:
     """The custom-scalars layout of this run (`scalars_layout`); TensorBoard merges every
     run's by category and chart."""
     if self.enabled:
-      from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-      self._write(summary.custom_scalars(layout))
+      self._write(self._summary.custom_scalars(layout))
 
   def flush(self):
     """Returns once every event written so far is on disk."""
