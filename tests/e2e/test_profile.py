@@ -13,7 +13,7 @@ import pytest
 
 from transformer import config as config_lib
 from transformer.errors import ConfigError
-from transformer.monitoring import profiler
+from transformer.monitoring import profile_report, profiler
 from transformer.training import loop
 
 from tests.e2e.test_tensorboard_server import (SMALL, _free_port, _tensorboard_binary,
@@ -73,3 +73,16 @@ def test_bad_profile_steps_are_one_line_errors(value):
   with pytest.raises(ConfigError, match='log.profile_steps') as e:
     config_lib.load('configs/gpt2.py:tiny', {'log.profile_steps': value})
   assert '\n' not in str(e.value)
+
+
+def test_the_report_reads_the_runs_trace_as_two_train_steps(profiled_run, capsys):
+  """The op-time report of the run's own trace: the train step, executed twice (steps 3 and 4),
+  most of its op time in the matrix products."""
+  summary = profile_report.summarize(profile_report.op_events(
+      profile_report.trace_file(os.path.join(profiled_run, 'traced'))))
+  assert 'train_step' in summary['module'] and summary['executions'] == 2, summary['module']
+  products = summary['by_kind']['matrix products']
+  assert 0 < products <= summary['ops_s'] and products > 0.3 * summary['ops_s'], summary
+  assert profile_report.main([os.path.join(profiled_run, 'traced'), '--top', '3']) == 0
+  text = capsys.readouterr().out
+  assert '(2 traced)' in text and '| matrix products |' in text
