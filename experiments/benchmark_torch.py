@@ -19,6 +19,10 @@ waited for; the figures are medians over all rounds, so load on a shared machine
                  read full rows of a token stream, nanoGPT-style, so all its tokens count)
   ratio          our tokens/s / torch's (> 1: ours is faster); with full packing this is the
                  step-time ratio, with padded rows it also pays for the padding
+  ceiling        the ratio our step would reach if everything but its matrix products took no
+                 time: torch's step against the wall time of our step's matrix products alone
+                 (from a jax.profiler trace of --steps more of our steps, read by
+                 transformer.monitoring.profile_report), i.e. what XLA's matmul kernels allow
   mfu            our model FLOPs (transformer.monitoring.accounting) / step time / the measured
                  float32 matmul peak of this process (1 or 2 threads)
 
@@ -31,13 +35,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 import numpy as np
 
 from transformer import config as config_lib
-from transformer.monitoring import accounting, perf
+from transformer.monitoring import accounting, perf, profile_report
 from transformer.monitoring.perf import output_stream, tokens_in
 from transformer.training import setup, sharding
 
@@ -165,6 +170,17 @@ def _timed(fn, steps):
   return out
 
 
+def products_seconds(step, steps):
+  """Wall time per step of the matrix products of `steps` traced calls of `step`."""
+  with tempfile.TemporaryDirectory() as tmp:
+    jax.profiler.start_trace(tmp)
+    for _ in range(steps):
+      step()
+    jax.profiler.stop_trace()
+    events = profile_report.op_events(profile_report.trace_file(tmp))
+  return profile_report.summarize(events)['by_kind']['matrix products']
+
+
 def alternate(ours, theirs, rounds, steps):
   """(our step times, torch step times): `rounds` alternations of `steps` timed steps each,
   after one untimed step of each side."""
@@ -200,6 +216,7 @@ def compare(family, shape, args, overrides, peak, threads):
   ours = OurStep(config)
   theirs = TorchStep(family, ours.hp, ours.host_batch, threads)
   mine, peer = alternate(ours, theirs, args.rounds, args.steps)
+  products_s = products_seconds(ours, args.steps)
   batch = ours.host_batch
   tokens = tokens_in(batch)
   slots = sum(np.size(v) for k, v in batch.items() if k.endswith('_segment_ids'))
@@ -214,6 +231,8 @@ def compare(family, shape, args, overrides, peak, threads):
           'tokens_per_step': tokens, 'slots_per_step': slots, 'packing_efficiency': tokens / slots,
           'ours_step_s': our_s, 'torch_step_s': peer_s, 'ours_tokens_per_s': tokens / our_s,
           'torch_tokens_per_s': slots / peer_s, 'ratio': (tokens / our_s) / (slots / peer_s),
+          'ours_products_s': products_s,
+          'ceiling_ratio': (tokens / products_s) / (slots / peer_s),
           'ours_compile_s': ours.compile_s, 'mfu': flops / our_s / peak[0],
           'peak_name': peak[1], 'ours_step_times': mine, 'torch_step_times': peer}
 
@@ -238,7 +257,7 @@ def markdown(rows, meta):
            f'Load average {"/".join(f"{x:.2f}" for x in meta["load_average_start"])} at start, '
            f'{"/".join(f"{x:.2f}" for x in meta["load_average_end"])} at end.', '',
            '| family | shape | threads | batch x len | packing | ours step s | torch step s | '
-           'ours tokens/s | torch tokens/s | ratio | our MFU |', '|' + '---|' * 11]
+           'ours tokens/s | torch tokens/s | ratio | ceiling | our MFU |', '|' + '---|' * 12]
   for r in rows:
     length = (f'{r["seq_len"]}+{r["targets_len"]}' if r['family'] == 'encoder_decoder'
               else str(r['seq_len']))
@@ -246,7 +265,8 @@ def markdown(rows, meta):
         f'| {r["family"]} ({r["peer"]}) | {r["shape"]} | {r["threads"]} | {r["batch"]} x '
         f'{length} | {r["packing_efficiency"]:.3f} | {r["ours_step_s"]:.3f} | '
         f'{r["torch_step_s"]:.3f} | {r["ours_tokens_per_s"]:,.0f} | '
-        f'{r["torch_tokens_per_s"]:,.0f} | {r["ratio"]:.2f}x | {100 * r["mfu"]:.1f}% |')
+        f'{r["torch_tokens_per_s"]:,.0f} | {r["ratio"]:.2f}x | {r["ceiling_ratio"]:.2f}x | '
+        f'{100 * r["mfu"]:.1f}% |')
   return '\n'.join(lines)
 
 

@@ -151,6 +151,10 @@ def test_vs_torch_row_compares_the_same_batch(tmp_path, capsys):
   assert row['torch_tokens_per_s'] == pytest.approx(row['slots_per_step'] / row['torch_step_s'])
   assert row['ratio'] == pytest.approx(row['ours_tokens_per_s'] / row['torch_tokens_per_s'])
   assert 0.9 < row['packing_efficiency'] <= 1 and 0 < row['mfu'] < 1
+  # the ceiling: torch's step against our matrix products alone (a traced step's)
+  assert 0 < row['ours_products_s'] < 2 * row['ours_step_s']
+  assert row['ceiling_ratio'] == pytest.approx(
+      (row['tokens_per_step'] / row['ours_products_s']) / row['torch_tokens_per_s'])
   assert '| decoder (GPT2LMHeadModel) | tiny | 2 |' in capsys.readouterr().out
 
 
