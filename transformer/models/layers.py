@@ -115,59 +115,36 @@ class Embed(nnx.Module):
     return biased_tied_logits(x_BLD, table_VD, bias_V.astype(jnp.float32))
 
 
-@jax.custom_vjp
 def tied_logits(x_BLD, table_VD):
-  """x . table^T: logits [B, L, V] through a tied embedding table [V, D].
-
-  Its gradients are the plain ones; the VJP only states the table's as (x^T g)^T, [D, V] then a
-  small transpose, so XLA:CPU never copies the [B*L, V] logit gradient into [V, B*L] order
-  (autodiff's order for 'bld,vd->blv' does, and that copy cost as much as a matmul).
-  """
-  return jnp.einsum('bld,vd->blv', x_BLD, table_VD)
-
-
-def _tied_logits_fwd(x_BLD, table_VD):
-  return tied_logits(x_BLD, table_VD), (x_BLD, table_VD)
-
-
-def _tied_grads(x_BLD, table_VD, g_BLV):
-  g_BLV = g_BLV.astype(x_BLD.dtype)
-  dx_BLD = jnp.einsum('blv,vd->bld', g_BLV, table_VD)
-  dtable_DV = jnp.einsum('bld,blv->dv', x_BLD, g_BLV)
-  # The barrier keeps XLA from folding the transpose back into the dot as a [V, D] product, the
-  # order XLA:CPU runs at half the rate.
-  dtable_DV = jax.lax.optimization_barrier(dtable_DV)
-  return dx_BLD.astype(x_BLD.dtype), dtable_DV.T.astype(table_VD.dtype)
-
-
-def _tied_logits_bwd(residuals, g_BLV):
-  return _tied_grads(*residuals, g_BLV)
-
-
-tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
+  """x . table^T: logits [B, L, V] through a tied embedding table [V, D], as `dense_dot` with the
+  table as a [D, V] kernel, so the table's gradient is (x^T g)^T, a [D, V] product then a small
+  transpose: XLA:CPU never copies the [B*L, V] logit gradient into [V, B*L] order (autodiff's
+  order for 'bld,vd->blv' does, and that copy cost as much as a matmul)."""
+  return dense_dot(x_BLD, table_VD.T, 1)
 
 
 @jax.custom_vjp
+def _add_bias(logits, bias_V):
+  return logits + bias_V
+
+
+def _add_bias_fwd(logits, bias_V):
+  return _add_bias(logits, bias_V), None
+
+
+def _add_bias_bwd(_, g):
+  # The bias's gradient as a product with ones reads the gradient array the logits' products
+  # read; a sum made XLA compute the gradient (and the softmax under it) once more inside the
+  # reduction, with the exponentials written out for both.
+  return g, jnp.ones((math.prod(g.shape[:-1]),), g.dtype) @ g.reshape(-1, g.shape[-1])
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 def biased_tied_logits(x_BLD, table_VD, bias_V):
-  """float32 (x . table^T) + bias (BERT's MLM decoder): autodiff's gradients, the bias's summed
-  from the same [B*L, V] gradient the products read (autodiff's bias gradient reduced a second
-  copy of it, with the softmax's exponentials written out for both)."""
-  return tied_logits(x_BLD, table_VD).astype(jnp.float32) + bias_V
-
-
-def _biased_tied_logits_fwd(x_BLD, table_VD, bias_V):
-  return biased_tied_logits(x_BLD, table_VD, bias_V), (x_BLD, table_VD)
-
-
-def _biased_tied_logits_bwd(residuals, g_BLV):
-  # The bias's gradient as a product with ones reads the gradient array both products read; a
-  # sum made XLA compute the gradient (and the softmax under it) once more inside the reduction.
-  g_NV = g_BLV.reshape(-1, g_BLV.shape[-1])
-  dbias_V = jnp.ones((g_NV.shape[0],), g_NV.dtype) @ g_NV
-  return (*_tied_grads(*residuals, g_BLV), dbias_V)
-
-
-biased_tied_logits.defvjp(_biased_tied_logits_fwd, _biased_tied_logits_bwd)
+  """float32 (x . table^T) + bias (BERT's MLM decoder); autodiff's gradients."""
+  return _add_bias(tied_logits(x_BLD, table_VD).astype(jnp.float32), bias_V)
 
 
 class LayerNorm(nnx.Module):
