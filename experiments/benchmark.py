@@ -58,14 +58,13 @@ import gc
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import time
 
 import jax
-import numpy as np
 
+from experiments import benchmark_memory
 from transformer import cli
 from transformer import config as config_lib
 from transformer.data import packing
@@ -210,62 +209,6 @@ def family_config(family, size, args, mesh_preset, overrides, mesh_shape=None):
   return spec, config_lib.validate(config)
 
 
-def memory_bytes(compiled):
-  """Per-device bytes from XLA's memory analysis of the compiled step (None where unknown)."""
-  mem = compiled.memory_analysis()
-  if mem is None:
-    return {'memory_bytes': None}
-  out = {f'memory_{name}_bytes': int(getattr(mem, f'{name}_size_in_bytes'))
-         for name in ('argument', 'output', 'temp', 'alias')}
-  out['memory_bytes'] = (out['memory_argument_bytes'] + out['memory_output_bytes'] +
-                         out['memory_temp_bytes'] - out['memory_alias_bytes'])
-  return out
-
-
-def logits_bytes(run):
-  """Bytes of one float32 logits array of the train step: [B, scored positions, V] (MLM scores
-  its masked positions only; an encoder-decoder its targets)."""
-  c = run.config
-  length = getattr(run.objective, 'max_predictions', None) or (
-      c.data.targets_len or c.data.seq_len if c.model.family == 'encoder_decoder' else
-      c.data.seq_len)
-  return int(c.train.batch_size * length * c.model.vocab_size * 4)
-
-
-_NOT_A_BUFFER = ('parameter', 'bitcast', 'get-tuple-element', 'tuple', 'constant')
-
-
-def logits_sized_buffers(hlo_text, elements):
-  """The arrays of exactly `elements` elements the compiled step writes out: instructions of
-  the computations XLA runs (the entry, loop bodies), not of the fused ones (a fusion's
-  insides stay in registers) and not aliases (parameters, bitcasts, tuple elements). With
-  `elements` = one logits array ([B, L, V] in any shape), [(name, shape)] lists the logits and
-  their gradient."""
-  fused = set(re.findall(r' fusion\(.*?calls=(%[\w.-]+)', hlo_text))
-  out, current = [], None
-  for line in hlo_text.splitlines():
-    head = re.match(r'(?:ENTRY )?(%[\w.-]+) .*\{$', line)
-    if head:
-      current = head.group(1)
-      continue
-    inst = re.match(r'\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\(', line)
-    if not inst or current in fused or inst.group(3) in _NOT_A_BUFFER:
-      continue
-    shape = [int(d) for d in inst.group(2).split(',') if d]
-    if shape and math.prod(shape) == elements:
-      out.append((inst.group(1), shape))
-  return out
-
-
-def device_peak_bytes():
-  """The allocator's peak bytes in use on device 0 (GPUs), else None."""
-  try:
-    stats = jax.devices()[0].memory_stats()
-  except Exception:  # pylint: disable=broad-except  # backends without allocator stats
-    return None
-  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
-
-
 def time_steps(step_fn, state, batch, warmup, steps, profile_dir=''):
   """(median seconds per step, final state): each step waited for before the clock stops; the
   timed steps traced into `profile_dir` when given."""
@@ -310,9 +253,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
     step_fn = trainer.compile(state, batch)
     compiles.append(time.perf_counter() - t0)
   compile_s = statistics.median(compiles)
-  memory = {**memory_bytes(step_fn), 'logits_bytes': logits_bytes(run)}
-  memory['logits_sized_buffers'] = [f'{n} {s}' for n, s in logits_sized_buffers(
-      step_fn.as_text(), memory['logits_bytes'] // 4)]
+  memory = benchmark_memory.step_memory(run, step_fn)
   profile_dir = (os.path.join(args.profile, f'{family}_{spec.rsplit(":", 1)[1]}' +
                               (f'_{mesh_name}' if mesh_name else '')) if args.profile else '')
   step_s, state = time_steps(step_fn, state, batch, args.warmup, args.steps, profile_dir)
@@ -341,7 +282,7 @@ def bench_one(family, size, args, mesh_preset, overrides, peak, mesh_name=None):
       'tokens_per_s': tokens / step_s, 'output_tokens_per_step': out_tokens,
       'flops_per_token': float(flops_token), 'flops_per_step': float(flops_step), 'tflops_per_device': achieved / 1e12,
       'mfu': achieved / peak_flops, 'peak_name': peak_name, 'peak_flops': float(peak_flops),
-      **memory, 'peak_bytes_in_use': device_peak_bytes(),
+      **memory, 'peak_bytes_in_use': benchmark_memory.device_peak_bytes(),
       'device_kind': device.device_kind, 'platform': device.platform, 'device_count': devices,
       'jax_version': jax.__version__,
   }
