@@ -1,4 +1,4 @@
-"""The fused cross-entropy VJP, the tied-logits VJP and the dense-layer VJP give autodiff's numbers."""
+"""The fused cross-entropy VJP, the tied-logits, dense-layer and GELU VJPs give autodiff's numbers."""
 
 import jax
 import jax.numpy as jnp
@@ -93,3 +93,16 @@ def test_dense_dot_gradients_equal_autodiff(x_shape, kernel_shape, n_in):
   for a, b in zip(got, want):
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype, tol', [(jnp.float32, 2e-6), (jnp.bfloat16, 2e-2)])
+def test_gelu_equals_jax_nn_gelu_and_its_gradient_autodiffs(dtype, tol):
+  x = jnp.concatenate([jnp.linspace(-9.0, 9.0, 301), jnp.asarray([-40.0, 0.0, 40.0])]).astype(dtype)
+  g = jnp.asarray(np.random.default_rng(3).normal(size=x.shape), dtype)
+  np.testing.assert_array_equal(layers.gelu(x), jax.nn.gelu(x, approximate=False))
+  got = jax.jit(jax.grad(lambda x: jnp.sum(layers.gelu(x) * g)))(x)
+  want = jax.jit(jax.grad(lambda x: jnp.sum(jax.nn.gelu(x, approximate=False) * g)))(x)
+  assert got.dtype == want.dtype == dtype
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                             rtol=tol, atol=tol)
+  assert layers.ACTIVATIONS['gelu'] is layers.gelu

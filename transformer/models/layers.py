@@ -13,9 +13,33 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+
+@jax.custom_vjp
+def gelu(x):
+  """The exact (erf) GELU, x * Phi(x), with autodiff's gradient g * (Phi(x) + x * phi(x)) computed
+  from x in the backward pass. Autodiff of `jax.nn.gelu` keeps erf's derivative exp(-x^2 / 2) as
+  a residual, one more [rows, d_ff] array written per layer and read back: BERT's MLP at the
+  speed issue's shape (4096 rows, 256 -> 1024) took 131 ms forward and backward on one core
+  with it, 115 ms without."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_fwd(x):
+  return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+  cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+  pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+  return (g * (cdf + x * pdf).astype(g.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
 ACTIVATIONS = {
     'relu': jax.nn.relu,
-    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu': gelu,
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'silu': jax.nn.silu,
 }
