@@ -48,9 +48,11 @@ _NOT_A_BUFFER = ('parameter', 'bitcast', 'get-tuple-element', 'tuple', 'constant
 def logits_sized_buffers(hlo_text, elements):
   """The arrays of exactly `elements` elements the compiled step writes out: instructions of
   the computations XLA runs (the entry, loop bodies), not of the fused ones (a fusion's
-  insides stay in registers) and not aliases (parameters, bitcasts, tuple elements). With
-  `elements` = one logits array ([B, L, V] in any shape), [(name, shape)] lists the logits and
-  their gradient."""
+  insides stay in registers) and not aliases (parameters, bitcasts, tuple elements), nor a
+  scatter into one of the listed arrays (XLA updates its operand in place: the cross-entropy
+  gradient's label entries; the step's temporaries did not grow with it). With `elements` =
+  one logits array ([B, L, V] in any shape), [(name, shape)] lists the logits and their
+  gradient."""
   fused = set(re.findall(r' fusion\(.*?calls=(%[\w.-]+)', hlo_text))
   out, current = [], None
   for line in hlo_text.splitlines():
@@ -58,11 +60,12 @@ def logits_sized_buffers(hlo_text, elements):
     if head:
       current = head.group(1)
       continue
-    inst = re.match(r'\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\(', line)
+    inst = re.match(r'\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\((%[\w.-]+)?', line)
     if not inst or current in fused or inst.group(3) in _NOT_A_BUFFER:
       continue
     shape = [int(d) for d in inst.group(2).split(',') if d]
-    if shape and math.prod(shape) == elements:
+    in_place = 'scatter' in inst.group(1) and inst.group(4) in {name for name, _ in out}
+    if shape and math.prod(shape) == elements and not in_place:
       out.append((inst.group(1), shape))
   return out
 

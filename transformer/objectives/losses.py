@@ -47,10 +47,12 @@ def _masked(logits, keep):
 
 def _is_first_max(logits, label_logit, labels):
   """argmax(logits) == labels, without a variadic argmax reduce (slow on XLA:CPU): no logit is
-  larger than the label's, and none before the label equals it (argmax takes the first max)."""
+  larger than the label's, and none before the label equals it (argmax takes the first max).
+  A boolean any, not a count: XLA:CPU wrote the count's int32 [..., V] array out and summed it
+  in a second pass (GPT-2's cross-entropy forward 69 -> 54 ms at 4096 x 8192 on one core)."""
   before = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) < labels[..., None]
   beaten = jnp.where(before, logits >= label_logit[..., None], logits > label_logit[..., None])
-  return (jnp.sum(beaten.astype(jnp.int32), axis=-1) == 0) & ~jnp.isnan(label_logit)
+  return ~jnp.any(beaten, axis=-1) & ~jnp.isnan(label_logit)
 
 
 CHUNK_ELEMENTS = 1 << 22   # logits per chunk of the forward pass (16 MiB of float32)
@@ -103,9 +105,13 @@ def _token_xent_bwd(residuals, cotangents):
   logits, labels, keep, log_z = residuals
   g_xent, g_logz, _ = cotangents
   probs = jnp.exp(_masked(logits, keep) - log_z[..., None])
-  onehot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == labels[..., None]
-  grad = (g_xent + g_logz)[..., None] * probs - jnp.where(onehot, g_xent[..., None], 0.0)
-  return jnp.where(keep[..., None], grad, 0.0), None, None
+  grad = jnp.where(keep[..., None], (g_xent + g_logz)[..., None] * probs, 0.0)
+  # The label's -g_xent as a scatter onto one entry per position after the dense pass: a one-hot
+  # comparison inside the pass made it 1.5x slower on XLA:CPU (103 -> 70 ms at 4096 x 8192).
+  rows = grad.reshape(-1, grad.shape[-1])
+  minus = jnp.where(keep, -g_xent, 0.0).reshape(-1)
+  rows = rows.at[jnp.arange(rows.shape[0]), labels.reshape(-1)].add(minus, mode='drop')
+  return rows.reshape(grad.shape), None, None
 
 
 token_xent.defvjp(_token_xent_fwd, _token_xent_bwd)
