@@ -22,7 +22,7 @@ waited for; the figures are medians over all rounds, so load on a shared machine
   ceiling        the ratio our step would reach if everything but its matrix products took no
                  time: torch's step against the wall time of our step's matrix products alone
                  (from a jax.profiler trace of --steps more of our steps, read by
-                 transformer.monitoring.profile_report), i.e. what XLA's matmul kernels allow
+                 transformer.monitoring.op_profile), i.e. what XLA's matmul kernels allow
   mfu            our model FLOPs (transformer.monitoring.accounting) / step time / the measured
                  float32 matmul peak of this process (1 or 2 threads)
 
@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from transformer import config as config_lib
-from transformer.monitoring import accounting, perf, profile_report
+from transformer.monitoring import accounting, op_profile, perf
 from transformer.monitoring.perf import output_stream, tokens_in
 from transformer.training import setup, sharding
 
@@ -177,8 +177,8 @@ def products_seconds(step, steps):
     for _ in range(steps):
       step()
     jax.profiler.stop_trace()
-    events = profile_report.op_events(profile_report.trace_file(tmp))
-  return profile_report.summarize(events)['by_kind']['matrix products']
+    events = op_profile.op_events(op_profile.trace_file(tmp))
+  return op_profile.summarize(events)['by_kind']['matrix products']
 
 
 def alternate(ours, theirs, rounds, steps):

@@ -2,7 +2,7 @@
 
 The layers, lowest first (docs/ARCHITECTURE.md draws them):
   errors, quiet < models < data < objectives < monitoring < training < config, cli < hf < sweeps
-  < the entry points (train, evaluate, summary, export)
+  < the entry points (train, evaluate, summary, export, generate, profile_report)
 A module may import its own room and any lower one. Networks (models/) import nothing of ours
 but errors; nothing in the package imports the top-level `configs/` or patches sys.path.
 """
@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
 LAYERS = [('errors', 'quiet'), ('models',), ('data',), ('objectives',), ('monitoring',),
           ('training',), ('config', 'cli'), ('hf',), ('sweeps',),
-          ('train', 'evaluate', 'summary', 'export', 'generate', '__init__')]
+          ('train', 'evaluate', 'summary', 'export', 'generate', 'profile_report', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

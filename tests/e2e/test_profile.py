@@ -13,7 +13,8 @@ import pytest
 
 from transformer import config as config_lib
 from transformer.errors import ConfigError
-from transformer.monitoring import profile_report, profiler
+from transformer import profile_report
+from transformer.monitoring import op_profile, profiler
 from transformer.training import loop
 
 from tests.e2e.test_tensorboard_server import (SMALL, _free_port, _tensorboard_binary,
@@ -78,11 +79,11 @@ def test_bad_profile_steps_are_one_line_errors(value):
 def test_the_report_reads_the_runs_trace_as_two_train_steps(profiled_run, capsys):
   """The op-time report of the run's own trace: the train step, executed twice (steps 3 and 4),
   most of its op time in the matrix products."""
-  summary = profile_report.summarize(profile_report.op_events(
-      profile_report.trace_file(os.path.join(profiled_run, 'traced'))))
+  summary = op_profile.summarize(op_profile.op_events(
+      op_profile.trace_file(os.path.join(profiled_run, 'traced'))))
   assert 'train_step' in summary['module'] and summary['executions'] == 2, summary['module']
   products = summary['by_kind']['matrix products']
   assert 0 < products <= summary['ops_s'] and products > 0.3 * summary['ops_s'], summary
   assert profile_report.main([os.path.join(profiled_run, 'traced'), '--top', '3']) == 0
   text = capsys.readouterr().out
-  assert '(2 traced)' in text and '| matrix products |' in text
+  assert '(2 traced;' in text and '| matrix products |' in text

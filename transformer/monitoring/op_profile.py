@@ -1,7 +1,6 @@
 """Where a traced step's time goes: XLA op time by kind, read from a `jax.profiler` trace.
 
-  python -m transformer.monitoring.profile_report RUN_DIR_OR_TRACE [--top 15]
-
+`python -m transformer.profile_report RUN_DIR_OR_TRACE [--top 15]` (transformer/profile_report.py)
 reads the newest `*.xplane.pb` under the path (what `--config.log.profile_steps` and
 `experiments/benchmark.py --profile` write) and prints, per execution of the traced program
 that spent the most time (the train step), the time of its XLA ops grouped by kind: matrix
@@ -15,9 +14,7 @@ inside it are counted where they run.
 import collections
 import glob
 import os
-import sys
 
-from transformer import cli
 from transformer.errors import ConfigError
 
 KINDS = ('matrix products', 'copies and transposes', 'reductions', 'other fusions', 'other ops')
@@ -101,7 +98,9 @@ def summarize(events, module=None):
 def markdown(summary, top=15):
   total = summary['ops_s']
   lines = [f'### {summary["module"]}: {1e3 * total:.1f} ms of XLA ops per execution '
-           f'({summary["executions"]} traced)', '', '| kind | ms per execution | share |',
+           f'({summary["executions"]} traced; kinds that ran side by side on several threads '
+           f'overlap, so shares can add up to more than 100%)', '',
+           '| kind | ms per execution | share |',
            '|---|---|---|']
   for k, s in summary['by_kind'].items():
     lines.append(f'| {k} | {1e3 * s:.1f} | {100 * s / max(total, 1e-12):.0f}% |')
@@ -109,20 +108,3 @@ def markdown(summary, top=15):
   for op, s in sorted(summary['op_s'].items(), key=lambda kv: -kv[1])[:top]:
     lines.append(f'| {op} | {kind(op)} | {1e3 * s:.2f} |')
   return '\n'.join(lines)
-
-
-@cli.main
-def main(argv=None):
-  p = cli.Parser('python -m transformer.monitoring.profile_report', __doc__, config=False,
-                 workdir=False)
-  p.add_argument('path', help='a run directory, a profile directory or an .xplane.pb file')
-  p.add_argument('--top', type=int, default=15, help='how many of the costliest ops to list')
-  p.add_argument('--module', default=None, help='the traced program to report (default: the '
-                 'one with the most op time, the train step in a training run)')
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  print(markdown(summarize(op_events(trace_file(args.path)), args.module), args.top))
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

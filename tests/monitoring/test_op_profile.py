@@ -1,11 +1,13 @@
-"""transformer.monitoring.profile_report: XLA op time by kind from a jax.profiler trace."""
+"""transformer.monitoring.op_profile and `python -m transformer.profile_report`: XLA op time by
+kind from a jax.profiler trace."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from transformer.errors import ConfigError
-from transformer.monitoring import profile_report as pr
+from transformer import profile_report
+from transformer.monitoring import op_profile as pr
 
 
 @pytest.mark.parametrize('op, kind', [
@@ -54,13 +56,13 @@ def test_a_traced_matmul_is_found_as_a_product(tmp_path, capsys):
   assert s['executions'] == 3
   assert 0 < s['by_kind']['matrix products'] <= s['ops_s']
   assert any(pr.kind(op) == 'matrix products' for op in s['op_s'])
-  assert pr.main([str(tmp_path)]) == 0
-  assert '(3 traced)' in capsys.readouterr().out
+  assert profile_report.main([str(tmp_path)]) == 0
+  assert '(3 traced;' in capsys.readouterr().out
 
 
 def test_no_trace_is_a_one_line_error(tmp_path, capsys):
   with pytest.raises(ConfigError, match='log.profile_steps') as e:
     pr.trace_file(str(tmp_path))
   assert '\n' not in str(e.value)
-  assert pr.main([str(tmp_path)]) == 2
+  assert profile_report.main([str(tmp_path)]) == 2
   assert capsys.readouterr().err.startswith('error: no jax.profiler trace')
