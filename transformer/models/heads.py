@@ -23,7 +23,7 @@ class LMHead(nnx.Module):
     if self.tied:
       if self.scale_tied_logits:
         x_BLD = x_BLD * self.d_model ** -0.5
-      if self.bias is not None:   # float32 logits + bias, one VJP (layers.biased_tied_logits)
+      if self.bias is not None:   # float32 logits + bias (layers.biased_tied_logits)
         return embed.attend(x_BLD, self.bias.value)
       logits = embed.attend(x_BLD)
     else:

@@ -132,7 +132,7 @@ class Embed(nnx.Module):
     return jnp.take(self.embedding.value, ids, axis=0).astype(self.dtype)
 
   def attend(self, x_BLD, bias_V=None):
-    """Tied logits [B, L, V]; with `bias_V` float32 logits + the bias (one VJP for both)."""
+    """Tied logits [B, L, V]; with `bias_V` float32 logits + the bias (`biased_tied_logits`)."""
     x_BLD, table_VD = x_BLD.astype(self.dtype), self.embedding.value.astype(self.dtype)
     if bias_V is None:
       return tied_logits(x_BLD, table_VD)

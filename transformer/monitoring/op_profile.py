@@ -18,8 +18,8 @@ import os
 from transformer.errors import ConfigError
 
 KINDS = ('matrix products', 'copies and transposes', 'reductions', 'other fusions', 'other ops')
-_PRODUCTS = ('ynn_fusion', 'xnn_fusion', 'dot', 'convolution', 'onednn', 'gemm', 'cublas',
-             'cudnn', 'triton_gemm', '__cublas')
+_PRODUCTS = ('ynn_fusion', 'xnn_fusion', 'dot', 'convolution', 'onednn', 'cublas', 'cudnn',
+             '__cublas')   # and any name with 'gemm' or 'matmul' in it
 _CONTROL = ('while', 'conditional', 'call')
 
 
