@@ -276,3 +276,41 @@ def test_two_process_token_accounting_is_global(reference, setup):
     assert tps / got['perf/steps_per_sec'][s] == pytest.approx(per_step[s - 1], rel=1e-4)
     assert got['perf/tflops_per_device'][s] * 1e12 * 4 / tps == pytest.approx(flops_token,
                                                                             rel=1e-4)
+
+
+@pytest.fixture(scope='module')
+def preempted(tmp_path_factory, corpus, reference):
+  """A 2-process run whose process 1 alone gets SIGTERM once both have joined the job, then
+  run again to the end."""
+  del reference   # runs first: the compile cache and tokenizer are warm
+  workdir = str(tmp_path_factory.mktemp('preempted'))
+  job = Job(workdir, corpus)
+  deadline = time.monotonic() + 600
+  while not os.path.exists(os.path.join(run_path(workdir), 'config.json')):   # both joined
+    assert all(p.poll() is None for p in job.procs), job.output(0)[-3000:]
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+  job.procs[1].send_signal(signal.SIGTERM)
+  codes = job.finish(timeout=240)
+  outputs = [job.output(0), job.output(1)]
+  assert codes == [0, 0], (codes, outputs[0][-3000:], outputs[1][-3000:])
+  saved = steps_saved(workdir)
+  again = Job(workdir, corpus)
+  assert again.finish() == [0, 0], (again.output(0)[-3000:], again.output(1)[-3000:])
+  return {'workdir': workdir, 'outputs': outputs, 'saved': saved}
+
+
+def test_sigterm_to_one_process_stops_every_process_at_one_step(preempted, reference, setup):
+  """Only process 1 is signalled: both stop and save at the same step (jax's preemption sync
+  point), and the resumed run is the uninterrupted run, loss for loss and weight for weight."""
+  stops = [[line for line in out.splitlines() if line.startswith('Stopped')]
+           for out in preempted['outputs']]
+  assert all(len(s) == 1 for s in stops), stops
+  steps = [int(s[0].split(' at step ')[1].split(';')[0]) for s in stops]
+  assert steps[0] == steps[1] < STEPS and preempted['saved'][-1] == steps[0], (stops,
+                                                                               preempted['saved'])
+  assert scalars(preempted['workdir']) == scalars(reference)
+  _, final = _params(preempted['workdir'], setup, STEPS)
+  _, ref_final = _params(reference, setup, STEPS)
+  for x, y in zip(jax.tree.leaves(final), jax.tree.leaves(ref_final)):
+    np.testing.assert_array_equal(x, y)

@@ -167,7 +167,7 @@ class _Loop:
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
         sums = evaluation.accumulate(sums, _checked(previous, step - 1))
       previous = metrics
-      stopping = self.stop.requested   # read once: the signal may arrive at any moment
+      stopping = self.stop.reached(step)   # read once; every process of a job agrees on the step
       saving = step == steps or stopping or self.ckpt.should_save(step)
       logging_step = step % config.train.log_every == 0 or step == steps
       if logging_step or saving:   # a step is checked before it is logged or saved
