@@ -20,7 +20,7 @@ from transformer.sweeps import __main__ as sweeps_main
 from transformer.sweeps import declarations as d
 from transformer.sweeps import results, runner, slurm, worker
 from transformer.sweeps import search as search_lib
-from transformer.training import report
+from transformer.sweeps import trial as report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPLETE, PRUNED, FAIL, WAITING = (optuna.trial.TrialState.COMPLETE,
@@ -203,8 +203,9 @@ def test_a_trial_asked_beyond_the_budget_is_surplus(tmp_path):
 
 # -- the worker on a fake trainer -----------------------------------------------------------------
 FAKE_TRAIN = """
-import json, os, signal, sys, time
-from transformer.training import report
+import json, os, signal, sys, time, types
+from transformer.sweeps import trial as report
+from transformer.training.evaluation import EvalResult
 run_dir, overrides = sys.argv[1], json.loads(sys.argv[2])
 spec, mode = json.loads(os.environ[report.ENV]), os.environ.get('FAKE_MODE', 'ok')
 ckpt = os.path.join(run_dir, 'checkpoints')
@@ -212,15 +213,15 @@ os.makedirs(ckpt, exist_ok=True)
 done = max([int(s) for s in os.listdir(ckpt)], default=0)
 with open(os.environ['FAKE_LOG'], 'a') as f:
   f.write(json.dumps([spec['number'], overrides['run_name'], done]) + '\\n')
-class Writer:
-  def scalars(self, step, values): pass
 steps = overrides['train.steps']
-reporter = report.Reporter.from_environment(Writer(), steps)
+reporter = report.TrialHook.from_environment()
+reporter.start(types.SimpleNamespace(run=types.SimpleNamespace(steps=steps)))
 for step in range(done + 2, steps + 1, 2):
   time.sleep(0.1)
   if mode == 'fail':
     print('error: the fake trainer failed', file=sys.stderr); sys.exit(3)
-  why = reporter.after_eval(step, {'eval/loss': 10 * overrides['opt.learning_rate'] + 1 / step})
+  why = reporter.after_eval(step, EvalResult(
+      {'eval/loss': 10 * overrides['opt.learning_rate'] + 1 / step}, None, None, []))
   os.makedirs(os.path.join(ckpt, str(step)))
   if mode == 'die_once' and not os.path.exists(os.path.join(run_dir, 'died')):
     open(os.path.join(run_dir, 'died'), 'w').close()
@@ -249,7 +250,7 @@ print('OUTCOME', json.dumps(outcome))
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
   """A search of the fake trainer: it reports 10 * lr + 1 / step at steps 2, 4, 6 through the
-  real Reporter, 'saves' a checkpoint directory per step and logs each start to FAKE_LOG."""
+  real TrialHook, 'saves' a checkpoint directory per step and logs each start to FAKE_LOG."""
   script = write(tmp_path / 'fake_train.py', FAKE_TRAIN)
   log = tmp_path / 'starts.jsonl'
   monkeypatch.setenv('FAKE_LOG', str(log))

@@ -28,7 +28,8 @@ from transformer.errors import ConfigError
 from transformer.monitoring import writer as tb
 from transformer.sweeps import declarations
 from transformer.sweeps.runner import finished_step, run_name, train_command
-from transformer.training import optim, report
+from transformer.sweeps import trial as trial_hook
+from transformer.training import optim
 
 STUDY_FILE = 'study.db'
 # The scalars a run has in hand after each eval (its latest train window and the eval itself).
@@ -124,7 +125,7 @@ class Search:
     trials and fails (then retries) trials nobody has beaten for 3 x heartbeat. Each opening seeds
     its sampler from the declared seed, the trials so far and `task`, so a resumed or second
     worker does not redraw the first worker's points (the first opening uses the seed itself)."""
-    report.quiet_optuna()
+    trial_hook.quiet_optuna()
     url = self.storage_url(workdir)
     if url.startswith('sqlite:///'):
       if not create and not os.path.exists(url[len('sqlite:///'):]):
@@ -136,7 +137,7 @@ class Search:
                                                                   died=True))
     study = _create_study(url, beat, study_name=self.experiment,
                           direction=self.study.direction, load_if_exists=True,
-                          pruner=report.make_pruner(self.pruner_spec()))
+                          pruner=trial_hook.make_pruner(self.pruner_spec()))
     self._check_study(study, url)
     n = len(study.get_trials(deepcopy=False))
     study.sampler = self.sampler((self.study.seed + 1_000_003 * n + 7919 * task) % 2**31)
@@ -177,7 +178,7 @@ def _create_study(url, beat, **kwargs):
   import sqlalchemy  # pylint: disable=import-outside-toplevel
   for attempt in range(6):
     try:
-      return optuna.create_study(storage=report.storage(url, **beat), **kwargs)
+      return optuna.create_study(storage=trial_hook.storage(url, **beat), **kwargs)
     except sqlalchemy.exc.DBAPIError as e:   # the database answered: a race, or a real error
       error = e
       time.sleep(0.2 + random.random() * attempt)

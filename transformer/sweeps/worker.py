@@ -34,7 +34,8 @@ import optuna
 from transformer.errors import ConfigError
 from transformer.sweeps import search as search_lib
 from transformer.sweeps.runner import LOG_FILE, REPO, _tail, _write_status, finished_step
-from transformer.training import optim, report
+from transformer.sweeps import trial as trial_hook
+from transformer.training import optim
 
 WORKER = f'{socket.gethostname()}:{os.getpid()}'
 FAIL = optuna.trial.TrialState.FAIL
@@ -164,7 +165,7 @@ class Worker:
             'trial_id': trial._trial_id, 'number': trial.number,
             'metric': self.search.study.metric, 'pruner': self.search.pruner_spec()}
     path = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
-    return dict(os.environ, PYTHONPATH=path, **{report.ENV: json.dumps(spec)})
+    return dict(os.environ, PYTHONPATH=path, **{trial_hook.ENV: json.dumps(spec)})
 
   # -- finishing ----------------------------------------------------------------------------------
   def _finish(self, job):

@@ -4,6 +4,9 @@ Metrics are (sum, count) pairs added over batches and divided once (`average`), 
 batch weighs by its tokens, and multi-process runs agree on the number of batches.
 """
 
+import dataclasses
+from typing import Any
+
 import jax
 import numpy as np
 
@@ -53,16 +56,29 @@ def evaluate(run, params, pipeline, eval_fn):
   return average(sums), last
 
 
-def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
-  """Eval metrics at `step` (logged and returned as 'eval/...'), then text samples and the
-  attention diagnostics and pictures of the first eval rows (monitoring/attention.py)."""
+@dataclasses.dataclass
+class EvalResult:
+  """One eval: its scalars ('eval/...'; a hook may add its own) and what the pictures need."""
+  scalars: dict
+  state: Any               # the train state evaluated
+  batch: Any               # this process's last eval batch (attention pictures, samples)
+  samples: list            # decoded eval examples (generation metrics), the first ones first
+
+
+def evaluate_at(run, state, pipeline, eval_fn, step):
+  """The eval at `step` (every process joins): metrics over the eval split and, for objectives
+  that generate, the decoding metrics (eval/bleu, ...) with the decoded examples."""
   metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
-  # Generation metrics (eval/bleu, ...): every process joins; their first examples are the samples.
   decoded, decoded_samples = generation.decode_eval(run, state['params'], pipeline, step)
   scalars.update(decoded)
-  writer.scalars(step, scalars)
-  decoded_samples = decoded_samples[:run.config.log.samples]
+  return EvalResult(scalars, state, batch, decoded_samples[:run.config.log.samples])
+
+
+def write_pictures(run, result, writer, step):
+  """Text samples and the attention diagnostics and pictures of the first eval rows
+  (monitoring/attention.py) of one eval `result`."""
+  state, batch, decoded_samples = result.state, result.batch, result.samples
   # Sampling runs eagerly on process 0's rows; with several processes the sharded parameters
   # span hosts and every process would have to join, so samples and attention maps are skipped.
   if jax.process_count() == 1 and run.config.log.samples:
@@ -73,8 +89,6 @@ def eval_and_samples(run, state, pipeline, eval_fn, writer, step):
                                    run.config.log.attention_stats):
     attention.write_eval(writer, step, run.trainer.model(state['params']), run.trainer.objective,
                          batch, run.tokenizer, run.config)
-  writer.flush()
-  return scalars
 
 
 def _markdown(samples):

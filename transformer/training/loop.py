@@ -8,6 +8,7 @@ finite loss and gradient before it is logged or saved.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -17,27 +18,30 @@ import jax
 
 from transformer.data.pipeline import POSITION_FORMAT, upgrade_position
 from transformer.errors import ConfigError, TrainingError
-from transformer.monitoring import accounting, perf, profiler
-from transformer.monitoring import writer as tb
-from transformer.monitoring.progress import Progress
-from transformer.training import (checkpoint, console, distributed, evaluation, generation,
-                                  report, setup, sharding, signals)
+from transformer.monitoring import accounting, perf
+from transformer.training import (checkpoint, console, distributed, evaluation, setup, sharding,
+                                  signals)
+from transformer.training import hooks as hooks_lib
 from transformer.training.distributed import print_once
 from transformer.training.trainer import Trainer
 
 
-def train(config, workdir, *, dry_run=False, show_sharding=False):
+def train(config, workdir, *, hooks=None, dry_run=False, show_sharding=False):
   """Train (or resume) the run of `config` under `workdir`; returns the last metrics.
 
   Prints one line each for the data, model and mesh (the per-parameter sharding table too when
-  the mesh spans several devices or with `show_sharding`), then the progress. SIGTERM/SIGINT from here on are requests: the loop saves after the step it is in (a signal
-  during start-up or compile is honoured after the first step) and returns.
+  the mesh spans several devices or with `show_sharding`); `hooks` (default
+  `hooks.standard()`: TensorBoard, the console and progress bar, the profiler) see the steps,
+  logs, evals and saves (training/hooks.py). SIGTERM/SIGINT from here on are requests: the
+  loop saves after the step it is in (a signal during start-up or compile is honoured after the
+  first step) and returns.
   """
   with signals.StopSignal() as stop:
-    return _train(config, workdir, stop, dry_run, show_sharding)
+    return _train(config, workdir, stop, hooks_lib.standard() if hooks is None else hooks,
+                  dry_run, show_sharding)
 
 
-def _train(config, workdir, stop, dry_run, show_sharding):
+def _train(config, workdir, stop, hooks, dry_run, show_sharding):
   run = setup.prepare(config, workdir)
   latest = run.latest_step()
   if latest is not None and latest >= run.steps:
@@ -57,28 +61,19 @@ def _train(config, workdir, stop, dry_run, show_sharding):
   compile_s = time.perf_counter() - t0
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
-  writer = tb.MetricWriter(run.dir, enabled=jax.process_index() == 0)
-  reporter = report.Reporter.from_environment(writer, run.steps)   # a search trial, or inactive
-  writer.hparams({**tb.flatten_config(run.config), **reporter.hparams},
-                 {'eval/loss': None, 'eval/accuracy': None,
-                  **dict.fromkeys(generation.metric_tags(run)), **reporter.metrics},
-                 first=run.config.log.hparams_first)
-  writer.scalars(int(state['step']), {'params/total': counts['total'],
-                                      'params/non_embedding': counts['non_embedding'],
-                                      'perf/compile_seconds': compile_s})
-  writer.layout(tb.scalars_layout(run.config))
   peak, peak_name = perf.peak_flops(run.config.model.dtype)
-  print_once(console.training_line(run, compile_s, peak, peak_name))
-  log = run.config.log
-  if jax.process_count() > 1 and (log.samples or log.attention_images or log.attention_stats):
-    print_once('Text samples and attention maps and statistics are not written in multi-process '
-               'runs.')
-  loop = _Loop(run=run, ckpt=ckpt, writer=writer, step_fn=step_fn, it=it,
-               eval_data=eval_data, eval_fn=jax.jit(run.trainer.eval_step),
-               peak=peak, flops_token=flops_token, tokens_seen=tokens_seen, stop=stop,
-               reporter=reporter)
-  state, last, stopped = loop.train(state, first)
-  return _finish(run, ckpt, writer, last, stopped, reporter.hparams)
+  hooks = hooks_lib.Hooks(hooks)
+  hooks.start(hooks_lib.Session(run=run, step=int(state['step']), compile_s=compile_s,
+                                counts=counts, peak=peak, peak_name=peak_name))
+  loop = _Loop(run=run, ckpt=ckpt, step_fn=step_fn, it=it, hooks=hooks, stop=stop,
+               evaluate=functools.partial(evaluation.evaluate_at, run, pipeline=eval_data,
+                                          eval_fn=jax.jit(run.trainer.eval_step)),
+               meter=_Meter(perf.Throughput(int(state['step'])), peak, flops_token, tokens_seen))
+  last, stopped = loop.train(state, first)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  hooks.finish(last, stopped)
+  return last
 
 
 def restore_or_init(run, latest):
@@ -134,36 +129,44 @@ def _global_sums(*counts):
 
 
 @dataclasses.dataclass
-class _Loop:
-  """What the steps of one training session share."""
-  run: Any
-  ckpt: Any
-  writer: Any
-  step_fn: Any
-  it: Any
-  eval_data: Any
-  eval_fn: Any
+class _Meter:
+  """Tokens and rates: this session's throughput and the job's tokens seen so far."""
+  throughput: perf.Throughput
   peak: float
   flops_token: float
   tokens_seen: int
-  stop: Any                    # the signals.StopSignal of this session
-  reporter: Any                # the search trial's report.Reporter (inactive otherwise)
+
+  def report(self, step):
+    """The window's perf/* scalars and train/tokens_seen (collective: counts every process)."""
+    scalars, tokens = self.throughput.report(step, peak=self.peak,
+                                             flops_per_token=self.flops_token,
+                                             sum_fn=_global_sums)
+    self.tokens_seen += tokens
+    return {**scalars, 'train/tokens_seen': self.tokens_seen}
+
+
+@dataclasses.dataclass
+class _Loop:
+  """What the steps of one training session share."""
+  run: Any                     # setup.Run
+  ckpt: Any                    # checkpoint.Checkpointer
+  step_fn: Any                 # the compiled train step
+  it: Any                      # the train data iterator (its .state is the data position)
+  evaluate: Any                # (state, step=) -> evaluation.EvalResult; every process joins
+  hooks: hooks_lib.Hooks
+  stop: signals.StopSignal
+  meter: _Meter
 
   def train(self, state, batch):
-    """Steps until the run's last step or a stop signal -> (state, last metrics, stopped)."""
+    """Steps until the run's last step or a stop -> (last metrics, the line it stopped with)."""
     config, steps = self.run.config, self.run.steps
     step = int(state['step'])
-    bar = Progress(steps, initial=step, every=config.train.log_every,
-                   enabled=jax.process_index() == 0)
-    meter, sums, previous, last, stopping = perf.Throughput(step), {}, None, {}, False
-    trace = profiler.StepProfiler(self.run.dir, config.log.profile_steps,
-                                  enabled=jax.process_index() == 0)
+    sums, previous, last, stopped = {}, None, {}, None
     while step < steps:
-      trace.before(step + 1)
+      self.hooks.before_step(step + 1)
       state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
       step += 1
-      trace.after(step, (state, metrics))
-      meter.add(batch)
+      self.meter.throughput.add(batch)
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched
         sums = evaluation.accumulate(sums, _checked(previous, step - 1))
       previous = metrics
@@ -172,72 +175,51 @@ class _Loop:
       logging_step = step % config.train.log_every == 0 or step == steps
       if logging_step or saving:   # a step is checked before it is logged or saved
         sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
+      live = None
       if logging_step:
-        last = self._log_train(step, sums, meter)
-        bar.update(step, loss=last['loss'], tokens_per_sec=last['perf/tokens_per_sec'])
+        last = self._log_train(step, sums)
         sums = {}
       else:   # the live bar: this window's mean loss so far, the last window's tokens/s
-        bar.update(step, loss=evaluation.average(sums).get('loss'),
-                   tokens_per_sec=last.get('perf/tokens_per_sec'))
-      evaluated = why = None
+        live = {'loss': evaluation.average(sums).get('loss'),
+                'tokens_per_sec': last.get('perf/tokens_per_sec')}
+      self.hooks.after_step(step, (state, metrics), live)
+      evaluated = None
       if config.train.eval_steps and (step % config.train.eval_every == 0 or step == steps):
-        evaluated = evaluation.eval_and_samples(self.run, state, self.eval_data, self.eval_fn,
-                                                self.writer, step)
+        result = self.evaluate(state, step=step)
+        why = self.hooks.after_eval(step, result)   # a search trial may stop the run
+        evaluated = result.scalars
         last.update(evaluated)
-        bar.write(console.eval_line(step, evaluated))
-        meter.restart_clock()
-        why = self.reporter.after_eval(step, last)   # a search trial: None, or why it stops
+        self.meter.throughput.restart_clock()
         if why:
-          stopping = saving = True
+          stopped, stopping = why, True
           if previous is not None:   # a step is checked before it is saved
             sums, previous = evaluation.accumulate(sums, _checked(previous, step)), None
-      if saving:
-        self._save(step, state, meter, evaluated, force=step == steps or stopping)
+      if saving or stopping:
+        self._save(step, state, evaluated, force=step == steps or stopping)
       if stopping:
-        self.ckpt.wait_until_finished()
-        bar.close()
-        print(why or f'Stopped by {self.stop.signal_name} at step {step}; saved. Run the same '
-                     'command to resume.')
+        stopped = stopped or (f'Stopped by {self.stop.signal_name} at step {step}; saved. Run '
+                              'the same command to resume.')
         break
       if step < steps:
         batch = next(self.it)
-    trace.close()
-    bar.close()
-    return state, last, stopping
+    return last, stopped
 
-  def _log_train(self, step, sums, meter):
+  def _log_train(self, step, sums):
     """Logs one window: the mean train metrics and the job's rates; returns them."""
-    avg = evaluation.average(sums)
-    scalars, tokens = meter.report(step, peak=self.peak, flops_per_token=self.flops_token,
-                                   sum_fn=_global_sums)
-    self.tokens_seen += tokens
-    scalars = {**{f'train/{k}': v for k, v in avg.items()}, **scalars,
-               'train/tokens_seen': self.tokens_seen}
-    self.writer.scalars(step, scalars)
-    return {'loss': avg['loss'], **scalars}
+    scalars = {**{f'train/{k}': v for k, v in evaluation.average(sums).items()},
+               **self.meter.report(step)}
+    self.hooks.after_log(step, scalars)
+    return {'loss': scalars['train/loss'], **scalars}
 
-  def _save(self, step, state, meter, evaluated, *, force):
+  def _save(self, step, state, evaluated, *, force):
     """Every process's data position and the job's tokens seen go with the checkpoint."""
-    gathered = distributed.allgather_ints([*self.it.state, meter.tokens])
-    self.writer.flush()   # the logs are on disk before the checkpoint a resume would start from
+    gathered = distributed.allgather_ints([*self.it.state, self.meter.throughput.tokens])
+    self.hooks.before_save(step)
     where = {'positions': [g[:2] for g in gathered],   # every process's, in process order
              'position_format': POSITION_FORMAT,
-             'tokens_seen': self.tokens_seen + sum(g[2] for g in gathered)}
+             'tokens_seen': self.meter.tokens_seen + sum(g[2] for g in gathered)}
     self.ckpt.save(step, state, data_position=where, force=force,
                    metrics={'eval/loss': evaluated['eval/loss']} if evaluated else None)
-
-
-def _finish(run, ckpt, writer, last, stopped, extra_hparams):
-  """Wait for the last save, write the final hparams metrics, say where everything is."""
-  ckpt.wait_until_finished()
-  ckpt.close()
-  final = {k: v for k, v in last.items() if k.startswith('eval/')}
-  writer.hparams({**tb.flatten_config(run.config), **extra_hparams}, final,
-                 first=run.config.log.hparams_first)
-  writer.close()
-  if not stopped:
-    console.finished(run, final)
-  return last
 
 
 def _checked(metrics, step):

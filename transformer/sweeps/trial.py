@@ -1,14 +1,15 @@
-"""A run's metric, reported to the hyperparameter search that started it (transformer/sweeps/).
+"""The search trial's hook: a run's metric, reported to the hyperparameter search that started it.
 
 The search runner starts each trial as a normal training run with the environment variable
 TRANSFORMER_TRIAL set to a JSON object {"storage": SQLAlchemy URL, "study": name, "trial_id": int,
 "number": int, "metric": tag, "pruner": {"class": name in optuna.pruners, "options": {...}}}.
-After every eval the training loop calls `Reporter.after_eval(step, scalars)`: process 0 reports
-the metric at that step to the study and asks the study's pruner; when it says stop, the trial
-is marked `pruned_at` = step, `search/pruned` = 1 is logged, and `after_eval` returns the line
-the loop prints before it saves a final checkpoint and exits 0 (the runner then tells the study
-PRUNED). A trial that reaches its last step logs `search/pruned` = 0. Without the variable a
-Reporter does nothing, so every other run is untouched.
+The training entry point puts `TrialHook.from_environment()` first among the loop's hooks
+(training/hooks.py). After every eval, process 0 reports the metric at that step to the study and
+asks the study's pruner; when it says stop, the trial is marked `pruned_at` = step,
+`search/pruned` = 1 joins the eval's scalars (the TensorBoard hook, after this one, logs them),
+and `after_eval` returns the line the loop prints before it saves a final checkpoint and exits 0
+(the runner then tells the study PRUNED). A trial that reaches its last step logs
+`search/pruned` = 0. Without the variable the hook does nothing, so every other run is untouched.
 """
 
 import json
@@ -18,6 +19,7 @@ import jax
 
 from transformer.errors import ConfigError, TrainingError
 from transformer.training import distributed
+from transformer.training.hooks import Hook
 
 ENV = 'TRANSFORMER_TRIAL'
 
@@ -45,23 +47,15 @@ def quiet_optuna():
   warnings.filterwarnings('ignore', message='Heartbeat of storage is supposed to be used')
 
 
-class Reporter:
-  """The trial of this run (from TRANSFORMER_TRIAL), or an inactive reporter."""
+class TrialHook(Hook):
+  """The trial of this run (from TRANSFORMER_TRIAL), or an inactive hook."""
 
-  def __init__(self, spec=None, *, writer=None, steps=None):
-    self.spec, self.writer, self.steps = spec, writer, steps
+  def __init__(self, spec=None):
+    self.spec, self.steps, self.trial = spec, None, None
     self.active = spec is not None
-    self.trial = None
-    if self.active and jax.process_index() == 0:
-      import optuna  # pylint: disable=import-outside-toplevel
-      quiet_optuna()
-      study = optuna.load_study(study_name=spec['study'], storage=storage(spec['storage']),
-                                sampler=optuna.samplers.RandomSampler(),
-                                pruner=make_pruner(spec['pruner']))
-      self.trial = optuna.trial.Trial(study, spec['trial_id'])
 
   @classmethod
-  def from_environment(cls, writer=None, steps=None, env=None):
+  def from_environment(cls, env=None):
     text = (os.environ if env is None else env).get(ENV)
     if not text:
       return cls()
@@ -72,7 +66,18 @@ class Reporter:
     except (ValueError, KeyError, TypeError) as e:
       raise ConfigError(f'environment variable {ENV}: not a trial description ({e}); it is set '
                         'by `python -m transformer.sweeps` for the runs of a search') from None
-    return cls(spec, writer=writer, steps=steps)
+    return cls(spec)
+
+  def start(self, session):
+    self.steps = session.run.steps
+    if self.active and jax.process_index() == 0:
+      import optuna  # pylint: disable=import-outside-toplevel
+      quiet_optuna()
+      study = optuna.load_study(study_name=self.spec['study'],
+                                storage=storage(self.spec['storage']),
+                                sampler=optuna.samplers.RandomSampler(),
+                                pruner=make_pruner(self.spec['pruner']))
+      self.trial = optuna.trial.Trial(study, self.spec['trial_id'])
 
   @property
   def hparams(self):
@@ -85,11 +90,11 @@ class Reporter:
     """Extra metric columns: the searched metric and `search/pruned` (1 pruned, 0 ran out)."""
     return {self.spec['metric']: None, 'search/pruned': None} if self.active else {}
 
-  def after_eval(self, step, scalars):
-    """Report `scalars[metric]` at `step`; the line to stop with, or None to go on."""
+  def after_eval(self, step, result):
+    """Report the eval's metric at `step`; the line to stop with, or None to go on."""
     if not self.active:
       return None
-    why = self._report(step, scalars) if jax.process_index() == 0 else None
+    why = self._report(step, result.scalars) if jax.process_index() == 0 else None
     if jax.process_count() > 1:   # every process stops at the same step
       stop = distributed.allgather_ints([why is not None])[0][0]   # process 0 decides
       why = why or (f'Stopped by the search at step {step}; saved.' if stop else None)
@@ -111,6 +116,6 @@ class Reporter:
       return (f'Stopped at step {step}: the search already finished trial {number} (its worker '
               'stopped); saved, and the search resumes it as a new trial.')
     if pruned or step >= self.steps:
-      self.writer.scalars(step, {'search/pruned': float(pruned)})
+      scalars['search/pruned'] = float(pruned)
     return (f'Pruned by the search at step {step} ({metric} {float(scalars[metric]):.4f}); '
             'saved.') if pruned else None
