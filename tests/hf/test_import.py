@@ -252,9 +252,9 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
 
 # --- bad inputs of import-hf: one line, exit 2, nothing written ---------------------------------
 
-def _with_tokenizer(path):
+def _with_tokenizer(path, vocab_files=False):
   from tests.hf import builders  # pylint: disable=import-outside-toplevel
-  builders.gpt2_tokenizer(str(path), vocab_size=300)
+  builders.gpt2_tokenizer(str(path), vocab_size=300, vocab_files=vocab_files)
   _gpt2(path, vocab_size=300)
   return path
 
@@ -283,12 +283,112 @@ def _break_merges(path):
   os.remove(path / 'tokenizer.json')
 
 
-@pytest.mark.parametrize('breaker,needles', [
-    (_break_missing_tokenizer, ('no tokenizer files', '--weights_only')),
-    (_break_tokenizer_too_big, ('tokenizer.json', '300 tokens', '280 rows', 'vocab_size')),
-    (_break_model_type, ('config.json', '"model_type"', 'llama')),
-    (_break_merges, ('merges.txt: missing',)),
-])
+def _truncate(name, keep=0.5):
+  def truncate(path):
+    data = (path / name).read_bytes()
+    (path / name).write_bytes(data[:int(len(data) * keep)])
+  return truncate
+
+
+def _as_torch_bin(path):
+  tensors = safetensors.numpy.load_file(path / 'model.safetensors')
+  torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, path / 'pytorch_model.bin')
+  os.remove(path / 'model.safetensors')
+
+
+def _as_shards(weight_map):
+  def shard(path):
+    os.rename(path / 'model.safetensors', path / 'model-00001-of-00001.safetensors')
+    (path / 'model.safetensors.index.json').write_text(json.dumps({'weight_map': weight_map}))
+  return shard
+
+
+def _malformed(*edits, vocab_files=False):
+  """A GPT-2 checkpoint with its tokenizer (`vocab_files`: vocab.json + merges.txt, read with
+  tokenizer_config.json's added tokens) and then `edits` applied to its files."""
+  def breaker(path):
+    _with_tokenizer(path, vocab_files)
+    for edit in edits:
+      edit(path)
+  return breaker
+
+
+def _set(name, **values):
+  def edit(path):
+    (path / name).write_text(json.dumps({**json.loads((path / name).read_text()), **values}))
+  return edit
+
+
+def _write(name, text):
+  return lambda path: (path / name).write_text(text)
+
+
+_ADDED = 'tokenizer_config.json', 'added_tokens_decoder'
+BAD = [  # (id, breaker, what the line names)
+    ('missing_tokenizer', _break_missing_tokenizer, ('no tokenizer files', '--weights_only')),
+    ('tokenizer_too_big', _break_tokenizer_too_big,
+     ('tokenizer.json', '300 tokens', '280 rows', 'vocab_size')),
+    ('model_type', _break_model_type, ('config.json', '"model_type"', 'llama')),
+    ('merges', _break_merges, ('merges.txt: missing',)),
+    # malformed files: the file (and key) in one line, never a traceback
+    ('safetensors_truncated', _malformed(_truncate('model.safetensors')),
+     ('model.safetensors: ', 'safetensors')),
+    ('safetensors_empty', _malformed(_write('model.safetensors', '')),
+     ('model.safetensors: ', 'safetensors')),
+    ('bin_truncated', _malformed(_as_torch_bin, _truncate('pytorch_model.bin')),
+     ('pytorch_model.bin: ', 'truncated')),
+    ('bin_end_truncated', _malformed(_as_torch_bin, _truncate('pytorch_model.bin', 0.99)),
+     ('pytorch_model.bin: ', 'truncated')),
+    ('shard_index_list', _malformed(_as_shards(['model-00001-of-00001.safetensors'])),
+     ('model.safetensors.index.json: ', '"weight_map" is ["model-00001', '(a list)', 'an object')),
+    ('shard_index_entry', _malformed(_as_shards({'transformer.wte.weight': 1})),
+     ('model.safetensors.index.json: ', '"weight_map.transformer.wte.weight" is 1', 'a string')),
+    ('shard_index_empty', _malformed(_as_shards({})),
+     ('model.safetensors.index.json: ', '"weight_map" is missing or empty')),
+    ('config_not_json', _malformed(_write('config.json', '{"vocab_size": 3')),
+     ('config.json: ', 'JSON')),
+    ('config_string_size', _malformed(_set('config.json', vocab_size='300')),
+     ('config.json: ', '"vocab_size" is "300" (a string); it must be an integer')),
+    ('config_float_size', _malformed(_set('config.json', n_embd=12.0)),
+     ('config.json: ', '"n_embd"', 'an integer')),
+    ('config_bool_size', _malformed(_set('config.json', n_layer=True)),
+     ('config.json: ', '"n_layer"', 'an integer')),
+    ('config_string_epsilon', _malformed(_set('config.json', layer_norm_epsilon='1e-5')),
+     ('config.json: ', '"layer_norm_epsilon"', 'a number')),
+    ('config_string_flag', _malformed(_set('config.json', tie_word_embeddings='false')),
+     ('config.json: ', '"tie_word_embeddings"', 'true or false')),
+    ('config_list_model_type', _malformed(_set('config.json', model_type=['gpt2'])),
+     ('config.json: ', '"model_type"', 'a string')),
+    ('config_list_activation', _malformed(_set('config.json', activation_function=['gelu'])),
+     ('config.json: ', '"activation_function"', 'a string')),
+    ('added_tokens_decoder_key', _malformed(
+        _set(_ADDED[0], added_tokens_decoder={'abc': {'content': '<x>'}}), vocab_files=True),
+     ('tokenizer_config.json: ', '"added_tokens_decoder" has the key "abc", which is not a '
+      'token id')),
+    ('added_tokens_decoder_entry', _malformed(
+        _set(_ADDED[0], added_tokens_decoder={'300': '<x>'}), vocab_files=True),
+     ('tokenizer_config.json: ', '"added_tokens_decoder.300"', 'an object')),
+    ('added_tokens_decoder_content', _malformed(
+        _set(_ADDED[0], added_tokens_decoder={'300': {'special': True}}), vocab_files=True),
+     ('tokenizer_config.json: ', '"added_tokens_decoder.300.content"', 'missing')),
+    ('added_tokens_decoder_list', _malformed(
+        _set(_ADDED[0], added_tokens_decoder=['<x>']), vocab_files=True),
+     ('tokenizer_config.json: ', '"added_tokens_decoder"', 'an object')),
+    ('added_tokens_json_id', _malformed(
+        _write('added_tokens.json', '{"<x>": "300"}'), vocab_files=True),
+     ('added_tokens.json: ', '"<x>"', 'an integer')),
+    ('add_prefix_space_string', _malformed(
+        _set(_ADDED[0], add_prefix_space='yes'), vocab_files=True),
+     ('tokenizer_config.json: ', '"add_prefix_space"', 'true or false')),
+    ('extra_special_tokens_int', _malformed(_set(_ADDED[0], extra_special_tokens=5)),
+     ('tokenizer_config.json: ', '"extra_special_tokens"', 'a list')),
+    ('additional_special_tokens_string',
+     _malformed(_set(_ADDED[0], additional_special_tokens='<x>')),
+     ('tokenizer_config.json: ', '"additional_special_tokens"', 'a list')),
+]
+
+
+@pytest.mark.parametrize('breaker,needles', [pytest.param(b, n, id=i) for i, b, n in BAD])
 def test_bad_checkpoints_are_refused_and_nothing_is_written(tmp_path, capsys, breaker, needles):
   breaker(tmp_path / 'hf')
   capsys.readouterr()

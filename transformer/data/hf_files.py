@@ -12,8 +12,15 @@ special_tokens_map.json, tokenizer_config.json, then config.json's pad/bos/eos_t
 roles still unnamed. A stored tokenizer (import-hf output, a run) keeps those files verbatim plus
 SPECIAL_RECORD, the resolved {role: token}, so it loads the same without the checkpoint's
 config.json.
+
+Malformed files are one-line ConfigErrors naming the file, never tracebacks, by two means that
+every reader of a checkpoint shares: a JSON value is taken with the JSON type it must have
+(`JsonObject.field`, `typed`: the file and key in the line), and a file a library parses (weights,
+tokenizer models) is read under `reading(path, what)`, which turns whatever the parser raises
+into one line naming the file.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,20 +49,81 @@ _CLASS_NAMES = (('roberta', 'bart'), ('bart', 'bart'), ('gpt2', 'gpt2'), ('t5', 
 T5_EXTRA_IDS = 100   # T5Tokenizer's default number of <extra_id_N> sentinels
 
 
+_KINDS = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string',
+          list: 'a list', dict: 'an object'}   # what a value must be
+_IS = {**_KINDS, bool: 'a boolean'}            # what it is
+
+
+def _is(value, kind):
+  """Whether JSON `value` has JSON type `kind` (an integer is a number, true is no number)."""
+  if isinstance(value, bool):
+    return kind is bool
+  return isinstance(value, (int, float) if kind is float else kind)
+
+
+def typed(path, key, value, *kinds):
+  """`value`, the `key` of JSON file `path`, when its JSON type is one of `kinds` (of bool, int,
+  float, str, list, dict); else a one-line ConfigError naming the file and key."""
+  if value is None:
+    raise ConfigError(f'{path}: "{key}" is missing')
+  if not any(_is(value, kind) for kind in kinds):
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 40 else shown[:37] + '...'
+    raise ConfigError(f'{path}: "{key}" is {shown} ({_IS[type(value)]}); it must be '
+                      f'{" or ".join(_KINDS[kind] for kind in kinds)}')
+  return value
+
+
+class JsonObject(dict):
+  """A JSON object read from `path` (at `scope`, the keys above it, for one nested inside), whose
+  values are taken with the JSON type they must have."""
+
+  def __init__(self, values, path, scope=''):
+    super().__init__(values)
+    self.path, self.scope = path, scope
+
+  def name(self, key):
+    return f'{self.scope}.{key}' if self.scope else key
+
+  def field(self, key, *kinds, default=None):
+    """The value of `key` (`default` when absent or null), of one of the JSON types `kinds`."""
+    value = self.get(key)
+    return default if value is None else typed(self.path, self.name(key), value, *kinds)
+
+  def require(self, key, *kinds):
+    """The value of `key`, of one of the JSON types `kinds`; absent or null is an error."""
+    return typed(self.path, self.name(key), self.get(key), *kinds)
+
+  def child(self, key):
+    """The object at `key` (empty when absent) as a JsonObject."""
+    return JsonObject(self.field(key, dict, default={}), self.path, self.name(key))
+
+
+@contextlib.contextmanager
+def reading(path, what, fix=None):
+  """Whatever but a ConfigError reading `path` as `what` raises -> one line naming the file."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (anything a malformed file can cause)
+    reason = ' '.join(str(e).split())[:200] or type(e).__name__
+    raise ConfigError(f'{path}: cannot be read as {what} ({reason})' +
+                      (f'; {fix}' if fix else '')) from None
+
+
 def read_json(path, *, required=False):
-  """The JSON object in `path`; {} when absent (unless `required`); one-line error if broken."""
+  """The JsonObject in `path`; empty when absent (unless `required`); one-line error if broken."""
   if not os.path.isfile(path):
     if required:
       raise ConfigError(f'{path}: missing')
-    return {}
-  try:
+    return JsonObject({}, path)
+  with reading(path, 'JSON'):
     with open(path, encoding='utf-8') as f:
       value = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f'{path}: cannot be read as JSON ({" ".join(str(e).split())})') from None
   if not isinstance(value, dict):
     raise ConfigError(f'{path}: must hold a JSON object')
-  return value
+  return JsonObject(value, path)
 
 
 def content(value):
@@ -86,8 +154,8 @@ def backend_files(directory):
 
 def class_kind(directory, model_type=None):
   """'bert' | 'gpt2' | 'bart' | 't5' | None: whose defaults the special tokens start from."""
-  name = str(read_json(os.path.join(directory, 'tokenizer_config.json')).get(
-      'tokenizer_class') or model_type or '').lower()
+  name = str(read_json(os.path.join(directory, 'tokenizer_config.json')).field(
+      'tokenizer_class', str) or model_type or '').lower()
   return next((kind for key, kind in _CLASS_NAMES if key in name), None)
 
 
@@ -105,8 +173,8 @@ def special_tokens(directory, model_config=None, id_to_token=None):
   for name in ('special_tokens_map.json', 'tokenizer_config.json'):
     values = read_json(os.path.join(directory, name))
     for role in ROLES:
-      if f'{role}_token' in values:
-        tokens[role] = content(values[f'{role}_token'])
+      if f'{role}_token' in values:   # null: the role has no token
+        tokens[role] = content(values.field(f'{role}_token', str, dict))
   for role in ('pad', 'bos', 'eos'):
     token_id = model_config.get(f'{role}_token_id')
     if role not in tokens and isinstance(token_id, int) and id_to_token:
@@ -119,8 +187,8 @@ def extra_tokens(directory):
   config = read_json(os.path.join(directory, 'tokenizer_config.json'))
   names = []
   for key in ('additional_special_tokens', 'extra_special_tokens'):
-    value = config.get(key) or read_json(
-        os.path.join(directory, 'special_tokens_map.json')).get(key) or []
+    value = config.field(key, list, dict) or read_json(
+        os.path.join(directory, 'special_tokens_map.json')).field(key, list, dict) or []
     names += [content(v) for v in (value.values() if isinstance(value, dict) else value)]
   return [n for n in dict.fromkeys(names) if n]
 
@@ -129,7 +197,7 @@ def t5_extra_ids(directory):
   """How many <extra_id_N> a SentencePiece (T5) tokenizer appends: tokenizer_config.json's
   extra_ids, else the sentinels it lists, else T5Tokenizer's default of 100."""
   config = read_json(os.path.join(directory, 'tokenizer_config.json'))
-  if isinstance(config.get('extra_ids'), int):
+  if config.field('extra_ids', int) is not None:
     return config['extra_ids']
   listed = [t for t in extra_tokens(directory) if t.startswith('<extra_id_')]
   return len(listed) or T5_EXTRA_IDS

@@ -114,11 +114,12 @@ def _wordpiece(directory):
   config = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json'))
   with open(os.path.join(directory, hf_files.VOCAB_TXT), encoding='utf-8') as f:
     vocab = {line.rstrip('\n'): i for i, line in enumerate(f)}
-  unk = hf_files.content(config.get('unk_token')) or '[UNK]'
+  unk = hf_files.content(config.field('unk_token', str, dict)) or '[UNK]'
   tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
   tok.normalizer = normalizers.BertNormalizer(
-      clean_text=True, handle_chinese_chars=config.get('tokenize_chinese_chars', True),
-      strip_accents=config.get('strip_accents'), lowercase=config.get('do_lower_case', True))
+      clean_text=True, strip_accents=config.field('strip_accents', bool),
+      handle_chinese_chars=config.field('tokenize_chinese_chars', bool, default=True),
+      lowercase=config.field('do_lower_case', bool, default=True))
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   tok.decoder = decoders.WordPiece(prefix='##')
   return tok
@@ -131,21 +132,37 @@ def _byte_level_bpe(directory):
       os.path.join(directory, hf_files.VOCAB_JSON), os.path.join(directory, hf_files.MERGES),
       continuing_subword_prefix='', end_of_word_suffix='', fuse_unk=False))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(
-      add_prefix_space=bool(config.get('add_prefix_space', False)))
+      add_prefix_space=config.field('add_prefix_space', bool, default=False))
   tok.decoder = decoders.ByteLevel()
   return tok
 
 
 def _added_tokens(directory):
   """Tokens tokenizer_config.json's added_tokens_decoder or added_tokens.json add, by id."""
-  config = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json'))
-  added = {int(i): tokenizers.AddedToken(
-      v['content'], single_word=v.get('single_word', False), lstrip=v.get('lstrip', False),
-      rstrip=v.get('rstrip', False), normalized=v.get('normalized', not v.get('special', False)),
-      special=v.get('special', False)) for i, v in config.get('added_tokens_decoder', {}).items()}
-  for token, i in hf_files.read_json(os.path.join(directory, 'added_tokens.json')).items():
-    added.setdefault(int(i), tokenizers.AddedToken(token, special=True))
+  decoder = hf_files.read_json(os.path.join(directory, 'tokenizer_config.json')).child(
+      'added_tokens_decoder')
+  added = {_token_id(decoder, key): _added_token(decoder.child(key)) for key in decoder}
+  listed = hf_files.read_json(os.path.join(directory, 'added_tokens.json'))
+  for token in listed:
+    added.setdefault(listed.require(token, int), tokenizers.AddedToken(token, special=True))
   return [added[i] for i in sorted(added)]
+
+
+def _token_id(decoder, key):
+  """A key of added_tokens_decoder: the token's id, written as a non-negative integer."""
+  if not re.fullmatch('[0-9]+', key):
+    raise ConfigError(f'{decoder.path}: "{decoder.scope}" has the key "{key}", which is not a '
+                      'token id (a non-negative integer)')
+  return int(key)
+
+
+def _added_token(entry):
+  """An added_tokens_decoder entry ({"content": "<x>", "special": true, ...}) as an AddedToken."""
+  special = entry.field('special', bool, default=False)
+  flags = {k: entry.field(k, bool, default=False) for k in ('single_word', 'lstrip', 'rstrip')}
+  return tokenizers.AddedToken(entry.require('content', str), special=special,
+                               normalized=entry.field('normalized', bool, default=not special),
+                               **flags)
 
 
 def load_backend(directory):
@@ -153,17 +170,12 @@ def load_backend(directory):
   vocabulary files (None when read from tokenizer.json or spiece.model)."""
   kind, name = hf_files.backend_files(directory)
   path = os.path.join(directory, name)
-  try:
+  with hf_files.reading(path, f'a {kind} tokenizer'):   # the Rust side raises plain Exception
     if kind == 'sentencepiece':
       return _SentencePiece(path, hf_files.t5_extra_ids(directory)), None
     if kind == 'tokenizers':
       return _Tokenizers(tokenizers.Tokenizer.from_file(path)), None
     built = _wordpiece(directory) if kind == 'wordpiece' else _byte_level_bpe(directory)
-  except ConfigError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (the Rust side raises plain Exception)
-    reason = ' '.join(str(e).split())[:200] or type(e).__name__
-    raise ConfigError(f'{path}: cannot be read as a {kind} tokenizer ({reason})') from None
   built.add_tokens(_added_tokens(directory))
   return _Tokenizers(built), built
 

@@ -9,19 +9,31 @@ Face's contract, not ours: our structural symbols (<mask>, <sep>, <extra_id_N>, 
 special tokens, so the literal text '<mask>' encodes to the mask id there and to ordinary pieces
 here. Models of other recipes (a BPE model, another normalization, from `data.tokenizer`) are
 refused in one line.
+
+Byte pieces: SentencePiece keeps '<0x00>'..'<0xFF>' out of its lattice (only an unknown character
+falls back to them), while a `tokenizers` Unigram matches every vocabulary entry in text, so the
+text '<0x41>' would become the byte 'A'. No score keeps it out: an unknown character scores the
+lowest score minus 10, below any byte piece, and '<0x41>' has an unknown character wherever '4' is
+no piece. So a pre-tokenizer cuts text after each '<' that begins a byte piece's spelling: no
+piece spans that cut (none holds '<0': split_digits keeps digits alone, and a model with such a
+piece is refused), so the ids stay those of the whole text, and the byte pieces, at their ids for
+byte fallback, never match text. Decoding the ids of any text gives the text; a run of
+byte ids that is not UTF-8 decodes with one U+FFFD per byte there (the ByteFallback decoder), so
+'<0xFF><0x41>' is '\ufffd\ufffd' there and '\ufffdA' here.
 """
 
 import json
 import os
 
 import tokenizers
-from tokenizers import decoders, models, normalizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
 from sentencepiece import sentencepiece_model_pb2
 
 from transformer.errors import ConfigError
 
 _UNIGRAM, _CONTROL, _UNKNOWN, _BYTE = 1, 3, 2, 6   # sentencepiece_model.proto enums
 _SPACE = '\u2581'
+_BYTE_SPELLING = tokenizers.Regex('<(?=0x[0-9A-F]{2}>)')   # the '<' of a literal '<0x41>'
 
 
 def _proto(tokenizer):
@@ -35,7 +47,10 @@ def _check_recipe(tokenizer, proto):
          f'normalizes text ({normalizer.name})' if normalizer.name != 'identity' or
          normalizer.precompiled_charsmap else
          'removes extra whitespace' if normalizer.remove_extra_whitespaces else
-         'has no dummy prefix' if not normalizer.add_dummy_prefix else None)
+         'has no dummy prefix' if not normalizer.add_dummy_prefix else
+         'has a piece holding "<0" (byte pieces\' spelling is cut there)' if any(
+             '<0' in p.piece for p in proto.pieces if p.type not in (_CONTROL, _UNKNOWN, _BYTE))
+         else None)
   if why:
     raise ConfigError(f'{tokenizer.model_path}: this SentencePiece model {why}; export-hf '
                       'writes Hugging Face files for the unigram models tokenizer.py trains '
@@ -52,6 +67,7 @@ def to_tokenizers(tokenizer):
                                             byte_fallback=proto.trainer_spec.byte_fallback))
   tok.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE),
                                          normalizers.Replace(' ', _SPACE)])
+  tok.pre_tokenizer = pre_tokenizers.Split(_BYTE_SPELLING, 'merged_with_previous')
   tok.decoder = decoders.Sequence([decoders.Replace(_SPACE, ' '), decoders.ByteFallback(),
                                    decoders.Fuse(), decoders.Strip(' ', 1, 0)])
   tok.add_special_tokens([tokenizers.AddedToken(p.piece, special=True)

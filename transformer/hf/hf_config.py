@@ -5,6 +5,7 @@ The family config only supplies the training defaults (objective, optimizer, ...
 architectural field that config.json decides is set from config.json.
 """
 
+from transformer.data import hf_files
 from transformer.errors import ConfigError
 
 # Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
@@ -17,18 +18,21 @@ T5_FEED_FORWARD = {**ACTIVATIONS, **{f'gated-{k}': v for k, v in GATED.items()}}
 
 
 class HFConfig:
-  """config.json values with one-line errors naming the missing or unsupported field."""
+  """config.json values with one-line errors naming the missing, mistyped or unsupported field."""
 
   def __init__(self, values: dict, filename: str):
     self.values, self.filename = values, filename
 
-  def __call__(self, key, default=KeyError):
+  def __call__(self, key, default=KeyError, kind=None):
+    """config.json's `key` (`default` when absent or null; KeyError: required), of JSON type
+    `kind`: by default the default's type, and an integer for a required field (the sizes)."""
     value = self.values.get(key)
     if value is None:
       if default is KeyError:
         raise ConfigError(f'{self.filename}: field "{key}" is missing')
       return default
-    return value
+    kind = kind or (int if default is KeyError else type(default))
+    return hf_files.typed(self.filename, key, value, kind)
 
   def bad(self, key, why):
     raise ConfigError(f'{self.filename}: "{key}": {self.values.get(key)!r} {why}')
@@ -40,7 +44,7 @@ class HFConfig:
     return table[name]
 
   def require(self, key, expected, default=None):
-    if self(key, default) != expected:
+    if self(key, default, type(expected)) != expected:
       self.bad(key, f'is not supported (only {expected!r})')
 
 
@@ -133,7 +137,7 @@ WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'gpt2': ('transformer.', ''), 'bart': 
 
 
 def model_type(c: HFConfig) -> str:
-  name = c('model_type')
+  name = c('model_type', kind=str)
   if name not in ARCHITECTURES:
     c.bad('model_type', f'is not supported; supported: {", ".join(sorted(ARCHITECTURES))}')
   return name

@@ -168,8 +168,9 @@ def from_pretrained(path, *, dtype='float32', with_tokenizer=False, **model_over
       dropout_rate=0.0.
 
   Raises:
-    ConfigError: one line naming the file or config.json field that is missing, unsupported or
-      inconsistent with the weights.
+    ConfigError: one line naming the file or config.json field that is missing, unsupported,
+      malformed (a truncated weights file, a value of the wrong JSON type) or inconsistent with
+      the weights.
   """
   config, model, _, _ = _import(path, dtype, model_overrides)
   if with_tokenizer:

@@ -6,7 +6,6 @@ pytorch_model.bin.index.json. Everything is read into host numpy arrays; torch i
 (see torch_pickle.py for the .bin format).
 """
 
-import json
 import os
 
 import numpy as np
@@ -34,7 +33,7 @@ def read_config(path) -> dict:
 
 def _read_safetensors(filename) -> dict:
   tensors = {}
-  try:
+  with hf_files.reading(filename, 'safetensors', 'truncated? download or save it again'):
     with safe_open(filename, framework='np') as f:
       for name in f.keys():
         try:
@@ -42,19 +41,16 @@ def _read_safetensors(filename) -> dict:
         except TypeError:  # bfloat16: numpy has no such dtype, jax (ml_dtypes) does
           with safe_open(filename, framework='flax') as g:
             tensors[name] = np.asarray(g.get_tensor(name))
-  except (OSError, ValueError) as e:
-    raise ConfigError(f'{filename}: cannot be read as safetensors ({e})') from None
   return tensors
 
 
 def _shards(path, index_name):
   filename = os.path.join(path, index_name)
-  try:
-    with open(filename) as f:
-      weight_map = json.load(f)['weight_map']
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ConfigError(f'{filename}: not a valid shard index (needs a "weight_map"; {e})') from None
-  shards = sorted(set(weight_map.values()))
+  weight_map = hf_files.read_json(filename).child('weight_map')
+  shards = sorted({weight_map.require(name, str) for name in weight_map})
+  if not shards:
+    raise ConfigError(f'{filename}: "weight_map" is missing or empty; a shard index maps each '
+                      'tensor name to its shard file')
   for shard in shards:
     if not os.path.isfile(os.path.join(path, shard)):
       raise ConfigError(f'{filename}: names shard {shard}, which is not in {path}')

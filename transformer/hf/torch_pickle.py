@@ -18,6 +18,7 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from transformer.data import hf_files
 from transformer.errors import ConfigError
 
 STORAGE_DTYPES = {
@@ -115,16 +116,10 @@ def load(filename) -> dict:
   """The state dict in a zip-format torch file: {name: np.ndarray}; ConfigError if malformed."""
   filename = str(filename)
   if not zipfile.is_zipfile(filename):
-    raise ConfigError(f'{filename}: not a zip-format torch file (legacy torch.save format); '
-                      're-save it with torch>=1.6 or as safetensors')
-  try:
-    state = _unpickle(filename)
-  except ConfigError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (anything an untrusted file can cause)
-    reason = ' '.join(str(e).split()) or type(e).__name__
-    raise ConfigError(f'{filename}: malformed torch file ({reason:.200}); re-save it with '
-                      'torch.save or as safetensors') from None
+    raise ConfigError(f'{filename}: not a zip-format torch file (truncated, or the legacy '
+                      'torch.save format); save it again with torch>=1.6 or as safetensors')
+  with hf_files.reading(filename, 'a torch file', 're-save it with torch.save or as safetensors'):
+    state = _unpickle(filename)   # anything an untrusted file can cause is one line
   if not isinstance(state, dict):
     raise ConfigError(f'{filename}: holds a {type(state).__name__}, not a state dict of tensors')
   # Unwrap {'state_dict': {...}} / {'model': {...}} wrappers some training scripts write.
