@@ -306,10 +306,11 @@ def _check_same_vocabulary(explicit, given, recorded, recorded_path):
                       'data.tokenizer empty to use that one')
 
 
-def get_tokenizer(config):
+def get_tokenizer(config, roles=()):
   """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
   checkpoint (a different `data.tokenizer` is refused unless its vocabulary is identical); else
-  `data.tokenizer` if set, else the cached or newly trained one."""
+  `data.tokenizer` if set, else the cached or newly trained one. Before training one, the source
+  must have the `roles` the objective reads (`Source.require`: fields, jsonl labels)."""
   explicit = config.data.tokenizer
   init_from = config.checkpoint.init_from
   if init_from:
@@ -331,6 +332,7 @@ def get_tokenizer(config):
   if explicit:
     return load_explicit(explicit)
   source = sources.get_source(config)
+  source.require([role for role in roles if role in sources.ROLES])
   path = cache_path(config, source)
   if not os.path.isfile(path):
     train(config, source, path)
