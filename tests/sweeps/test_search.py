@@ -159,6 +159,52 @@ def test_slurm_array_tasks_are_workers_of_one_study(tmp_path):
   assert f'--storage sqlite:///{tmp_path}/w/fake/study.db' in script
 
 
+
+SEEDED = SEARCH.replace("pruner='median'", "sampler='SAMPLER', seed=SEED, pruner='median'")
+
+
+def _draws(studies, search, n):
+  """The learning rates of `n` trials asked in turn from each of `studies` (workers)."""
+  return [[_asked(study, search).params['opt.learning_rate'] for study in studies]
+          for _ in range(n)]
+
+
+@pytest.mark.parametrize('sampler', ['random', 'tpe'])
+def test_two_workers_opening_together_draw_different_trials(tmp_path, sampler):
+  """Two workers (same task id) open a new study at the same trial count and ask in turn."""
+  search = load(write(tmp_path / 's.py', SEEDED.replace('TRIALS', '8').replace(
+      'SAMPLER', sampler).replace('SEED', '3')))
+  a, b = search.open(str(tmp_path / 'w')), search.open(str(tmp_path / 'w'))
+  draws = [lr for pair in _draws((a, b), search, 3) for lr in pair]
+  assert len(set(draws)) == 6, draws
+
+
+@pytest.mark.parametrize('sampler', ['random', 'tpe'])
+def test_one_worker_with_a_declared_seed_draws_the_same_trials(tmp_path, sampler):
+  def first(seed, where):
+    search = load(write(tmp_path / f'{where}.py', SEEDED.replace('TRIALS', '8').replace(
+        'SAMPLER', sampler).replace('SEED', str(seed))))
+    return [lr for (lr,) in _draws([search.open(str(tmp_path / where))], search, 3)]
+  assert first(3, 'one') == first(3, 'two') != first(4, 'three')
+
+
+
+def test_a_grid_search_opened_again_visits_each_point_once(tmp_path):
+  """A second worker (or a resumed one) opening the grid study after two trials."""
+  search = load(write(tmp_path / 's.py', SEARCH.replace('TRIALS', 'None').replace(
+      "{'opt.learning_rate': log_uniform(1e-4, 1e-1)}",
+      "{'opt.learning_rate': choice([1e-3, 1e-2, 1e-1]), 'model.num_layers': integer(1, 2)}, "
+      "sampler='grid', seed=5")))
+  points = []
+  for _ in range(2):
+    study = search.open(str(tmp_path / 'w'))
+    for _ in range(3):
+      trial = _asked(study, search)
+      points.append(tuple(sorted(trial.params.items())))
+      study.tell(trial, 1.0)
+  assert len(set(points)) == 6, points
+
+
 # -- counting and retries -----------------------------------------------------------------------
 def _asked(study, search, **user_attrs):
   trial = study.ask({k: v.optuna() for k, v in search.study.space.items()})
