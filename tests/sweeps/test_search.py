@@ -20,6 +20,7 @@ from transformer.sweeps import __main__ as sweeps_main
 from transformer.sweeps import declarations as d
 from transformer.sweeps import results, runner, slurm, worker
 from transformer.sweeps import search as search_lib
+from transformer.sweeps import search_results
 from transformer.training import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -245,6 +246,38 @@ def test_a_trial_asked_beyond_the_budget_is_surplus(tmp_path):
   study = search.open(str(tmp_path / 'w'))
   a, b, c = (_asked(study, search) for _ in range(3))   # three racing workers, two trials
   assert [search_lib.is_surplus(search, study, t) for t in (a, b, c)] == [False, False, True]
+
+
+
+# -- results --------------------------------------------------------------------------------------
+def test_two_results_writers_that_meet_both_end_with_whole_files(tmp_path, monkeypatch):
+  """Every worker writes the results when it ends. Two meet: the first one's first os.replace
+  waits until the second has written every file."""
+  search = load(write(tmp_path / 's.py', SEARCH.replace('TRIALS', '3')))
+  workdir, exp_dir = str(tmp_path / 'w'), tmp_path / 'w' / 'fake'
+  study = search.open(workdir)
+  for value in (3.0, 2.0, 1.0):
+    trial = _asked(study, search, run_name=f't{int(value)}')
+    trial.report(value, 2)
+    study.tell(trial, value)
+  real_replace, met = os.replace, []
+
+  def replace(src, dst):
+    if not met:
+      met.append(dst)
+      search_results.write(search, study, workdir)   # the other worker, start to end
+    real_replace(src, dst)
+  monkeypatch.setattr(os, 'replace', replace)
+  search_results.write(search, study, workdir)
+  monkeypatch.undo()
+  assert met
+  with open(exp_dir / 'results.csv') as f:
+    assert [r['run'] for r in csv.DictReader(f)] == ['t3', 't2', 't1']
+  assert (exp_dir / 'results.md').read_text().startswith('# fake\n')
+  pictures = ['eval_loss.png'] + [p for p in search_results.PLOTS if (exp_dir / p).exists()]
+  for name in pictures:
+    assert (exp_dir / name).read_bytes().startswith(b'\x89PNG'), name
+  assert not [n for n in os.listdir(exp_dir) if 'tmp' in n], os.listdir(exp_dir)
 
 
 # -- the worker on a fake trainer -----------------------------------------------------------------

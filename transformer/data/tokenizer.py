@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 from absl import logging
 import sentencepiece as spm
@@ -37,6 +36,7 @@ from transformer.data import hf_files
 from transformer.data import hf_tokenizer
 from transformer.data import sources
 from transformer.errors import ConfigError
+from transformer.files import atomic_write
 
 PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
 NUM_SENTINELS = 32
@@ -227,10 +227,8 @@ def train(config, source, model_path):
                       f'--config.data.vocab_size={smallest} or more (e.g. '
                       f'{max(smallest, 2048)})')
   os.makedirs(os.path.dirname(model_path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(model_path), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
+  with atomic_write(model_path) as tmp, open(tmp, 'wb') as f:   # hosts never see half a file
     f.write(proto)
-  os.replace(tmp, model_path)   # atomic: concurrent hosts never see half a file
   return model_path
 
 
