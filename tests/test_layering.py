@@ -1,8 +1,8 @@
 """The package's shape: each room imports only rooms below it, and stays small.
 
 The layers, lowest first (docs/ARCHITECTURE.md draws them):
-  errors, quiet < models < data < objectives < monitoring < training < config, cli < hf < sweeps
-  < the entry points (train, evaluate, summary, export, generate, profile_report)
+  errors, quiet, files < models < data < objectives < monitoring < training < config, cli < hf
+  < sweeps < the entry points (train, evaluate, summary, export, generate, profile_report)
 A module may import its own room and any lower one. Networks (models/) import nothing of ours
 but errors; nothing in the package imports the top-level `configs/` or patches sys.path.
 """
@@ -12,7 +12,7 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
-LAYERS = [('errors', 'quiet'), ('models',), ('data',), ('objectives',), ('monitoring',),
+LAYERS = [('errors', 'quiet', 'files'), ('models',), ('data',), ('objectives',), ('monitoring',),
           ('training',), ('config', 'cli'), ('hf',), ('sweeps',),
           ('train', 'evaluate', 'summary', 'export', 'generate', 'profile_report', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

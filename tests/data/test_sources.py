@@ -77,3 +77,32 @@ def test_errors_are_one_line(tmp_path):
                     match='`data.text_key`')
     _one_line_error(make_config(tmp_path, source='lm1b', text_key='body'),
                     match='`data.text_key`')
+
+
+def _labelled(tmp_path, labels):
+  path = tmp_path / 'labelled.jsonl'
+  path.write_text(''.join(json.dumps({'text': f'some words number {i}', 'stars': label}) + '\n'
+                          for i, label in enumerate(labels)))
+  return path, make_config(tmp_path, source=f'jsonl:{path}', label_key='stars')
+
+
+def test_jsonl_integral_float_labels_are_ids(tmp_path, small_tokenizer):
+  path, c = _labelled(tmp_path, [float(i % 2) for i in range(40)])   # pandas writes 1.0
+  batch = next(data_lib.Pipeline(c, ClassifyObjective(), small_tokenizer).iterator())
+  assert batch['label'].dtype.kind == 'i' and set(batch['label']) <= {0, 1}
+
+
+@pytest.mark.parametrize('bad', ['positive', 0.5, True, None, [1], '1'])
+def test_jsonl_bad_label_is_one_line_naming_file_line_key_value(tmp_path, bad):
+  path, c = _labelled(tmp_path, [0, 1, 1, bad, 0] * 8)
+  with pytest.raises(ConfigError) as e:
+    data_lib.Pipeline(c, ClassifyObjective(), None)   # before any tokenizer or batch
+  message = str(e.value)
+  assert '\n' not in message and '`data.label_key=stars`' in message, message
+  assert f'{path}:4' in message and json.dumps(bad) in message, message
+
+
+def test_jsonl_bad_labels_do_not_concern_other_objectives(tmp_path, small_tokenizer):
+  path, c = _labelled(tmp_path, ['positive', 'negative'] * 20)
+  batch = next(data_lib.Pipeline(c, LMObjective(), small_tokenizer).iterator())
+  assert batch['targets'].shape == (4, 32)

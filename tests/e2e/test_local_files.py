@@ -60,3 +60,33 @@ def test_local_file_trains_every_objective(tmp_path, capsys, spec, objective, fi
   run = os.path.join(tmp_path, 'runs', 'default', spec.split(':')[0][8:-3] + '_tiny')
   assert os.path.isfile(os.path.join(run, 'tokenizer.model'))
   assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == ['2']
+
+
+def _argv(tmp_path, path, *extra):
+  return ['--config', 'configs/bert.py:tiny', '--workdir', str(tmp_path / 'runs'),
+          '--config.objective=classification', f'--config.data.source=jsonl:{path}',
+          f'--config.data.data_dir={tmp_path / "data"}', '--config.data.vocab_size=200',
+          '--config.train.steps=2', '--config.train.batch_size=4', '--config.opt.warmup_steps=1',
+          *extra]
+
+
+@pytest.mark.parametrize('given_tokenizer', [False, True])
+def test_string_label_is_one_line_before_the_tokenizer(tmp_path, capsys, given_tokenizer):
+  """A label that is no class id ("positive", 0.5) stops the run in one line naming the file,
+  line, key and value, before a tokenizer is trained and before the run directory exists."""
+  good = _write(tmp_path / 'good.jsonl', 300, ('text', 'label'))
+  extra = []
+  if given_tokenizer:   # a tokenizer that exists already: the run directory must stay unwritten
+    from transformer import data   # pylint: disable=g-import-not-at-top
+    from tests.data.conftest import make_config   # pylint: disable=g-import-not-at-top
+    tok = data.get_tokenizer(make_config(tmp_path / 'tok', source=f'jsonl:{good}', vocab_size=200))
+    extra = [f'--config.data.tokenizer={tok.model_path}']
+  lines = good.read_text().splitlines()
+  lines[6] = json.dumps({**json.loads(lines[6]), 'label': 'positive'})
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('\n'.join(lines) + '\n')
+  assert train.main(_argv(tmp_path, bad, *extra)) == 2
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and '`data.label_key=label`' in err, err
+  assert f'{bad}:7' in err and '"positive"' in err, err
+  assert not (tmp_path / 'data').exists() and not (tmp_path / 'runs').exists()

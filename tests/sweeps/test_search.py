@@ -20,6 +20,7 @@ from transformer.sweeps import __main__ as sweeps_main
 from transformer.sweeps import declarations as d
 from transformer.sweeps import results, runner, slurm, worker
 from transformer.sweeps import search as search_lib
+from transformer.sweeps import search_results
 from transformer.sweeps import trial as report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -159,6 +160,52 @@ def test_slurm_array_tasks_are_workers_of_one_study(tmp_path):
   assert f'--storage sqlite:///{tmp_path}/w/fake/study.db' in script
 
 
+
+SEEDED = SEARCH.replace("pruner='median'", "sampler='SAMPLER', seed=SEED, pruner='median'")
+
+
+def _draws(studies, search, n):
+  """The learning rates of `n` trials asked in turn from each of `studies` (workers)."""
+  return [[_asked(study, search).params['opt.learning_rate'] for study in studies]
+          for _ in range(n)]
+
+
+@pytest.mark.parametrize('sampler', ['random', 'tpe'])
+def test_two_workers_opening_together_draw_different_trials(tmp_path, sampler):
+  """Two workers (same task id) open a new study at the same trial count and ask in turn."""
+  search = load(write(tmp_path / 's.py', SEEDED.replace('TRIALS', '8').replace(
+      'SAMPLER', sampler).replace('SEED', '3')))
+  a, b = search.open(str(tmp_path / 'w')), search.open(str(tmp_path / 'w'))
+  draws = [lr for pair in _draws((a, b), search, 3) for lr in pair]
+  assert len(set(draws)) == 6, draws
+
+
+@pytest.mark.parametrize('sampler', ['random', 'tpe'])
+def test_one_worker_with_a_declared_seed_draws_the_same_trials(tmp_path, sampler):
+  def first(seed, where):
+    search = load(write(tmp_path / f'{where}.py', SEEDED.replace('TRIALS', '8').replace(
+        'SAMPLER', sampler).replace('SEED', str(seed))))
+    return [lr for (lr,) in _draws([search.open(str(tmp_path / where))], search, 3)]
+  assert first(3, 'one') == first(3, 'two') != first(4, 'three')
+
+
+
+def test_a_grid_search_opened_again_visits_each_point_once(tmp_path):
+  """A second worker (or a resumed one) opening the grid study after two trials."""
+  search = load(write(tmp_path / 's.py', SEARCH.replace('TRIALS', 'None').replace(
+      "{'opt.learning_rate': log_uniform(1e-4, 1e-1)}",
+      "{'opt.learning_rate': choice([1e-3, 1e-2, 1e-1]), 'model.num_layers': integer(1, 2)}, "
+      "sampler='grid', seed=5")))
+  points = []
+  for _ in range(2):
+    study = search.open(str(tmp_path / 'w'))
+    for _ in range(3):
+      trial = _asked(study, search)
+      points.append(tuple(sorted(trial.params.items())))
+      study.tell(trial, 1.0)
+  assert len(set(points)) == 6, points
+
+
 # -- counting and retries -----------------------------------------------------------------------
 def _asked(study, search, **user_attrs):
   trial = study.ask({k: v.optuna() for k, v in search.study.space.items()})
@@ -199,6 +246,38 @@ def test_a_trial_asked_beyond_the_budget_is_surplus(tmp_path):
   study = search.open(str(tmp_path / 'w'))
   a, b, c = (_asked(study, search) for _ in range(3))   # three racing workers, two trials
   assert [search_lib.is_surplus(search, study, t) for t in (a, b, c)] == [False, False, True]
+
+
+
+# -- results --------------------------------------------------------------------------------------
+def test_two_results_writers_that_meet_both_end_with_whole_files(tmp_path, monkeypatch):
+  """Every worker writes the results when it ends. Two meet: the first one's first os.replace
+  waits until the second has written every file."""
+  search = load(write(tmp_path / 's.py', SEARCH.replace('TRIALS', '3')))
+  workdir, exp_dir = str(tmp_path / 'w'), tmp_path / 'w' / 'fake'
+  study = search.open(workdir)
+  for value in (3.0, 2.0, 1.0):
+    trial = _asked(study, search, run_name=f't{int(value)}')
+    trial.report(value, 2)
+    study.tell(trial, value)
+  real_replace, met = os.replace, []
+
+  def replace(src, dst):
+    if not met:
+      met.append(dst)
+      search_results.write(search, study, workdir)   # the other worker, start to end
+    real_replace(src, dst)
+  monkeypatch.setattr(os, 'replace', replace)
+  search_results.write(search, study, workdir)
+  monkeypatch.undo()
+  assert met
+  with open(exp_dir / 'results.csv') as f:
+    assert [r['run'] for r in csv.DictReader(f)] == ['t3', 't2', 't1']
+  assert (exp_dir / 'results.md').read_text().startswith('# fake\n')
+  pictures = ['eval_loss.png'] + [p for p in search_results.PLOTS if (exp_dir / p).exists()]
+  for name in pictures:
+    assert (exp_dir / name).read_bytes().startswith(b'\x89PNG'), name
+  assert not [n for n in os.listdir(exp_dir) if 'tmp' in n], os.listdir(exp_dir)
 
 
 # -- the worker on a fake trainer -----------------------------------------------------------------

@@ -11,6 +11,12 @@ Every source hands out the same thing: `source.dataset(split, roles, ...)`, a tf
 dicts keyed by *role* ('text', 'inputs', 'targets', 'label'), whatever the field is called in the
 data, in a fixed order (or a seeded file order). Shuffling, repetition and tokenization are the
 pipeline's job. Bad names, globs and fields raise a one-line `ConfigError`.
+
+A jsonl label is a class id: a non-negative integer, or a float with an integral value (pandas
+writes `1.0`), which becomes that integer. Anything else (a string such as "positive", 0.5, true,
+null) is refused in one line naming the file, line, key and value when the label is asked for
+(`require`), so before a tokenizer is trained; string labels are not mapped to ids here, since a
+mapping of names the run does not record could differ between training, eval and resume.
 """
 
 import dataclasses
@@ -200,6 +206,15 @@ class TfdsSource(Source):
     return f'{self.name}:{self.builder.version}'
 
 
+def class_id(value):
+  """`value` as a class id (an int >= 0; an integral float counts), or None when it is none."""
+  if isinstance(value, float) and value.is_integer():
+    value = int(value)
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+    return None
+  return value
+
+
 def _is_local_validation(line):
   digest = hashlib.md5(line.encode('utf-8')).digest()
   return int.from_bytes(digest[:4], 'little') % 100 < LOCAL_VALIDATION_PERCENT
@@ -217,6 +232,8 @@ class LocalSource(Source):
       raise ConfigError(f'config key `data.source` = {self.name!r}: the glob matches no files; '
                         f'give an existing path, e.g. {kind}:/data/*.{kind.replace("text", "txt")}')
     self.records = {'train': [], 'validation': []}
+    self.label_key = _configured_key(config, 'label') or 'label'
+    self._bad_label = None   # (path, line number, value) of the first label that is no class id
     for path in self.paths:
       with open(path, encoding='utf-8') as f:
         for lineno, line in enumerate(f, 1):
@@ -237,7 +254,25 @@ class LocalSource(Source):
     if not isinstance(record, dict):
       raise ConfigError(f'config key `data.source`: {path}:{lineno} is not a JSON object; '
                         f'each line of a jsonl: file must be an object')
+    if self.label_key in record:
+      label = class_id(record[self.label_key])
+      if label is not None:
+        record[self.label_key] = label
+      elif self._bad_label is None:
+        self._bad_label = (path, lineno, record[self.label_key])
     return record
+
+  def require(self, roles):
+    """As Source.require; with 'label', also a ConfigError at the first label of the files that
+    is no class id (see the module docstring)."""
+    super().require(roles)
+    if 'label' in roles and self._bad_label:
+      path, lineno, value = self._bad_label
+      shown = json.dumps(value)
+      shown = shown if len(shown) <= 40 else shown[:37] + '...'
+      raise ConfigError(f'`data.label_key={self.label_key}`: {path}:{lineno} has {shown}, not a '
+                        'class id; labels must be integers 0, 1, ... (1.0 counts as 1): write '
+                        'each name as its id, e.g. its index in the sorted names')
 
   def available_fields(self):
     if self.kind == 'text':

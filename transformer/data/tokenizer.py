@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 from absl import logging
 import sentencepiece as spm
@@ -37,6 +36,7 @@ from transformer.data import hf_files
 from transformer.data import hf_tokenizer
 from transformer.data import sources
 from transformer.errors import ConfigError
+from transformer.files import atomic_write
 
 PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
 NUM_SENTINELS = 32
@@ -227,10 +227,8 @@ def train(config, source, model_path):
                       f'--config.data.vocab_size={smallest} or more (e.g. '
                       f'{max(smallest, 2048)})')
   os.makedirs(os.path.dirname(model_path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(model_path), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
+  with atomic_write(model_path) as tmp, open(tmp, 'wb') as f:   # hosts never see half a file
     f.write(proto)
-  os.replace(tmp, model_path)   # atomic: concurrent hosts never see half a file
   return model_path
 
 
@@ -306,10 +304,11 @@ def _check_same_vocabulary(explicit, given, recorded, recorded_path):
                       'data.tokenizer empty to use that one')
 
 
-def get_tokenizer(config):
+def get_tokenizer(config, roles=()):
   """The tokenizer for `config`: with `checkpoint.init_from`, the one recorded with that
   checkpoint (a different `data.tokenizer` is refused unless its vocabulary is identical); else
-  `data.tokenizer` if set, else the cached or newly trained one."""
+  `data.tokenizer` if set, else the cached or newly trained one. Before training one, the source
+  must have the `roles` the objective reads (`Source.require`: fields, jsonl labels)."""
   explicit = config.data.tokenizer
   init_from = config.checkpoint.init_from
   if init_from:
@@ -331,6 +330,7 @@ def get_tokenizer(config):
   if explicit:
     return load_explicit(explicit)
   source = sources.get_source(config)
+  source.require([role for role in roles if role in sources.ROLES])
   path = cache_path(config, source)
   if not os.path.isfile(path):
     train(config, source, path)

@@ -92,8 +92,7 @@ def _search(module, args, overrides):
   if not args.results:
     try:
       outcome = Worker(search, args.workdir, parallel=args.parallel, max_runs=args.max_runs,
-                       heartbeat=args.heartbeat,
-                       task=int(os.environ.get('SLURM_ARRAY_TASK_ID', 0))).run()
+                       heartbeat=args.heartbeat).run()
     except KeyboardInterrupt:
       print('error: search interrupted; its running trials are queued again: run the same '
             'command to resume it', file=sys.stderr)

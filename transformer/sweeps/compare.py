@@ -44,6 +44,7 @@ import types
 from transformer import cli
 from transformer import config as config_lib
 from transformer.errors import ConfigError
+from transformer.files import atomic_write
 from transformer.sweeps import compare_results, compare_tasks, runner
 
 MATCH_TOLERANCE = 0.10
@@ -223,9 +224,8 @@ def shared_tokenizer(plan):
   if not os.path.exists(kept):
     text = 'text:' + os.path.abspath(compare_tasks.tokenizer_file(plan.exp_dir))
     config = _config(plan, {**plan.cells[plan.baseline], 'data.source': text})
-    tmp = f'{kept}.{os.getpid()}.tmp'
-    shutil.copyfile(data.get_tokenizer(config).model_path, tmp)
-    os.replace(tmp, kept)
+    with atomic_write(kept) as tmp:
+      shutil.copyfile(data.get_tokenizer(config).model_path, tmp)
   return kept
 
 

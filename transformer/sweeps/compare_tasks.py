@@ -33,6 +33,7 @@ import json
 import os
 
 from transformer.data import gettext_corpus, stdlib_corpus
+from transformer.files import atomic_write
 
 GENERATION, CLASSIFICATION = 'generation', 'classification'
 DATA_DIR = 'data'   # inside the experiment directory
@@ -94,11 +95,9 @@ def finetune_overrides(task, family, exp_dir, decode_examples):
 # -- derived corpora ------------------------------------------------------------------------------
 def _write_jsonl(path, records):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.tmp'   # several Slurm tasks may write it at once
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:   # Slurm tasks at once
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + '\n')
-  os.replace(tmp, path)
   return path
 
 
@@ -187,10 +186,8 @@ def tokenizer_texts(texts, tasks, files, extra_ratio=0.25):
 
 def _write_lines(path, texts):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
     for text in texts:
       line = ' '.join(text.split())
       if line:
         f.write(line + '\n')
-  os.replace(tmp, path)

@@ -1,9 +1,12 @@
 """Sweep results: one row per run read back from its event files and status file, written as
-results.csv, results.md and eval_loss.png (eval loss against tokens seen) beside the runs."""
+results.csv, results.md and eval_loss.png (eval loss against tokens seen) beside the runs, each
+replaced whole (files.atomic_write)."""
 
 import csv
 import json
 import os
+
+from transformer.files import atomic_write
 
 STATUS_FILE = 'sweep_status.json'
 COLUMNS = ('status', 'final_eval_loss', 'best_eval_loss', 'final_eval_accuracy',
@@ -77,13 +80,14 @@ def write_results(sweep, workdir):
     row.update(run_results(os.path.join(exp_dir, r['name'])))
     rows.append(row)
   fields = ['run'] + sweep.swept_keys + list(table_columns(rows))
-  with open(os.path.join(exp_dir, 'results.csv'), 'w', newline='') as f:
+  with atomic_write(os.path.join(exp_dir, 'results.csv')) as tmp, open(tmp, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
-  with open(os.path.join(exp_dir, 'results.md'), 'w') as f:
+  with atomic_write(os.path.join(exp_dir, 'results.md')) as tmp, open(tmp, 'w') as f:
     f.write(f'# {sweep.experiment}\n\n{markdown(rows, sweep.swept_keys)}\n')
-  plot(rows, os.path.join(exp_dir, 'eval_loss.png'), title=sweep.experiment)
+  with atomic_write(os.path.join(exp_dir, 'eval_loss.png')) as tmp:
+    plot(rows, tmp, title=sweep.experiment)
   return rows
 
 

@@ -39,6 +39,7 @@ from transformer import config as config_lib
 from transformer.training import optim
 from transformer.sweeps.results import STATUS_FILE, read_status
 from transformer.errors import ConfigError
+from transformer.files import atomic_write
 
 REPO = config_lib.REPO
 LOG_FILE = 'train.log'
@@ -153,9 +154,8 @@ def finished_step(run_dir):
 
 def _write_status(run_dir, **status):
   os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, STATUS_FILE + '.tmp'), 'w') as f:
+  with atomic_write(os.path.join(run_dir, STATUS_FILE)) as tmp, open(tmp, 'w') as f:
     json.dump(status, f, indent=2)
-  os.replace(os.path.join(run_dir, STATUS_FILE + '.tmp'), os.path.join(run_dir, STATUS_FILE))
 
 
 def _tail(path, lines=5):

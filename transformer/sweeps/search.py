@@ -21,6 +21,7 @@ import os
 import random
 import time
 
+import numpy as np
 import optuna
 
 from transformer import config as config_lib
@@ -120,11 +121,10 @@ class Search:
       return _GridSampler(self.study.grid(), seed=options['seed'])
     return getattr(optuna.samplers, declarations.SAMPLERS[self.study.sampler])(**options)
 
-  def open(self, workdir, *, heartbeat=None, create=True, task=0):
+  def open(self, workdir, *, heartbeat=None, create=True):
     """The Optuna study (created on first use). `heartbeat` seconds: this process beats for its
-    trials and fails (then retries) trials nobody has beaten for 3 x heartbeat. Each opening seeds
-    its sampler from the declared seed, the trials so far and `task`, so a resumed or second
-    worker does not redraw the first worker's points (the first opening uses the seed itself)."""
+    trials and fails (then retries) trials nobody has beaten for 3 x heartbeat. Its sampler draws
+    each trial from the declared seed and the trial's number (`_TrialSeeded`)."""
     trial_hook.quiet_optuna()
     url = self.storage_url(workdir)
     if url.startswith('sqlite:///'):
@@ -139,8 +139,9 @@ class Search:
                           direction=self.study.direction, load_if_exists=True,
                           pruner=trial_hook.make_pruner(self.pruner_spec()))
     self._check_study(study, url)
-    n = len(study.get_trials(deepcopy=False))
-    study.sampler = self.sampler((self.study.seed + 1_000_003 * n + 7919 * task) % 2**31)
+    seed = self.study.seed
+    study.sampler = (self.sampler(seed) if self.study.sampler == 'grid' else   # see _TrialSeeded
+                     _TrialSeeded(self.sampler, seed))
     return study
 
   def _check_study(self, study, url):
@@ -162,6 +163,43 @@ def shown(url):
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
   except Exception:  # pylint: disable=broad-except
     return url
+
+
+def trial_seed(seed, number):
+  """The sampler seed of trial `number` of a study declared with `seed`."""
+  return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class _TrialSeeded(optuna.samplers.BaseSampler):
+  """The declared sampler, made afresh for each trial with `trial_seed(seed, trial.number)`.
+
+  The storage hands out each trial number once, so workers that open a study together (two
+  terminals, two machines on one database, Slurm array tasks) draw different trials, while one
+  worker on a new study draws the same trials for the same seed. A seed per opening could not
+  promise both: two openers at the same trial count cannot tell which of them is first (Optuna's
+  study attributes are written last-writer-wins, with no compare-and-set to claim "first").
+  The grid sampler keeps the declared seed in every opening: it gives trial n the n-th point of
+  a seeded shuffle of the grid, unique per number already, if every opening shuffles alike."""
+
+  def __init__(self, make, seed):
+    self._make, self._seed = make, seed
+    self._sampler = make(seed)
+
+  def before_trial(self, study, trial):
+    self._sampler = self._make(trial_seed(self._seed, trial.number))
+    self._sampler.before_trial(study, trial)
+
+  def infer_relative_search_space(self, study, trial):
+    return self._sampler.infer_relative_search_space(study, trial)
+
+  def sample_relative(self, study, trial, search_space):
+    return self._sampler.sample_relative(study, trial, search_space)
+
+  def sample_independent(self, study, trial, param_name, param_distribution):
+    return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+  def after_trial(self, study, trial, state, values):
+    self._sampler.after_trial(study, trial, state, values)
 
 
 class _GridSampler(optuna.samplers.GridSampler):

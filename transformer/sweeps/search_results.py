@@ -4,8 +4,9 @@ Into <workdir>/<experiment>/: results.csv and results.md (one row per counted tr
 state, the value the study holds, then the sweep table's columns), eval_loss.png as for sweeps,
 the best trial as a ready `python -m transformer.train` command line (in results.md and
 printed), and Optuna's own analysis as images: optimization_history.png,
-param_importances.png and intermediate_values.png. Every file is replaced atomically, so
-workers that finish at the same time never leave half a file.
+param_importances.png and intermediate_values.png. Every file is replaced atomically through a
+temporary file of its own (files.atomic_write), so workers that finish at the same time never
+collide or leave half a file.
 """
 
 import csv
@@ -14,6 +15,7 @@ import os
 import shlex
 import warnings
 
+from transformer.files import atomic_write
 from transformer.sweeps import results
 from transformer.sweeps.runner import train_command
 from transformer.sweeps.search import STATES, counted, shown
@@ -72,8 +74,8 @@ def write(search, study, workdir):
     text += (f'Best: trial {trial.number} ({trial.user_attrs.get("run_name")}), {s.metric} '
              f'{trial.value:.4g}. Train its config again with:\n\n  {command}\n')
   _replace(os.path.join(exp_dir, 'results.md'), f'# {search.experiment}\n\n{text}')
-  results.plot(rows, os.path.join(exp_dir, 'eval_loss.tmp.png'), title=search.experiment)
-  os.replace(os.path.join(exp_dir, 'eval_loss.tmp.png'), os.path.join(exp_dir, 'eval_loss.png'))
+  with atomic_write(os.path.join(exp_dir, 'eval_loss.png')) as tmp:
+    results.plot(rows, tmp, title=search.experiment)
   return rows, text + _plots(study, exp_dir)
 
 
@@ -92,9 +94,8 @@ def _plots(study, exp_dir):
       figure = ax.figure if hasattr(ax, 'figure') else ax.flat[0].figure
       figure.set_size_inches(8, 5)
       figure.tight_layout()
-      tmp = os.path.join(exp_dir, filename.replace('.png', '.tmp.png'))
-      figure.savefig(tmp, dpi=100)
-      os.replace(tmp, os.path.join(exp_dir, filename))
+      with atomic_write(os.path.join(exp_dir, filename)) as tmp:
+        figure.savefig(tmp, dpi=100)
       pyplot.close(figure)
     except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
       notes.append(f'{filename}: not drawn yet ({type(e).__name__}: {e})')
@@ -102,9 +103,8 @@ def _plots(study, exp_dir):
 
 
 def _replace(path, text):
-  with open(path + '.tmp', 'w') as f:
+  with atomic_write(path) as tmp, open(tmp, 'w') as f:
     f.write(text)
-  os.replace(path + '.tmp', path)
 
 
 def describe(search, workdir):

@@ -64,12 +64,12 @@ def _die_with_parent():
 class Worker:
   """One worker process; `run()` returns {trial number: outcome} of the trials it ran."""
 
-  def __init__(self, search, workdir, *, parallel=1, max_runs=None, heartbeat=10, task=0,
-               poll_s=0.5, log=print):
+  def __init__(self, search, workdir, *, parallel=1, max_runs=None, heartbeat=10, poll_s=0.5,
+               log=print):
     self.search, self.workdir, self.log = search, os.path.abspath(workdir), log
     self.parallel, self.max_runs, self.heartbeat = parallel, max_runs, heartbeat
     self.poll_s = poll_s
-    self.study = search.open(self.workdir, heartbeat=heartbeat, task=task)
+    self.study = search.open(self.workdir, heartbeat=heartbeat)
     self.storage = self.study._storage
     self.jobs, self.outcome, self.started = {}, {}, 0
     self.distributions = {k: d.optuna() for k, d in search.study.space.items()}

@@ -47,9 +47,10 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
   if latest is not None and latest >= run.steps:
     print_once(f'{run.dir} already reached step {latest} of {run.steps}; nothing to do.')
     return {}
+  train_data = run.pipeline('train')   # reads the source first: a bad one writes nothing
   state, ckpt, position, tokens_seen = restore_or_init(run, latest)
   _write_run_files(run)
-  it = run.pipeline('train').iterator(position)
+  it = train_data.iterator(position)
   first = next(it)
   eval_data = run.pipeline('eval')
   counts = accounting.count_params(accounting.abstract_model(run.config))

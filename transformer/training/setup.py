@@ -70,7 +70,8 @@ class Run:
 def prepare(config, workdir, *, devices=None):
   """The Run of `config` under `workdir` (on `devices`, default all); writes nothing."""
   path = run_dir(config, workdir)
-  tokenizer = data.get_tokenizer(config)
+  fields = getattr(objectives.REGISTRY.get(config.objective), 'example_fields', ())
+  tokenizer = data.get_tokenizer(config, roles=fields)
   config = resolve(config, tokenizer)
   objective = objectives.get(config, tokenizer)
   steps = optim.total_steps(config)
