@@ -75,10 +75,10 @@ case "$mode" in
   eval)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.evaluate "$@" ;;
   generate)    setup requirements.txt; exec "$VENV/bin/python" -m transformer.generate "$@" ;;
   summary)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.summary "$@" ;;
-  import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.hf "$@" ;;
+  import-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.import_hf "$@" ;;
   export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
-  sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps "$@" ;;
-  compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweeps.compare "$@" ;;
+  sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweep "$@" ;;
+  compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.compare "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)

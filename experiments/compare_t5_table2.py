@@ -22,7 +22,7 @@ small and base are the published T5 sizes (60M, 220M with seq_len 512 / targets 
 --slurm.
 """
 
-from transformer.sweeps.compare_tasks import classification, generation
+from transformer.comparisons import classification, generation
 
 BASE = 'configs/t5.py'
 EXPERIMENT = 'compare_t5_table2'

@@ -14,7 +14,7 @@ import pytest
 from transformer import config as config_lib
 from transformer import train as train_cli
 from transformer.data import hf_tokenizer
-from transformer.hf import __main__ as import_hf
+from transformer import import_hf
 from transformer.training import evaluation, loop, setup
 
 from tests.hf import builders

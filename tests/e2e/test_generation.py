@@ -124,7 +124,7 @@ def test_generate_refuses_bad_requests_in_one_line(runs, tmp_path, capsys):
 def test_generate_refuses_an_import_without_a_tokenizer(tmp_path, capsys):
   pytest.importorskip('transformers')
   from tests.e2e.test_hf_parity import gpt2  # pylint: disable=import-outside-toplevel
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  from transformer import import_hf  # pylint: disable=import-outside-toplevel
   gpt2().save_pretrained(tmp_path / 'hf')
   import_hf.convert(tmp_path / 'hf', tmp_path / 'imported', weights_only=True)
   _one_line_error(capsys, ['--workdir', str(tmp_path / 'imported'), '--prompt', 'hello'],

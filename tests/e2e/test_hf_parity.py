@@ -207,7 +207,7 @@ def test_bert_pooler_reaches_a_classification_fine_tune(tmp_path, scan_layers):
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from transformer import models  # pylint: disable=import-outside-toplevel
   from transformer.training import checkpoint  # pylint: disable=import-outside-toplevel
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  from transformer import import_hf  # pylint: disable=import-outside-toplevel
   hf_dir, out = tmp_path / 'hf', tmp_path / 'ours'
   torch.manual_seed(0)
   transformers.BertForPreTraining(transformers.BertConfig(

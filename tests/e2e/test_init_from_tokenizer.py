@@ -105,7 +105,7 @@ def _hf_bert(path, vocab_size):
 
 
 def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys):
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  from transformer import import_hf  # pylint: disable=import-outside-toplevel
   _hf_bert(tmp_path / 'hf', 97)
   argv = ['--from', str(tmp_path / 'hf'), '--workdir', str(tmp_path / 'out')]
   capsys.readouterr()   # save_pretrained's progress bar
@@ -135,7 +135,7 @@ def test_init_from_a_weights_only_import_is_refused_in_one_line(tmp_path, capsys
 @pytest.fixture(scope='module')
 def imported_bert(tmp_path_factory):
   """A tiny random BERT with its WordPiece tokenizer, imported: (import dir, HF dir)."""
-  from transformer.hf import __main__ as import_hf  # pylint: disable=import-outside-toplevel
+  from transformer import import_hf  # pylint: disable=import-outside-toplevel
   from tests.hf import builders  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp('bert')
   _hf_bert(root / 'hf', 400)

@@ -20,7 +20,7 @@ from transformer import config as config_lib
 from transformer import export as export_cli
 from transformer import models
 from transformer.data import tokenizer as tokenizer_lib
-from transformer.hf import __main__ as import_hf
+from transformer import import_hf
 from transformer.hf import export
 from transformer.training import checkpoint
 

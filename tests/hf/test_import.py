@@ -15,7 +15,7 @@ from flax import nnx
 from transformer import config as config_lib
 from transformer import hf
 from transformer.errors import ConfigError
-from transformer.hf import __main__ as cli
+from transformer import import_hf as cli
 from transformer.hf import torch_pickle
 
 torch = pytest.importorskip('torch')

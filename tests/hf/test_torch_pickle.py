@@ -136,7 +136,7 @@ def test_malformed_archives_are_one_line_errors(tmp_path, name, write):
 
 def _import_cli(hf_dir, out):
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'transformer.hf', '--from', str(hf_dir),
+  return subprocess.run([sys.executable, '-m', 'transformer.import_hf', '--from', str(hf_dir),
                          '--workdir', str(out)], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=300, check=False)
 

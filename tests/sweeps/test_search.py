@@ -16,7 +16,7 @@ import pytest
 
 from transformer import cli
 from transformer.errors import ConfigError
-from transformer.sweeps import __main__ as sweeps_main
+from transformer import sweep as sweeps_main
 from transformer.sweeps import declarations as d
 from transformer.sweeps import results, runner, slurm, worker
 from transformer.sweeps import search as search_lib
@@ -487,7 +487,7 @@ def cli_env(tmp_path_factory):
 
 
 def _cli(path, workdir, *flags):
-  return [sys.executable, '-m', 'transformer.sweeps', path, '--workdir', workdir, *flags]
+  return [sys.executable, '-m', 'transformer.sweep', path, '--workdir', workdir, *flags]
 
 
 def _run(env, path, workdir, *flags):

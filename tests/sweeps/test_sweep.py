@@ -14,7 +14,7 @@ import pytest
 from transformer import cli
 from transformer import config as config_lib
 from transformer.training import optim
-from transformer.sweeps import __main__ as sweeps_main
+from transformer import sweep as sweeps_main
 from transformer.sweeps import declarations, results, slurm
 from transformer.sweeps import runner as sw
 from transformer.errors import ConfigError
@@ -238,7 +238,7 @@ RUN_TIMEOUT_S = 600
 
 
 def _sweep_cli(path, workdir, *flags):
-  return [sys.executable, '-m', 'transformer.sweeps', path, '--workdir', workdir, *flags]
+  return [sys.executable, '-m', 'transformer.sweep', path, '--workdir', workdir, *flags]
 
 
 def _run_cli(path, workdir, *flags):

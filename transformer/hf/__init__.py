@@ -2,7 +2,7 @@
 
   config, model = transformer.hf.from_pretrained('/path/to/hf_checkpoint_dir')
   config, model, tok = transformer.hf.from_pretrained(path, with_tokenizer=True)
-  python -m transformer.hf --from DIR --workdir OUT   # one of our checkpoints, for init_from
+  python -m transformer.import_hf --from DIR --workdir OUT   # one of our checkpoints, for init_from
   python -m transformer.export --workdir RUN --to OUT  # one of our runs as a Hugging Face dir
 """
 

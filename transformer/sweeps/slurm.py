@@ -8,10 +8,10 @@ from transformer.sweeps.runner import REPO, override_text
 
 
 def slurm_script(sweep, workdir, *, parallel=None, sweep_path=None):
-  """An sbatch job-array script: array task i runs `python -m transformer.sweeps FILE --index i`."""
+  """An sbatch job-array script: array task i runs `python -m transformer.sweep FILE --index i`."""
   n = len(sweep.runs)
   exp_dir = os.path.abspath(os.path.join(workdir, sweep.experiment))
-  cmd = shlex.join([sys.executable, '-m', 'transformer.sweeps',
+  cmd = shlex.join([sys.executable, '-m', 'transformer.sweep',
                     os.path.abspath(sweep_path or sweep.path), '--workdir',
                     os.path.abspath(workdir)] +
                    [f'--config.{k}={override_text(v)}' for k, v in sweep.extra_overrides.items()])
@@ -38,7 +38,7 @@ def search_slurm_script(search, workdir, *, tasks=1):
   storage: --storage, else the SQLite file in the experiment directory) until it has them all."""
   exp_dir = os.path.abspath(os.path.join(workdir, search.experiment))
   url = search.storage_url(workdir)
-  cmd = shlex.join([sys.executable, '-m', 'transformer.sweeps', os.path.abspath(search.path),
+  cmd = shlex.join([sys.executable, '-m', 'transformer.sweep', os.path.abspath(search.path),
                     '--workdir', os.path.abspath(workdir), '--storage', url] +
                    [f'--config.{k}={override_text(v)}' for k, v in search.extra_overrides.items()])
   sqlite = ('# SQLite on a shared file system suits a few workers; for many, give --storage\n'

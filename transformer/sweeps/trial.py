@@ -65,7 +65,7 @@ class TrialHook(Hook):
       _ = spec['storage'], spec['study'], spec['metric'], spec['pruner']['class']
     except (ValueError, KeyError, TypeError) as e:
       raise ConfigError(f'environment variable {ENV}: not a trial description ({e}); it is set '
-                        'by `python -m transformer.sweeps` for the runs of a search') from None
+                        'by `python -m transformer.sweep` for the runs of a search') from None
     return cls(spec)
 
   def start(self, session):

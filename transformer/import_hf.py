@@ -1,6 +1,6 @@
 """Converts a local Hugging Face checkpoint into ours: the weights, our config, its tokenizer.
 
-  python -m transformer.hf --from /path/to/hf_dir --workdir /path/to/out [--scan_layers]
+  python -m transformer.import_hf --from /path/to/hf_dir --workdir /path/to/out [--scan_layers]
   config, model, tok = transformer.hf.from_pretrained('/path/to/hf_dir', with_tokenizer=True)
 
 Writes OUT/0/ (an orbax checkpoint at step 0 whose state is {'params': ...}), OUT/config.json
@@ -63,7 +63,7 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32', weights_only
 
 @cli.main
 def main(argv=None):
-  parser = cli.Parser('python -m transformer.hf',
+  parser = cli.Parser('python -m transformer.import_hf',
                       'Import a local Hugging Face checkpoint (bert, gpt2, bart, t5, mt5) and its '
                       'tokenizer as one of our checkpoints, for '
                       '--config.checkpoint.init_from=WORKDIR.', config=False, workdir=False)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from transformer.sweeps import stats
+from transformer.comparisons import stats
 
 
 def test_mean_interval_matches_a_hand_computed_example():

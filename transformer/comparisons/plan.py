@@ -16,7 +16,7 @@ A declaration file (beside the sweeps) names:
                sizes and stream lengths of each (architecture, objective); 'objective':
                'prefix_lm' on an encoder_decoder is seq2seq on (prefix, continuation) pairs of
                the pretraining text
-  TASKS        {task: compare_tasks.generation(...) | classification(...)}
+  TASKS        {task: comparisons.generation(...) | classification(...)}
   BASELINE     the cell the paired comparison is against
 
 Budgets: a cell's training FLOPs are FLOPs per token (`transformer.summary`, 3 x forward
@@ -30,7 +30,7 @@ fine-tuning starts from the pretraining checkpoint with a fresh head
 Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
 completed runs are skipped and interrupted ones resume, so a killed comparison picks up where
 it stopped when the same command is run again. Run names: pre_<cell>_s<seed> and
-ft_<task>_<cell>_s<seed>. Results (compare_results.py): comparison.md / .csv / .png under the
+ft_<task>_<cell>_s<seed>. Results (comparisons/results.py): comparison.md / .csv / .png under the
 experiment directory; --results rebuilds them from the event files.
 """
 
@@ -38,14 +38,13 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import types
 
-from transformer import cli
 from transformer import config as config_lib
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
-from transformer.sweeps import compare_results, compare_tasks, runner
+from transformer.comparisons import tasks as compare_tasks
+from transformer.sweeps import runner
 
 MATCH_TOLERANCE = 0.10
 SCALE_NAMES = ('tiny', 'small', 'base')
@@ -86,7 +85,7 @@ def load(path, scale, seeds, workdir, extra=None):
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
     if not hasattr(module, attr):
       raise ConfigError(f'comparison file {path}: define {attr} '
-                        '(see transformer/sweeps/compare.py)')
+                        '(see transformer/comparisons/plan.py)')
   if scale not in module.SCALES:
     raise ConfigError(f'--scale {scale}: {path} declares scales {", ".join(module.SCALES)}')
   if not hasattr(module, 'CELLS'):   # cells(scale): the cells' overrides at one scale
@@ -256,59 +255,3 @@ def execute(plan, args):
         os.path.join(plan.exp_dir, r['run_name'])) == r['train.steps']}
     outcome.update(_phase(plan, 'finetune', finetune_runs(plan, finished), args))
   return outcome
-
-
-def _parser():
-  parser = cli.Parser('python -m transformer.sweeps.compare', __doc__, config=False)
-  parser.add_argument('compare_file')
-  parser.add_argument('--seeds', type=int, default=3, help='runs of every cell (default 3)')
-  parser.add_argument('--scale', default='tiny', help=f'one of {", ".join(SCALE_NAMES)} '
-                      '(the declaration\'s SCALES)')
-  parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
-  parser.add_argument('--results', action='store_true', help='only rebuild the tables and plot')
-  parser.add_argument('--allow_mismatch', action='store_true',
-                      help='run cells whose pretraining FLOPs are >10%% off the budget')
-  parser.add_argument('--list', action='store_true', help='print the plan and exit')
-  parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
-  parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
-  parser.add_argument('--index', type=int, default=None,
-                      help='run only run I of --phase (one Slurm array task)')
-  return parser
-
-
-@cli.main
-def main(argv=None):
-  args, overrides = _parser().parse(argv)
-  if args.index is not None and args.phase == 'all':
-    raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
-  plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides)
-  budget = match_budget(plan, args.allow_mismatch)
-  print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
-        f'{plan.seeds} seeds, pretraining budget {budget:.3g} FLOPs each')
-  if args.list or args.slurm:
-    finetune_runs(plan)
-    if args.slurm:
-      return compare_results.write_slurm(plan, args)
-    print(compare_results.describe(plan))
-    return 0
-  outcome = {}
-  if not args.results:
-    try:
-      outcome = execute(plan, args)
-    except KeyboardInterrupt:
-      print('error: comparison interrupted; run the same command to resume it', file=sys.stderr)
-      return 130
-  if args.index is None:
-    finetune_runs(plan)
-    print(compare_results.write(plan))
-  failed = sorted(n for n, s in outcome.items() if s in ('failed', 'interrupted'))
-  if failed:
-    print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}; see <run>/train.log',
-          file=sys.stderr)
-  return 1 if failed else 0
-
-
-if __name__ == '__main__':
-  import signal  # pylint: disable=g-import-not-at-top
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
-  sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m transformer.sweeps FILE ...` (`./launch.sh sweep FILE ...`): run, list, collect or
+"""`python -m transformer.sweep FILE ...` (`./launch.sh sweep FILE ...`): run, list, collect or
 write a Slurm array for the runs of a sweep file (`sweep()`, see transformer.sweeps.runner) or
 the trials of a search file (`search()`, see transformer.sweeps.search and .worker)."""
 
@@ -18,7 +18,7 @@ from transformer.sweeps.slurm import search_slurm_script, slurm_script
 
 @cli.main
 def main(argv=None):
-  parser = cli.Parser('python -m transformer.sweeps', __doc__, config=False)
+  parser = cli.Parser('python -m transformer.sweep', __doc__, config=False)
   parser.add_argument('sweep_file')
   parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
   parser.add_argument('--max_runs', type=int, default=None, help='start at most N runs')

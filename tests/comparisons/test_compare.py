@@ -1,4 +1,4 @@
-"""Architecture comparisons (transformer/sweeps/compare*.py): matched FLOPs and the refusal, the
+"""Architecture comparisons (transformer/comparisons/, transformer/compare.py): matched FLOPs and the refusal, the
 downstream tasks per family, results with intervals rebuilt from event files; slow: a 2-cell
 2-seed comparison end to end through the CLI, and resume after a kill."""
 
@@ -13,7 +13,10 @@ import time
 import pytest
 
 from transformer.monitoring.writer import MetricWriter
-from transformer.sweeps import compare, compare_tasks, stats
+from transformer import compare
+from transformer.comparisons import plan as plan_lib
+from transformer.comparisons import stats
+from transformer.comparisons import tasks as compare_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T5_TABLE2 = os.path.join(REPO, 'experiments', 'compare_t5_table2.py')
@@ -21,7 +24,7 @@ T5_TABLE2 = os.path.join(REPO, 'experiments', 'compare_t5_table2.py')
 # Two cells (the T5 baseline and a decoder-only LM), a generation and a classification task,
 # a few steps of everything: each run is a `python -m transformer.train` process.
 TWO_CELLS = """
-from transformer.sweeps.compare_tasks import classification, generation
+from transformer.comparisons import classification, generation
 BASE = 'configs/t5.py'
 EXPERIMENT = 'two'
 BASELINE = 'encdec'
@@ -57,8 +60,8 @@ def _main(argv, capsys):
 
 # -- the plan: matched FLOPs --------------------------------------------------------------------
 def test_t5_table2_cells_get_steps_that_match_the_baseline_flops(tmp_path):
-  plan = compare.load(T5_TABLE2, 'tiny', 3, str(tmp_path))
-  budget = compare.match_budget(plan)
+  plan = plan_lib.load(T5_TABLE2, 'tiny', 3, str(tmp_path))
+  budget = plan_lib.match_budget(plan)
   base = plan.budget['encdec_denoise']
   assert base['steps'] == plan.module.SCALES['tiny']['pretrain_steps']
   assert budget == pytest.approx(base['flops_per_step'] * base['steps'])
@@ -77,8 +80,8 @@ def test_t5_table2_cells_get_steps_that_match_the_baseline_flops(tmp_path):
 def test_published_scales_plan_every_cell_at_matched_flops(tmp_path, scale):
   """The real-hardware scales validate (e.g. the shared cell unrolls its layers, which scan by
   default above tiny) and match the baseline's budget."""
-  plan = compare.load(T5_TABLE2, scale, 3, str(tmp_path))
-  budget = compare.match_budget(plan)
+  plan = plan_lib.load(T5_TABLE2, scale, 3, str(tmp_path))
+  budget = plan_lib.match_budget(plan)
   assert set(plan.budget) == set(plan.cells)
   for cell, row in plan.budget.items():
     assert abs(row['train_flops'] / budget - 1) <= 0.10, cell
@@ -194,7 +197,7 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
 
 # -- end to end ---------------------------------------------------------------------------------
 def _cli(args, **kwargs):
-  return subprocess.run([sys.executable, '-m', 'transformer.sweeps.compare', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'transformer.compare', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=1500, **kwargs)
 
 
@@ -235,7 +238,7 @@ def test_killed_comparison_resumes_without_retraining_finished_runs(tmp_path):
   path = _write(tmp_path)
   args = [path, '--workdir', str(tmp_path), '--seeds', '2', '--phase', 'pretrain']
   first = tmp_path / 'two' / 'pre_encdec_s0'
-  proc = subprocess.Popen([sys.executable, '-m', 'transformer.sweeps.compare', *args], cwd=REPO,
+  proc = subprocess.Popen([sys.executable, '-m', 'transformer.compare', *args], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
   try:

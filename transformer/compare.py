@@ -1,0 +1,73 @@
+"""`python -m transformer.compare FILE ...` (`./launch.sh compare FILE ...`): an architecture x
+objective comparison (transformer/comparisons/plan.py says what a declaration holds).
+
+  ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
+      [--scale tiny|small|base] [--parallel K] [--results] [--allow_mismatch] [--list]
+      [--slurm] [--phase all|pretrain|finetune] [--index I] [--config.a.b=v ...]
+"""
+
+from transformer import quiet  # noqa: F401  (first: library start-up noise off)
+
+import signal
+import sys
+
+from transformer import cli
+from transformer.comparisons import results as compare_results
+from transformer.comparisons import slurm
+from transformer.comparisons.plan import SCALE_NAMES, execute, finetune_runs, load, match_budget
+from transformer.errors import ConfigError
+
+
+def _parser():
+  parser = cli.Parser('python -m transformer.compare', __doc__, config=False)
+  parser.add_argument('compare_file')
+  parser.add_argument('--seeds', type=int, default=3, help='runs of every cell (default 3)')
+  parser.add_argument('--scale', default='tiny', help=f'one of {", ".join(SCALE_NAMES)} '
+                      '(the declaration\'s SCALES)')
+  parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
+  parser.add_argument('--results', action='store_true', help='only rebuild the tables and plot')
+  parser.add_argument('--allow_mismatch', action='store_true',
+                      help='run cells whose pretraining FLOPs are >10%% off the budget')
+  parser.add_argument('--list', action='store_true', help='print the plan and exit')
+  parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
+  parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
+  parser.add_argument('--index', type=int, default=None,
+                      help='run only run I of --phase (one Slurm array task)')
+  return parser
+
+
+@cli.main
+def main(argv=None):
+  args, overrides = _parser().parse(argv)
+  if args.index is not None and args.phase == 'all':
+    raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
+  plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides)
+  budget = match_budget(plan, args.allow_mismatch)
+  print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
+        f'{plan.seeds} seeds, pretraining budget {budget:.3g} FLOPs each')
+  if args.list or args.slurm:
+    finetune_runs(plan)
+    if args.slurm:
+      return slurm.write(plan, args)
+    print(compare_results.describe(plan))
+    return 0
+  outcome = {}
+  if not args.results:
+    try:
+      outcome = execute(plan, args)
+    except KeyboardInterrupt:
+      print('error: comparison interrupted; run the same command to resume it', file=sys.stderr)
+      return 130
+  if args.index is None:
+    finetune_runs(plan)
+    print(compare_results.write(plan))
+  failed = sorted(n for n, s in outcome.items() if s in ('failed', 'interrupted'))
+  if failed:
+    print(f'error: {len(failed)} run(s) failed: {", ".join(failed)}; see <run>/train.log',
+          file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  sys.exit(main())

@@ -1,0 +1,18 @@
+"""Architecture comparisons: cells (architecture x objective) pretrained at a matched budget and
+fine-tuned on shared downstream tasks over seeds, then tables and intervals over the seeds.
+
+  plan.py     the declaration, budgets (matched FLOPs), the pretrain and fine-tune phases (run
+              through the sweep runner)
+  tasks.py    the downstream tasks: their data, how each family fine-tunes and is scored
+  results.py  the tables, CSV and plot, rebuilt from the runs' event files and decodes
+  stats.py    intervals over seeds, paired differences
+  slurm.py    the phases as Slurm job arrays
+
+A declaration imports its task constructors from here:
+  from transformer.comparisons import classification, generation
+The entry point is `python -m transformer.compare` (`./launch.sh compare`).
+"""
+
+from transformer.comparisons.tasks import classification, generation
+
+__all__ = ['classification', 'generation']
