@@ -25,7 +25,7 @@ encoder_decoder = configs/t5.py (span_corruption). It measures
                 high-water mark of the whole process, so it never falls from one row to the next)
   memory_temp_bytes  the compiled step's temporaries alone, beside logits_bytes, one float32
                 [B, scored positions, V] array (the cross-entropy's forward runs in chunks
-                of at most losses.CHUNK_ELEMENTS logits, see losses.py)
+                of at most kernels.CHUNK_ELEMENTS logits, see models/kernels.py)
   logits_sized_buffers  the arrays of one logits array's element count the compiled step writes
                 (its HLO, fusions' insides and aliases left out): 'name [shape]'; 2 (the logits
                 and their gradient) for GPT-2 and T5 above one chunk of logits, 3 for BERT's

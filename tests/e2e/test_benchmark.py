@@ -184,7 +184,7 @@ def test_packing_rows(tmp_path):
 
 def test_the_logits_exist_once_and_their_gradient_once(tmp_path, capsys):
   """At 64 x 128 x 1024 the logits span two of the cross-entropy's forward chunks
-  (losses.CHUNK_ELEMENTS): the compiled step writes exactly two arrays of their size, the logits
+  (kernels.CHUNK_ELEMENTS): the compiled step writes exactly two arrays of their size, the logits
   and their gradient (an unchunked forward writes two more)."""
   out = tmp_path / 'results.json'
   assert benchmark.main(['--families', 'decoder', '--sizes', 'tiny', '--steps', '1', '--warmup',

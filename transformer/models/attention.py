@@ -99,7 +99,7 @@ class MultiHeadAttention(nnx.Module):
   def __init__(self, d_model, num_heads, *, num_kv_heads=0, head_dim=0, use_bias=True,
                scale_attention=True, dropout_rate=0.0, implementation='auto', rotary=False,
                rotary_base=10000.0, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.02,
-               rngs: nnx.Rngs):
+               kernels='tuned', rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.num_kv_heads = num_kv_heads or num_heads
     self.head_dim = head_dim or d_model // num_heads
@@ -112,7 +112,8 @@ class MultiHeadAttention(nnx.Module):
     h, n, k = self.head_dim, num_heads, self.num_kv_heads
     # T5 folds the 1/sqrt(head_dim) into the query init when the logits are not scaled.
     q_std = init_std if init_std is not None or scale_attention else (d_model * h) ** -0.5
-    dense = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    dense = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, kernels=kernels,
+                 rngs=rngs)
     self.query = layers.Dense((d_model,), (n, h), ('embed', 'heads', 'kv'), init_std=q_std, **dense)
     self.key = layers.Dense((d_model,), (k, h), ('embed', 'kv_heads', 'kv'), init_std=init_std,
                             **dense)

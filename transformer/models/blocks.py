@@ -27,7 +27,7 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.std(None), rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels, rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -52,8 +52,8 @@ class Block(nnx.Module):
     self.mlp_norm = _norm(hp)
     self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
                           dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
-                          init_std=hp.std(None),
-                          dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+                          init_std=hp.std(None), dtype=hp.compute_dtype,
+                          param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
 
   def _residual(self, norm, fn, x, deterministic):

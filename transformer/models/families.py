@@ -34,7 +34,8 @@ class _Model(nnx.Module):
     self.hp, self.head = hp, head
     std = hp.std(hp.d_model ** -0.5 if hp.scale_embeddings else 1.0)
     self.token_embed = layers.Embed(hp.vocab_size, hp.d_model, init_std=std,
-                                    dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+                                    dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
+                                    kernels=hp.kernels, rngs=rngs)
 
   def embed(self, tokens):
     x = self.token_embed(tokens)

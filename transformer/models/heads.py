@@ -15,7 +15,8 @@ class LMHead(nnx.Module):
     self.scale_tied_logits = hp.scale_tied_logits
     self.kernel = None if hp.tie_embeddings else layers.Dense(
         (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
-        init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype, rngs=rngs)
+        init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
+        kernels=hp.kernels, rngs=rngs)
     self.bias = (layers.logical_param(jnp.zeros((hp.vocab_size,), hp.params_dtype), ('vocab',))
                  if hp.lm_head_bias else None)
 
@@ -23,7 +24,7 @@ class LMHead(nnx.Module):
     if self.tied:
       if self.scale_tied_logits:
         x_BLD = x_BLD * self.d_model ** -0.5
-      if self.bias is not None:   # float32 logits + bias (layers.biased_tied_logits)
+      if self.bias is not None:   # float32 logits + bias (kernels.biased_tied_logits)
         return embed.attend(x_BLD, self.bias.value)
       logits = embed.attend(x_BLD)
     else:
@@ -42,10 +43,10 @@ class MLMHead(nnx.Module):
     if hp.mlm_transform:
       self.transform = layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'),
                                     use_bias=True, init_std=hp.std(None), dtype=hp.compute_dtype,
-                                    param_dtype=hp.params_dtype, rngs=rngs)
+                                    param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
       self.transform_norm = layers.LayerNorm(hp.d_model, kind=hp.norm, eps=hp.norm_eps,
                                              dtype=hp.compute_dtype, param_dtype=hp.params_dtype)
-      self.act = layers.ACTIVATIONS[layers.GATED.get(hp.activation, hp.activation)]
+      self.act = layers.activation_function(hp.activation, hp.kernels)
     self.lm = LMHead(hp, rngs=rngs)
 
   def __call__(self, x_BLD, embed: layers.Embed):
@@ -59,7 +60,7 @@ class ClassificationHead(nnx.Module):
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     dense = dict(use_bias=True, init_std=hp.std(0.02), dtype=hp.compute_dtype,
-                 param_dtype=hp.params_dtype, rngs=rngs)
+                 param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
                    if hp.classifier_pooler else None)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)

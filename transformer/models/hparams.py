@@ -10,6 +10,7 @@ import math
 import jax.numpy as jnp
 
 from transformer.errors import ConfigError
+from transformer.models.kernels import KERNELS
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
 POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary')
@@ -70,6 +71,9 @@ class HParams:
   dtype: str = 'float32'               # compute dtype (params stay param_dtype)
   param_dtype: str = 'float32'
   attention_impl: str = 'auto'         # one of IMPLEMENTATIONS
+  kernels: str = 'tuned'               # tuned: the custom VJPs of models/kernels.py (XLA:CPU's
+                                       # fast orders); plain: jax.nn.gelu, dot_general, x @ table.T
+                                       # and a logsumexp cross-entropy, all by plain autodiff
   scan_layers: bool = False            # nnx.scan over layers: compile time flat in depth (the
                                        # configs' non-tiny sizes set it: configs/common.py)
   remat: str = 'none'                  # none | full | dots (save matmul outputs only)
@@ -128,7 +132,7 @@ class HParams:
   def _validate_choices(self):
     choices = dict(family=FAMILIES, positions=POSITIONS, norm=NORMS, activation=ACTIVATIONS,
                    remat=REMAT, dtype=DTYPES, param_dtype=DTYPES, attention_impl=IMPLEMENTATIONS,
-                   norm_position=NORM_POSITIONS, init=INITS)
+                   norm_position=NORM_POSITIONS, init=INITS, kernels=KERNELS)
     for key, allowed in choices.items():
       if getattr(self, key) not in allowed:
         self._bad(key, f'choose one of {", ".join(allowed)}')

@@ -1,11 +1,11 @@
 """Building blocks chosen by `config.model` fields: dense projections, embeddings, positions
-(sinusoidal, learned, T5 relative bias, rotary), norms and MLPs.
+(sinusoidal, learned, T5 relative bias, rotary), norms and MLPs. The products, the tied logits
+and the exact GELU come from the kernel set `model.kernels` names (models/kernels.py).
 
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', 'vocab', ...) as its
 `out_sharding` metadata; the rules in `transformer/sharding.py` map them onto mesh axes.
 """
 
-import functools
 import math
 
 import jax
@@ -13,38 +13,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-
-@jax.custom_vjp
-def gelu(x):
-  """The exact (erf) GELU, x * Phi(x), with autodiff's gradient g * (Phi(x) + x * phi(x)) computed
-  from x in the backward pass. Autodiff of `jax.nn.gelu` keeps erf's derivative exp(-x^2 / 2) as
-  a residual, one more [rows, d_ff] array written per layer and read back: BERT's MLP at the
-  speed issue's shape (4096 rows, 256 -> 1024) took 131 ms forward and backward on one core
-  with it, 115 ms without."""
-  return jax.nn.gelu(x, approximate=False)
-
-
-def _gelu_fwd(x):
-  return gelu(x), x
-
-
-def _gelu_bwd(x, g):
-  cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
-  pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-  return (g * (cdf + x * pdf).astype(g.dtype),)
-
-
-gelu.defvjp(_gelu_fwd, _gelu_bwd)
+from transformer.models import kernels as kernel_lib
 
 
 ACTIVATIONS = {
     'relu': jax.nn.relu,
-    'gelu': gelu,
+    'gelu': None,   # the exact GELU of model.kernels' set: see activation_function()
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'silu': jax.nn.silu,
 }
 # Gated variants (Shazeer 2020): act(x W0) * (x W1). geglu uses the tanh GELU, as T5 v1.1 does.
 GATED = {'geglu': 'gelu_tanh', 'swiglu': 'silu', 'reglu': 'relu'}
+
+
+def activation_function(name, kernels='tuned'):
+  """The function of activation `name` (of a gated name, its act); 'gelu' is the `kernels`
+  set's (models/kernels.py)."""
+  name = GATED.get(name, name)
+  return kernel_lib.select(kernels).gelu if name == 'gelu' else ACTIVATIONS[name]
 
 
 def normal(std):
@@ -65,13 +51,15 @@ class Dense(nnx.Module):
   """y = x . kernel (+ bias), contracting the trailing `in_shape` dims into `out_shape` dims.
 
   kernel has shape in_shape + out_shape (e.g. [embed, heads, kv] for a query projection).
-  init_std None means fan-in scaling: std = 1 / sqrt(prod(in_shape)).
+  init_std None means fan-in scaling: std = 1 / sqrt(prod(in_shape)); `kernels` (model.kernels)
+  names the set whose dense_dot computes the product.
   """
 
   def __init__(self, in_shape, out_shape, axes, *, use_bias=True, init_std=0.02,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, param_dtype=jnp.float32, kernels='tuned', rngs: nnx.Rngs):
     self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
     self.dtype = dtype
+    self.dot = kernel_lib.select(kernels).dense_dot
     std = 1.0 / math.sqrt(np.prod(self.in_shape)) if init_std is None else init_std
     self.kernel = param(rngs, self.in_shape + self.out_shape, axes, std, param_dtype)
     out_axes = axes[len(self.in_shape):]
@@ -79,53 +67,20 @@ class Dense(nnx.Module):
                  if use_bias else None)
 
   def __call__(self, x):
-    y = dense_dot(x.astype(self.dtype), self.kernel.value.astype(self.dtype), len(self.in_shape))
+    y = self.dot(x.astype(self.dtype), self.kernel.value.astype(self.dtype), len(self.in_shape))
     if self.bias is not None:
       y = y + self.bias.value.astype(self.dtype)
     return y
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def dense_dot(x, kernel, n_in):
-  """x [..., *in] . kernel [*in, *out] -> [..., *out], contracting x's trailing `n_in` dims.
-
-  The gradients are autodiff's; the VJP only orders the kernel's as one 2-D product over the
-  flattened rows, [out, in] then transposed when in > out, behind a barrier that keeps XLA from
-  folding it back. XLA:CPU runs the [in, out] order of a wide-in kernel (the MLP's output
-  projection) at half the rate and copied the row-major gradient into [*out, rows] order first
-  (benchmark.py --vs_torch: GPT-2 step 2.03 -> 1.75 s on one core with the tied-logits barrier).
-  """
-  dims = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
-  return jax.lax.dot_general(x, kernel, dims)
-
-
-def _dense_dot_fwd(x, kernel, n_in):
-  return dense_dot(x, kernel, n_in), (x, kernel)
-
-
-def _dense_dot_bwd(n_in, residuals, g):
-  x, kernel = residuals
-  n_out = kernel.ndim - n_in
-  dx = jax.lax.dot_general(g, kernel, ((tuple(range(g.ndim - n_out, g.ndim)),
-                                        tuple(range(n_in, kernel.ndim))), ((), ())))
-  rows = math.prod(x.shape[:x.ndim - n_in])
-  x2 = x.reshape(rows, -1)
-  g2 = g.reshape(rows, -1)
-  if x2.shape[1] > g2.shape[1]:   # the [out, in] product, then a transpose of the small result
-    dk = jax.lax.optimization_barrier(jax.lax.dot_general(g2, x2, (((0,), (0,)), ((), ())))).T
-  else:
-    dk = jax.lax.optimization_barrier(jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ()))))
-  return dx, dk.reshape(kernel.shape)
-
-
-dense_dot.defvjp(_dense_dot_fwd, _dense_dot_bwd)
-
-
 class Embed(nnx.Module):
   """Token embedding table [vocab, embed]; `attend` gives tied output logits."""
 
-  def __init__(self, vocab_size, d_model, *, init_std, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, vocab_size, d_model, *, init_std, dtype, param_dtype, kernels='tuned',
+               rngs: nnx.Rngs):
     self.dtype = dtype
+    chosen = kernel_lib.select(kernels)
+    self.tied_logits, self.biased_tied_logits = chosen.tied_logits, chosen.biased_tied_logits
     self.embedding = param(rngs, (vocab_size, d_model), ('vocab', 'embed'), init_std, param_dtype)
 
   def __call__(self, ids):
@@ -135,40 +90,8 @@ class Embed(nnx.Module):
     """Tied logits [B, L, V]; with `bias_V` float32 logits + the bias (`biased_tied_logits`)."""
     x_BLD, table_VD = x_BLD.astype(self.dtype), self.embedding.value.astype(self.dtype)
     if bias_V is None:
-      return tied_logits(x_BLD, table_VD)
-    return biased_tied_logits(x_BLD, table_VD, bias_V.astype(jnp.float32))
-
-
-def tied_logits(x_BLD, table_VD):
-  """x . table^T: logits [B, L, V] through a tied embedding table [V, D], as `dense_dot` with the
-  table as a [D, V] kernel, so the table's gradient is (x^T g)^T, a [D, V] product then a small
-  transpose: XLA:CPU never copies the [B*L, V] logit gradient into [V, B*L] order (autodiff's
-  order for 'bld,vd->blv' does, and that copy cost as much as a matmul)."""
-  return dense_dot(x_BLD, table_VD.T, 1)
-
-
-@jax.custom_vjp
-def _add_bias(logits, bias_V):
-  return logits + bias_V
-
-
-def _add_bias_fwd(logits, bias_V):
-  return _add_bias(logits, bias_V), None
-
-
-def _add_bias_bwd(_, g):
-  # The bias's gradient as a product with ones reads the gradient array the logits' products
-  # read; a sum made XLA compute the gradient (and the softmax under it) once more inside the
-  # reduction, with the exponentials written out for both.
-  return g, jnp.ones((math.prod(g.shape[:-1]),), g.dtype) @ g.reshape(-1, g.shape[-1])
-
-
-_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
-
-
-def biased_tied_logits(x_BLD, table_VD, bias_V):
-  """float32 (x . table^T) + bias (BERT's MLM decoder); autodiff's gradients."""
-  return _add_bias(tied_logits(x_BLD, table_VD).astype(jnp.float32), bias_V)
+      return self.tied_logits(x_BLD, table_VD)
+    return self.biased_tied_logits(x_BLD, table_VD, bias_V.astype(jnp.float32))
 
 
 class LayerNorm(nnx.Module):
@@ -199,14 +122,14 @@ class MLP(nnx.Module):
   blocks pass dropout_rate 0 for models without this dropout (model.mlp_dropout=False)."""
 
   def __init__(self, d_model, d_ff, *, activation, use_bias, dropout_rate, init_std, dtype,
-               param_dtype, rngs: nnx.Rngs):
+               param_dtype, kernels='tuned', rngs: nnx.Rngs):
     if activation not in ACTIVATIONS and activation not in GATED:
       raise ValueError(f'model.activation={activation!r}; choose one of '
                        f'{sorted(ACTIVATIONS) + sorted(GATED)}')
     self.gated = activation in GATED
-    self.act = ACTIVATIONS[GATED.get(activation, activation)]
+    self.act = activation_function(activation, kernels)
     dense = dict(use_bias=use_bias, init_std=init_std, dtype=dtype, param_dtype=param_dtype,
-                 rngs=rngs)
+                 kernels=kernels, rngs=rngs)
     if self.gated:
       self.wi_0 = Dense((d_model,), (d_ff,), ('embed', 'mlp'), **dense)
       self.wi_1 = Dense((d_model,), (d_ff,), ('embed', 'mlp'), **dense)

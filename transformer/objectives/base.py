@@ -34,6 +34,7 @@ divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) i
 import numpy as np
 
 from transformer.errors import ConfigError
+from transformer.models.hparams import HParams
 
 
 def data_value(config, key, low, high, *, inclusive_high=False):
@@ -176,6 +177,8 @@ class Objective:
     self.text_chunk_len = None
     self.stream_lengths = {}
     self.z_loss = float(config.train.z_loss)
+    # model.kernels: the cross-entropy's kernel set (a run saved before the key: the default)
+    self.kernels = str(config.model.get('kernels', HParams.kernels))
     self.decoder_start_id = int(config.model.decoder_start_id)
 
   def __repr__(self):

@@ -55,7 +55,8 @@ class Classification(base.Objective):
     logits_BC = model(batch['inputs'], batch['inputs_segment_ids'], batch['inputs_positions'],
                       deterministic=deterministic)
     weights_B = (batch['inputs_segment_ids'][:, 0] > 0).astype(jnp.float32)
-    return losses.cross_entropy(logits_BC, batch['label'], weights_B, z_loss=self.z_loss)
+    return losses.cross_entropy(logits_BC, batch['label'], weights_B, z_loss=self.z_loss,
+                                kernels=self.kernels)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
     """Text, predicted label and true label for up to `log.samples` examples."""

@@ -19,7 +19,7 @@ import numpy as np
 from transformer.objectives import base, losses
 
 
-def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
+def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0, kernels='tuned'):
   """Next-token cross-entropy over the 'targets' stream of a decoder-only model.
 
   Shared by causal LM, prefix LM and decoder-only seq2seq. With `use_prefix`, the model gets
@@ -37,7 +37,7 @@ def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0):
   if use_prefix:
     label_in_prefix = losses.next_token_labels(batch['targets_prefix'])
     weights_BL = weights_BL * (1 - label_in_prefix).astype(jnp.float32)
-  return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss)
+  return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss, kernels=kernels)
 
 
 def position_room(model, prompt_len):
@@ -116,7 +116,7 @@ class CausalLM(base.Objective):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
-                           z_loss=self.z_loss)
+                           z_loss=self.z_loss, kernels=self.kernels)
 
   def generation_prompt(self, ids):
     """[bos] + text, continued causally (prefix LM: read bidirectionally, as its prefix was)."""
@@ -177,7 +177,7 @@ class PrefixLM(CausalLM):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
-                           z_loss=self.z_loss)
+                           z_loss=self.z_loss, kernels=self.kernels)
 
   def _prompt_split(self, example):
     """The prefix is the prompt; the non-prefix tokens are the reference."""

@@ -104,7 +104,8 @@ class MaskedLM(base.Objective):
                        deterministic=deterministic, logits_at=chosen_BP)
     labels_BP = jnp.take_along_axis(labels_BL, chosen_BP, axis=1)
     weights_BP = (labels_BP > 0).astype(jnp.float32)
-    return losses.cross_entropy(logits_BPV, labels_BP, weights_BP, z_loss=self.z_loss)
+    return losses.cross_entropy(logits_BPV, labels_BP, weights_BP, z_loss=self.z_loss,
+                                kernels=self.kernels)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
     """The masked input, the model's fills at the chosen positions, and the original text."""

@@ -16,7 +16,8 @@ import numpy as np
 from transformer.objectives import base, lm, losses, metrics
 
 
-def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0):
+def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0,
+                         kernels='tuned'):
   """Teacher-forced cross-entropy on 'targets' of an encoder-decoder model whose decoder starts
   every segment from `start_id` (model.decoder_start_id)."""
   targets_BT = batch['targets']
@@ -29,7 +30,7 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0)
                      decoder_positions=batch['targets_positions'],
                      deterministic=deterministic)
   weights_BT = (segs_BT > 0).astype(np.float32)
-  return losses.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss)
+  return losses.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss, kernels=kernels)
 
 
 def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, spec=None,
@@ -119,9 +120,9 @@ class Seq2Seq(base.Objective):
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
-                                z_loss=self.z_loss)
+                                z_loss=self.z_loss, kernels=self.kernels)
     return encoder_decoder_loss(model, batch, deterministic=deterministic, z_loss=self.z_loss,
-                                start_id=self.decoder_start_id)
+                                start_id=self.decoder_start_id, kernels=self.kernels)
 
   def score(self, samples):
     """Corpus scores (0-100) of `predict` samples against their references: 'bleu'

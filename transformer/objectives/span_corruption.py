@@ -135,7 +135,8 @@ class SpanCorruption(base.Objective):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
-                                        z_loss=self.z_loss, start_id=self.decoder_start_id)
+                                        z_loss=self.z_loss, start_id=self.decoder_start_id,
+                                        kernels=self.kernels)
 
   def generation_prompt(self, ids):
     """The text + [eos] for the encoder (a T5 model fills what its sentinels mark)."""

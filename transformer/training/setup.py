@@ -26,7 +26,8 @@ from transformer.training.trainer import Trainer
 
 # Model keys that may differ from a checkpoint's without changing its parameters.
 RUNTIME_MODEL_KEYS = ('dropout_rate', 'attention_dropout_rate', 'mlp_dropout', 'final_dropout',
-                      'dtype', 'attention_impl', 'remat', 'num_classes', 'init', 'init_std')
+                      'dtype', 'attention_impl', 'kernels', 'remat', 'num_classes', 'init',
+                      'init_std')
 
 
 @dataclasses.dataclass
