@@ -41,6 +41,7 @@ import time
 import jax
 import numpy as np
 
+from experiments.benchmark_configs import FAMILIES, family_config
 from transformer import config as config_lib
 from transformer.monitoring import accounting, op_profile, perf
 from transformer.monitoring.perf import output_stream, tokens_in
@@ -195,23 +196,21 @@ def alternate(ours, theirs, rounds, steps):
 def shape_overrides(family, shape):
   """The config keys of `shape` for `family`: the issue's shape, or the tiny config's own batch
   and lengths (the benchmark would otherwise cut them on CPU)."""
-  from experiments import benchmark  # pylint: disable=import-outside-toplevel
   if shape == 'issue':
     out = dict(ISSUE_SHAPE)
     if family != 'encoder_decoder':
       del out['data.targets_len']
     return out
-  tiny = config_lib.load_file(f'{benchmark.FAMILIES[family]}:tiny')
+  tiny = config_lib.load_file(f'{FAMILIES[family]}:tiny')
   return {'train.batch_size': tiny.train.batch_size, 'data.seq_len': tiny.data.seq_len,
           'data.targets_len': tiny.data.targets_len}
 
 
 def compare(family, shape, args, overrides, peak, threads):
   """One row: our step vs the HF torch step of `family` at `shape` with `threads` threads."""
-  from experiments import benchmark  # pylint: disable=import-outside-toplevel
   ours_overrides = {**COMMON, **shape_overrides(family, shape)}
   ours_overrides = {k: str(v) for k, v in ours_overrides.items()}
-  spec, config = benchmark.family_config(family, 'tiny', args, 'data',
+  spec, config = family_config(family, 'tiny', args, 'data',
                                          {**ours_overrides, **overrides})
   ours = OurStep(config)
   theirs = TorchStep(family, ours.hp, ours.host_batch, threads)

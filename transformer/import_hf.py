@@ -27,6 +27,7 @@ from transformer.data import hf_files
 from transformer.hf.load import import_params
 from transformer.hf.tokenizer import read_tokenizer
 from transformer.errors import ConfigError
+from transformer.models.hparams import DTYPES
 
 TOKENIZER_RECORD = hf_files.IMPORT_RECORD   # read by data.tokenizer.get_tokenizer
 KEPT_TENSORS = 'hf_kept.safetensors'  # tensors the model leaves out (BART's first position rows)
@@ -72,7 +73,7 @@ def main(argv=None):
   parser.add_argument('--workdir', required=True, help='output directory (empty or new)')
   parser.add_argument('--scan_layers', action='store_true',
                       help='stack layers for model.scan_layers=True runs')
-  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16', 'float16'),
+  parser.add_argument('--dtype', default='float32', choices=DTYPES,
                       help='parameter dtype of the saved checkpoint')
   parser.add_argument('--weights_only', action='store_true',
                       help='import a checkpoint that has no tokenizer files')

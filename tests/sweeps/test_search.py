@@ -21,7 +21,6 @@ from transformer.sweeps import declarations as d
 from transformer.sweeps import results, runner, slurm, worker
 from transformer.sweeps import search as search_lib
 from transformer.sweeps import search_results
-from transformer.sweeps import trial as report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPLETE, PRUNED, FAIL, WAITING = (optuna.trial.TrialState.COMPLETE,

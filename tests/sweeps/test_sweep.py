@@ -163,11 +163,11 @@ def test_slurm_script_has_one_array_task_per_run(tmp_path):
 # -- the runner ---------------------------------------------------------------------------------
 def test_a_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path):
   ok, bad, also_ok = (str(tmp_path / n) for n in ('ok', 'bad', 'also_ok'))
-  jobs = [('bad', bad, [sys.executable, '-c',
-                        'import sys; print("error: data.source is broken", file=sys.stderr); '
-                        'sys.exit(2)']),
-          ('ok', ok, [sys.executable, '-c', 'print("trained")']),
-          ('also_ok', also_ok, [sys.executable, '-c', 'pass'])]
+  jobs = [sw.Job('bad', bad, [sys.executable, '-c',
+                              'import sys; print("error: data.source is broken", '
+                              'file=sys.stderr); sys.exit(2)']),
+          sw.Job('ok', ok, [sys.executable, '-c', 'print("trained")']),
+          sw.Job('also_ok', also_ok, [sys.executable, '-c', 'pass'])]
   outcome = sw.execute(jobs, parallel=2, poll_s=0.05, log=lambda _: None)
   assert outcome == {'bad': 'failed', 'ok': 'done', 'also_ok': 'done'}
   status = results.read_status(bad)
@@ -197,19 +197,20 @@ def test_a_run_with_a_bad_config_is_recorded_and_the_others_still_run(tmp_path, 
                                                      "'model.num_heads': [2, 3]"))
   started = []
   monkeypatch.setattr(sw, 'execute', lambda jobs, **_: started.extend(jobs) or {
-      name: 'done' for name, *_ in jobs})
+      job.name: 'done' for job in jobs})
   outcome = sw.run(sw.Sweep(path), str(tmp_path / 'w'), log=lambda _: None)
   assert outcome == {'lr=1e-3,heads=2': 'done', 'lr=1e-3,heads=3': 'failed',
                      'lr=3e-3,heads=2': 'done', 'lr=3e-3,heads=3': 'failed'}
-  assert [j[0] for j in started] == ['lr=1e-3,heads=2', 'lr=3e-3,heads=2']
-  assert started[0][3] == 6   # the steps the run must reach to count as done
+  assert [j.name for j in started] == ['lr=1e-3,heads=2', 'lr=3e-3,heads=2']
+  assert started[0].steps == 6   # the steps the run must reach to count as done
   status = results.read_status(str(tmp_path / 'w' / 'tiny_grid' / 'lr=1e-3,heads=3'))
   assert status['status'] == 'failed' and 'model.num_heads=3' in status['error']
 
 
 def test_a_clean_exit_before_the_last_step_is_interrupted_not_done(tmp_path):
   run_dir = str(tmp_path / 'r')
-  outcome = sw.execute([('r', run_dir, [sys.executable, '-c', 'pass'], 4)], log=lambda _: None)
+  outcome = sw.execute([sw.Job('r', run_dir, [sys.executable, '-c', 'pass'], 4)],
+                       log=lambda _: None)
   assert outcome == {'r': 'interrupted'} and results.read_status(run_dir)['returncode'] == 0
 
 

@@ -28,7 +28,6 @@ as jsonl/text files under <experiment>/data/, read back through `jsonl:` / `text
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 
@@ -103,7 +102,7 @@ def _write_jsonl(path, records):
 
 def _unit(key):
   """A stable number in [0, 1) from a string (md5, not Python's salted hash)."""
-  return int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:4], 'little') / 2 ** 32
+  return stdlib_corpus.stable_hash(key) / 2 ** 32
 
 
 def package_file(exp_dir):

@@ -22,7 +22,6 @@ mapping of names the run does not record could differ between training, eval and
 import dataclasses
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
@@ -216,8 +215,7 @@ def class_id(value):
 
 
 def _is_local_validation(line):
-  digest = hashlib.md5(line.encode('utf-8')).digest()
-  return int.from_bytes(digest[:4], 'little') % 100 < LOCAL_VALIDATION_PERCENT
+  return stdlib_corpus.is_validation(line, LOCAL_VALIDATION_PERCENT)
 
 
 class LocalSource(Source):

@@ -35,10 +35,15 @@ _MAX_GROUP_CHARS = 2000      # paragraph groups of the text config stay below th
 _MAX_SOURCE_CHARS = 2000     # longer functions are left out of the docstrings config
 
 
+def stable_hash(key: str) -> int:
+  """A 32-bit number from a string that every process and run agrees on (md5, not Python's
+  salted `hash`): the one hash behind every validation split and derived-data draw."""
+  return int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:4], 'little')
+
+
 def is_validation(example_id: str, percent: int = VALIDATION_PERCENT) -> bool:
-  """Stable split membership: md5 of the id, not Python's salted `hash`."""
-  digest = hashlib.md5(example_id.encode('utf-8')).digest()
-  return int.from_bytes(digest[:4], 'little') % 100 < percent
+  """Stable split membership of an example id (or a local file's line)."""
+  return stable_hash(example_id) % 100 < percent
 
 
 def validation_ids(ids, percent: int = VALIDATION_PERCENT):

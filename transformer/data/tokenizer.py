@@ -24,11 +24,11 @@ recorded there; a different `data.tokenizer` is refused unless its vocabulary is
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
 
-from absl import logging
 import sentencepiece as spm
 import tensorflow_datasets as tfds
 
@@ -37,6 +37,8 @@ from transformer.data import hf_tokenizer
 from transformer.data import sources
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
 NUM_SENTINELS = 32
@@ -79,7 +81,7 @@ class Tokenizer:
     self.sentinel_ids = sentinels if None not in sentinels else []
     self._named = {self.mask_id, self.sep_id, self.cls_id, *self.sentinel_ids} - {None}
     if any(not self.sp.is_control(i) for i in self._named):
-      logging.warning('%s: its <mask>/<sep>/<cls>/<extra_id_N> are not control symbols, so text '
+      log.warning('%s: its <mask>/<sep>/<cls>/<extra_id_N> are not control symbols, so text '
                       'can encode to them; retrain it (leave data.tokenizer empty)', model_path)
     self._dummy_prefix = self.sp.encode('a', out_type=str)[0].startswith(_SPACE)
 

@@ -72,7 +72,7 @@ def load_params(hp, head, ckpt_dir):
   if missing:
     raise ConfigError(f'--workdir {ckpt_dir}: the checkpoint has no {missing[0]} for the '
                       f'{head} model its config.json describes ({len(missing)} missing)')
-  flat = {'/'.join(str(getattr(k, 'key', k)) for k in kp): np.asarray(jax.device_get(v))
+  flat = {models.path_name(kp): np.asarray(jax.device_get(v))
           for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   return unstack_layers(flat) if hp.scan_layers else flat
 

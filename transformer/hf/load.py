@@ -91,7 +91,7 @@ def build_with(hp: models.HParams, flat: dict, label: str):
   pure = nnx.to_pure_dict(state)
   remaining = dict(flat)
   for keys, var in nnx.to_flat_state(state):
-    path = '/'.join(str(k) for k in keys)
+    path = models.path_name(keys)
     if not isinstance(var, nnx.Param):
       _set(pure, keys, _concrete_rng(var))
       continue
@@ -115,7 +115,7 @@ def param_shapes(hp: models.HParams, head='lm'):
   flat_hp = dataclasses.replace(hp, scan_layers=False)
   abstract = nnx.eval_shape(lambda: models.build(flat_hp, head=head,
                                                  rngs=nnx.Rngs(**RNG_SEEDS)))
-  return {'/'.join(str(k) for k in keys): tuple(var.get_value().shape)
+  return {models.path_name(keys): tuple(var.get_value().shape)
           for keys, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
 
 

@@ -10,15 +10,17 @@ import math
 import jax.numpy as jnp
 
 from transformer.errors import ConfigError
+from transformer.models.attention import IMPLEMENTATIONS
 from transformer.models.kernels import KERNELS
+from transformer.models.layers import ACTIVATIONS as _PLAIN_ACTIVATIONS
+from transformer.models.layers import GATED
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
 POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary')
 NORMS = ('layernorm', 'rmsnorm')
-ACTIVATIONS = ('relu', 'gelu', 'gelu_tanh', 'silu', 'geglu', 'swiglu', 'reglu')
-REMAT = ('none', 'full', 'dots')
+ACTIVATIONS = (*_PLAIN_ACTIVATIONS, *GATED)    # models/layers.py owns them
+REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each but 'none'
 DTYPES = ('float32', 'bfloat16', 'float16')
-IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
 

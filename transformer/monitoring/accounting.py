@@ -28,11 +28,10 @@ from flax import nnx
 
 from transformer.models import layers
 from transformer import models
-from transformer.models.hparams import HParams
+from transformer.models.hparams import REMAT, HParams
 from transformer.objectives import mlm
 
 DTYPE_BYTES = {'float32': 4, 'bfloat16': 2, 'float16': 2}
-REMAT_POLICIES = ('none', 'dots', 'full')
 
 
 def resolved_model_config(config):
@@ -189,7 +188,7 @@ def activation_bytes(config):
   hp, out_tokens, stacks = _stacks(config)
   p = DTYPE_BYTES[hp.dtype]
   return {policy: {name: _layer_bytes(hp, p, kv, cross, cross / tokens if cross else 0, policy)
-                   for name, _, tokens, kv, cross in stacks} for policy in REMAT_POLICIES}
+                   for name, _, tokens, kv, cross in stacks} for policy in REMAT}
 
 
 def activation_bytes_per_token(config, remat=None):

@@ -25,6 +25,7 @@ A file may declare `search()` instead of `sweep()`: Optuna then proposes the run
 (transformer/sweeps/search.py and worker.py).
 """
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -34,6 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
+from typing import Any
 
 from transformer import config as config_lib
 from transformer.training import optim
@@ -168,9 +170,64 @@ def _tail(path, lines=5):
   return (errors[-1] if errors else ' | '.join(text[-lines:]))[-500:]
 
 
+@dataclasses.dataclass
+class Job:
+  """One run for `execute`: its name, directory, command and (when known) last step."""
+  name: str
+  run_dir: str
+  argv: list
+  steps: int | None = None
+
+
+@dataclasses.dataclass
+class _Running:
+  job: Job
+  proc: subprocess.Popen
+  started: float
+  log_file: Any
+
+
+def _start(job, env, log):
+  os.makedirs(job.run_dir, exist_ok=True)
+  log_file = open(os.path.join(job.run_dir, LOG_FILE), 'a')   # pylint: disable=consider-using-with
+  _write_status(job.run_dir, status='running', command=shlex.join(job.argv), started=time.time())
+  log(f'[sweep] start  {job.name}')
+  proc = subprocess.Popen(job.argv, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+  return _Running(job, proc, time.time(), log_file)
+
+
+def _finish(r, log):
+  """The status of a job that exited: done, failed (with its error line) or interrupted."""
+  r.log_file.close()
+  job, status, error = r.job, 'done', ''
+  if r.proc.returncode != 0:
+    status, error = 'failed', _tail(os.path.join(job.run_dir, LOG_FILE))
+  elif job.steps is not None and (finished_step(job.run_dir) or 0) < job.steps:
+    status, error = 'interrupted', 'stopped before its last step; run the sweep again to resume'
+  _write_status(job.run_dir, status=status, returncode=r.proc.returncode, error=error,
+                started=r.started, seconds=round(time.time() - r.started, 1),
+                command=shlex.join(job.argv))
+  log(f'[sweep] {status:<6} {job.name} ({time.time() - r.started:.0f}s)' +
+      (f': {error}' if error else ''))
+  return status
+
+
+def _interrupt(r):
+  """Stop a running job with SIGTERM (the trainer saves a checkpoint) and mark it interrupted."""
+  r.proc.terminate()
+  try:
+    r.proc.wait(timeout=300)
+  except subprocess.TimeoutExpired:
+    r.proc.kill()
+    r.proc.wait()
+  r.log_file.close()
+  _write_status(r.job.run_dir, status='interrupted', returncode=r.proc.returncode,
+                error='stopped by a signal; run the sweep again to resume',
+                started=r.started, command=shlex.join(r.job.argv))
+
+
 def execute(jobs, parallel=1, poll_s=0.5, log=print):
-  """Run [(name, run_dir, argv[, steps])] as subprocesses, `parallel` at a time; a failure stops
-  nothing.
+  """Run `jobs` (a list of Job) as subprocesses, `parallel` at a time; a failure stops nothing.
 
   Writes <run_dir>/train.log (stdout + stderr) and <run_dir>/sweep_status.json ('running', then
   'done' or 'failed' with the return code and the error line; 'interrupted' when it exited
@@ -180,47 +237,17 @@ def execute(jobs, parallel=1, poll_s=0.5, log=print):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
   pending, running, outcome = list(jobs), {}, {}
-
-  def finish(name, proc, run_dir, argv, steps, started, log_file):
-    log_file.close()
-    status, error = 'done', ''
-    if proc.returncode != 0:
-      status, error = 'failed', _tail(os.path.join(run_dir, LOG_FILE))
-    elif steps is not None and (finished_step(run_dir) or 0) < steps:
-      status, error = 'interrupted', 'stopped before its last step; run the sweep again to resume'
-    _write_status(run_dir, status=status, returncode=proc.returncode, error=error,
-                  started=started, seconds=round(time.time() - started, 1),
-                  command=shlex.join(argv))
-    outcome[name] = status
-    log(f'[sweep] {status:<6} {name} ({time.time() - started:.0f}s)' +
-        (f': {error}' if error else ''))
-
   try:
     while pending or running:
       while pending and len(running) < max(1, parallel):
-        name, run_dir, argv, steps = (tuple(pending.pop(0)) + (None,))[:4]
-        os.makedirs(run_dir, exist_ok=True)
-        log_file = open(os.path.join(run_dir, LOG_FILE), 'a')
-        _write_status(run_dir, status='running', command=shlex.join(argv), started=time.time())
-        log(f'[sweep] start  {name}')
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT)
-        running[name] = (proc, run_dir, argv, steps, time.time(), log_file)
-      for name in [n for n, (p, *_) in running.items() if p.poll() is not None]:
-        finish(name, *running.pop(name))
+        job = pending.pop(0)
+        running[job.name] = _start(job, env, log)
+      for name in [n for n, r in running.items() if r.proc.poll() is not None]:
+        outcome[name] = _finish(running.pop(name), log)
       time.sleep(poll_s if running else 0)
   except KeyboardInterrupt:
-    for name, (proc, run_dir, argv, _, started, log_file) in running.items():
-      proc.terminate()   # the trainer saves a checkpoint on SIGTERM
-      try:
-        proc.wait(timeout=300)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-      log_file.close()
-      _write_status(run_dir, status='interrupted', returncode=proc.returncode,
-                    error='stopped by a signal; run the sweep again to resume',
-                    started=started, command=shlex.join(argv))
+    for name, r in running.items():
+      _interrupt(r)
       outcome[name] = 'interrupted'
     raise
   return outcome
@@ -262,7 +289,7 @@ def run(sweep, workdir, *, parallel=1, max_runs=None, index=None, log=print):
     elif max_runs is not None and len(jobs) >= max_runs:
       outcome[r['name']] = 'pending'
     else:
-      jobs.append((r['name'], out, sweep.command(r, os.path.abspath(workdir)),
-                   optim.total_steps(config)))
+      jobs.append(Job(r['name'], out, sweep.command(r, os.path.abspath(workdir)),
+                      optim.total_steps(config)))
   outcome.update(execute(jobs, parallel=parallel, log=log))
   return outcome

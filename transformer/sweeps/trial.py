@@ -70,7 +70,7 @@ class TrialHook(Hook):
 
   def start(self, session):
     self.steps = session.run.steps
-    if self.active and jax.process_index() == 0:
+    if self.active and distributed.is_primary():
       import optuna  # pylint: disable=import-outside-toplevel
       quiet_optuna()
       study = optuna.load_study(study_name=self.spec['study'],
@@ -94,7 +94,7 @@ class TrialHook(Hook):
     """Report the eval's metric at `step`; the line to stop with, or None to go on."""
     if not self.active:
       return None
-    why = self._report(step, result.scalars) if jax.process_index() == 0 else None
+    why = self._report(step, result.scalars) if distributed.is_primary() else None
     if jax.process_count() > 1:   # every process stops at the same step
       stop = distributed.allgather_ints([why is not None])[0][0]   # process 0 decides
       why = why or (f'Stopped by the search at step {step}; saved.' if stop else None)

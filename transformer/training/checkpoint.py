@@ -24,6 +24,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
 from transformer.errors import ConfigError
+from transformer.models import path_name, raw_key
+from transformer.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,6 @@ def _best_metric(metrics):
   if value is None or not math.isfinite(float(value)):
     return math.inf
   return float(value)
-
-
-def _is_primary():
-  return jax.process_index() == 0
 
 
 class Checkpointer:
@@ -223,7 +221,7 @@ class Checkpointer:
     first_line = text.splitlines()[0][:200] if text else ''
     log.warning('checkpoint %s is unreadable (%s: %s); moved it to %s, restoring step %s instead',
                 path, type(error).__name__, first_line, target, next_step)
-    if _is_primary() and os.path.exists(path):
+    if distributed.is_primary() and os.path.exists(path):
       os.rename(path, target)
     ocp.multihost.sync_global_processes(f'checkpoint_quarantine_{step}')
     self._manager.reload()
@@ -278,25 +276,6 @@ class Checkpointer:
     self.close()
 
 
-def _raw_key(key):
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return getattr(key, attr)
-  return key
-
-
-def _key_name(key):
-  return str(_raw_key(key))
-
-
-def _param_path(keypath):
-  """'layers/0/mlp/wi/kernel' from a pytree key path; nnx Variable '.value' wrappers dropped."""
-  names = [_key_name(k) for k in keypath]
-  if names and names[-1] == 'value':
-    names = names[:-1]
-  return '/'.join(names)
-
-
 def _saved_params(manager, step):
   """({param path: (key path, metadata)} of a checkpoint's parameters, the key prefix to them):
   our runs save {'params': ...} inside the state, other writers the parameters alone."""
@@ -306,7 +285,7 @@ def _saved_params(manager, step):
     saved_params, prefix = saved_tree['params'], ('params',)
   else:
     saved_params, prefix = saved_tree, ()
-  return {_param_path(kp): (kp, leaf) for kp, leaf in
+  return {path_name(kp): (kp, leaf) for kp, leaf in
           jax.tree_util.tree_flatten_with_path(saved_params)[0] if hasattr(leaf, 'shape')}, prefix
 
 
@@ -315,12 +294,12 @@ def _restore_plan(flat, saved, prefix):
   checkpoint has -> (item, restore_args, [(path, saved key path)], missing paths)."""
   item, restore_args, wanted, missing = {}, {}, [], []
   for kp, leaf in flat:
-    name = _param_path(kp)
+    name = path_name(kp)
     hit = saved.get(name)
     if hit is None or tuple(hit[1].shape) != tuple(leaf.shape):
       missing.append(name)
       continue
-    saved_kp = prefix + tuple(_raw_key(k) for k in hit[0])
+    saved_kp = prefix + tuple(raw_key(k) for k in hit[0])
     sharding = getattr(leaf, 'sharding', None) or jax.sharding.SingleDeviceSharding(
         jax.local_devices()[0])
     _nested_set(item, saved_kp, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding))
@@ -373,7 +352,7 @@ def load_pretrained(path, abstract_params) -> tuple[Any, list[str], list[str]]:
         values[name] = node
   finally:
     manager.close()
-  leaves = [values.get(_param_path(kp), leaf) for kp, leaf in flat]
+  leaves = [values.get(path_name(kp), leaf) for kp, leaf in flat]
   return jax.tree_util.tree_unflatten(treedef, leaves), missing, unexpected
 
 

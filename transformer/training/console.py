@@ -20,7 +20,6 @@ import jax
 import tqdm
 
 from transformer.data import packing
-from transformer.monitoring import perf
 from transformer.training.distributed import print_once
 
 

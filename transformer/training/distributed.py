@@ -145,5 +145,5 @@ def allgather_ints(values):
 
 def print_once(*args, **kwargs):
   """print on process 0 only: one line per event however many processes run the job."""
-  if jax.process_index() == 0:
+  if is_primary():
     print(*args, **kwargs)

@@ -85,7 +85,7 @@ def decode_eval(run, params, pipeline, step):
   start = time.perf_counter()
   samples = decode_examples(run, params, pipeline)
   scores = {f'eval/{k}': v for k, v in run.objective.score(samples).items()}
-  if jax.process_index() == 0:
+  if distributed.is_primary():
     path = os.path.join(run.dir, 'decodes', f'step_{step}.jsonl')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:

@@ -102,7 +102,7 @@ def restore_or_init(run, latest):
 
 def _write_run_files(run):
   """The run directory with its config.json and tokenizer (process 0 only)."""
-  if jax.process_index() == 0:
+  if distributed.is_primary():
     os.makedirs(run.dir, exist_ok=True)
     with open(os.path.join(run.dir, 'config.json'), 'w') as f:
       f.write(run.config.to_json_best_effort(indent=2))

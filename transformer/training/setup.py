@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from transformer import data, objectives
+from transformer import data, models, objectives
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
 from transformer.training import checkpoint, optim, sharding
@@ -137,7 +137,7 @@ def resolve(config, tokenizer):
 def fingerprint(config, state):
   """What a checkpoint must match to be resumed: the parameter-shaping model keys and size."""
   model = {k: v for k, v in config.model.to_dict().items() if k not in RUNTIME_MODEL_KEYS}
-  shapes = {'/'.join(map(str, p)): list(x.shape) for p, x in
+  shapes = {models.path_name(p): list(x.shape) for p, x in
             jax.tree_util.tree_flatten_with_path(state['params'])[0]}
   return {'model': model, 'num_params': sum(math.prod(s) for s in shapes.values())}
 

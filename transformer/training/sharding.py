@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from transformer.errors import ConfigError
+from transformer.models import path_name
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH = ('data', 'fsdp')  # the batch is split over every data-like axis
@@ -124,14 +125,10 @@ def _as_tuple(axes):
   return axes if isinstance(axes, tuple) else (axes,)
 
 
-def _path_name(path):
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))) for k in path)
-
-
 def _variables(abstract_state):
   is_var = lambda x: isinstance(x, nnx.Variable)
   leaves = jax.tree_util.tree_flatten_with_path(abstract_state, is_leaf=is_var)[0]
-  return [(_path_name(p), v) for p, v in leaves if is_var(v)]
+  return [(path_name(p), v) for p, v in leaves if is_var(v)]
 
 
 def param_shardings(abstract_state, mesh, rule_list, extra_rules=None):
@@ -190,7 +187,7 @@ def sharding_table(abstract_state, shardings):
 def _flat(tree):
   leaves = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: isinstance(x, (NamedSharding, nnx.Variable)))[0]
-  return [(_path_name(p), v.get_value() if isinstance(v, nnx.Variable) else v) for p, v in leaves]
+  return [(path_name(p), v.get_value() if isinstance(v, nnx.Variable) else v) for p, v in leaves]
 
 
 def shard_bytes(tree):
