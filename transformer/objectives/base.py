@@ -21,7 +21,9 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
                    text samples: the first example of up to `log.samples` rows; objectives
                    that generate also take spec= (a models.decoding.Spec) and limit=N (every
-                   example of the batch, up to N, in fixed-shape chunks: eval decoding)
+                   example of the batch, up to N, in fixed-shape chunks: eval decoding).
+                   Decoding never chooses an id past tokenizer.vocab_size (the model may have
+                   more rows)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)

@@ -56,7 +56,7 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
   right-padded to `width` tokens, `chunk` rows per call, so one compiled program serves them
   all. With `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix
   did in training (`prefix_lm=True`). With learned positions a continuation stops at the end of
-  the table (model.max_len).
+  the table (model.max_len). Ids past tokenizer.vocab_size are never chosen.
   """
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   outputs = [[] for _ in prompts]
@@ -68,8 +68,8 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
 
   def run(tokens, segs):
     return decoding.generate(model, tokens, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
-                             prefix_lm=bidirectional_prompt, segment_ids=segs,
-                             spec=spec, stop_at_table_end=True)
+                             prefix_lm=bidirectional_prompt, segment_ids=segs, spec=spec,
+                             stop_at_table_end=True, vocab_limit=tokenizer.vocab_size)
   for group_width, rows in groups.items():
     got = base.decode_rows([prompts[i] for i in rows], run, pad_id=tokenizer.pad_id,
                            width=group_width, chunk=chunk)

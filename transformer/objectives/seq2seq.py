@@ -37,7 +37,7 @@ def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, sp
   """Outputs vs the reference targets: for the first example of up to `rows` rows, or with
   `limit` for every example of the batch up to `limit` (inputs padded to the stream length,
   as many per call as the batch has rows). At most model.max_len new tokens with learned
-  positions."""
+  positions; never an id past tokenizer.vocab_size."""
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   room = lm.position_room(model, 0)
   max_new_tokens = max_new_tokens if room is None else min(max_new_tokens, room)
@@ -54,7 +54,8 @@ def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, sp
 
   def run(tokens, segs):
     return decoding.generate_seq2seq(model, tokens, segs, max_new_tokens=max_new_tokens,
-                                     eos_id=tokenizer.eos_id, spec=spec)
+                                     eos_id=tokenizer.eos_id, spec=spec,
+                                     vocab_limit=tokenizer.vocab_size)
   outputs = base.decode_rows([s['tokens'] for s in sources], run, pad_id=tokenizer.pad_id,
                              width=width, chunk=chunk)
   return [dict(input=tokenizer.decode(s['tokens']),

@@ -12,6 +12,10 @@ token; `prefix_lm` lets the prompt attend to itself bidirectionally. An EncoderD
 the inputs once, projects the encoder output into every cross-attention's keys/values once,
 and decodes from model.hp.decoder_start_id. Rows end at their own EOS and stop changing.
 
+Decoding for text passes `vocab_limit=tokenizer.vocab_size`: a model may have more rows than
+its tokenizer has ids (a published vocabulary over a smaller tokenizer; T5's 32,128 rows for
+32,100 tokens), and no strategy then chooses an id past it.
+
 Limits are checked before anything is compiled, each a one-line ConfigError: a prompt plus
 max_new_tokens beyond a learned position table (model.max_len) or beyond `cache_len`.
 `cache='self'` (cross-attention recomputed every step) and `cache='none'` (the whole model
@@ -90,16 +94,18 @@ def _fetchable(tree):
 
 def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GREEDY,
            prefix_lm=False, start_id=None, cache_len=None, cache='full', return_logits=False,
-           stop_at_table_end=False):
+           stop_at_table_end=False, vocab_limit=None):
   """Decode `inputs` [B, L] (prompts for a DecoderOnly, sources for an EncoderDecoder) with
-  `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V] with
-  return_logits, greedy and sampling only, rows past their EOS undefined).
+  `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V]
+  with return_logits, greedy and sampling only: rows past their EOS undefined, -inf past
+  vocab_limit).
 
   segment_ids: 1 on tokens, 0 on right padding (default: no padding). prefix_lm: the prompt
   attends to itself bidirectionally (decoder-only). start_id: the decoder's first input
   (default model.hp.decoder_start_id). cache_len: slots of the KV cache (default: exactly what
   the request needs). cache: one of CACHE_MODES. stop_at_table_end: with learned positions,
   each row ends where the table does (at least 1 token) instead of the request being refused.
+  vocab_limit: ids >= it are never chosen (the tokenizer's size; None: every model row).
   """
   spec = spec or GREEDY
   if cache not in CACHE_MODES:
@@ -109,6 +115,10 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   cache_len, limits = _limits(model, np.asarray(segs).sum(axis=1), inputs.shape[1],
                               max_new_tokens, cache_len, spec, stop_at_table_end)
   family = model.hp.family
+  if vocab_limit is not None and vocab_limit < 1:
+    raise ConfigError(f'decoding: vocab_limit={vocab_limit}; give the tokenizer size (>= 1)')
+  if vocab_limit is not None and vocab_limit >= model.hp.vocab_size:
+    vocab_limit = None   # nothing to mask: one compiled program for both
   start_id = model.hp.decoder_start_id if start_id is None else start_id
   options = (('cache_len', cache_len), ('prefix_lm', bool(prefix_lm)),
              ('start_id', int(start_id)), ('cross_cache', cache == 'full'),
@@ -118,7 +128,8 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   graphdef, state = loops.split(model)
   out = loops.run(graphdef, state, arrays, family=family, cache_mode=cache, options=options,
                   spec=spec, max_new_tokens=max_new_tokens, eos_id=int(eos_id),
-                  return_logits=return_logits and spec.strategy != 'beam')
+                  return_logits=return_logits and spec.strategy != 'beam',
+                  vocab_limit=None if vocab_limit is None else int(vocab_limit))
   return _fetchable(out)
 
 

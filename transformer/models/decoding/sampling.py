@@ -1,11 +1,20 @@
 """Token choice from logits: greedy, or sampling after temperature, top-k and top-p (nucleus).
 
 Pure functions on [R, V] float logits, applied in Hugging Face's order: temperature, then top-k,
-then top-p. A token that a cut removes gets -inf, so it is never drawn.
+then top-p. A token that a cut removes gets -inf, so it is never drawn; so does every id at or
+past a `vocab_limit` (`limit`: rows of the model that the tokenizer has no token for).
 """
 
 import jax
 import jax.numpy as jnp
+
+
+def limit(logits_RV, vocab_limit):
+  """`logits_RV` with the ids >= `vocab_limit` at -inf (unchanged when None or >= V)."""
+  v = logits_RV.shape[-1]
+  if vocab_limit is None or vocab_limit >= v:
+    return logits_RV
+  return jnp.where(jnp.arange(v) < vocab_limit, logits_RV, -jnp.inf)
 
 
 def warp(logits_RV, *, temperature=1.0, top_k=0, top_p=1.0):
