@@ -12,6 +12,7 @@ import sacrebleu
 
 from transformer import config as config_lib
 from transformer import generate
+from transformer.models import decoding
 from transformer.monitoring.events import read_events
 from transformer.objectives import metrics
 from transformer.sweeps import results
@@ -100,6 +101,20 @@ def test_generate_from_a_run_directory(runs, tmp_path, capsys):
   first = capsys.readouterr().out
   assert generate.main(args) == 0 and capsys.readouterr().out == first   # seeded
   assert len(first.strip('\n').split('\n')) == 1
+
+
+def test_generate_samples_each_input_by_its_line(runs):
+  """The issue's case: one prompt listed 4 times with --batch_size 2 gave 2 samples, each twice.
+  Each input draws by its line, so 4 different samples, the same for any --batch_size."""
+  _, run_dir = runs['summarise']
+  run = setup.prepare(generate.load_config(run_dir, {}), os.path.dirname(run_dir))
+  model, _ = generate.load_model(run, run_dir, 'latest')
+  spec = decoding.Spec('sample', temperature=2.0)
+  by_batch_size = [[text for [(_, text)] in generate.generate(
+      run, model, ['def add(a, b):'] * 4, spec, max_new_tokens=6, batch_size=batch_size)]
+                   for batch_size in (2, 4)]
+  assert len(set(by_batch_size[0])) == 4, by_batch_size[0]
+  assert by_batch_size[1] == by_batch_size[0]
 
 
 def test_text_samples_past_the_tokenizer_do_not_end_training(tmp_path, monkeypatch):

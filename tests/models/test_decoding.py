@@ -215,7 +215,7 @@ def test_rows_stop_at_the_end_of_a_learned_table_when_asked():
   assert (np.asarray(out.tokens)[0, 0, 4:] == 0).all()
 
 
-# ------------------------------------------------------------------ ids past the tokenizer
+# ------------------------------------------- ids past the tokenizer; each input's own noise
 
 PAST = VOCAB - 1   # a model row the tokenizer below (VOCAB - 3 ids) does not have
 
@@ -256,3 +256,20 @@ def test_a_vocab_limit_at_the_model_size_changes_nothing():
   for spec in SPECS.values():
     _same(_decode(model, spec), _decode(model, spec, vocab_limit=VOCAB))
 
+
+def test_a_sampled_input_draws_by_its_own_index_not_its_row():
+  """The issue's case: one prompt in two chunks of 2 rows got the same 2 samples twice. Each
+  input's noise follows its index (default: its row), so chunks with indices 0, 1 and 2, 3
+  draw 4 different samples, and the same indices give the same samples in any batch."""
+  model, spec = _get('decoder'), Spec('sample', temperature=2.0, seed=1)
+  prompt = np.tile(RAGGED[:1], (4, 1))
+  segs = np.tile(SEGS[:1], (4, 1))
+
+  def tokens(rows, index=None):
+    return np.asarray(decoding.decode(model, prompt[rows], segment_ids=segs[rows], spec=spec,
+                                      max_new_tokens=6, eos_id=-1, index=index).tokens)[:, 0]
+  whole = tokens(slice(0, 4))
+  chunks = np.concatenate([tokens(slice(0, 2), [0, 1]), tokens(slice(2, 4), [2, 3])])
+  np.testing.assert_array_equal(chunks, whole)
+  assert len({tuple(t) for t in whole}) == 4, whole
+  np.testing.assert_array_equal(tokens(slice(0, 1), [3]), whole[3:])

@@ -14,7 +14,9 @@ and decodes from model.hp.decoder_start_id. Rows end at their own EOS and stop c
 
 Decoding for text passes `vocab_limit=tokenizer.vocab_size`: a model may have more rows than
 its tokenizer has ids (a published vocabulary over a smaller tokenizer; T5's 32,128 rows for
-32,100 tokens), and no strategy then chooses an id past it.
+32,100 tokens), and no strategy then chooses an id past it. Sampling passes `index`, each
+input's place in the whole request (its line of an input file, its example of an eval set):
+an input's noise follows it, so a prompt listed twice draws two samples whatever the batches.
 
 Limits are checked before anything is compiled, each a one-line ConfigError: a prompt plus
 max_new_tokens beyond a learned position table (model.max_len) or beyond `cache_len`.
@@ -83,6 +85,17 @@ def _limits(model, lengths, width, max_new_tokens, cache_len, spec, stop_at_tabl
   return (needed if cache_len is None else cache_len), limits
 
 
+def _index(index, batch):
+  """[B] int32: each input's index in the request (default 0..B-1), checked."""
+  if index is None:
+    return jnp.arange(batch, dtype=jnp.int32)
+  index = np.asarray(index)
+  if index.shape != (batch,):
+    raise ConfigError(f'decoding: index of shape {index.shape} for {batch} inputs; give one '
+                      'per input')
+  return jnp.asarray(index, jnp.int32)
+
+
 def _fetchable(tree):
   """Arrays spread over several processes gathered whole onto each (multi-process decoding)."""
   def get(x):
@@ -94,7 +107,7 @@ def _fetchable(tree):
 
 def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GREEDY,
            prefix_lm=False, start_id=None, cache_len=None, cache='full', return_logits=False,
-           stop_at_table_end=False, vocab_limit=None):
+           stop_at_table_end=False, vocab_limit=None, index=None):
   """Decode `inputs` [B, L] (prompts for a DecoderOnly, sources for an EncoderDecoder) with
   `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V]
   with return_logits, greedy and sampling only: rows past their EOS undefined, -inf past
@@ -106,6 +119,8 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   the request needs). cache: one of CACHE_MODES. stop_at_table_end: with learned positions,
   each row ends where the table does (at least 1 token) instead of the request being refused.
   vocab_limit: ids >= it are never chosen (the tokenizer's size; None: every model row).
+  index: [B] each input's index in the whole request, which its sampling noise follows
+  (default 0..B-1: give it when a request is decoded in several batches).
   """
   spec = spec or GREEDY
   if cache not in CACHE_MODES:
@@ -123,7 +138,7 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   options = (('cache_len', cache_len), ('prefix_lm', bool(prefix_lm)),
              ('start_id', int(start_id)), ('cross_cache', cache == 'full'),
              ('max_new_tokens', max_new_tokens))
-  arrays = dict(segment_ids=segs, limit=jnp.asarray(limits),
+  arrays = dict(segment_ids=segs, limit=jnp.asarray(limits), index=_index(index, len(limits)),
                 **{'prompt' if family == 'decoder' else 'inputs': inputs})
   graphdef, state = loops.split(model)
   out = loops.run(graphdef, state, arrays, family=family, cache_mode=cache, options=options,

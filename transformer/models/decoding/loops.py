@@ -6,7 +6,9 @@ ended / every example's beam search has stopped). A row ends at its EOS or at it
 ended stop changing: their later tokens are 0 and their scores stay as they were.
 
 Ids at or past `vocab_limit` (model rows the tokenizer lacks) are never chosen: their logits
-are -inf before greedy, sampling and beam search alike.
+are -inf before greedy, sampling and beam search alike. A sampled row draws its noise from
+spec.seed, its input's index (arrays['index']: the input's place in the whole request, not its
+row in this batch) and its return number, so an input draws the same samples in any batch.
 """
 
 from typing import NamedTuple, Optional
@@ -33,6 +35,16 @@ def lengths_of(tokens_BRN, eos_id):
   return jnp.where(jnp.any(is_eos, axis=-1), first, tokens_BRN.shape[-1])
 
 
+def row_keys(seed, index_B, m):
+  """[B * m] PRNG keys: row (b, j), return j of input b, has key(seed) folded with index_B[b]
+  and then with j."""
+  index_R = jnp.repeat(index_B, m)
+  return_R = jnp.tile(jnp.arange(m), index_B.shape[0])
+  key = jax.random.key(seed)
+  return jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(key, i), j))(index_R,
+                                                                                 return_R)
+
+
 def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits, vocab_limit=None):
   """Greedy or sampled decoding of spec.num_return rows per input."""
   logits_RV, cache = stepper.start()
@@ -41,13 +53,17 @@ def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits, vocab_limit=
   if m > 1:
     rows = jnp.repeat(jnp.arange(b), m)
     logits_RV, cache = logits_RV[rows], stepper.expand(cache, rows)
-  r, key = b * m, jax.random.key(spec.seed)
+  r = b * m
+  keys_R = (row_keys(spec.seed, stepper.arrays['index'], m) if spec.strategy == 'sample'
+            else None)
 
   def advance(carry, logits_RV):
     """Choose new token i of every row from its logits."""
     i, tokens_RN, done_R, score_R, buffer, cache = carry
     logits_RV = sampling.limit(logits_RV, vocab_limit)
-    token_R = sampling.choose(logits_RV, jax.random.fold_in(key, i), spec)
+    step_keys_R = (None if keys_R is None else
+                   jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, i))
+    token_R = sampling.choose(logits_RV, step_keys_R, spec)
     logp_R = jnp.take_along_axis(jax.nn.log_softmax(logits_RV.astype(jnp.float32)),
                                  token_R[:, None], axis=-1)[:, 0]
     token_R = jnp.where(done_R, 0, token_R)
