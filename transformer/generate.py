@@ -10,6 +10,9 @@ RUN_DIR is one run's directory (config.json, tokenizer.model, checkpoints/) or t
 (a decoder-only model continues [bos] + text; an encoder-decoder maps text + [eos] to an
 output) and every output is printed on its own line, in input order; with --num_return N,
 N lines per input, best first, each `score<TAB>text`. What was loaded goes to stderr.
+Sampling draws each input's noise from --seed and the input's line (not its row in a batch of
+--batch_size), so a prompt listed twice gives two samples, the same whatever --batch_size.
+Outputs never hold an id past the tokenizer (a model may have more rows than it has ids).
 """
 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
@@ -103,7 +106,9 @@ def generate(run, model, texts, spec, *, max_new_tokens, batch_size):
     chunk = prompts[start:start + batch_size]
     tokens, segs = base.pad_rows([p for p, _ in chunk], tokenizer.pad_id)
     out = decoding.decode(model, tokens, segment_ids=segs, max_new_tokens=max_new_tokens,
-                          eos_id=tokenizer.eos_id, spec=spec, prefix_lm=chunk[0][1])
+                          eos_id=tokenizer.eos_id, spec=spec, prefix_lm=chunk[0][1],
+                          vocab_limit=tokenizer.vocab_size,
+                          index=np.arange(start, start + len(chunk)))
     ids, scores = np.asarray(out.tokens), np.asarray(out.scores)
     results += [[(float(scores[b, r]), tokenizer.decode(base.until_eos(ids[b, r].tolist(),
                                                                         tokenizer.eos_id)))

@@ -81,6 +81,18 @@ def test_decode_round_trips_and_stops_at_eos(built):
   assert tok.decode(framed) == reference.decode(ids)
 
 
+def test_decode_skips_ids_past_the_vocabulary(built):
+  """A model may have more rows than its tokenizer has ids (T5: 32,128 for 32,100): such an id
+  decodes to nothing, as in transformers (the spiece backend raised a bare StopIteration)."""
+  family, directory = built
+  tok = hf_tokenizer.HFTokenizer(directory)
+  reference = transformers.AutoTokenizer.from_pretrained(directory)
+  ids = tok.encode('def f(x): return x')
+  past = ids[:2] + [tok.vocab_size, tok.vocab_size + 27] + ids[2:] + [tok.vocab_size + 1]
+  assert tok.decode(past) == tok.decode(ids) == reference.decode(past), family
+  assert tok.id_to_piece(tok.vocab_size) is None
+
+
 @pytest.mark.parametrize('family,objective,model_family,missing', [
     ('gpt2', 'mlm', 'encoder', 'mask'), ('t5', 'causal_lm', 'decoder', 'bos'),
     ('bart', 'span_corruption', 'encoder_decoder', 'sentinel'),

@@ -115,6 +115,18 @@ def test_structural_symbols_decode_by_name_inside_text(stdlib_tokenizer):
   assert shown.startswith(f'<cls>{tok.decode(ids[:2])}<extra_id_0>') and shown.endswith('circle<sep>')
 
 
+def test_decode_skips_ids_past_the_vocabulary(stdlib_tokenizer):
+  """A model may have more rows than the tokenizer has ids (a published vocabulary over a
+  2,048-piece tokenizer): such an id decodes to nothing, as in transformers (it raised
+  IndexError, which ended training at its first text samples)."""
+  tok = stdlib_tokenizer
+  ids = tok.encode('def area(r):\n    return 3.14 * r * r')
+  n = tok.vocab_size
+  past = [n + 5] + ids[:3] + [n, tok.sentinel_ids[0], n + 1000] + ids[3:] + [n]
+  assert tok.decode(past) == tok.decode(ids[:3] + [tok.sentinel_ids[0]] + ids[3:])
+  assert tok.decode([n, -1]) == ''
+
+
 def test_too_small_vocab_size_names_the_key_and_the_smallest_size(english_file, tmp_path):
   """A vocabulary too small for the characters of the data: one line with a size that trains."""
   c = make_config(tmp_path, source=f'text:{english_file}', vocab_size=100,

@@ -12,10 +12,12 @@ import sacrebleu
 
 from transformer import config as config_lib
 from transformer import generate
+from transformer.models import decoding
 from transformer.monitoring.events import read_events
 from transformer.objectives import metrics
 from transformer.sweeps import results
 from transformer.training import loop, setup
+from transformer.training.trainer import Trainer
 
 SMALL = {'train.steps': '3', 'train.batch_size': '8', 'train.eval_every': '3',
          'train.eval_steps': '1', 'train.log_every': '3', 'checkpoint.every': '3',
@@ -99,6 +101,42 @@ def test_generate_from_a_run_directory(runs, tmp_path, capsys):
   first = capsys.readouterr().out
   assert generate.main(args) == 0 and capsys.readouterr().out == first   # seeded
   assert len(first.strip('\n').split('\n')) == 1
+
+
+def test_generate_samples_each_input_by_its_line(runs):
+  """The issue's case: one prompt listed 4 times with --batch_size 2 gave 2 samples, each twice.
+  Each input draws by its line, so 4 different samples, the same for any --batch_size."""
+  _, run_dir = runs['summarise']
+  run = setup.prepare(generate.load_config(run_dir, {}), os.path.dirname(run_dir))
+  model, _ = generate.load_model(run, run_dir, 'latest')
+  spec = decoding.Spec('sample', temperature=2.0)
+  by_batch_size = [[text for [(_, text)] in generate.generate(
+      run, model, ['def add(a, b):'] * 4, spec, max_new_tokens=6, batch_size=batch_size)]
+                   for batch_size in (2, 4)]
+  assert len(set(by_batch_size[0])) == 4, by_batch_size[0]
+  assert by_batch_size[1] == by_batch_size[0]
+
+
+def test_text_samples_past_the_tokenizer_do_not_end_training(tmp_path, monkeypatch):
+  """A model with more rows than its tokenizer has ids (1100 for 1024), biased toward its last
+  row: its eval samples never hold that id, and training goes on to its last checkpoint (the
+  tokenizer's IndexError on it ended training at the first eval, before that step's checkpoint)."""
+  config = config_lib.load('configs/gpt2.py:tiny', {
+      **SMALL, 'model.vocab_size': '1100', 'model.lm_head_bias': 'true', 'train.steps': '2',
+      'train.eval_every': '1', 'train.log_every': '1', 'checkpoint.every': '1',
+      'log.decode.examples': '0', 'run_name': 'past'})
+  built = Trainer.model
+
+  def biased(self, params):
+    model = built(self, params)
+    model.lm_head.bias.value = model.lm_head.bias.value.at[-1].set(1e3)
+    return model
+  monkeypatch.setattr(Trainer, 'model', biased)
+  loop.train(config, str(tmp_path))
+  run_dir = setup.run_dir(config, str(tmp_path))
+  assert sorted(os.listdir(os.path.join(run_dir, 'checkpoints'))) == ['1', '2']
+  samples = read_events(run_dir)['text']['samples']
+  assert [step for step, _ in samples] == [1, 2] and '**prediction:**' in samples[-1][1]
 
 
 def _one_line_error(capsys, argv, *fragments):

@@ -213,3 +213,63 @@ def test_rows_stop_at_the_end_of_a_learned_table_when_asked():
                         stop_at_table_end=True)
   np.testing.assert_array_equal(out.lengths, [[4], [8]])
   assert (np.asarray(out.tokens)[0, 0, 4:] == 0).all()
+
+
+# ------------------------------------------- ids past the tokenizer; each input's own noise
+
+PAST = VOCAB - 1   # a model row the tokenizer below (VOCAB - 3 ids) does not have
+
+
+def _biased(family):
+  """A model whose LM bias makes `PAST` the likeliest token everywhere (built once)."""
+  if f'biased {family}' in _BUILT:
+    return _BUILT[f'biased {family}']
+  family_keys = {} if family == 'decoder' else dict(
+      family='encoder_decoder', positions='relative', norm='rmsnorm', scale_attention=False)
+  model = _BUILT[f'biased {family}'] = _tiny(lm_head_bias=True, **family_keys)
+  model.lm_head.bias.value = model.lm_head.bias.value.at[PAST].set(20.0)
+  return model
+
+
+@pytest.mark.parametrize('family,strategy', [
+    ('decoder', 'greedy'), ('decoder', 'sample'), ('decoder', 'beam'),
+    ('encoder_decoder', 'greedy'), ('encoder_decoder', 'beam'),
+    pytest.param('encoder_decoder', 'sample', marks=pytest.mark.slow)])
+def test_decoding_for_a_tokenizer_never_emits_an_id_it_lacks(family, strategy):
+  """The model has VOCAB rows, the tokenizer VOCAB - 3 ids: with vocab_limit the rows past it
+  are never chosen, though the bias makes the last one the likeliest (and it is, without)."""
+  model, spec = _biased(family), SPECS[strategy]
+  free = np.asarray(_decode(model, spec).tokens)
+  assert (free == PAST).any()   # the test has power: unmasked decoding emits it
+  out = _decode(model, spec, vocab_limit=VOCAB - 3)
+  tokens = np.asarray(out.tokens)
+  assert tokens.max() < VOCAB - 3, tokens
+  assert np.isfinite(np.asarray(out.scores)).all()
+  if (family, strategy) == ('decoder', 'greedy'):   # the logits returned: those that chose
+    _, logits = decoding.generate(model, RAGGED, segment_ids=SEGS, max_new_tokens=2, eos_id=-1,
+                                  spec=spec, return_logits=True, vocab_limit=VOCAB - 3)
+    assert np.isneginf(np.asarray(logits)[..., VOCAB - 3:]).all()
+
+
+def test_a_vocab_limit_at_the_model_size_changes_nothing():
+  model = _get('decoder')
+  for spec in SPECS.values():
+    _same(_decode(model, spec), _decode(model, spec, vocab_limit=VOCAB))
+
+
+def test_a_sampled_input_draws_by_its_own_index_not_its_row():
+  """The issue's case: one prompt in two chunks of 2 rows got the same 2 samples twice. Each
+  input's noise follows its index (default: its row), so chunks with indices 0, 1 and 2, 3
+  draw 4 different samples, and the same indices give the same samples in any batch."""
+  model, spec = _get('decoder'), Spec('sample', temperature=2.0, seed=1)
+  prompt = np.tile(RAGGED[:1], (4, 1))
+  segs = np.tile(SEGS[:1], (4, 1))
+
+  def tokens(rows, index=None):
+    return np.asarray(decoding.decode(model, prompt[rows], segment_ids=segs[rows], spec=spec,
+                                      max_new_tokens=6, eos_id=-1, index=index).tokens)[:, 0]
+  whole = tokens(slice(0, 4))
+  chunks = np.concatenate([tokens(slice(0, 2), [0, 1]), tokens(slice(2, 4), [2, 3])])
+  np.testing.assert_array_equal(chunks, whole)
+  assert len({tuple(t) for t in whole}) == 4, whole
+  np.testing.assert_array_equal(tokens(slice(0, 1), [3]), whole[3:])

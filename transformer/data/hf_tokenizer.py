@@ -11,7 +11,9 @@ counted down from the end of the vocabulary). A role the files leave unnamed tak
 eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a decoder example and GPT-2's
 <|endoftext|> is bos, eos, sep and cls at once. A role still missing is None, and an objective that
 needs it refuses (objectives/base.py). A tokenizer without a pad token pads with id 0: padding is
-marked by segment ids and never read; decode then keeps id 0 (GPT-2's '!').
+marked by segment ids and never read; decode then keeps id 0 (GPT-2's '!'). An id the tokenizer
+lacks (a model may have more rows than it has ids: T5's 32,128 for 32,100) decodes to nothing
+and has no token (None), as in transformers.
 """
 
 import os
@@ -65,6 +67,7 @@ class _SentencePiece:
     self.sp = spm.SentencePieceProcessor(model_file=path)
     size = self.sp.get_piece_size()
     self.added = {f'<extra_id_{i}>': size + extra_ids - 1 - i for i in range(extra_ids)}
+    self._added_by_id = {i: t for t, i in self.added.items()}
     self.vocab_size = size + extra_ids
     self._split = None
 
@@ -87,8 +90,11 @@ class _SentencePiece:
     return [self.encode(t) for t in texts]
 
   def decode(self, ids):
+    """Text of `ids`: added and control tokens by name, ids it lacks skipped."""
     parts, run = [], []
     for i in ids:
+      if not 0 <= i < self.vocab_size:
+        continue
       if i >= self.sp.get_piece_size() or self.sp.is_control(i):
         parts += [self.sp.decode(run), self.id_to_token(i)]
         run = []
@@ -103,10 +109,11 @@ class _SentencePiece:
     return i if self.sp.id_to_piece(i) == token else None
 
   def id_to_token(self, i):
+    """The token of id `i`; None for an id it lacks (as tokenizers' id_to_token)."""
     i = int(i)
-    if i < self.sp.get_piece_size():
+    if 0 <= i < self.sp.get_piece_size():
       return self.sp.id_to_piece(i)
-    return next(t for t, j in self.added.items() if j == i)
+    return self._added_by_id.get(i)
 
 
 def _wordpiece(directory):
@@ -219,7 +226,7 @@ class HFTokenizer:
 
   def decode(self, ids):
     """ids -> str: a leading BOS dropped, up to the first EOS, padding dropped (when the tokenizer
-    has a pad token); other special tokens appear by name."""
+    has a pad token); other special tokens appear by name; ids the tokenizer lacks are skipped."""
     ids = [int(i) for i in ids]
     if ids and ids[0] == self.bos_id:
       ids = ids[1:]

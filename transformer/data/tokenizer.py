@@ -58,7 +58,8 @@ class Tokenizer:
   The contract every tokenizer meets (this one and hf_tokenizer.HFTokenizer): `vocab_size`; the
   ids pad_id, eos_id, unk_id, bos_id, mask_id, sep_id, cls_id (None where it has no such token)
   and `sentinel_ids`; encode(text) without special tokens, encode_batch, decode(ids) stopping at
-  EOS, id_to_piece, vocabulary() (every piece by id) and save_to(run_dir).
+  EOS and skipping ids the tokenizer lacks, id_to_piece (None for such an id), vocabulary()
+  (every piece by id) and save_to(run_dir).
   """
 
   kind = 'sentencepiece'
@@ -101,6 +102,9 @@ class Tokenizer:
   def decode(self, ids):
     """ids -> str, stopping at the first EOS and dropping padding.
 
+    An id the tokenizer lacks (outside 0..vocab_size - 1: a model may have more rows than its
+    tokenizer) is skipped, as transformers' decode skips it.
+
     Structural symbols (control pieces, which SentencePiece decodes to '') appear by name, e.g.
     'a<extra_id_0> b': removing the names gives exactly the decoded text around them.
     """
@@ -113,7 +117,7 @@ class Tokenizer:
         text = self._decode_run(run, after_text=text_so_far)
         parts += [text, self.sp.id_to_piece(i)]
         run, text_so_far = [], text_so_far or bool(text)
-      elif i != self.pad_id:
+      elif i != self.pad_id and 0 <= i < self.vocab_size:
         run.append(i)
     return ''.join(parts) + self._decode_run(run, after_text=text_so_far)
 
@@ -125,7 +129,9 @@ class Tokenizer:
     return ' ' + text if lost else text
 
   def id_to_piece(self, i):
-    return self.sp.id_to_piece(int(i))
+    """The piece of id `i`; None for an id the tokenizer lacks."""
+    i = int(i)
+    return self.sp.id_to_piece(i) if 0 <= i < self.vocab_size else None
 
   def vocabulary(self):
     """Every piece, by id (what `data.tokenizer` must match under `init_from`)."""

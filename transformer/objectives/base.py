@@ -20,8 +20,11 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
   predict(model, batch, tokenizer, *, max_new_tokens) -> [dict(input, prediction, reference)]
                    text samples: the first example of up to `log.samples` rows; objectives
-                   that generate also take spec= (a models.decoding.Spec) and limit=N (every
-                   example of the batch, up to N, in fixed-shape chunks: eval decoding)
+                   that generate also take spec= (a models.decoding.Spec), limit=N (every
+                   example of the batch, up to N, in fixed-shape chunks: eval decoding) and
+                   first_index=K (the batch's first example is example K of the eval set:
+                   a sampled example's noise follows its index). Decoding never chooses an
+                   id past tokenizer.vocab_size (the model may have more rows)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
@@ -104,16 +107,19 @@ def pad_rows(rows, pad_id=0, width=None):
   return tokens, segs
 
 
-def decode_rows(rows, fn, *, pad_id, width=None, chunk=None):
-  """One output id list per row of `rows` (id lists), from fn(tokens [C, W], segs [C, W]) ->
-  [C, N]: rows padded to `width` (default the longest), `chunk` rows per call (default all;
-  the last chunk is filled up with copies of its first row, so every call has one shape)."""
+def decode_rows(rows, fn, *, pad_id, width=None, chunk=None, index=None):
+  """One output id list per row of `rows` (id lists), from fn(tokens [C, W], segs [C, W],
+  index [C]) -> [C, N]: rows padded to `width` (default the longest), `chunk` rows per call
+  (default all; the last chunk is filled up with copies of its first row, so every call has one
+  shape). `index`: each row's index in the whole request (default 0, 1, ...), for sampling."""
   fill, chunk = chunk is not None, chunk or max(len(rows), 1)
+  index = list(range(len(rows))) if index is None else list(index)
   out = []
   for start in range(0, len(rows), chunk):
-    part = rows[start:start + chunk]
+    part, at = rows[start:start + chunk], index[start:start + chunk]
     filled = part + [part[0]] * (chunk - len(part)) if fill else part
-    result = np.asarray(fn(*pad_rows(filled, pad_id, width)))
+    at = at + [at[0]] * (chunk - len(part)) if fill else at
+    result = np.asarray(fn(*pad_rows(filled, pad_id, width), np.asarray(at, np.int32)))
     out += [row.tolist() for row in result[:len(part)]]
   return out
 

@@ -48,7 +48,7 @@ def position_room(model, prompt_len):
 
 
 def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirectional_prompt,
-                           spec=None, width=None, chunk=None):
+                           spec=None, width=None, chunk=None, first_index=0):
   """Continuations (id lists, without the EOS) of each prompt (an id list) by
   transformer.models.decoding.generate with `spec` (default greedy).
 
@@ -56,7 +56,8 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
   right-padded to `width` tokens, `chunk` rows per call, so one compiled program serves them
   all. With `bidirectional_prompt` the prompt attends to itself bidirectionally, as the prefix
   did in training (`prefix_lm=True`). With learned positions a continuation stops at the end of
-  the table (model.max_len).
+  the table (model.max_len). Ids past tokenizer.vocab_size are never chosen; prompt k draws
+  its sampling noise as input `first_index + k` of the request.
   """
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   outputs = [[] for _ in prompts]
@@ -66,13 +67,14 @@ def generate_continuations(model, tokenizer, prompts, *, max_new_tokens, bidirec
     if room is None or room > 0:   # a prompt that fills the position table gets nothing
       groups.setdefault(width or len(p), []).append(i)
 
-  def run(tokens, segs):
+  def run(tokens, segs, index):
     return decoding.generate(model, tokens, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
-                             prefix_lm=bidirectional_prompt, segment_ids=segs,
-                             spec=spec, stop_at_table_end=True)
+                             prefix_lm=bidirectional_prompt, segment_ids=segs, spec=spec,
+                             stop_at_table_end=True, vocab_limit=tokenizer.vocab_size,
+                             index=index)
   for group_width, rows in groups.items():
     got = base.decode_rows([prompts[i] for i in rows], run, pad_id=tokenizer.pad_id,
-                           width=group_width, chunk=chunk)
+                           width=group_width, chunk=chunk, index=[first_index + i for i in rows])
     for i, ids in zip(rows, got):
       room = position_room(model, len(prompts[i]))
       outputs[i] = base.until_eos(ids[:max_new_tokens if room is None else room],

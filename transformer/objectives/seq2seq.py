@@ -34,11 +34,12 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0,
 
 
 def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, spec=None,
-                            limit=None):
+                            limit=None, first_index=0):
   """Outputs vs the reference targets: for the first example of up to `rows` rows, or with
   `limit` for every example of the batch up to `limit` (inputs padded to the stream length,
   as many per call as the batch has rows). At most model.max_len new tokens with learned
-  positions."""
+  positions; never an id past tokenizer.vocab_size; example k samples as input
+  `first_index + k`."""
   from transformer.models import decoding  # pylint: disable=import-outside-toplevel  (tests fake it)
   room = lm.position_room(model, 0)
   max_new_tokens = max_new_tokens if room is None else min(max_new_tokens, room)
@@ -53,11 +54,13 @@ def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, sp
   if not sources:
     return []
 
-  def run(tokens, segs):
+  def run(tokens, segs, index):
     return decoding.generate_seq2seq(model, tokens, segs, max_new_tokens=max_new_tokens,
-                                     eos_id=tokenizer.eos_id, spec=spec)
+                                     eos_id=tokenizer.eos_id, spec=spec,
+                                     vocab_limit=tokenizer.vocab_size, index=index)
   outputs = base.decode_rows([s['tokens'] for s in sources], run, pad_id=tokenizer.pad_id,
-                             width=width, chunk=chunk)
+                             width=width, chunk=chunk,
+                             index=range(first_index, first_index + len(sources)))
   return [dict(input=tokenizer.decode(s['tokens']),
                prediction=tokenizer.decode(base.until_eos(o, tokenizer.eos_id)),
                reference=tokenizer.decode(r['tokens']))
@@ -129,13 +132,16 @@ class Seq2Seq(base.Objective):
     (sacrebleu) and, for summarisation-style data, 'rouge1', 'rouge2', 'rougeL'."""
     return metrics.score(self.corpus_metrics, samples)
 
-  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32, spec=None, limit=None):
+  def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32, spec=None, limit=None,
+              first_index=0):
     """Outputs (greedy unless `spec` says otherwise) vs references: for up to `log.samples`
-    eval rows, or with `limit` for every example of the batch up to `limit`."""
+    eval rows, or with `limit` for every example of the batch up to `limit` (example k samples
+    as example `first_index + k` of the eval set)."""
     tokenizer = tokenizer or self.tokenizer
     if self.family != 'decoder':
       return predict_encoder_decoder(model, batch, tokenizer, rows=self.num_samples,
-                                     max_new_tokens=max_new_tokens, spec=spec, limit=limit)
+                                     max_new_tokens=max_new_tokens, spec=spec, limit=limit,
+                                     first_index=first_index)
     if limit is None:
       examples = base.first_segments(batch, 'targets', self.num_samples)
       width = chunk = None
@@ -150,6 +156,7 @@ class Seq2Seq(base.Objective):
       splits.append((e['tokens'][:k], e['tokens'][k:]))
     outputs = lm.generate_continuations(model, tokenizer, [p for p, _ in splits],
                                         max_new_tokens=max_new_tokens, bidirectional_prompt=True,
-                                        spec=spec, width=width, chunk=chunk)
+                                        spec=spec, width=width, chunk=chunk,
+                                        first_index=first_index)
     return [dict(input=tokenizer.decode(p[1:-1]), prediction=tokenizer.decode(o),
                  reference=tokenizer.decode(r)) for (p, r), o in zip(splits, outputs)]

@@ -2,8 +2,9 @@
 
 For an objective with `corpus_metrics` (seq2seq: BLEU, and ROUGE on summarisation-style data),
 the first `log.decode.examples` examples of the eval split are decoded with the `log.decode`
-strategy (transformer/models/decoding), scored by `objective.score` on detokenized text
-against the references, logged as `eval/bleu`, `eval/rouge1`, ... and written to
+strategy (transformer/models/decoding; a sampled example's noise follows its index in the eval
+set, not its row in a batch), scored by `objective.score` on detokenized text against the
+references, logged as `eval/bleu`, `eval/rouge1`, ... and written to
 <run>/decodes/step_<N>.jsonl (one {"input", "prediction", "reference"} per line), so every
 logged score can be recomputed from the file.
 
@@ -74,7 +75,7 @@ def decode_examples(run, params, pipeline):
       break
     last = local if local is not None else last
     samples += objective.predict(model, batch, run.tokenizer, max_new_tokens=max_new_tokens(config),
-                                 spec=spec, limit=cap - len(samples))
+                                 spec=spec, limit=cap - len(samples), first_index=len(samples))
   return samples
 
 

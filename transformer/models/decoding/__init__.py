@@ -12,6 +12,12 @@ token; `prefix_lm` lets the prompt attend to itself bidirectionally. An EncoderD
 the inputs once, projects the encoder output into every cross-attention's keys/values once,
 and decodes from model.hp.decoder_start_id. Rows end at their own EOS and stop changing.
 
+Decoding for text passes `vocab_limit=tokenizer.vocab_size`: a model may have more rows than
+its tokenizer has ids (a published vocabulary over a smaller tokenizer; T5's 32,128 rows for
+32,100 tokens), and no strategy then chooses an id past it. Sampling passes `index`, each
+input's place in the whole request (its line of an input file, its example of an eval set):
+an input's noise follows it, so a prompt listed twice draws two samples whatever the batches.
+
 Limits are checked before anything is compiled, each a one-line ConfigError: a prompt plus
 max_new_tokens beyond a learned position table (model.max_len) or beyond `cache_len`.
 `cache='self'` (cross-attention recomputed every step) and `cache='none'` (the whole model
@@ -79,6 +85,17 @@ def _limits(model, lengths, width, max_new_tokens, cache_len, spec, stop_at_tabl
   return (needed if cache_len is None else cache_len), limits
 
 
+def _index(index, batch):
+  """[B] int32: each input's index in the request (default 0..B-1), checked."""
+  if index is None:
+    return jnp.arange(batch, dtype=jnp.int32)
+  index = np.asarray(index)
+  if index.shape != (batch,):
+    raise ConfigError(f'decoding: index of shape {index.shape} for {batch} inputs; give one '
+                      'per input')
+  return jnp.asarray(index, jnp.int32)
+
+
 def _fetchable(tree):
   """Arrays spread over several processes gathered whole onto each (multi-process decoding)."""
   def get(x):
@@ -90,16 +107,20 @@ def _fetchable(tree):
 
 def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GREEDY,
            prefix_lm=False, start_id=None, cache_len=None, cache='full', return_logits=False,
-           stop_at_table_end=False):
+           stop_at_table_end=False, vocab_limit=None, index=None):
   """Decode `inputs` [B, L] (prompts for a DecoderOnly, sources for an EncoderDecoder) with
-  `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V] with
-  return_logits, greedy and sampling only, rows past their EOS undefined).
+  `spec` (None: greedy); returns an Output (tokens [B, R, N], scores, lengths; logits [B, N, V]
+  with return_logits, greedy and sampling only: rows past their EOS undefined, -inf past
+  vocab_limit).
 
   segment_ids: 1 on tokens, 0 on right padding (default: no padding). prefix_lm: the prompt
   attends to itself bidirectionally (decoder-only). start_id: the decoder's first input
   (default model.hp.decoder_start_id). cache_len: slots of the KV cache (default: exactly what
   the request needs). cache: one of CACHE_MODES. stop_at_table_end: with learned positions,
   each row ends where the table does (at least 1 token) instead of the request being refused.
+  vocab_limit: ids >= it are never chosen (the tokenizer's size; None: every model row).
+  index: [B] each input's index in the whole request, which its sampling noise follows
+  (default 0..B-1: give it when a request is decoded in several batches).
   """
   spec = spec or GREEDY
   if cache not in CACHE_MODES:
@@ -109,16 +130,21 @@ def decode(model, inputs, *, max_new_tokens, eos_id=1, segment_ids=None, spec=GR
   cache_len, limits = _limits(model, np.asarray(segs).sum(axis=1), inputs.shape[1],
                               max_new_tokens, cache_len, spec, stop_at_table_end)
   family = model.hp.family
+  if vocab_limit is not None and vocab_limit < 1:
+    raise ConfigError(f'decoding: vocab_limit={vocab_limit}; give the tokenizer size (>= 1)')
+  if vocab_limit is not None and vocab_limit >= model.hp.vocab_size:
+    vocab_limit = None   # nothing to mask: one compiled program for both
   start_id = model.hp.decoder_start_id if start_id is None else start_id
   options = (('cache_len', cache_len), ('prefix_lm', bool(prefix_lm)),
              ('start_id', int(start_id)), ('cross_cache', cache == 'full'),
              ('max_new_tokens', max_new_tokens))
-  arrays = dict(segment_ids=segs, limit=jnp.asarray(limits),
+  arrays = dict(segment_ids=segs, limit=jnp.asarray(limits), index=_index(index, len(limits)),
                 **{'prompt' if family == 'decoder' else 'inputs': inputs})
   graphdef, state = loops.split(model)
   out = loops.run(graphdef, state, arrays, family=family, cache_mode=cache, options=options,
                   spec=spec, max_new_tokens=max_new_tokens, eos_id=int(eos_id),
-                  return_logits=return_logits and spec.strategy != 'beam')
+                  return_logits=return_logits and spec.strategy != 'beam',
+                  vocab_limit=None if vocab_limit is None else int(vocab_limit))
   return _fetchable(out)
 
 

@@ -4,6 +4,11 @@ Both stop when max_new_tokens are chosen or when nothing can change any more (ev
 ended / every example's beam search has stopped). A row ends at its EOS or at its own limit
 (arrays['limit'], at most max_new_tokens: the end of a learned position table). Rows that have
 ended stop changing: their later tokens are 0 and their scores stay as they were.
+
+Ids at or past `vocab_limit` (model rows the tokenizer lacks) are never chosen: their logits
+are -inf before greedy, sampling and beam search alike. A sampled row draws its noise from
+spec.seed, its input's index (arrays['index']: the input's place in the whole request, not its
+row in this batch) and its return number, so an input draws the same samples in any batch.
 """
 
 from typing import NamedTuple, Optional
@@ -30,7 +35,17 @@ def lengths_of(tokens_BRN, eos_id):
   return jnp.where(jnp.any(is_eos, axis=-1), first, tokens_BRN.shape[-1])
 
 
-def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits):
+def row_keys(seed, index_B, m):
+  """[B * m] PRNG keys: row (b, j), return j of input b, has key(seed) folded with index_B[b]
+  and then with j."""
+  index_R = jnp.repeat(index_B, m)
+  return_R = jnp.tile(jnp.arange(m), index_B.shape[0])
+  key = jax.random.key(seed)
+  return jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(key, i), j))(index_R,
+                                                                                 return_R)
+
+
+def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits, vocab_limit=None):
   """Greedy or sampled decoding of spec.num_return rows per input."""
   logits_RV, cache = stepper.start()
   b, m, n = logits_RV.shape[0], spec.num_return, max_new_tokens
@@ -38,12 +53,17 @@ def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits):
   if m > 1:
     rows = jnp.repeat(jnp.arange(b), m)
     logits_RV, cache = logits_RV[rows], stepper.expand(cache, rows)
-  r, key = b * m, jax.random.key(spec.seed)
+  r = b * m
+  keys_R = (row_keys(spec.seed, stepper.arrays['index'], m) if spec.strategy == 'sample'
+            else None)
 
   def advance(carry, logits_RV):
     """Choose new token i of every row from its logits."""
     i, tokens_RN, done_R, score_R, buffer, cache = carry
-    token_R = sampling.choose(logits_RV, jax.random.fold_in(key, i), spec)
+    logits_RV = sampling.limit(logits_RV, vocab_limit)
+    step_keys_R = (None if keys_R is None else
+                   jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, i))
+    token_R = sampling.choose(logits_RV, step_keys_R, spec)
     logp_R = jnp.take_along_axis(jax.nn.log_softmax(logits_RV.astype(jnp.float32)),
                                  token_R[:, None], axis=-1)[:, 0]
     token_R = jnp.where(done_R, 0, token_R)
@@ -68,7 +88,7 @@ def sample(stepper, spec, *, max_new_tokens, eos_id, return_logits):
   return Output(tokens, score_R.reshape(b, m), lengths, buffer)
 
 
-def beam_search(stepper, spec, *, max_new_tokens, eos_id):
+def beam_search(stepper, spec, *, max_new_tokens, eos_id, vocab_limit=None):
   """spec.beam_size beams per input; the spec.num_return best finished hypotheses."""
   logits_BV, cache = stepper.start()
   b, k, n = logits_BV.shape[0], spec.beam_size, max_new_tokens
@@ -76,7 +96,8 @@ def beam_search(stepper, spec, *, max_new_tokens, eos_id):
   cache = stepper.expand(cache, rows)
 
   def advance(i, state, cache, logits_RV):
-    logp_BKV = jax.nn.log_softmax(logits_RV.astype(jnp.float32)).reshape(b, k, -1)
+    logits_RV = sampling.limit(logits_RV.astype(jnp.float32), vocab_limit)
+    logp_BKV = jax.nn.log_softmax(logits_RV).reshape(b, k, -1)
     state, parents = beam.step(state, logp_BKV, i, spec, eos_id=eos_id, limit_B=limit_B)
     return i + 1, state, stepper.reorder(cache, parents)
 
@@ -92,18 +113,20 @@ def beam_search(stepper, spec, *, max_new_tokens, eos_id):
 
 
 def _run(graphdef, state, arrays, *, family, cache_mode, options, spec, max_new_tokens, eos_id,
-         return_logits):
+         return_logits, vocab_limit):
   """The whole decode of one batch as one program (jitted below: everything but the arrays
   and the parameters is static)."""
   stepper = steppers.stepper(family, cache_mode)(graphdef, state, arrays, dict(options))
   if spec.strategy == 'beam':
-    return beam_search(stepper, spec, max_new_tokens=max_new_tokens, eos_id=eos_id)
+    return beam_search(stepper, spec, max_new_tokens=max_new_tokens, eos_id=eos_id,
+                       vocab_limit=vocab_limit)
   return sample(stepper, spec, max_new_tokens=max_new_tokens, eos_id=eos_id,
-                return_logits=return_logits)
+                return_logits=return_logits, vocab_limit=vocab_limit)
 
 
 run = jax.jit(_run, static_argnames=('graphdef', 'family', 'cache_mode', 'options', 'spec',
-                                     'max_new_tokens', 'eos_id', 'return_logits'))
+                                     'max_new_tokens', 'eos_id', 'return_logits',
+                                     'vocab_limit'))
 
 
 def split(model):

@@ -1,11 +1,20 @@
 """Token choice from logits: greedy, or sampling after temperature, top-k and top-p (nucleus).
 
 Pure functions on [R, V] float logits, applied in Hugging Face's order: temperature, then top-k,
-then top-p. A token that a cut removes gets -inf, so it is never drawn.
+then top-p. A token that a cut removes gets -inf, so it is never drawn; so does every id at or
+past a `vocab_limit` (`limit`: rows of the model that the tokenizer has no token for).
 """
 
 import jax
 import jax.numpy as jnp
+
+
+def limit(logits_RV, vocab_limit):
+  """`logits_RV` with the ids >= `vocab_limit` at -inf (unchanged when None or >= V)."""
+  v = logits_RV.shape[-1]
+  if vocab_limit is None or vocab_limit >= v:
+    return logits_RV
+  return jnp.where(jnp.arange(v) < vocab_limit, logits_RV, -jnp.inf)
 
 
 def warp(logits_RV, *, temperature=1.0, top_k=0, top_p=1.0):
@@ -27,8 +36,12 @@ def warp(logits_RV, *, temperature=1.0, top_k=0, top_p=1.0):
 
 
 def choose(logits_RV, key, spec):
-  """One token per row [R] (int32): the argmax for greedy, else a draw from `warp`'s logits."""
+  """One token per row [R] (int32): the argmax for greedy, else a draw from `warp`'s logits by
+  `key`: one PRNG key for every row, or [R] keys, one per row (a row's draw then depends on its
+  own key and logits only, not on the other rows of the batch)."""
   if spec.strategy == 'greedy':
     return jnp.argmax(logits_RV, axis=-1).astype(jnp.int32)
   warped = warp(logits_RV, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p)
-  return jax.random.categorical(key, warped, axis=-1).astype(jnp.int32)
+  if jnp.ndim(key) == 0:
+    return jax.random.categorical(key, warped, axis=-1).astype(jnp.int32)
+  return jax.vmap(jax.random.categorical)(key, warped).astype(jnp.int32)
