@@ -18,7 +18,6 @@ Outputs never hold an id past the tokenizer (a model may have more rows than it 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -50,8 +49,7 @@ def load_config(run_dir, overrides):
   if not os.path.isfile(path):
     raise ConfigError(f'--workdir {run_dir}: no config.json; give a run directory '
                       '(<workdir>/<experiment>/<run_name>) or an import-hf output')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(_frozen(json.load(f)))
+  config = ml_collections.ConfigDict(_frozen(setup.read_run_config(path)))
   if 'decode' not in config.log:   # runs from before log.decode existed
     config.log.decode = ml_collections.ConfigDict(dict(
         examples=0, max_new_tokens=0, metrics='auto',

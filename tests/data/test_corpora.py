@@ -108,7 +108,7 @@ def test_gettext_without_catalogs_names_the_fix(tmp_path, monkeypatch):
     data_lib.get_source(make_config(tmp_path, source='gettext_catalogs/en_de'))
   message = str(e.value)
   assert '\n' not in message
-  assert '`data.source`' in message and 'python_stdlib/docstrings' in message
+  assert '`data.source=' in message and 'python_stdlib/docstrings' in message
 
 
 @pytest.mark.skipif(not gettext_corpus.catalog_paths(), reason='no German catalogs here')

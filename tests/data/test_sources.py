@@ -61,22 +61,22 @@ def test_jsonl_source_and_missing_field(tmp_path, small_tokenizer):
   got = small_tokenizer.decode(batch['inputs'][0][batch['inputs_segment_ids'][0] == 1])
   assert got.startswith('hello number')
   c.data.targets_key = 'fr'
-  with pytest.raises(ConfigError, match='`data.targets_key`') as e:
+  with pytest.raises(ConfigError, match='`data.targets_key[=`]') as e:
     next(data_lib.Pipeline(c, Seq2SeqObjective(), small_tokenizer).iterator())
   assert '\n' not in str(e.value) and 'de' in str(e.value)
 
 
 def test_errors_are_one_line(tmp_path):
   _one_line_error(make_config(tmp_path, source=f'text:{tmp_path}/none/*.txt'),
-                  match='`data.source`')
+                  match='`data.source')
   msg = _one_line_error(make_config(tmp_path, source='no_such_dataset_xyz'),
-                        match='`data.source`')
+                        match='`data.source')
   assert 'not a TFDS dataset' in msg
   with tfds.testing.mock_data(num_examples=4):
     _one_line_error(make_config(tmp_path, source='wmt14_translate/de-en'),
-                    match='`data.text_key`')
+                    match='`data.text_key')
     _one_line_error(make_config(tmp_path, source='lm1b', text_key='body'),
-                    match='`data.text_key`')
+                    match='`data.text_key')
 
 
 def _labelled(tmp_path, labels):

@@ -80,7 +80,7 @@ def test_explicit_path_and_save(stdlib_tokenizer, tmp_path):
   loaded = data_lib.get_tokenizer(c)           # the source is not even opened
   assert loaded.encode(CODE) == stdlib_tokenizer.encode(CODE)
   c.data.tokenizer = str(tmp_path / 'missing.model')
-  with pytest.raises(ConfigError, match='`data.tokenizer`') as e:
+  with pytest.raises(ConfigError, match='`data.tokenizer[=`]') as e:
     data_lib.get_tokenizer(c)
   assert '\n' not in str(e.value)
 

@@ -71,6 +71,16 @@ MESHES = {
 }
 
 
+
+def shard_bytes(tree):
+  """(bytes on the most loaded device, total logical bytes) of a pytree of jax.Arrays."""
+  per_device, total = {}, 0
+  for x in jax.tree.leaves(tree):
+    total += x.size * x.dtype.itemsize
+    for shard in x.addressable_shards:
+      per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+  return max(per_device.values(), default=0), total
+
 def make_config(family, mesh_name='single', **overrides):
   spec, family_overrides = FAMILIES[family]
   shape, preset, _ = MESHES[mesh_name]
@@ -142,7 +152,7 @@ def memory():
   state = trainer.init_state()
   out = {}
   for part in ('params', 'opt_state'):
-    most, total = sharding.shard_bytes(state[part])
+    most, total = shard_bytes(state[part])
     out[part] = {'max_device_bytes': most, 'total_bytes': total}
   out['table'] = trainer.sharding_table
   return out

@@ -31,7 +31,7 @@ def test_mismatch_is_one_line_naming_both_keys(objective, family, make_config, t
     objectives.get(make_config(objective, family), tokenizer)
   message = str(info.value)
   assert '\n' not in message
-  assert '`objective`' in message and '`model.family`' in message
+  assert '`objective=' in message and '`model.family=' in message
   for ok_family in objectives.REGISTRY[objective].families:
     assert ok_family in message
   for alternative in objectives.objectives_for(family):
@@ -39,7 +39,7 @@ def test_mismatch_is_one_line_naming_both_keys(objective, family, make_config, t
 
 
 def test_unknown_objective_lists_the_choices(make_config, tokenizer):
-  with pytest.raises(ConfigError, match=r'`objective`.*mlm.*classification'):
+  with pytest.raises(ConfigError, match=r'`objective=.*mlm.*classification'):
     objectives.get(make_config('denoise', 'encoder'), tokenizer)
 
 
@@ -50,6 +50,6 @@ def test_unknown_objective_lists_the_choices(make_config, tokenizer):
     ('span_corruption', 'encoder_decoder', 'targets_len', 2),
 ])
 def test_bad_data_values_name_the_key(objective, family, key, value, make_config, tokenizer):
-  with pytest.raises(ConfigError, match=f'`data.{key}`') as info:
+  with pytest.raises(ConfigError, match=f'`data.{key}[=`]') as info:
     objectives.get(make_config(objective, family, **{key: value}), tokenizer)
   assert '\n' not in str(info.value)

@@ -88,7 +88,7 @@ class Pipeline:
     self.seed = int(config.train.seed)
     global_batch = int(config.train.batch_size)
     if global_batch <= 0 or global_batch % process_count:
-      raise ConfigError(f'config key `train.batch_size` = {global_batch} must be a positive '
+      raise ConfigError(f'`train.batch_size={global_batch}`: must be a positive '
                         f'multiple of the process count {process_count}')
     self.batch_size = global_batch // process_count
     self.stream_lengths = dict(objective.stream_lengths)
@@ -119,7 +119,7 @@ class Pipeline:
         n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
       if n == 0:
         key = 'train_split' if self.training else 'eval_split'
-        raise ConfigError(f'config key `data.{key}` = {self.split!r}: no examples for process '
+        raise ConfigError(f'`data.{key}={self.split!r}`: no examples for process '
                           f'{self.shard[0]} of {self.shard[1]} in {self.source.name!r}; '
                           f'pick a larger split or source')
       self._epoch_length = n

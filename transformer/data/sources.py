@@ -91,7 +91,7 @@ class Source:
     for role in roles:
       if self.field(role) is None:
         raise ConfigError(
-            f'config key `data.{role}_key`: source {self.name!r} has no default {role!r} field; '
+            f'`data.{role}_key`: source {self.name!r} has no default {role!r} field; '
             f'set --config.data.{role}_key to one of: {", ".join(self.available_fields())}')
 
   def available_fields(self):
@@ -120,14 +120,14 @@ class TfdsSource(Source):
     base = self.name.split('/')[0]
     if base == 'gettext_catalogs' and not gettext_corpus.catalog_paths():
       raise ConfigError(
-          f'config key `data.source` = {spec!r}: no gettext catalogs in '
+          f'`data.source={spec!r}`: no gettext catalogs in '
           f'{gettext_corpus.LOCALE_DIR.format(lang="de")}; use '
           f'--config.data.source=python_stdlib/docstrings')
     try:
       self.builder = tfds.builder(self.name, data_dir=data_dir(config))
     except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise ConfigError(f'config key `data.source` = {spec!r} is not a TFDS dataset ({first}); '
+      raise ConfigError(f'`data.source={spec!r}`: not a TFDS dataset ({first}); '
                         f'use a TFDS name, text:/glob or jsonl:/glob') from None
     self._prepare(spec, local=base in _LOCAL_BUILDERS)
 
@@ -153,7 +153,7 @@ class TfdsSource(Source):
     except Exception as e:  # pylint: disable=broad-except
       first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       raise ConfigError(
-          f'config key `data.source` = {spec!r}: could not prepare it in {data_dir(self.config)} '
+          f'`data.source={spec!r}`: could not prepare it in {data_dir(self.config)} '
           f'({type(e).__name__}: {first}); prepare it where there is internet or use '
           f'--config.data.source=python_stdlib/text') from None
 
@@ -174,7 +174,7 @@ class TfdsSource(Source):
       return None
     if self.features() and key not in self.features():
       raise ConfigError(
-          f'config key `data.{role}_key` = {key!r}: {self.name!r} has no such field; '
+          f'`data.{role}_key={key!r}`: {self.name!r} has no such field; '
           f'use one of: {", ".join(self.features())}')
     return key
 
@@ -186,7 +186,7 @@ class TfdsSource(Source):
     missing = [b for b in bases if available and b not in available]
     if missing:
       raise ConfigError(
-          f'config key `data.train_split`/`data.eval_split` = {split!r}: {self.name!r} has '
+          f'`data.train_split|eval_split={split!r}`: {self.name!r} has '
           f'splits {", ".join(available)}; set the key to one of them')
     return tfds_split
 
@@ -227,7 +227,7 @@ class LocalSource(Source):
     self.name = f'{kind}:{pattern}'
     self.paths = sorted(glob.glob(os.path.expanduser(pattern)))
     if not self.paths:
-      raise ConfigError(f'config key `data.source` = {self.name!r}: the glob matches no files; '
+      raise ConfigError(f'`data.source={self.name!r}`: the glob matches no files; '
                         f'give an existing path, e.g. {kind}:/data/*.{kind.replace("text", "txt")}')
     self.records = {'train': [], 'validation': []}
     self.label_key = _configured_key(config, 'label') or 'label'
@@ -247,10 +247,10 @@ class LocalSource(Source):
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ConfigError(f'config key `data.source`: {path}:{lineno} is not valid JSON ({e.msg}); '
+      raise ConfigError(f'`data.source`: {path}:{lineno} is not valid JSON ({e.msg}); '
                         f'fix the file or use text:') from None
     if not isinstance(record, dict):
-      raise ConfigError(f'config key `data.source`: {path}:{lineno} is not a JSON object; '
+      raise ConfigError(f'`data.source`: {path}:{lineno} is not a JSON object; '
                         f'each line of a jsonl: file must be an object')
     if self.label_key in record:
       label = class_id(record[self.label_key])
@@ -294,7 +294,7 @@ class LocalSource(Source):
       return self.records['train']
     if split in ('validation', 'test', 'eval'):
       return self.records['validation']
-    raise ConfigError(f'config key `data.train_split`/`data.eval_split` = {split!r}: {self.name} '
+    raise ConfigError(f'`data.train_split|eval_split={split!r}`: {self.name} '
                       f'has splits train and validation; set the key to one of them')
 
   def dataset(self, split, roles, *, shard=(0, 1), file_seed=None):
@@ -307,7 +307,7 @@ class LocalSource(Source):
       values = []
       for record in records:
         if key not in record:
-          raise ConfigError(f'config key `data.{role}_key` = {key!r}: a record of {self.name} '
+          raise ConfigError(f'`data.{role}_key={key!r}`: a record of {self.name} '
                             f'lacks it; set --config.data.{role}_key to one of: '
                             f'{", ".join(sorted(record))}')
         values.append(record[key])
@@ -327,7 +327,7 @@ def get_source(config):
   """`config.data.source` -> a Source (TFDS builders prepared, local files read)."""
   spec = str(config.data.source).strip()
   if not spec:
-    raise ConfigError('config key `data.source` is empty; set it, e.g. '
+    raise ConfigError('`data.source=`: empty; set it, e.g. '
                       '--config.data.source=python_stdlib/text')
   kind, sep, rest = spec.partition(':')
   if sep and kind in ('text', 'jsonl'):

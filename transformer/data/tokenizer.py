@@ -212,10 +212,10 @@ def train(config, source, model_path):
   recipe = _recipe(config, source, roles)
   vocab_size, model_type = recipe['vocab_size'], recipe['model_type']
   if model_type not in ('unigram', 'bpe'):
-    raise ConfigError(f'config key `data.tokenizer_model` = {model_type!r}; use unigram or bpe')
+    raise ConfigError(f'`data.tokenizer_model={model_type!r}`: ; use unigram or bpe')
   texts = list(training_texts(config, source, roles))
   if not texts:
-    raise ConfigError(f'config key `data.source` = {source.name!r}: the train split has no '
+    raise ConfigError(f'`data.source={source.name!r}`: the train split has no '
                       f'text to learn a vocabulary from; check the source and its fields')
   print(f'data   training a {vocab_size}-piece {model_type} tokenizer on {len(texts):,} texts of '
         f'{source.name} (first use only)...', flush=True)
@@ -351,11 +351,11 @@ def load_explicit(explicit):
   if os.path.basename(path) == hf_files.TOKENIZER_JSON and os.path.isfile(path):
     path = os.path.dirname(path) or '.'
   if not os.path.exists(path):
-    raise ConfigError(f'config key `data.tokenizer` = {explicit!r}: no such file; give a '
+    raise ConfigError(f'`data.tokenizer={explicit!r}`: no such file; give a '
                       f'SentencePiece .model path, a directory of Hugging Face tokenizer files, '
                       f'or leave it empty to train one')
   try:
     return load(path)
   except (OSError, RuntimeError) as e:
-    raise ConfigError(f'config key `data.tokenizer` = {explicit!r} is not a SentencePiece '
+    raise ConfigError(f'`data.tokenizer={explicit!r}`: not a SentencePiece '
                       f'model ({str(e).splitlines()[0] if str(e) else e!r})') from None

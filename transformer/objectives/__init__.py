@@ -38,13 +38,13 @@ def get(config, tokenizer):
   name = config.objective
   family = config.model.family
   if name not in REGISTRY:
-    raise ConfigError(f'config key `objective` = {name!r} is unknown; choose one of '
+    raise ConfigError(f'`objective={name!r}`: unknown; choose one of '
                       f'{", ".join(REGISTRY)}')
   cls = REGISTRY[name]
   if family not in cls.families:
     others = objectives_for(family)
     raise ConfigError(
-        f'config key `objective` = {name!r} does not work with `model.family` = {family!r}: '
+        f'`objective={name!r}`: does not work with `model.family={family!r}`: '
         f'{name} needs model.family in ({", ".join(cls.families)}); '
         f'for {family!r} use objective in ({", ".join(others) or "none"})')
   _check_tokens(cls, family, tokenizer)

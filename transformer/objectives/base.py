@@ -46,7 +46,7 @@ def data_value(config, key, low, high, *, inclusive_high=False):
   ok = low < value <= high if inclusive_high else low < value < high
   if not ok:
     bound = ']' if inclusive_high else ')'
-    raise ConfigError(f'config key `data.{key}` = {value!r} must lie in ({low}, {high}{bound}; '
+    raise ConfigError(f'`data.{key}={value!r}`: must lie in ({low}, {high}{bound}; '
                       f'set e.g. --config.data.{key}=<value in range>')
   return value
 
@@ -176,7 +176,7 @@ class Objective:
     self.family = config.model.family
     self.seq_len = int(config.data.seq_len)
     if self.seq_len < 4:
-      raise ConfigError(f'config key `data.seq_len` = {self.seq_len} is too short; '
+      raise ConfigError(f'`data.seq_len={self.seq_len}`: too short; '
                         f'use at least 4, e.g. --config.data.seq_len=128')
     self.targets_len = int(config.data.targets_len) or self.seq_len
     self.packable = bool(config.data.pack)

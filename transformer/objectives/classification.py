@@ -32,7 +32,7 @@ class Classification(base.Objective):
     self.packable = False
     self.num_classes = int(config.model.num_classes)
     if self.num_classes < 2:
-      raise ConfigError(f'config key `model.num_classes` = {self.num_classes}; classification '
+      raise ConfigError(f'`model.num_classes={self.num_classes}`: ; classification '
                         f'needs at least 2, e.g. --config.model.num_classes=2')
     self.stream_lengths = {'inputs': self.seq_len}
     self.num_samples = int(config.log.samples)

@@ -85,9 +85,9 @@ class Checkpointer:
                fingerprint: dict | None = None, settings: dict | None = None,
                model_defaults: dict | None = None):
     if every <= 0:
-      raise ConfigError(f'checkpoint.every must be a positive number of steps, got {every}')
+      raise ConfigError(f'`checkpoint.every={every}`: must be a positive number of steps, e.g. --config.checkpoint.every=500')
     if keep <= 0:
-      raise ConfigError(f'checkpoint.keep must be at least 1, got {keep}')
+      raise ConfigError(f'`checkpoint.keep={keep}`: must be at least 1, e.g. --config.checkpoint.keep=3')
     self.directory = os.path.abspath(os.fspath(directory))
     self.every = int(every)
     self.fingerprint = None if fingerprint is None else _normalize_json(fingerprint)

@@ -110,13 +110,22 @@ def pretrained_paths(init_from):
   return path, next((c for c in candidates if os.path.exists(c)), None)
 
 
+def read_run_config(path):
+  """The dict of a run's (or an import-hf output's) config.json at `path`; one line if unreadable."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path}: not a readable config.json ({e}); point at a run directory '
+                      'that training or import-hf wrote') from None
+
+
 def resolve(config, tokenizer):
   """Fill what depends on data or a pretrained checkpoint: vocab size, an imported architecture."""
   if config.checkpoint.init_from:
     saved = pretrained_paths(config.checkpoint.init_from)[1]
     if saved:
-      with open(saved) as f:
-        model = json.load(f)['model']
+      model = read_run_config(saved)['model']
       for key, value in model.items():
         if key not in RUNTIME_MODEL_KEYS and key in config.model:
           config.model[key] = type(config.model[key])(value) if not isinstance(

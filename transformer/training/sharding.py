@@ -46,17 +46,17 @@ def rules(preset, extra=()):
   (or '') keeps that axis replicated. Two `extra` rules for one logical axis are an error.
   """
   if preset not in PRESETS:
-    raise ConfigError(f'mesh.preset={preset!r} is not a preset; choose one of '
+    raise ConfigError(f'`mesh.preset={preset!r}`: not a preset; choose one of '
                       f'{", ".join(PRESETS)}')
   table = dict([('batch', BATCH)] + PRESETS[preset])
   seen = {}
   for rule in extra:
     if not isinstance(rule, (tuple, list)) or len(rule) != 2 or not isinstance(rule[0], str):
-      raise ConfigError(f'mesh.rules entry {rule!r} is not a (logical_axis, mesh_axis) pair; '
+      raise ConfigError(f'`mesh.rules`: entry {rule!r} is not a (logical_axis, mesh_axis) pair; '
                         "write e.g. mesh.rules=(('mlp', 'tensor'),)")
     name, target = rule[0], _normalise_target(rule[1])
     if name in seen and seen[name] != target:
-      raise ConfigError(f'mesh.rules maps logical axis {name!r} twice ({seen[name]} and '
+      raise ConfigError(f'`mesh.rules`: maps logical axis {name!r} twice ({seen[name]} and '
                         f'{target}); keep one rule per logical axis')
     seen[name] = table[name] = target
   return list(table.items())
@@ -69,10 +69,10 @@ def _normalise_target(target):
   axes = (target,) if isinstance(target, str) else tuple(target)
   for axis in axes:
     if axis not in MESH_AXES:
-      raise ConfigError(f'mesh.rules target {axis!r} is not a mesh axis; use one of '
+      raise ConfigError(f'`mesh.rules`: target {axis!r} is not a mesh axis; use one of '
                         f'{", ".join(MESH_AXES)}')
   if len(set(axes)) != len(axes):
-    raise ConfigError(f'mesh.rules target {target!r} repeats a mesh axis')
+    raise ConfigError(f'`mesh.rules`: target {target!r} repeats a mesh axis; name each mesh axis once')
   return axes[0] if len(axes) == 1 else axes
 
 
@@ -85,16 +85,16 @@ def mesh_shape(shape, device_count):
   """Fill the one -1 in (data, fsdp, tensor) from the device count; errors name both."""
   shape = list(shape)
   if len(shape) != len(MESH_AXES) or any(s == 0 or s < -1 for s in shape) or shape.count(-1) > 1:
-    raise ConfigError(f'mesh.shape={tuple(shape)} is not a mesh shape: give {len(MESH_AXES)} '
+    raise ConfigError(f'`mesh.shape={tuple(shape)}`: not a mesh shape; give {len(MESH_AXES)} '
                       f'positive sizes for {MESH_AXES}, at most one of them -1')
   known = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     if device_count % known:
-      raise ConfigError(f'mesh.shape={tuple(shape)} cannot be filled from {device_count} devices; '
+      raise ConfigError(f'`mesh.shape={tuple(shape)}`: cannot be filled from {device_count} devices; '
                         f'the fixed sizes ({known}) must divide the device count')
     shape[shape.index(-1)] = device_count // known
   if math.prod(shape) != device_count:
-    raise ConfigError(f'mesh.shape={tuple(shape)} needs {math.prod(shape)} devices but there are '
+    raise ConfigError(f'`mesh.shape={tuple(shape)}`: needs {math.prod(shape)} devices but there are '
                       f'{device_count}; use -1 for one axis to fill it in')
   return tuple(shape)
 
@@ -143,7 +143,7 @@ def param_shardings(abstract_state, mesh, rule_list, extra_rules=None):
   used = {name for _, v in variables for name in (v.get_metadata().get('out_sharding') or ())}
   for rule in extra_rules or ():
     if rule[0] not in used and rule[0] != 'batch':
-      raise ConfigError(f'mesh.rules rule {tuple(rule)!r} matches no parameter; logical axes in '
+      raise ConfigError(f'`mesh.rules`: rule {tuple(rule)!r} matches no parameter; logical axes in '
                         f'this model: {", ".join(sorted(used))}')
   by_id = {}
   for path, var in variables:
@@ -190,16 +190,6 @@ def _flat(tree):
   return [(path_name(p), v.get_value() if isinstance(v, nnx.Variable) else v) for p, v in leaves]
 
 
-def shard_bytes(tree):
-  """(bytes on the most loaded device, total logical bytes) of a pytree of jax.Arrays."""
-  per_device, total = {}, 0
-  for x in jax.tree.leaves(tree):
-    total += x.size * x.dtype.itemsize
-    for shard in x.addressable_shards:
-      per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
-  return max(per_device.values(), default=0), total
-
-
 def batch_sharding(mesh):
   """How `global_batch` loads rows: split over data x fsdp, each process holding its own."""
   return NamedSharding(mesh, PartitionSpec(BATCH))
@@ -219,7 +209,7 @@ def step_batch_sharding(mesh, config_mesh, rows, accumulation_steps=1):
   what = (f'micro-batches of {rows} rows (train.batch_size={rows * accumulation_steps} / '
           f'opt.accumulation_steps={accumulation_steps})' if accumulation_steps > 1 else
           f'train.batch_size={rows} rows')
-  raise ConfigError(f"mesh.rules rule ('batch', {axes!r}): {what} do not split over the {n} "
+  raise ConfigError(f"`mesh.rules`: rule ('batch', {axes!r}): {what} do not split over the {n} "
                     f'devices of mesh axes {axes!r}; change the rule, mesh.shape or the batch size')
 
 
@@ -235,7 +225,7 @@ def global_batch(local_batch, mesh):
   for k, v in local_batch.items():
     v = np.asarray(v)
     if (v.shape[0] * jax.process_count()) % n:
-      raise ConfigError(f'train.batch_size={v.shape[0] * jax.process_count()} does not divide '
+      raise ConfigError(f'`train.batch_size={v.shape[0] * jax.process_count()}`: does not divide '
                         f'over the {n} data-parallel devices of mesh.shape={tuple(mesh.shape.values())}')
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out

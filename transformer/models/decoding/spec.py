@@ -45,11 +45,6 @@ class Spec:
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in dict(mapping).items() if k in fields})
 
-  @property
-  def rows_per_input(self):
-    """How many decoder rows each input takes: its beams, or its samples."""
-    return self.beam_size if self.strategy == 'beam' else self.num_return
-
   def validate(self, prefix=''):
     """Raise a one-line ConfigError naming `{prefix}{key}` for the first bad field."""
     def bad(key, msg):
