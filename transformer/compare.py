@@ -2,8 +2,9 @@
 objective comparison (transformer/comparisons/plan.py says what a declaration holds).
 
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
-      [--scale tiny|small|base] [--parallel K] [--results] [--allow_mismatch] [--list]
-      [--slurm] [--phase all|pretrain|finetune] [--index I] [--config.a.b=v ...]
+      [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
+      [--allow_mismatch] [--list] [--slurm] [--phase all|pretrain|finetune] [--index I]
+      [--config.a.b=v ...]
 """
 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
@@ -22,6 +23,8 @@ def _parser():
   parser = cli.Parser('python -m transformer.compare', __doc__, config=False)
   parser.add_argument('compare_file')
   parser.add_argument('--seeds', type=int, default=3, help='runs of every cell (default 3)')
+  parser.add_argument('--finetune_seeds', type=int, default=1,
+                      help='fine-tuning runs of every pretraining run (nested seeds; default 1)')
   parser.add_argument('--scale', default='tiny', help=f'one of {", ".join(SCALE_NAMES)} '
                       '(the declaration\'s SCALES)')
   parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
@@ -41,10 +44,12 @@ def main(argv=None):
   args, overrides = _parser().parse(argv)
   if args.index is not None and args.phase == 'all':
     raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
-  plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides)
+  plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
+              args.finetune_seeds)
   budget = match_budget(plan, args.allow_mismatch)
+  nested = f' x {plan.finetune_seeds} fine-tuning seeds' if plan.finetune_seeds > 1 else ''
   print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
-        f'{plan.seeds} seeds, pretraining budget {budget:.3g} FLOPs each')
+        f'{plan.seeds} seeds{nested}, pretraining budget {budget:.3g} FLOPs each')
   if args.list or args.slurm:
     finetune_runs(plan)
     if args.slurm:

@@ -180,11 +180,12 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
   assert code == 0, out
   table = open(os.path.join(exp_dir, 'comparison.md')).read()
   assert stats.mean_interval(bleu['encdec']).text() == '30.50 ± 1.74'
-  # BLEU; exact match 25, 50, 75 %: sd 25, half width 4.302653 * 25 / sqrt(3) = 62.1
-  assert '| 30.50 ± 1.74 | 50.00 ± 62.10 | 5.00 ± 2.48 |' in table   # loss: the last eval
+  # BLEU; exact match 25, 50, 75 %: sd 25, half width 4.302653 * 25 / sqrt(3) = 62.1, which
+  # the 0..100 range cuts to [0, 100]; loss: the last eval
+  assert '| 30.50 ± 1.74 | 50.00 [0.00, 100.00] | 5.00 ± 2.48 |' in table
   # the paired BLEU difference decoder - encdec: test_stats' example with the sign flipped
-  assert ('| decoder | -2.50 [-5.95, +0.95] | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |'
-          in table)
+  assert ('| decoder - encdec | -2.50 [-5.95, +0.95] dz -1.8 | +0.00 [+0.00, +0.00] (no spread) '
+          '| +0.00 [+0.00, +0.00] (no spread) |' in table)
   assert '| 1K |' in table and '| 20 |' in table   # tokens seen, wall seconds
   with open(os.path.join(exp_dir, 'comparison.csv')) as f:
     rows = {(r['cell'], r['task'], r['metric']): r for r in csv.DictReader(f)}
@@ -193,6 +194,143 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
   assert float(rows[('decoder', 'package', 'accuracy')]['mean']) == pytest.approx(50.0)
   assert float(rows[('decoder', 'docstring', 'bleu')]['diff_mean']) == pytest.approx(-2.5)
   assert os.path.getsize(os.path.join(exp_dir, 'comparison.png')) > 1000
+
+
+# -- statistics of the tables (issue 23): all pairs, adjusted marks, floors, per-seed rows ------
+THREE_CELLS = TWO_CELLS.replace(
+    "'data.seq_len': 80},\n", "'data.seq_len': 80},\n    'encdec2': {'model.family': "
+    "'encoder_decoder', 'objective': 'span_corruption', 'data.seq_len': 64, "
+    "'data.targets_len': 16},\n")
+
+
+def _decodes(right, of=10, reference='a b'):
+  good = {'prediction': reference, 'reference': reference, 'input': ''}
+  return [good] * right + [{'prediction': 'x', 'reference': reference, 'input': ''}] * (of - right)
+
+
+def _three_cell_experiment(exp_dir):
+  """3 seeds of encdec (baseline), decoder, encdec2: BLEU 0 everywhere (at floor); eval loss
+  decoder - encdec -1.0, -1.1, -0.9 and encdec2 - decoder +1.5, +1.2, +1.2 (Holm-significant);
+  exact match from 10 decodes (the decoder's on different references: unshared examples);
+  package accuracy text-to-text for the encdecs, a head for the decoder."""
+  loss = {'encdec': [4.0, 4.1, 4.2], 'decoder': [3.0, 3.0, 3.3], 'encdec2': [4.5, 4.2, 4.5]}
+  exact = {'encdec': [2, 3, 4], 'decoder': [5, 6, 8], 'encdec2': [3, 3, 5]}
+  accuracy = {'encdec': [5, 7, 5], 'decoder': [0.5, 0.5, 0.75], 'encdec2': [6, 9, 7]}
+  for cell in loss:
+    for s in range(3):
+      _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0})])
+      reference = 'c d' if cell == 'decoder' else 'a b'
+      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}',
+                [(2, {'eval/bleu': 0.0, 'eval/loss': loss[cell][s]})],
+                decodes={2: _decodes(exact[cell][s], reference=reference)})
+      if cell == 'decoder':
+        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/accuracy': accuracy[cell][s]})])
+      else:
+        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/loss': 1.0})],
+                  decodes={2: _decodes(accuracy[cell][s])})
+
+
+def _csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_results_compare_all_pairs_with_adjusted_marks_floors_and_per_seed_rows(tmp_path, capsys):
+  path = _write(tmp_path, THREE_CELLS, 'three.py')
+  exp_dir = str(tmp_path / 'two')
+  _three_cell_experiment(exp_dir)
+  code, out, _ = _main([path, '--workdir', str(tmp_path), '--results', '--seeds', '3'], capsys)
+  assert code == 0, out
+  table = open(os.path.join(exp_dir, 'comparison.md')).read()
+  # every seed of every cell scored BLEU 0: shown as such, and no test between floors
+  assert table.count('| at floor |') == 3 and '0.00 ± 0.00' not in table
+  # accuracy 60, 90, 70: 73.33 ± 37.95 would pass 100%; the interval stops there
+  assert '| at floor | 36.67 ± 28.68 | 4.40 ± 0.43 | 73.33 [35.39, 100.00] |' in table
+  # all pairs (3 of them), each with its mark; loss (4th column): raw p 0.0033 and 0.0059
+  # survive Holm over the family (**), exact match's 0.0098 and 0.0153 survive BH only (*†),
+  # package accuracy encdec2 - encdec (+10, +20, +20; p 0.038) is significant unadjusted only
+  differences = table.split('Paired bootstrap')[0].split('Differences between cells')[1]
+  rows = {line.split(' | ')[0][2:]: line.split(' | ')[1:] for line in differences.splitlines()
+          if line.startswith('| ') and ' - ' in line.split(' | ')[0] and 'other' not in line}
+  assert list(rows) == ['decoder - encdec', 'encdec2 - encdec', 'encdec2 - decoder']
+  (bleu, exact, loss, acc) = [c.rstrip(' |') for c in rows['decoder - encdec'][:4]]
+  assert bleu == 'both at floor' and exact.endswith(' *†') and loss.endswith(' **')
+  assert loss.startswith('-1.00 [-1.25, -0.75] dz -10.0')
+  assert rows['encdec2 - decoder'][2].rstrip(' |').endswith(' **')
+  assert rows['encdec2 - encdec'][3].rstrip(' |').endswith('dz +2.9 *')
+  assert 'over the 9 comparisons' in table   # BLEU's 3 floors have no p-value
+  pairs = {(r['task'], r['metric'], r['cell'], r['other']): r
+           for r in _csv(os.path.join(exp_dir, 'comparison_pairs.csv'))}
+  assert len(pairs) == 12
+  raw = [float(r['p_raw']) for r in pairs.values()]
+  holm, bh = stats.holm(raw), stats.benjamini_hochberg(raw)
+  for r, h, b in zip(pairs.values(), holm, bh):
+    assert float(r['p_holm']) == pytest.approx(h, nan_ok=True), r
+    assert float(r['p_bh']) == pytest.approx(b, nan_ok=True), r
+  loss_row = pairs[('docstring', 'loss', 'decoder', 'encdec')]
+  assert float(loss_row['p_raw']) == pytest.approx(0.003318, abs=1e-5)   # t = -17.32, 2 df
+  assert float(loss_row['p_holm']) == pytest.approx(9 * 0.003318, abs=1e-4)   # the smallest
+  assert float(loss_row['d_z']) == pytest.approx(-10.0) and loss_row['mark'] == '**'
+  assert loss_row['resampled'] == 'seeds'
+  assert pairs[('docstring', 'bleu', 'decoder', 'encdec')]['note'] == 'both at floor'
+  assert pairs[('docstring', 'exact_match', 'encdec2', 'encdec')]['resampled'] == 'seeds+examples'
+  assert (pairs[('docstring', 'exact_match', 'decoder', 'encdec')]['resampled']
+          == 'seeds+examples unpaired')
+  assert pairs[('package', 'accuracy', 'decoder', 'encdec')]['resampled'] == 'seeds'
+  boot = pairs[('package', 'accuracy', 'encdec2', 'encdec')]
+  assert -100 <= float(boot['boot_low']) <= float(boot['boot_high']) <= 100
+  cells = {(r['cell'], r['task'], r['metric']): r
+           for r in _csv(os.path.join(exp_dir, 'comparison.csv'))}
+  assert cells[('encdec', 'docstring', 'bleu')]['at_floor'] == 'True'
+  assert cells[('decoder', 'docstring', 'loss')]['p_holm'] == loss_row['p_holm']
+  assert float(cells[('encdec2', 'package', 'accuracy')]['high']) == 100.0   # clipped
+  # per-seed rows: 3 cells x 3 seeds x (BLEU, exact match, loss, accuracy)
+  seeds = _csv(os.path.join(exp_dir, 'comparison_seeds.csv'))
+  assert len(seeds) == 36
+  row = next(r for r in seeds if (r['cell'], r['metric'], r['pretrain_seed']) ==
+             ('decoder', 'exact_match', '2'))
+  assert (row['run'], row['status'], float(row['value']), row['examples'], row['finetune_seed']
+          ) == ('ft_docstring_decoder_s2', 'done', 80.0, '10', '0')
+  head = next(r for r in seeds if (r['cell'], r['metric'], r['pretrain_seed']) ==
+              ('decoder', 'accuracy', '0'))
+  assert float(head['value']) == 50.0 and head['examples'] == ''
+
+
+def test_nested_fine_tuning_seeds_name_runs_and_average_within_pretraining_seeds(tmp_path,
+                                                                                 capsys):
+  path = _write(tmp_path)
+  plan = plan_lib.load(path, 'tiny', 2, str(tmp_path), finetune_seeds=2)
+  runs = {r['run_name']: r['train.seed'] for r in plan_lib.finetune_runs(plan)
+          if r['run_name'].startswith('ft_docstring_encdec')}
+  assert runs == {'ft_docstring_encdec_s0': 0, 'ft_docstring_encdec_s0_f1': 1000,
+                  'ft_docstring_encdec_s1': 1, 'ft_docstring_encdec_s1_f1': 1001}
+  exp_dir = str(tmp_path / 'two')
+  loss = {'encdec': {(0, 0): 4.0, (0, 1): 5.0, (1, 0): 6.0, (1, 1): 6.0},
+          'decoder': {(0, 0): 3.0, (0, 1): 3.0, (1, 0): 4.0, (1, 1): 5.0}}
+  for cell, values in loss.items():
+    for (s, f), value in values.items():
+      if f == 0:
+        _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0})])
+      _fake_run(exp_dir, plan.finetune_name('docstring', cell, s, f),
+                [(2, {'eval/bleu': 1.0 + s, 'eval/loss': value})],
+                decodes={2: _decodes(s + f)})
+  code, out, _ = _main([path, '--workdir', str(tmp_path), '--results', '--seeds', '2',
+                        '--finetune_seeds', '2'], capsys)
+  assert code == 0, out
+  cells = {(r['cell'], r['task'], r['metric']): r
+           for r in _csv(os.path.join(exp_dir, 'comparison.csv'))}
+  enc = cells[('encdec', 'docstring', 'loss')]
+  # pretraining seed means 4.5 and 6.0: n = 2 pretraining seeds, 4 runs
+  assert (enc['n'], enc['runs'], float(enc['mean'])) == ('2', '4', 5.25)
+  # per pretraining seed: (3 - 4 + 3 - 5) / 2 = -1.5, (4 - 6 + 5 - 6) / 2 = -1.5
+  diff = cells[('decoder', 'docstring', 'loss')]
+  assert float(diff['diff_mean']) == -1.5 and float(diff['diff_low']) == -1.5
+  seeds = _csv(os.path.join(exp_dir, 'comparison_seeds.csv'))
+  got = {(r['cell'], int(r['pretrain_seed']), int(r['finetune_seed'])): float(r['value'])
+         for r in seeds if r['metric'] == 'loss' and r['task'] == 'docstring'}
+  assert got == {(c, s, f): v for c, values in loss.items() for (s, f), v in values.items()}
+  pending = [r for r in seeds if r['task'] == 'package']
+  assert len(pending) == 8 and {r['status'] for r in pending} == {'pending'}
 
 
 # -- end to end ---------------------------------------------------------------------------------
@@ -221,7 +359,7 @@ def test_two_cells_two_seeds_pretrain_finetune_table(tmp_path):
   assert rows[('decoder', 'docstring', 'bleu')]['diff_mean'] != ''
   assert ' ± ' in (exp_dir / 'comparison.md').read_text()
   again = _cli([path, '--workdir', str(tmp_path), '--seeds', '2', '--results'])
-  assert again.returncode == 0 and 'Paired difference' in again.stdout
+  assert again.returncode == 0 and 'Differences between cells' in again.stdout
 
 
 def _wait_for(predicate, timeout):

@@ -4,8 +4,11 @@ fine-tuned on shared downstream tasks over seeds, then tables and intervals over
   plan.py     the declaration, budgets (matched FLOPs), the pretrain and fine-tune phases (run
               through the sweep runner)
   tasks.py    the downstream tasks: their data, how each family fine-tunes and is scored
-  results.py  the tables, CSV and plot, rebuilt from the runs' event files and decodes
-  stats.py    intervals over seeds, paired differences
+  results.py  the tables, CSVs and plot, rebuilt from the runs' event files and decodes
+  pairs.py    every pair of cells per (task, metric): differences, d_z, raw / Holm / BH p-values,
+              the paired bootstrap over seeds and eval examples
+  stats.py    intervals over seeds (bounded, nested), paired tests, effect sizes, multiplicity
+              corrections, the bootstrap
   slurm.py    the phases as Slurm job arrays
 
 A declaration imports its task constructors from here:

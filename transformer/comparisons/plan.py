@@ -3,8 +3,9 @@ cell on the same corpus at a matched budget of training FLOPs, fine-tune every p
 checkpoint on the same downstream tasks with the same budget, over seeds; compare the scores.
 
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
-      [--scale tiny|small|base] [--parallel K] [--results] [--allow_mismatch] [--list]
-      [--slurm] [--phase all|pretrain|finetune] [--index I] [--config.a.b=v ...]
+      [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
+      [--allow_mismatch] [--list] [--slurm] [--phase all|pretrain|finetune] [--index I]
+      [--config.a.b=v ...]
 
 A declaration file (beside the sweeps) names:
   EXPERIMENT   the experiment directory: every run of both phases lives in
@@ -30,8 +31,11 @@ fine-tuning starts from the pretraining checkpoint with a fresh head
 Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
 completed runs are skipped and interrupted ones resume, so a killed comparison picks up where
 it stopped when the same command is run again. Run names: pre_<cell>_s<seed> and
-ft_<task>_<cell>_s<seed>. Results (comparisons/results.py): comparison.md / .csv / .png under the
-experiment directory; --results rebuilds them from the event files.
+ft_<task>_<cell>_s<seed>; with --finetune_seeds F (nested seeds: F fine-tuning runs of each
+pretraining run) fine-tuning seed f > 0 is ft_<task>_<cell>_s<seed>_f<f> with train.seed
+seed + 1000 f (f = 0 keeps the name and train.seed of a comparison without nesting). Results
+(comparisons/results.py): comparison.md / .csv / .png under the experiment directory; --results
+rebuilds them from the event files.
 """
 
 import dataclasses
@@ -48,6 +52,7 @@ from transformer.sweeps import runner
 
 MATCH_TOLERANCE = 0.10
 SCALE_NAMES = ('tiny', 'small', 'base')
+FINETUNE_SEED_STRIDE = 1000
 
 
 @dataclasses.dataclass
@@ -58,6 +63,7 @@ class Plan:
   scale: str
   seeds: int
   extra: dict
+  finetune_seeds: int = 1                                      # per pretraining seed
   exp_dir: str = ''
   spec: str = ''
   cells: dict = dataclasses.field(default_factory=dict)        # cell -> pretrain overrides
@@ -75,11 +81,14 @@ class Plan:
   def pretrain_name(self, cell, seed):
     return f'pre_{cell}_s{seed}'
 
-  def finetune_name(self, task, cell, seed):
-    return f'ft_{task}_{cell}_s{seed}'
+  def finetune_name(self, task, cell, seed, finetune_seed=0):
+    return f'ft_{task}_{cell}_s{seed}' + (f'_f{finetune_seed}' if finetune_seed else '')
+
+  def finetune_train_seed(self, seed, finetune_seed=0):
+    return seed + FINETUNE_SEED_STRIDE * finetune_seed
 
 
-def load(path, scale, seeds, workdir, extra=None):
+def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1):
   """The Plan of declaration file `path` (ConfigError for a bad declaration)."""
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
@@ -95,7 +104,10 @@ def load(path, scale, seeds, workdir, extra=None):
                       f'the cells ({", ".join(module.CELLS)})')
   if seeds < 1:
     raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
-  plan = Plan(path, module, scale, seeds, dict(extra or {}))
+  if finetune_seeds < 1:
+    raise ConfigError(f'--finetune_seeds {finetune_seeds}: give at least 1 fine-tuning run per '
+                      'pretraining run')
+  plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds)
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
   plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
   for cell, overrides in module.CELLS.items():
@@ -200,11 +212,13 @@ def finetune_runs(plan, finished=None):
         source = plan.pretrain_name(cell, seed)
         if finished is not None and source not in finished:
           continue
-        runs.append({**model, **common, **overrides, 'run_name': plan.finetune_name(
-            task_name, cell, seed), 'train.seed': seed, 'train.steps': steps,
-                     'train.eval_every': steps, 'checkpoint.every': steps,
-                     'checkpoint.init_from': os.path.abspath(os.path.join(plan.exp_dir, source)),
-                     **plan.extra})
+        for ft in range(plan.finetune_seeds):
+          runs.append({**model, **common, **overrides, 'run_name': plan.finetune_name(
+              task_name, cell, seed, ft), 'train.seed': plan.finetune_train_seed(seed, ft),
+                       'train.steps': steps, 'train.eval_every': steps, 'checkpoint.every': steps,
+                       'checkpoint.init_from': os.path.abspath(os.path.join(plan.exp_dir,
+                                                                            source)),
+                       **plan.extra})
   return runs
 
 

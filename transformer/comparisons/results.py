@@ -1,21 +1,37 @@
 """The results of an architecture comparison, rebuilt from the runs' event files and decodes.
 
 Writes into <workdir>/<experiment>/:
-  comparison.md    per cell: parameters, non-embedding parameters, pretraining FLOPs, tokens
-                   seen, wall time, and each downstream score as mean ± 95% interval over seeds
-                   (Student t); then the paired difference to the baseline cell (per-seed
-                   differences: mean and interval, * where the interval excludes 0); cells that
-                   cannot do a task say why
-  comparison.csv   one row per (cell, task, metric): n, mean, interval, the paired difference
-  comparison.png   one panel per (task, metric): every cell's seeds, mean and interval
+  comparison.md        per cell: parameters, non-embedding parameters, pretraining FLOPs, tokens
+                       seen, wall time, and each downstream score as mean ± 95% interval over
+                       pretraining seeds (Student t; a bounded metric's interval clipped to its
+                       range and then printed as mean [low, high]; 'at floor' where every run
+                       scored 0); then the differences between every pair of cells with raw and
+                       Holm / Benjamini-Hochberg marks and d_z, and their paired bootstrap over
+                       seeds and eval examples (comparisons/pairs.py says what each holds); cells
+                       that cannot do a task say why
+  comparison.csv       one row per (cell, task, metric): n (pretraining seeds), runs, mean,
+                       interval, at_floor, the paired difference to the baseline with its raw,
+                       Holm and BH p-values
+  comparison_pairs.csv one row per (task, metric, cell, other): every pair, cell - other
+  comparison_seeds.csv one row per (cell, task, metric, pretraining seed, fine-tuning seed): the
+                       run, its status, its value and how many eval examples scored it (exact
+                       match and text-to-text accuracy; blank where the score is one number),
+                       so every statistic can be recomputed (the examples are in
+                       <run>/decodes/step_<last>.jsonl)
+  comparison.png       one panel per (task, metric): every cell's runs, mean and interval
 """
 
 import csv
+import dataclasses
 import glob
 import json
+import math
 import os
 import re
 
+import numpy as np
+
+from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import stats
 from transformer.sweeps.results import read_status
 
@@ -43,33 +59,74 @@ def last_decodes(run_dir):
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _same(sample):
+  return ' '.join(sample['prediction'].split()) == ' '.join(sample['reference'].split())
+
+
 def exact_match(samples):
   """Percent of samples whose prediction equals the reference (whitespace-normalised)."""
   if not samples:
     return None
-  same = lambda s: ' '.join(s['prediction'].split()) == ' '.join(s['reference'].split())
-  return 100.0 * sum(map(same, samples)) / len(samples)
+  return 100.0 * sum(map(_same, samples)) / len(samples)
+
+
+def example_scores(samples):
+  """(keys, per-example exact match 0 / 100) of decoded samples; keys identify the examples
+  across cells: their 'id's where every sample has one, else their normalised references."""
+  if not samples:
+    return None
+  if all('id' in s for s in samples):
+    keys = [str(s['id']) for s in samples]
+  else:
+    keys = [' '.join(s['reference'].split()) for s in samples]
+  return keys, np.array([100.0 * _same(s) for s in samples])
+
+
+@dataclasses.dataclass
+class RunScores:
+  """One fine-tuning run's scores: {metric: value} and {metric: (keys, per-example scores)}."""
+  pretrain_seed: int
+  finetune_seed: int
+  run: str
+  status: str
+  values: dict
+  examples: dict
 
 
 def task_scores(run_dir, task):
-  """{metric: value} of one fine-tuning run: BLEU and loss from its events, exact match (and the
-  text-to-text accuracy of an encoder-decoder classifier) from its last decodes."""
+  """({metric: value}, {metric: example_scores}) of one fine-tuning run: BLEU and loss from its
+  events, exact match (and the text-to-text accuracy of an encoder-decoder classifier) from its
+  last decodes (with per-example scores); head accuracy from its events."""
   scalars, decodes = _scalars(run_dir), last_decodes(run_dir)
-  out = {}
+  out, examples = {}, {}
   for metric in task.metrics:
     if metric in ('bleu', 'loss'):
       out[metric] = _last(scalars, f'eval/{metric}')
     elif metric == 'exact_match' or (metric == 'accuracy' and decodes):
-      out[metric] = exact_match(decodes)
+      out[metric], examples[metric] = exact_match(decodes), example_scores(decodes)
     elif metric == 'accuracy':
       value = _last(scalars, 'eval/accuracy')
       out[metric] = None if value is None else 100.0 * value
+  return out, examples
+
+
+def _finetune_runs(plan, task_name, task, cell):
+  """The RunScores of a cell's fine-tuning runs on a task, pretraining seed-major."""
+  out = []
+  for seed in range(plan.seeds):
+    for ft in range(plan.finetune_seeds):
+      name = plan.finetune_name(task_name, cell, seed, ft)
+      run_dir = os.path.join(plan.exp_dir, name)
+      values, examples = task_scores(run_dir, task)
+      out.append(RunScores(seed, ft, name, read_status(run_dir).get('status', 'pending'),
+                           values, examples))
   return out
 
 
 def collect(plan):
-  """{'pretrain': {cell: [per-seed row]}, 'scores': {(task, cell, metric): [value per seed]}}."""
-  pretrain, scores = {}, {}
+  """{'pretrain': {cell: [per-seed row]}, 'runs': {(task, cell): [RunScores]},
+  'scores': {(task, cell, metric): [value per run]}}."""
+  pretrain, runs, scores = {}, {}, {}
   for cell in plan.cells:
     rows = []
     for seed in range(plan.seeds):
@@ -82,11 +139,20 @@ def collect(plan):
     for cell in plan.cells:
       if (task_name, cell) in plan.skipped:
         continue
-      per_seed = [task_scores(os.path.join(plan.exp_dir, plan.finetune_name(task_name, cell, s)),
-                              task) for s in range(plan.seeds)]
+      runs[(task_name, cell)] = _finetune_runs(plan, task_name, task, cell)
       for metric in task.metrics:
-        scores[(task_name, cell, metric)] = [row.get(metric) for row in per_seed]
-  return {'pretrain': pretrain, 'scores': scores}
+        scores[(task_name, cell, metric)] = [r.values.get(metric)
+                                             for r in runs[(task_name, cell)]]
+  return {'pretrain': pretrain, 'runs': runs, 'scores': scores}
+
+
+def cell_interval(runs, metric):
+  """The mean over pretraining seeds (each the mean of its fine-tuning runs) and its t
+  interval, clipped to the metric's range."""
+  by_seed = {}
+  for r in runs:
+    by_seed.setdefault(r.pretrain_seed, []).append(r.values.get(metric))
+  return stats.mean_interval(stats.nested_means(by_seed), bounds=stats.bounds_of(metric))
 
 
 def _mean(values):
@@ -108,8 +174,10 @@ def _reasons(plan):
   return marks, [f'{i}. {n}' for i, n in enumerate(notes, 1)]
 
 
-def rows(plan, collected):
-  """One dict per cell: accounting, pretraining and every (task, metric) Interval / paired."""
+def rows(plan, collected, comparisons=()):
+  """One dict per cell: accounting, pretraining, every (task, metric) Interval (and whether it
+  is at floor) and the Comparison against the baseline."""
+  against = {(c.task, c.metric, c.cell): c for c in comparisons if c.other == plan.baseline}
   out = []
   for cell in plan.cells:
     budget, pre = plan.budget[cell], collected['pretrain'][cell]
@@ -117,13 +185,14 @@ def rows(plan, collected):
            'seconds': _mean([r['seconds'] for r in pre]),
            'pretrained': sum(r['status'] == 'done' for r in pre)}
     for task, metric in _metric_columns(plan):
-      values = collected['scores'].get((task, cell, metric))
-      if values is None:
+      runs = collected['runs'].get((task, cell))
+      if runs is None:
         continue
-      row[(task, metric)] = stats.mean_interval(values)
-      base = collected['scores'].get((task, plan.baseline, metric))
-      if base is not None and cell != plan.baseline:
-        row[('vs', task, metric)] = stats.paired(values, base)
+      row[(task, metric)] = cell_interval(runs, metric)
+      row[('floor', task, metric)] = stats.at_floor(metric, [r.values.get(metric) for r in runs])
+      row[('runs', task, metric)] = sum(r.values.get(metric) is not None for r in runs)
+      if (task, metric, cell) in against:
+        row[('vs', task, metric)] = against[(task, metric, cell)]
     out.append(row)
   return out
 
@@ -135,28 +204,18 @@ def _num(x):
   return '' if x is None else f'{x:.3g}'
 
 
-def _cell_text(row, key, marks, plan, paired=False):
-  cell = row['cell']
-  task = key[1] if paired else key[0]
+def _cell_text(row, key, marks, plan):
+  task, cell = key[0], row['cell']
   if (task, cell) in plan.skipped:
     return f'n/a ({marks[(task, cell)]})'
   value = row.get(key)
   if value is None or not value.n:
-    return '' if not paired else ('baseline' if cell == plan.baseline else '')
-  if not paired:
-    return value.text()
-  if math_isnan(value.low):
-    return f'{value.mean:+.2f}'
-  star = '*' if value.excludes_zero() else ''
-  return f'{value.mean:+.2f} [{value.low:+.2f}, {value.high:+.2f}]{star}'
+    return ''
+  return 'at floor' if row.get(('floor',) + key) else value.text()
 
 
-def math_isnan(x):
-  return x != x  # pylint: disable=comparison-with-itself
-
-
-def markdown(plan, table):
-  """comparison.md's two tables and the footnotes."""
+def markdown(plan, table, comparisons):
+  """comparison.md's tables: the cells, the differences between cells, their bootstraps."""
   marks, notes = _reasons(plan)
   metrics = _metric_columns(plan)
   names = [f'{t} {METRIC_LABELS.get(m, m)}' for t, m in metrics]
@@ -170,32 +229,68 @@ def markdown(plan, table):
              _num(row['tokens_seen']), '' if row['seconds'] is None else f'{row["seconds"]:.0f}']
     cells += [_cell_text(row, key, marks, plan) for key in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
-  lines += ['', f'Paired difference to {plan.baseline} (same seed; mean [95% interval] of the '
-            'per-seed differences; * where the interval excludes 0):', '',
-            '| cell | ' + ' | '.join(names) + ' |', '|' + '---|' * (len(names) + 1)]
-  for row in table:
-    lines.append(f'| {row["cell"]} | ' + ' | '.join(
-        _cell_text(row, ('vs',) + key, marks, plan, paired=True) for key in metrics) + ' |')
+  runs = '' if plan.finetune_seeds == 1 else (
+      f', each the mean of its {plan.finetune_seeds} fine-tuning seeds')
+  lines += ['', f'Scores: mean ± 95% Student-t interval over {plan.seeds} pretraining seeds'
+            f'{runs}; a bounded score whose interval its range cuts shows mean [low, high]; '
+            '"at floor": every run scored 0.', '']
+
+  def skipped(task, *cells):
+    cell = next((c for c in cells if (task, c) in plan.skipped), None)
+    return '' if cell is None else f'n/a ({marks[(task, cell)]})'
+
+  lines += pairs_lib.markdown(plan, comparisons, metrics, names, skipped)
   return '\n'.join(lines + ([''] + notes if notes else []))
 
 
-def write_csv(path, plan, table):
-  fields = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'train_flops',
-            'tokens_seen', 'seconds', 'task', 'metric', 'n', 'mean', 'low', 'high',
-            'diff_mean', 'diff_low', 'diff_high', 'note']
+CELL_FIELDS = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'train_flops',
+               'tokens_seen', 'seconds', 'task', 'metric', 'n', 'runs', 'mean', 'low', 'high',
+               'at_floor', 'diff_mean', 'diff_low', 'diff_high', 'p_raw', 'p_holm', 'p_bh',
+               'note']
+
+
+def _write_rows(path, fields, rows_out):
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
     writer.writeheader()
-    for row in table:
-      for task, metric in _metric_columns(plan):
-        out = {**row, 'task': task, 'metric': metric,
-               'note': plan.skipped.get((task, row['cell']), '')}
-        value, diff = row.get((task, metric)), row.get(('vs', task, metric))
-        if value is not None:
-          out.update(n=value.n, mean=value.mean, low=value.low, high=value.high)
-        if diff is not None:
-          out.update(diff_mean=diff.mean, diff_low=diff.low, diff_high=diff.high)
-        writer.writerow(out)
+    writer.writerows(rows_out)
+
+
+def write_csv(path, plan, table):
+  """comparison.csv: one row per (cell, task, metric), the difference to the baseline."""
+  out = []
+  for row in table:
+    for task, metric in _metric_columns(plan):
+      line = {**row, 'task': task, 'metric': metric,
+              'note': plan.skipped.get((task, row['cell']), '')}
+      value, diff = row.get((task, metric)), row.get(('vs', task, metric))
+      if value is not None:
+        line.update(n=value.n, runs=row[('runs', task, metric)], mean=value.mean, low=value.low,
+                    high=value.high, at_floor=row[('floor', task, metric)])
+      if diff is not None:
+        line.update(diff_mean=diff.interval.mean, diff_low=diff.interval.low,
+                    diff_high=diff.interval.high, p_raw=diff.p, p_holm=diff.p_holm,
+                    p_bh=diff.p_bh)
+      out.append(line)
+  _write_rows(path, CELL_FIELDS, out)
+
+
+SEED_FIELDS = ['cell', 'task', 'metric', 'pretrain_seed', 'finetune_seed', 'run', 'status',
+               'value', 'examples']
+
+
+def write_seeds_csv(path, plan, collected):
+  """comparison_seeds.csv: one row per (cell, task, metric, pretraining, fine-tuning seed)."""
+  out = []
+  for (task, cell), runs in collected['runs'].items():
+    for metric in plan.tasks[task].metrics:
+      for r in runs:
+        examples = r.examples.get(metric)
+        out.append({'cell': cell, 'task': task, 'metric': metric,
+                    'pretrain_seed': r.pretrain_seed, 'finetune_seed': r.finetune_seed,
+                    'run': r.run, 'status': r.status, 'value': r.values.get(metric),
+                    'examples': '' if examples is None else len(examples[1])})
+  _write_rows(path, SEED_FIELDS, out)
 
 
 def plot(path, plan, table, collected):
@@ -218,30 +313,36 @@ def plot(path, plan, table, collected):
         continue
       seeds = [v for v in collected['scores'][(task, row['cell'], metric)] if v is not None]
       ax.plot(seeds, [y] * len(seeds), 'o', color=color, alpha=0.4, markersize=4)
-      err = None if math_isnan(value.low) else [[value.mean - value.low], [value.high - value.mean]]
+      err = None if math.isnan(value.low) else [[value.mean - value.low], [value.high - value.mean]]
       ax.errorbar([value.mean], [y], xerr=err, fmt='D', color=color, capsize=3, markersize=5)
     ax.set_yticks(range(len(cells)))
     ax.set_yticklabels(cells if i == 0 else [''] * len(cells), fontsize=8)
     ax.set_ylim(len(cells) - 0.5, -0.5)
     ax.set_title(f'{task}: {METRIC_LABELS.get(metric, metric)}', fontsize=9)
     ax.grid(alpha=0.3, axis='x')
-  fig.suptitle(f'{plan.module.EXPERIMENT} ({plan.scale}, {plan.seeds} seeds): mean and 95% '
-               f'interval, baseline {plan.baseline} in red', fontsize=9)
+  fig.suptitle(f'{plan.module.EXPERIMENT} ({plan.scale}, {plan.seeds} seeds): runs, mean and '
+               f'95% interval, baseline {plan.baseline} in red', fontsize=9)
   fig.tight_layout()
   fig.savefig(path)
 
 
 def write(plan):
-  """Write comparison.md/.csv/.png from the runs on disk; returns the markdown."""
+  """Write comparison.md, the three CSVs and comparison.png from the runs on disk; returns the
+  markdown."""
   os.makedirs(plan.exp_dir, exist_ok=True)
   collected = collect(plan)
-  table = rows(plan, collected)
-  text = markdown(plan, table)
+  comparisons = pairs_lib.compare_all(plan, collected)
+  table = rows(plan, collected, comparisons)
+  text = markdown(plan, table, comparisons)
   with open(os.path.join(plan.exp_dir, 'comparison.md'), 'w') as f:
     f.write(f'# {plan.module.EXPERIMENT} (scale {plan.scale}, {plan.seeds} seeds)\n\n{text}\n')
   write_csv(os.path.join(plan.exp_dir, 'comparison.csv'), plan, table)
+  _write_rows(os.path.join(plan.exp_dir, 'comparison_pairs.csv'), pairs_lib.PAIR_FIELDS,
+              [pairs_lib.csv_row(c) for c in comparisons])
+  write_seeds_csv(os.path.join(plan.exp_dir, 'comparison_seeds.csv'), plan, collected)
   plot(os.path.join(plan.exp_dir, 'comparison.png'), plan, table, collected)
-  return f'{text}\n\nWrote {plan.exp_dir}/comparison.md, comparison.csv, comparison.png'
+  return (f'{text}\n\nWrote {plan.exp_dir}/comparison.md, comparison.csv, comparison_pairs.csv, '
+          'comparison_seeds.csv, comparison.png')
 
 
 def describe(plan):

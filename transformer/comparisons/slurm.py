@@ -14,8 +14,9 @@ def write(plan, args):
             'finetune': len(finetune_runs(plan))}
   base = [sys.executable, '-m', 'transformer.compare', os.path.abspath(plan.path),
           '--workdir', os.path.abspath(os.path.dirname(plan.exp_dir)), '--scale', plan.scale,
-          '--seeds', str(plan.seeds)] + (['--allow_mismatch'] if args.allow_mismatch else []) + [
-              f'--config.{k}={override_text(v)}' for k, v in plan.extra.items()]
+          '--seeds', str(plan.seeds), '--finetune_seeds', str(plan.finetune_seeds)] + (
+              ['--allow_mismatch'] if args.allow_mismatch else []) + [
+                  f'--config.{k}={override_text(v)}' for k, v in plan.extra.items()]
   os.makedirs(plan.exp_dir, exist_ok=True)
   for phase, n in counts.items():
     with open(os.path.join(plan.exp_dir, f'{phase}.sbatch'), 'w') as f:
