@@ -21,7 +21,8 @@ import math
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from transformer.errors import ConfigError
 
@@ -99,11 +100,21 @@ def mesh_shape(shape, device_count):
 
 
 def make_mesh(config_mesh, devices=None):
-  """A mesh over all devices (every process's) shaped by `mesh.shape`."""
+  """A mesh over all devices (every process's) shaped by `mesh.shape`; over several TPU slices
+  the data axis spans them (DCN) and the rest stays inside each slice (ICI)."""
   devices = devices if devices is not None else jax.devices()
   shape = mesh_shape(config_mesh.shape, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  slices = len({getattr(d, 'slice_index', None) or 0 for d in devices})
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if shape[0] % slices:
+    raise ConfigError(f'mesh.shape={shape}: the data axis ({shape[0]}) must be a multiple of '
+                      f'the {slices} slices (between slices only the data axis travels, over '
+                      f'DCN); e.g. --config.mesh.shape="({slices},-1,1)"')
+  grid = mesh_utils.create_hybrid_device_mesh((shape[0] // slices,) + shape[1:],
+                                              (slices, 1, 1), devices=devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def logical_to_spec(logical_axes, rule_list, path='a parameter'):
@@ -233,15 +244,20 @@ def global_batch(local_batch, mesh):
   global batch size must divide by the product of the data axes.
   """
   sharding = batch_sharding(mesh)
-  n = math.prod(mesh.shape[a] for a in BATCH)
   out = {}
   for k, v in local_batch.items():
     v = np.asarray(v)
-    if (v.shape[0] * jax.process_count()) % n:
-      raise ConfigError(f'train.batch_size={v.shape[0] * jax.process_count()} does not divide '
-                        f'over the {n} data-parallel devices of mesh.shape={tuple(mesh.shape.values())}')
+    check_rows(v.shape[0] * jax.process_count(), mesh)
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out
+
+
+def check_rows(rows, mesh):
+  """ConfigError unless a global batch of `rows` rows splits over the data axes."""
+  n = math.prod(mesh.shape[a] for a in BATCH)
+  if rows % n:
+    raise ConfigError(f'train.batch_size={rows} does not divide over the {n} data-parallel '
+                      f'devices of mesh.shape={tuple(mesh.shape.values())}')
 
 
 def replicated(mesh):

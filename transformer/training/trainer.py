@@ -74,13 +74,14 @@ class Trainer:
     return trainer
 
   # -- state -------------------------------------------------------------------------------
+  def _init(self):
+    _, params, rng_state = self.build()
+    return nnx.to_pure_dict(params), nnx.to_pure_dict(rng_state)
+
   def init_state(self):
     """Initialise params straight into their shardings, then the optimizer state."""
     rep = sharding.replicated(self.mesh)
-
-    def init():
-      _, params, rng_state = self.build()
-      return nnx.to_pure_dict(params), nnx.to_pure_dict(rng_state)
+    init = self._init
     abs_rng = jax.eval_shape(init)[1]
     rng_shardings = jax.tree.map(lambda _: rep, abs_rng)
     params, self.rng_state = jax.jit(init, out_shardings=(self.param_shardings, rng_shardings))()
@@ -92,6 +93,22 @@ class Trainer:
     opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh))
     state = {'params': params, 'opt_state': opt_state, 'step': step}
+    self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    return state
+
+  def abstract_state(self):
+    """The state as ShapeDtypeStructs in its shardings, nothing allocated on the mesh's devices
+    (plan mode compiles for devices this host does not have). The model's small RNG state is
+    made on this host."""
+    with jax.default_device(jax.local_devices(backend='cpu')[0]):
+      self.rng_state = jax.device_get(jax.jit(lambda: self._init()[1])())
+    shaped = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+    params = jax.tree.map(shaped, jax.eval_shape(lambda: self._init()[0]), self.param_shardings)
+    abs_opt = jax.eval_shape(self.tx.init, params)
+    opt = jax.tree.map(shaped, abs_opt,
+                       sharding.like_params(abs_opt, self.param_shardings, self.mesh))
+    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self.mesh))
+    state = {'params': params, 'opt_state': opt, 'step': step}
     self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
     return state
 
