@@ -131,4 +131,4 @@ def test_plan_compiles_for_two_slices_with_the_data_axis_across_them(capsys):
                     '--config.mesh.shape=(2,-1,1)', '--config.mesh.preset=fsdp']) == 0
   out = capsys.readouterr().out
   assert "on 2 x v5e-4 (8 x v5e" in out and "mesh {'data': 2, 'fsdp': 4, 'tensor': 1}" in out
-  assert 'all-reduce' in out   # gradients summed across the slices
+  assert 'all-reduce over DCN' in out   # gradients summed across the slices

@@ -9,7 +9,8 @@ iteration, so each is counted with the product of the trip counts of the loops a
 trip count is read from the loop's condition (`counter < N`). XLA's cost analysis counts a
 loop body once; these counts do not. Bytes are per device: the result of an all-reduce, an
 all-gather, an all-to-all or a collective-permute, the input of a reduce-scatter (its result
-times the group size).
+times the group size). Between TPU slices (multi-slice, DCN) a collective is a `send` the
+megascale runtime carries; it is listed as e.g. 'all-reduce over DCN'.
 """
 
 import dataclasses
@@ -134,7 +135,10 @@ def collectives(hlo_text):
         continue
       op = inst.group(3)
       kind = op[:-len('-start')] if op.endswith('-start') else op
-      if kind not in KINDS:
+      dcn = re.search(r'_xla_megascale_transfer_type="(\w+)"', inst.group(4))
+      if op == 'send' and dcn:   # between slices: a host transfer the megascale runtime runs
+        kind = dcn.group(1).lower().replace('_', '-') + ' over DCN'
+      elif kind not in KINDS:
         continue
       sizes = _array_bytes(inst.group(2))
       size = max(sizes, default=0) if op.endswith('-start') else sum(sizes)
@@ -154,7 +158,8 @@ def by_kind(found):
   for c in found:
     n, b = out.get(c.kind, (0, 0))
     out[c.kind] = (n + c.count, b + c.count * c.bytes)
-  return {k: out[k] for k in KINDS if k in out}
+  return {k: out[k] for k in sorted(out, key=lambda k: (k not in KINDS, KINDS.index(k)
+                                                         if k in KINDS else 0, k))}
 
 
 _UNITS = {'': 1, 'B': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
