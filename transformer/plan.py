@@ -68,7 +68,7 @@ def main(argv=None):
     if not keys:
       _print_one(args, slice_, report, config)
   if keys:
-    print(plan_text.header(args.config, slice_, args.num_slices, report.mesh,
+    print(plan_text.header(args.config, slice_, args.num_slices, rows[0][1],
                            configs[0].mesh.preset))
     print('\n'.join(plan_text.try_table(keys, rows)))
     print(plan_text.smallest_change(keys, rows))
@@ -76,7 +76,7 @@ def main(argv=None):
 
 
 def _print_one(args, slice_, report, config):
-  print(plan_text.header(args.config, slice_, args.num_slices, report.mesh, config.mesh.preset))
+  print(plan_text.header(args.config, slice_, args.num_slices, report, config.mesh.preset))
   print(f'train step compiled in {report.compile_s:.1f} s')
   blocks = [plan_text.memory_table(report), plan_text.roofline(report, config.model.dtype),
             plan_text.collectives_table(report)]

@@ -117,6 +117,7 @@ def test_plan_prints_the_per_chip_table_for_a_tpu_slice(capsys, tmp_path, monkey
                     '--config.mesh.shape=(1,-1,1)']) == 0
   out = capsys.readouterr().out
   assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in out and '4 x v5e' in out
+  assert 'attention xla (auto: not splash, sequence length 32 is not a multiple of 128' in out
   for line in ('parameters + optimizer state', 'temporaries', 'of 16.00 GiB HBM: fits',
                'ESTIMATES', 'max(FLOPs/chip / peak, bytes/chip / HBM bandwidth)',
                '(FLOPs/chip / peak) / step time', 'all-gather'):

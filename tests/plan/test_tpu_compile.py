@@ -3,12 +3,13 @@ v5e:2x2 slice (4 chips) on this CPU host, under the data, fsdp and tensor preset
 2-slice mesh. Skipped, with the reason, where libtpu is not installed.
 
 The full product (8 family x objective pairs x 3 presets) is 24 compiles; to keep the default
-run short this covers every pair once and every preset on every family (12 compiles + the
-2-slice one):
+run short this covers every pair once and every preset on every family (13 compiles + the
+2-slice one), and checks the splash kernel is in the compiled step exactly where 'auto' must
+take it (everywhere but T5's relative bias, attention dropout and 64-token targets):
 
   encoder          mlm (data, tensor), classification (fsdp)
   decoder          causal_lm (data, fsdp, tensor), prefix_lm (tensor), seq2seq (fsdp),
-                   classification (data)
+                   classification (data), causal_lm with attention dropout (data)
   encoder_decoder  span_corruption: T5 (data), BART (tensor); seq2seq: Transformer (fsdp)
   two slices       causal_lm, 2 x v5e-4, data over DCN x fsdp
 """
@@ -16,6 +17,7 @@ run short this covers every pair once and every preset on every family (12 compi
 import functools
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -26,8 +28,8 @@ from transformer.training import planning, setup, topologies
 pytestmark = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
                                 reason='libtpu not installed (requirements-test.txt has it)')
 
-SHAPES = {'train.batch_size': '8', 'data.seq_len': '128', 'data.targets_len': '0',
-          'train.steps': '10', 'opt.warmup_steps': '1'}
+SHAPES = {'train.batch_size': '8', 'data.seq_len': '128', 'train.steps': '10',
+          'opt.warmup_steps': '1'}
 PAIRS = {   # name -> (config, overrides)
     'encoder/mlm': ('configs/bert.py:tiny', {}),
     'encoder/classification': ('configs/bert.py:tiny', {'objective': 'classification'}),
@@ -37,16 +39,22 @@ PAIRS = {   # name -> (config, overrides)
                                                  'data.source': 'gettext_catalogs/en_de'}),
     'decoder/classification': ('configs/gpt2.py:tiny', {'objective': 'classification'}),
     't5/span_corruption': ('configs/t5.py:tiny', {}),
-    'bart/span_corruption': ('configs/bart.py:tiny', {}),
+    'bart/span_corruption': ('configs/bart.py:tiny', {'data.targets_len': '128'}),
     'transformer/seq2seq': ('configs/transformer.py:tiny', {}),
+    'decoder/causal_lm+attention_dropout': ('configs/gpt2.py:tiny',
+                                            {'model.attention_dropout_rate': '0.1'}),
 }
+# 'auto' takes splash on TPU except for T5's relative-position bias, attention dropout and
+# lengths it cannot tile (the Transformer's 64 targets).
+NO_SPLASH = {'t5/span_corruption', 'transformer/seq2seq', 'decoder/causal_lm+attention_dropout'}
+SPLASH_KERNEL = re.compile(r'splash_m[hq]a_fwd')
 MESHES = {'data': '(-1,1,1)', 'fsdp': '(1,-1,1)', 'tensor': '(2,1,-1)'}   # BERT tiny: 2 heads
 COVER = [('encoder/mlm', 'data'), ('encoder/mlm', 'tensor'), ('encoder/classification', 'fsdp'),
          ('decoder/causal_lm', 'data'), ('decoder/causal_lm', 'fsdp'),
          ('decoder/causal_lm', 'tensor'), ('decoder/prefix_lm', 'tensor'),
          ('decoder/seq2seq', 'fsdp'), ('decoder/classification', 'data'),
          ('t5/span_corruption', 'data'), ('bart/span_corruption', 'tensor'),
-         ('transformer/seq2seq', 'fsdp')]
+         ('transformer/seq2seq', 'fsdp'), ('decoder/causal_lm+attention_dropout', 'data')]
 
 
 @pytest.fixture(scope='module')
@@ -85,6 +93,9 @@ def compile_step(labelled):
 def test_train_step_compiles_for_v5e_2x2(compile_step, pair, preset):
   run, hlo = compile_step(pair, preset)
   assert dict(run.mesh.shape)[preset] == (2 if preset == 'tensor' else 4)
+  splash = pair not in NO_SPLASH
+  assert run.trainer.attention[0] == ('splash' if splash else 'xla'), run.trainer.attention
+  assert bool(SPLASH_KERNEL.search(hlo)) == splash
   assert 'num_partitions=4' in hlo
 
 

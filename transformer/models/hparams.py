@@ -17,7 +17,7 @@ NORMS = ('layernorm', 'rmsnorm')
 ACTIVATIONS = ('relu', 'gelu', 'gelu_tanh', 'silu', 'geglu', 'swiglu', 'reglu')
 REMAT = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16', 'float16')
-IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'reference')   # models/attention.py
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
 

@@ -25,14 +25,16 @@ def _hbm(report):
   return f'{report.hbm / GiB:.2f} GiB HBM' if report.hbm else 'no HBM limit known'
 
 
-def header(name, slice_, num_slices, mesh, preset):
+def header(name, slice_, num_slices, report, preset):
   chip = slice_.chip
   slices = f'{num_slices} x ' if num_slices > 1 else ''
   figures = (f'{chip.hbm_bytes / GiB:.0f} GiB HBM, {chip.peak_bf16 / 1e12:.0f} TFLOP/s bf16, '
              f'{chip.hbm_bandwidth / 1e9:.0f} GB/s' if chip.hbm_bandwidth else
              f'{chip.peak_bf16 / 1e12:.1f} TFLOP/s peak')
+  impl, why = report.attention
   return (f'plan   {name} on {slices}{slice_.name} ({slice_.chips * num_slices} x '
-          f'{chip.generation}: {figures} per chip); mesh {dict(mesh.shape)}, preset {preset!r}')
+          f'{chip.generation}: {figures} per chip); mesh {dict(report.mesh.shape)}, preset '
+          f'{preset!r}; attention {impl} ({why})')
 
 
 def memory_table(report):

@@ -52,6 +52,7 @@ class Report:
   compile_s: float = 0.0
   eval_total: Any = None         # the eval step's bytes per chip, when compiled
   mesh: Any = None
+  attention: tuple = ('xla', '')   # the trainer's attention.choose
 
   @property
   def total(self):
@@ -122,7 +123,7 @@ def plan(config, workdir, devices, chip, *, eval_step=False):
   batch = abstract_batch(run)
   flops = accounting.flops_per_token(run.config)
   report = Report(hbm=chip.hbm_bytes, state=state_bytes(state), chips=len(devices),
-                  mesh=run.mesh,
+                  mesh=run.mesh, attention=run.trainer.attention,
                   flops=flops['total_train'] * flops['tokens_per_example'] *
                   run.config.train.batch_size,
                   peak=chip.peak_bf16, bandwidth=chip.hbm_bandwidth,

@@ -9,6 +9,7 @@ Inside the steps every batch and micro-batch is laid out as the 'batch' sharding
 (`sharding.step_batch_sharding`), whatever layout it arrived in.
 """
 
+import contextlib
 import dataclasses
 import zlib
 from typing import Any
@@ -19,6 +20,7 @@ import optax
 from flax import nnx
 
 from transformer import models
+from transformer.models import attention, splash
 
 from transformer.training import optim
 
@@ -30,6 +32,19 @@ def _module_key(path, key, shape):
   """A different dropout key for every module (and every stacked layer), from one step key."""
   key = jax.random.fold_in(key, zlib.crc32(repr(path).encode()) & 0x7FFFFFFF)
   return jax.random.split(key, shape) if shape else key
+
+
+def choose_attention(hp, config, mesh):
+  """(backend, why) of model.attention_impl for this model on the mesh's devices: the lengths
+  it attends over come from the data config, the platform from the mesh (plan mode's TPU)."""
+  data = config.data
+  lengths = (data.seq_len, data.targets_len or data.seq_len) if (
+      hp.family == 'encoder_decoder') else (data.seq_len,)
+  device = mesh.devices.flat[0]
+  capability = tuple(int(x) for x in getattr(device, 'compute_capability', '0.0').split('.'))
+  return attention.choose(hp.attention_impl, platform=device.platform, dtype=hp.dtype,
+                          head_dim=hp.head_dim, lengths=lengths, capability=capability,
+                          bias=hp.positions == 'relative', dropout=hp.attention_dropout_rate > 0)
 
 
 @dataclasses.dataclass
@@ -49,10 +64,14 @@ class Trainer:
   batch_shardings: Any = None  # (micro-batch, whole batch) layouts in the steps ('batch' rule)
   state_shardings: Any = None
   sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
+  attention: tuple = ('xla', '')   # (backend, why): attention.choose, decided up front
+  layout: Any = None           # {logical axis: mesh axes}: where splash's shard_map splits
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
     hp = HParams.from_config(config.model)
+    impl, why = choose_attention(hp, config, mesh)
+    hp = dataclasses.replace(hp, attention_impl=impl)
     seed = config.train.seed
 
     def build():
@@ -69,7 +88,8 @@ class Trainer:
     trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rng_state=None, tx=tx,
                   lr_fn=lr_fn, accumulation_steps=a, seed=seed,
                   param_shardings=nnx.to_pure_dict(shardings), build=build,
-                  batch_shardings=batch_shardings,
+                  batch_shardings=batch_shardings, attention=(impl, why),
+                  layout=dict(sharding.config_rules(config.mesh)),
                   sharding_table=sharding.sharding_table(abs_params, shardings))
     return trainer
 
@@ -129,6 +149,12 @@ class Trainer:
     return batch if s is None else jax.tree.map(
         lambda x: jax.lax.with_sharding_constraint(x, s), batch)
 
+  def _splash_layout(self):
+    """Splash attention's shard_map split (batch and heads as the rules place them)."""
+    if self.attention[0] != 'splash' or self.layout is None:
+      return contextlib.nullcontext()
+    return splash.layout(self.mesh, self.layout['batch'], self.layout.get('heads'))
+
   def _loss(self, params, batch, step, micro=None):
     model = nnx.merge(self.graphdef, params, self.rng_state)
     key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
@@ -136,7 +162,8 @@ class Trainer:
       key = jax.random.fold_in(key, micro)
     batch = self._laid_out(batch, micro is not None)
     nnx.reseed(model, dropout=key, policy=_module_key)
-    loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    with self._splash_layout():
+      loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
 
   def train_step(self, state, batch):
@@ -170,8 +197,9 @@ class Trainer:
 
   def eval_step(self, params, batch):
     model = nnx.merge(self.graphdef, params, self.rng_state)
-    return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
-                                           deterministic=True)[1]
+    with self._splash_layout():
+      return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
+                                             deterministic=True)[1]
 
   def compile(self, state, batch):
     """AOT-compile the train step for this state and batch layout (donating the state)."""
