@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from transformer import config as config_lib
 from transformer import plan
 from transformer.errors import ConfigError
 from transformer.monitoring import compiled
@@ -133,3 +134,18 @@ def test_plan_compiles_for_two_slices_with_the_data_axis_across_them(capsys):
   out = capsys.readouterr().out
   assert "on 2 x v5e-4 (8 x v5e" in out and "mesh {'data': 2, 'fsdp': 4, 'tensor': 1}" in out
   assert 'all-reduce over DCN' in out   # gradients summed across the slices
+
+
+@needs_libtpu
+def test_the_batch_arrives_in_the_layout_its_rule_asks_for():
+  """A 'batch' rule over data only on a (2, 2, 1) mesh: the batch is built and declared split
+  over data, so the step spends no collective laying it out (it gathered each batch array over
+  fsdp when batches were always loaded over data x fsdp)."""
+  slice_ = topologies.get('v5e-4')
+  config = config_lib.load('configs/gpt2.py:tiny', {
+      'train.batch_size': '8', 'data.seq_len': '32', 'model.num_layers': '1',
+      'mesh.preset': 'fsdp', 'mesh.shape': '(2,2,1)', 'mesh.rules': "(('batch', 'data'),)"})
+  report = planning.plan(config, 'runs', topologies.devices(slice_), slice_.chip)
+  on_batch = [c for c in report.collectives if c.shape.startswith('s32') or
+              'sharding_constraint' in c.op]
+  assert not on_batch, on_batch

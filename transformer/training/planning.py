@@ -91,8 +91,8 @@ def abstract_batch(run):
   """The train batch as ShapeDtypeStructs laid out as the step receives it (one real batch of
   the run's pipeline gives the shapes)."""
   first = next(run.pipeline('train').iterator(0))
-  sharding.check_rows(first[next(iter(first))].shape[0], run.mesh)
-  layout = sharding.batch_sharding(run.mesh)
+  layout = run.trainer.input_sharding
+  sharding.check_rows(first[next(iter(first))].shape[0], run.mesh, layout)
   return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=layout) for k, v in first.items()}
 
 

@@ -7,9 +7,11 @@ trainer initialises straight into the resulting shardings (`jax.jit(init, out_sh
 and turns host batches into global arrays with `jax.make_array_from_process_local_data`, so the
 same code is right on one host and many.
 
-The logical axis 'batch' (default: over data and fsdp) is a rule like the others: the train and
-eval steps lay every batch and micro-batch out as it says (`step_batch_sharding`), whatever the
-layout `global_batch` loaded the rows in (always data x fsdp, so each process feeds its rows).
+The logical axis 'batch' (default: over data and fsdp) is a rule like the others: the global
+batch is built and the steps' input declared in its layout (`input_sharding`), and the steps
+lay every micro-batch out as it says (`step_batch_sharding`), so a step spends no collective on
+its input. (Several processes keep data x fsdp unless the rule splits over both: each process
+feeds its own rows.)
 
 Mistakes are caught before anything is compiled, each as one ConfigError line naming the
 parameter or rule: a rule that matches no parameter, two rules for one logical axis, one mesh
@@ -237,24 +239,39 @@ def step_batch_sharding(mesh, config_mesh, rows, accumulation_steps=1):
                     f'devices of mesh axes {axes!r}; change the rule, mesh.shape or the batch size')
 
 
-def global_batch(local_batch, mesh):
-  """Host-local numpy batch -> global jax.Arrays split over the data axes.
+def global_batch(local_batch, mesh, layout=None):
+  """Host-local numpy batch -> global jax.Arrays laid out as `layout` (a NamedSharding of the
+  batch dimension: `input_sharding`), by default split over the data axes.
 
   Each process passes only its own rows (its slice of the global batch, in process order); the
   global batch size must divide by the product of the data axes.
   """
-  sharding = batch_sharding(mesh)
+  sharding = layout or batch_sharding(mesh)
   out = {}
   for k, v in local_batch.items():
     v = np.asarray(v)
-    check_rows(v.shape[0] * jax.process_count(), mesh)
+    check_rows(v.shape[0] * jax.process_count(), mesh, sharding)
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out
 
 
-def check_rows(rows, mesh):
-  """ConfigError unless a global batch of `rows` rows splits over the data axes."""
-  n = math.prod(mesh.shape[a] for a in BATCH)
+def input_sharding(mesh, config_mesh, rows):
+  """The layout a step's batch of `rows` rows is built and declared in: the 'batch' rule's own
+  (`step_batch_sharding`), so the step starts without laying it out again; the data x fsdp
+  split where the rule cannot split `rows`, or where it would have processes share rows
+  (several processes each feed their own rows, so the rule must split over data and fsdp)."""
+  rule = step_batch_sharding(mesh, config_mesh, rows)
+  axes = rule.spec[0] if rule is not None else None
+  covers = set(BATCH) <= set(axes if isinstance(axes, tuple) else (axes,))
+  return rule if rule is not None and (jax.process_count() == 1 or covers) else (
+      batch_sharding(mesh))
+
+
+def check_rows(rows, mesh, layout=None):
+  """ConfigError unless a global batch of `rows` rows splits over the data axes (or the axes
+  of `layout`)."""
+  axes = BATCH if layout is None else (layout.spec[0] if layout.spec else None)
+  n = math.prod(mesh.shape[a] for a in _as_tuple(axes)) if axes else 1
   if rows % n:
     raise ConfigError(f'train.batch_size={rows} does not divide over the {n} data-parallel '
                       f'devices of mesh.shape={tuple(mesh.shape.values())}')

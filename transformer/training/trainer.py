@@ -5,8 +5,8 @@ arrays, so orbax, optax and the sharding rules all see the same tree. The networ
 inside each step with `nnx.merge(graphdef, params, rng_state)`; dropout keys come from
 (seed, step, micro-batch index when accumulating, module path), so a resumed run draws exactly
 the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
-Inside the steps every batch and micro-batch is laid out as the 'batch' sharding rule says
-(`sharding.step_batch_sharding`), whatever layout it arrived in.
+Batches are built in the layout the 'batch' sharding rule gives them (`input_sharding`), and
+inside the steps every micro-batch is laid out as the rule says (`sharding.step_batch_sharding`).
 """
 
 import contextlib
@@ -66,6 +66,7 @@ class Trainer:
   sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
   attention: tuple = ('xla', '')   # (backend, why): attention.choose, decided up front
   layout: Any = None           # {logical axis: mesh axes}: where splash's shard_map splits
+  input_sharding: Any = None   # the layout batches are built in (sharding.input_sharding)
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
@@ -89,6 +90,7 @@ class Trainer:
                   lr_fn=lr_fn, accumulation_steps=a, seed=seed,
                   param_shardings=nnx.to_pure_dict(shardings), build=build,
                   batch_shardings=batch_shardings, attention=(impl, why),
+                  input_sharding=sharding.input_sharding(mesh, config.mesh, rows),
                   layout=dict(sharding.config_rules(config.mesh)),
                   sharding_table=sharding.sharding_table(abs_params, shardings))
     return trainer
@@ -202,8 +204,9 @@ class Trainer:
                                              deterministic=True)[1]
 
   def compile(self, state, batch):
-    """AOT-compile the train step for this state and batch layout (donating the state)."""
-    batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in batch}
+    """AOT-compile the train step for this state and the layout `batch` arrives in (donating
+    the state)."""
+    batch_shardings = {k: v.sharding for k, v in batch.items()}
     step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
                    out_shardings=(self.state_shardings, None), donate_argnums=0)
     return step.lower(state, batch).compile()
