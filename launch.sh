@@ -8,6 +8,8 @@
 #   ./launch.sh generate --workdir RUN_DIR (--prompt TEXT | --input_file F) [--strategy beam ...]
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
+#   ./launch.sh plan --config configs/gpt2.py:medium --topology v5e-8 [--num_slices 2] [--eval]
+#                    [--try model.remat=none,dots,full train.batch_size=16,32]   (TPU memory, FLOPs)
 #   ./launch.sh import-hf --from HF_DIR --workdir OUT [--weights_only]
 #   ./launch.sh export-hf --workdir RUN_DIR --to OUT   (a run as a Hugging Face directory)
 #   ./launch.sh tensorboard [DIR]
@@ -89,7 +91,8 @@ case "$mode" in
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
-  help|-h|--help) sed -n '2,16p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary import-hf export-hf tensorboard sweep compare" >&2
+  plan)        setup requirements-plan.txt; exec "$VENV/bin/python" -m transformer.plan "$@" ;;
+  help|-h|--help) sed -n '2,18p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary plan import-hf export-hf tensorboard sweep compare" >&2
      exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 
 The layers, lowest first (docs/ARCHITECTURE.md draws them):
   errors, quiet, files < models < data < objectives < monitoring < training < config, cli < hf
-  < sweeps < the entry points (train, evaluate, summary, export, generate, profile_report)
+  < sweeps < comparisons < the entry points (train, evaluate, summary, plan, export, generate,
+  profile_report, import_hf, sweep, compare)
 A module may import its own room and any lower one. Networks (models/) import nothing of ours
 but errors; nothing in the package imports the top-level `configs/` or patches sys.path.
 """
@@ -14,8 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, 'transformer')
 LAYERS = [('errors', 'quiet', 'files'), ('models',), ('data',), ('objectives',), ('monitoring',),
           ('training',), ('config', 'cli'), ('hf',), ('sweeps',), ('comparisons',),
-          ('train', 'evaluate', 'summary', 'export', 'generate', 'profile_report', 'import_hf',
-           'sweep', 'compare', '__init__')]
+          ('train', 'evaluate', 'summary', 'plan', 'export', 'generate', 'profile_report',
+           'import_hf', 'sweep', 'compare', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -101,4 +102,22 @@ def test_only_sweeps_knows_of_search():
       names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
       wrong += [f'{rel}:{node.lineno} imports {n}' for n in names if n.split('.')[0] == 'optuna']
+  assert not wrong, wrong
+
+
+def test_only_topologies_loads_the_tpu_runtime():
+  """libtpu (and jax's deviceless TPU topologies) is reached only through
+  training/topologies.py, which plan mode calls: no other module imports it."""
+  wrong = []
+  for rel, path in _modules():
+    if rel == os.path.join('training', 'topologies.py'):
+      continue
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [f'{node.module}.{a.name}' for a in node.names]
+               if isinstance(node, ast.ImportFrom) else [])
+      wrong += [f'{rel}:{node.lineno} imports {n}' for n in names
+                if n.split('.')[0] == 'libtpu' or n == 'jax.experimental.topologies']
   assert not wrong, wrong

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from absl import logging as absl_logging
 
 from transformer import quiet
@@ -38,3 +40,18 @@ def test_environment_defaults_yield_to_the_users():
   mine = subprocess.run([sys.executable, '-c', code], cwd=REPO, text=True, capture_output=True,
                         check=True, env={**env, 'TF_CPP_MIN_LOG_LEVEL': '0'}).stdout.split()
   assert mine[0] == '0'
+
+
+def test_a_host_without_accelerators_starts_only_the_cpu_backend():
+  """With libtpu installed (requirements-plan.txt) jax would load the TPU runtime at its first
+  device query and print libtpu's metadata warnings; a run on a host with no accelerator keeps
+  to the CPU backend (only plan mode loads libtpu, through training/topologies.py)."""
+  if quiet.has_accelerator():
+    pytest.skip('this host has an accelerator: jax chooses its backends itself')
+  code = ('from transformer import quiet; import jax; jax.devices(); '
+          'print(any("libtpu.so" in line for line in open("/proc/self/maps")))')
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
+                        capture_output=True, check=True)
+  assert proc.stdout.split() == ['False']
+  assert 'TPU' not in proc.stderr, proc.stderr

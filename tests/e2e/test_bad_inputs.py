@@ -184,3 +184,23 @@ def test_evaluate_refuses_eval_steps_zero(trained, capsys):
   capsys.readouterr()
   code = evaluate.main(TINY + [f'--workdir={trained}', '--config.train.eval_steps=0'])
   assert_one_line_error(code, capsys.readouterr().err, '`train.eval_steps=0`', 'no eval')
+
+
+@pytest.mark.parametrize('overrides,reason', [
+    (['--config.model.positions=relative'], "T5's relative-position bias"),
+    (['--config.model.attention_dropout_rate=0.1'], 'attention dropout > 0'),
+    (['--config.data.seq_len=48'], 'sequence length 48'),
+])
+def test_explicit_splash_that_cannot_run_is_one_line(overrides, reason, tmp_path, capsys):
+  code, err = run_main(TINY + [f'--workdir={tmp_path}', '--config.model.attention_impl=splash',
+                               *overrides], capsys)
+  line = assert_one_line_error(code, err, '`model.attention_impl=splash`', reason)
+  assert line.endswith('use model.attention_impl=auto or xla')
+  assert os.listdir(tmp_path) == []
+
+
+def test_explicit_cudnn_without_a_gpu_is_one_line(tmp_path, capsys):
+  code, err = run_main(TINY + [f'--workdir={tmp_path}', '--config.model.attention_impl=cudnn'],
+                       capsys)
+  assert_one_line_error(code, err, '`model.attention_impl=cudnn`', 'cuDNN needs an NVIDIA GPU')
+  assert os.listdir(tmp_path) == []

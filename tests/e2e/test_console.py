@@ -58,3 +58,12 @@ def test_the_sharding_table_on_request(tmp_path, capsys):
   loop.train(config, str(tmp_path), dry_run=True, show_sharding=True)
   out = capsys.readouterr().out
   assert 'decoder/layers/0/self_attention/query/kernel' in out and 'mesh axes' in out
+
+
+def test_model_line_says_which_attention_runs_and_why():
+  from transformer.training import console
+  from configs import common
+  config = common.base_config()
+  counts = {'total': 10, 'non_embedding': 5}
+  line = console.model_line(config, counts, 1e6, ('xla', 'auto: no fused kernel on cpu'))
+  assert line.endswith('FLOPs/token (train); attention xla (auto: no fused kernel on cpu)')

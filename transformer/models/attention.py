@@ -7,10 +7,13 @@ is built in one place, `attention_mask`:
   allowed[i, j] = seg_q[i] == seg_kv[j] != 0
                   and (not causal or pos_kv[j] <= pos_q[i] or (prefix_q[i] and prefix_kv[j]))
 
-Backends behind `implementation`: 'xla' and 'cudnn' (`jax.nn.dot_product_attention`), and
-'reference' (plain einsum + softmax, also the path that returns weights and applies attention
-dropout). 'auto' picks cudnn on NVIDIA GPUs for half-precision inputs, else xla. Softmax is
-always computed in float32.
+Backends behind `implementation`: 'xla' and 'cudnn' (`jax.nn.dot_product_attention`), 'splash'
+(Pallas splash attention on TPU, models/splash.py: it takes the structure, not the mask) and
+'reference' (plain einsum + softmax, also the path that returns weights for the attention
+pictures and applies attention dropout). `choose` decides once per model, before it is built,
+and says why: 'auto' takes splash on TPU and cuDNN on NVIDIA GPUs where they can run the model,
+else xla; an explicit backend that cannot run it is a one-line ConfigError. Nothing falls back
+at run time. Softmax is always computed in float32.
 
 `MultiHeadAttention` is the single module built on it (q/k/v/out projections, grouped KV heads,
 rotary positions, an optional KV cache for incremental decoding that remembers each cached
@@ -18,13 +21,27 @@ token's segment id and position, so prompts of different lengths share one batch
 cross-attention an optional memory: the encoder output's keys/values projected once).
 """
 
+import typing
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from transformer.models import layers
+from transformer.errors import ConfigError
+from transformer.models import layers, splash
 
-IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'reference')
+
+
+class Structure(typing.NamedTuple):
+  """What the mask is built from (the arguments of `attention_mask`)."""
+  q_segment_ids: jax.Array
+  kv_segment_ids: jax.Array
+  q_positions: jax.Array
+  kv_positions: jax.Array
+  causal: bool
+  q_prefix: typing.Any = None
+  kv_prefix: typing.Any = None
 
 
 def attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, *, causal,
@@ -58,39 +75,100 @@ def _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout):
   return out_BTKGH.reshape(b, t, n, h), weights_BNTS
 
 
+def _cannot(impl, *, platform, dtype, head_dim, lengths, bias, dropout, capability):
+  """Why `impl` cannot run a model like this ('' when it can)."""
+  if impl == 'splash':
+    if bias:
+      return "T5's relative-position bias is added to the logits, and splash takes no bias"
+    if dropout:
+      return 'attention dropout > 0 acts on the attention weights, which splash never forms'
+    return splash.unsupported(lengths)
+  if impl == 'cudnn':
+    if platform != 'gpu':
+      return f'cuDNN needs an NVIDIA GPU (this run is on {platform})'
+    if dropout:
+      return 'attention dropout > 0 acts on the attention weights, which cuDNN does not return'
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+      return f'cuDNN attention takes bfloat16 or float16 inputs, not {dtype}'
+    most = 256 if capability >= (9, 0) else 128
+    if head_dim > most or head_dim % 8:
+      return f'cuDNN takes a head dimension of at most {most} and a multiple of 8, not {head_dim}'
+    odd = [n for n in lengths if n % 2]
+    if odd:   # the mask reaches cuDNN as a bias, and a biased backward needs even lengths
+      return f'cuDNN needs even sequence lengths with a mask, not {odd[0]}'
+  return ''
+
+
+def choose(implementation, *, platform, dtype='float32', head_dim=64, lengths=(), bias=False,
+           dropout=False, capability=(0, 0)):
+  """(backend, why) for a model, decided before it is built.
+
+  `platform` of the run's devices ('tpu', 'gpu', 'cpu'); `lengths` every query and key length
+  the model attends over; `bias` an additive logits bias (T5's relative positions); `dropout`
+  attention dropout > 0; `capability` the GPU's compute capability. 'auto': splash on TPU,
+  cuDNN on GPU, where they can run the model, else xla. An explicit backend that cannot run it
+  is a ConfigError naming model.attention_impl and the reason. Explicit 'splash' off TPU runs
+  in Pallas interpret mode (for tests; slow).
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ConfigError(f'`model.attention_impl={implementation}`: choose one of '
+                      f'{", ".join(IMPLEMENTATIONS)}')
+  facts = dict(platform=platform, dtype=dtype, head_dim=head_dim, lengths=tuple(lengths),
+               bias=bias, dropout=dropout, capability=tuple(capability))
+  if implementation != 'auto':
+    why = _cannot(implementation, **facts)
+    if why:
+      raise ConfigError(f'`model.attention_impl={implementation}`: {why}; use '
+                        'model.attention_impl=auto or xla')
+    interpret = implementation == 'splash' and platform != 'tpu'
+    return implementation, 'set' + (' (Pallas interpret mode: not a TPU)' if interpret else '')
+  fused = {'tpu': 'splash', 'gpu': 'cudnn'}.get(platform)
+  if fused is None:
+    return 'xla', f'auto: no fused kernel on {platform}'
+  why = _cannot(fused, **facts)
+  return ('xla', f'auto: not {fused}, {why}') if why else (fused, f'auto on {platform}')
+
+
 def resolve_implementation(implementation, dtype):
-  """'auto' -> 'cudnn' on NVIDIA GPUs for bf16/fp16, else 'xla'."""
+  """The backend `choose` gives a model of `dtype` on the default backend (no other facts)."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'model.attention_impl={implementation!r}; choose one of {IMPLEMENTATIONS}')
-  if implementation != 'auto':
-    return implementation
-  on_gpu = jax.default_backend() == 'gpu'
-  return 'cudnn' if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else 'xla'
+  return choose(implementation, platform=jax.default_backend(), dtype=dtype)[0]
 
 
 def attend(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, *, bias=None, scale=1.0,
-           implementation='auto', dropout=None, return_weights=False):
-  """Scaled dot-product attention through the chosen backend.
+           implementation='xla', dropout=None, return_weights=False, structure=None):
+  """Scaled dot-product attention through the chosen backend (`choose` resolves 'auto').
 
   q [B, T, N, H]; k, v [B, S, K, H] with K dividing N (grouped KV heads); mask [B, 1, T, S];
   bias broadcastable to [B, N, T, S] (float, added to the logits). Returns out [B, T, N, H] and,
   with return_weights, the float32 attention weights [B, N, T, S]. `dropout` (a callable on the
-  weights) forces the reference path.
+  weights) and `return_weights` take the reference path whatever the backend (the attention
+  pictures ask for weights in a pass of their own). 'splash' reads `structure` (a Structure),
+  not the mask. 'auto' here (a model built outside the trainer, which resolves it up front) is
+  `choose` on the default backend with these shapes.
   """
-  impl = resolve_implementation(implementation, q_BTNH.dtype)
-  if return_weights or dropout is not None or impl == 'reference':
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'model.attention_impl={implementation!r}; choose one of {IMPLEMENTATIONS}')
+  if implementation == 'auto':   # a model built outside the trainer: decided from these shapes
+    implementation = choose('auto', platform=jax.default_backend(), dtype=q_BTNH.dtype,
+                            head_dim=q_BTNH.shape[-1], lengths=(q_BTNH.shape[1], k_BSKH.shape[1]),
+                            bias=bias is not None)[0]
+    implementation = 'xla' if implementation == 'splash' and structure is None else implementation
+  if return_weights or dropout is not None or implementation == 'reference':
     out, weights = _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout)
     return (out, weights) if return_weights else out
+  if implementation == 'splash':
+    if bias is not None or structure is None:
+      raise ValueError('splash attention takes the mask structure and no bias (attention.choose '
+                       'refuses T5 relative positions)')
+    return splash.attend(q_BTNH, k_BSKH, v_BSKH, structure, scale=scale,
+                         interpret=jax.default_backend() != 'tpu')
   if bias is not None:
     bias = bias.astype(q_BTNH.dtype)
-  if impl == 'cudnn':
-    try:
-      return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask_B1TS,
-                                          scale=scale, implementation='cudnn')
-    except Exception:  # pylint: disable=broad-except  # shapes cuDNN does not take: use XLA
-      pass
+  impl = 'cudnn' if implementation == 'cudnn' else 'xla'
   return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask_B1TS,
-                                      scale=scale, implementation='xla')
+                                      scale=scale, implementation=impl)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -185,14 +263,18 @@ class MultiHeadAttention(nnx.Module):
           raise ValueError('decode=True needs init_cache() first (see transformer.models.decoding)')
         k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix = self._update_cache(
             k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix)
-    mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
-                          causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix)
+    structure = Structure(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal,
+                          q_prefix, kv_prefix)
+    mask = attention_mask(*structure[:4], causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix)
     dropout = None
     if self.dropout is not None and not deterministic:
       dropout = lambda w: self.dropout(w, deterministic=False)
+    impl = self.implementation
+    if decode and impl == 'splash':   # a few queries over the cache: not what splash tiles
+      impl = 'xla'
     out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
-                 implementation=self.implementation, dropout=dropout,
-                 return_weights=self.capture_weights)
+                 implementation=impl, dropout=dropout,
+                 return_weights=self.capture_weights, structure=structure)
     if self.capture_weights:   # monitoring/attention.py reads both
       out, weights = out
       self.sow(nnx.Intermediate, 'attention_weights', weights)

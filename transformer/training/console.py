@@ -5,7 +5,8 @@ Before the first step, one line each for the data, the model and the mesh, then 
   data   python_stdlib/text: 7,844 train / 410 eval examples; tokenizer ~/tensorflow_datasets/
          tokenizers/python-stdlib-text_2048_7e97c281e2.model (2,048 pieces); 32 x 128 tokens a
          step, packed, 84.6% of token slots filled
-  model  decoder, causal_lm: 691,712 parameters (396,800 non-embedding), 4.33M FLOPs/token (train)
+  model  decoder, causal_lm: 691,712 parameters (396,800 non-embedding), 4.33M FLOPs/token
+         (train); attention xla (auto: no fused kernel on cpu)
   mesh   {'data': 1, 'fsdp': 1, 'tensor': 1} over 1 cpu device, preset 'data'; --show_sharding ...
   Training runs/default/gpt2_tiny: 600 steps (train step compiled in 3.7s); MFU against ...
 
@@ -52,10 +53,12 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
           f'{100 * packing.fill(first_batch):.1f}% of token slots filled')
 
 
-def model_line(config, counts, flops_per_token):
+def model_line(config, counts, flops_per_token, attention=None):
+  """`attention` (backend, why) as the trainer chose it (attention.choose)."""
+  chosen = f'; attention {attention[0]} ({attention[1]})' if attention else ''
   return (f'model  {config.model.family}, {config.objective}: {counts["total"]:,} parameters '
           f'({counts["non_embedding"]:,} non-embedding), '
-          f'{tqdm.tqdm.format_sizeof(flops_per_token)} FLOPs/token (train)')
+          f'{tqdm.tqdm.format_sizeof(flops_per_token)} FLOPs/token (train){chosen}')
 
 
 def mesh_line(run, show_table):
@@ -70,7 +73,7 @@ def announce(run, pipelines, first_batch, counts, flops_per_token, *, show_shard
   """The data, model and mesh lines (and the sharding table when it says something)."""
   show_table = show_sharding or jax.device_count() > 1
   print_once(data_line(run, *pipelines, first_batch))
-  print_once(model_line(run.config, counts, flops_per_token))
+  print_once(model_line(run.config, counts, flops_per_token, run.trainer.attention))
   print_once(mesh_line(run, show_table))
   if show_table:
     print_once(run.trainer.sharding_table)

@@ -51,8 +51,8 @@ def evaluate(run, params, pipeline, eval_fn):
       batch = {k: np.zeros_like(v) for k, v in last.items()}
     else:
       last = batch
-    sums = accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(batch,
-                                                                             run.mesh))))
+    sums = accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(
+        batch, run.mesh, run.trainer.input_sharding))))
   return average(sums), last
 
 

@@ -58,7 +58,8 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
   console.announce(run, (it.pipeline, eval_data), first, counts, flops_token,
                    show_sharding=show_sharding)
   t0 = time.perf_counter()
-  step_fn = run.trainer.compile(state, sharding.global_batch(first, run.mesh))
+  layout = run.trainer.input_sharding
+  step_fn = run.trainer.compile(state, sharding.global_batch(first, run.mesh, layout))
   compile_s = time.perf_counter() - t0
   if dry_run:
     return _report_dry_run(run.config, counts, flops_token, step_fn, compile_s)
@@ -165,7 +166,8 @@ class _Loop:
     sums, previous, last, stopped = {}, None, {}, None
     while step < steps:
       self.hooks.before_step(step + 1)
-      state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh))
+      state, metrics = self.step_fn(state, sharding.global_batch(batch, self.run.mesh,
+                                                                 self.run.trainer.input_sharding))
       step += 1
       self.meter.throughput.add(batch)
       if previous is not None:  # step t-1's metrics, fetched once step t is dispatched

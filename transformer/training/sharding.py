@@ -7,9 +7,11 @@ trainer initialises straight into the resulting shardings (`jax.jit(init, out_sh
 and turns host batches into global arrays with `jax.make_array_from_process_local_data`, so the
 same code is right on one host and many.
 
-The logical axis 'batch' (default: over data and fsdp) is a rule like the others: the train and
-eval steps lay every batch and micro-batch out as it says (`step_batch_sharding`), whatever the
-layout `global_batch` loaded the rows in (always data x fsdp, so each process feeds its rows).
+The logical axis 'batch' (default: over data and fsdp) is a rule like the others: the global
+batch is built and the steps' input declared in its layout (`input_sharding`), and the steps
+lay every micro-batch out as it says (`step_batch_sharding`), so a step spends no collective on
+its input. (Several processes keep data x fsdp unless the rule splits over both: each process
+feeds its own rows.)
 
 Mistakes are caught before anything is compiled, each as one ConfigError line naming the
 parameter or rule: a rule that matches no parameter, two rules for one logical axis, one mesh
@@ -21,7 +23,8 @@ import math
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from transformer.errors import ConfigError
 from transformer.models import path_name
@@ -100,11 +103,21 @@ def mesh_shape(shape, device_count):
 
 
 def make_mesh(config_mesh, devices=None):
-  """A mesh over all devices (every process's) shaped by `mesh.shape`."""
+  """A mesh over all devices (every process's) shaped by `mesh.shape`; over several TPU slices
+  the data axis spans them (DCN) and the rest stays inside each slice (ICI)."""
   devices = devices if devices is not None else jax.devices()
   shape = mesh_shape(config_mesh.shape, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  slices = len({getattr(d, 'slice_index', None) or 0 for d in devices})
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if shape[0] % slices:
+    raise ConfigError(f'mesh.shape={shape}: the data axis ({shape[0]}) must be a multiple of '
+                      f'the {slices} slices (between slices only the data axis travels, over '
+                      f'DCN); e.g. --config.mesh.shape="({slices},-1,1)"')
+  grid = mesh_utils.create_hybrid_device_mesh((shape[0] // slices,) + shape[1:],
+                                              (slices, 1, 1), devices=devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def logical_to_spec(logical_axes, rule_list, path='a parameter'):
@@ -213,22 +226,42 @@ def step_batch_sharding(mesh, config_mesh, rows, accumulation_steps=1):
                     f'devices of mesh axes {axes!r}; change the rule, mesh.shape or the batch size')
 
 
-def global_batch(local_batch, mesh):
-  """Host-local numpy batch -> global jax.Arrays split over the data axes.
+def global_batch(local_batch, mesh, layout=None):
+  """Host-local numpy batch -> global jax.Arrays laid out as `layout` (a NamedSharding of the
+  batch dimension: `input_sharding`), by default split over the data axes.
 
   Each process passes only its own rows (its slice of the global batch, in process order); the
   global batch size must divide by the product of the data axes.
   """
-  sharding = batch_sharding(mesh)
-  n = math.prod(mesh.shape[a] for a in BATCH)
+  sharding = layout or batch_sharding(mesh)
   out = {}
   for k, v in local_batch.items():
     v = np.asarray(v)
-    if (v.shape[0] * jax.process_count()) % n:
-      raise ConfigError(f'`train.batch_size={v.shape[0] * jax.process_count()}`: does not divide '
-                        f'over the {n} data-parallel devices of mesh.shape={tuple(mesh.shape.values())}')
+    check_rows(v.shape[0] * jax.process_count(), mesh, sharding)
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out
+
+
+def input_sharding(mesh, config_mesh, rows):
+  """The layout a step's batch of `rows` rows is built and declared in: the 'batch' rule's own
+  (`step_batch_sharding`), so the step starts without laying it out again; the data x fsdp
+  split where the rule cannot split `rows`, or where it would have processes share rows
+  (several processes each feed their own rows, so the rule must split over data and fsdp)."""
+  rule = step_batch_sharding(mesh, config_mesh, rows)
+  axes = rule.spec[0] if rule is not None else None
+  covers = set(BATCH) <= set(axes if isinstance(axes, tuple) else (axes,))
+  return rule if rule is not None and (jax.process_count() == 1 or covers) else (
+      batch_sharding(mesh))
+
+
+def check_rows(rows, mesh, layout=None):
+  """ConfigError unless a global batch of `rows` rows splits over the data axes (or the axes
+  of `layout`)."""
+  axes = BATCH if layout is None else (layout.spec[0] if layout.spec else None)
+  n = math.prod(mesh.shape[a] for a in _as_tuple(axes)) if axes else 1
+  if rows % n:
+    raise ConfigError(f'`train.batch_size={rows}`: does not divide over the {n} data-parallel '
+                      f'devices of mesh.shape={tuple(mesh.shape.values())}; use a multiple of {n}')
 
 
 def replicated(mesh):

@@ -5,10 +5,11 @@ arrays, so orbax, optax and the sharding rules all see the same tree. The networ
 inside each step with `nnx.merge(graphdef, params, rng_state)`; dropout keys come from
 (seed, step, micro-batch index when accumulating, module path), so a resumed run draws exactly
 the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
-Inside the steps every batch and micro-batch is laid out as the 'batch' sharding rule says
-(`sharding.step_batch_sharding`), whatever layout it arrived in.
+Batches are built in the layout the 'batch' sharding rule gives them (`input_sharding`), and
+inside the steps every micro-batch is laid out as the rule says (`sharding.step_batch_sharding`).
 """
 
+import contextlib
 import dataclasses
 import zlib
 from typing import Any
@@ -19,6 +20,7 @@ import optax
 from flax import nnx
 
 from transformer import models
+from transformer.models import attention, splash
 
 from transformer.training import optim
 
@@ -30,6 +32,19 @@ def _module_key(path, key, shape):
   """A different dropout key for every module (and every stacked layer), from one step key."""
   key = jax.random.fold_in(key, zlib.crc32(repr(path).encode()) & 0x7FFFFFFF)
   return jax.random.split(key, shape) if shape else key
+
+
+def choose_attention(hp, config, mesh):
+  """(backend, why) of model.attention_impl for this model on the mesh's devices: the lengths
+  it attends over come from the data config, the platform from the mesh (plan mode's TPU)."""
+  data = config.data
+  lengths = (data.seq_len, data.targets_len or data.seq_len) if (
+      hp.family == 'encoder_decoder') else (data.seq_len,)
+  device = mesh.devices.flat[0]
+  capability = tuple(int(x) for x in getattr(device, 'compute_capability', '0.0').split('.'))
+  return attention.choose(hp.attention_impl, platform=device.platform, dtype=hp.dtype,
+                          head_dim=hp.head_dim, lengths=lengths, capability=capability,
+                          bias=hp.positions == 'relative', dropout=hp.attention_dropout_rate > 0)
 
 
 @dataclasses.dataclass
@@ -49,10 +64,15 @@ class Trainer:
   batch_shardings: Any = None  # (micro-batch, whole batch) layouts in the steps ('batch' rule)
   state_shardings: Any = None
   sharding_table: str = ''     # every parameter's resolved sharding (printed by process 0)
+  attention: tuple = ('xla', '')   # (backend, why): attention.choose, decided up front
+  layout: Any = None           # {logical axis: mesh axes}: where splash's shard_map splits
+  input_sharding: Any = None   # the layout batches are built in (sharding.input_sharding)
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
     hp = HParams.from_config(config.model)
+    impl, why = choose_attention(hp, config, mesh)
+    hp = dataclasses.replace(hp, attention_impl=impl)
     seed = config.train.seed
 
     def build():
@@ -69,18 +89,21 @@ class Trainer:
     trainer = cls(hp=hp, objective=objective, mesh=mesh, graphdef=graphdef, rng_state=None, tx=tx,
                   lr_fn=lr_fn, accumulation_steps=a, seed=seed,
                   param_shardings=nnx.to_pure_dict(shardings), build=build,
-                  batch_shardings=batch_shardings,
+                  batch_shardings=batch_shardings, attention=(impl, why),
+                  input_sharding=sharding.input_sharding(mesh, config.mesh, rows),
+                  layout=dict(sharding.config_rules(config.mesh)),
                   sharding_table=sharding.sharding_table(abs_params, shardings))
     return trainer
 
   # -- state -------------------------------------------------------------------------------
+  def _init(self):
+    _, params, rng_state = self.build()
+    return nnx.to_pure_dict(params), nnx.to_pure_dict(rng_state)
+
   def init_state(self):
     """Initialise params straight into their shardings, then the optimizer state."""
     rep = sharding.replicated(self.mesh)
-
-    def init():
-      _, params, rng_state = self.build()
-      return nnx.to_pure_dict(params), nnx.to_pure_dict(rng_state)
+    init = self._init
     abs_rng = jax.eval_shape(init)[1]
     rng_shardings = jax.tree.map(lambda _: rep, abs_rng)
     params, self.rng_state = jax.jit(init, out_shardings=(self.param_shardings, rng_shardings))()
@@ -92,6 +115,22 @@ class Trainer:
     opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh))
     state = {'params': params, 'opt_state': opt_state, 'step': step}
+    self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    return state
+
+  def abstract_state(self):
+    """The state as ShapeDtypeStructs in its shardings, nothing allocated on the mesh's devices
+    (plan mode compiles for devices this host does not have). The model's small RNG state is
+    made on this host."""
+    with jax.default_device(jax.local_devices(backend='cpu')[0]):
+      self.rng_state = jax.device_get(jax.jit(lambda: self._init()[1])())
+    shaped = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+    params = jax.tree.map(shaped, jax.eval_shape(lambda: self._init()[0]), self.param_shardings)
+    abs_opt = jax.eval_shape(self.tx.init, params)
+    opt = jax.tree.map(shaped, abs_opt,
+                       sharding.like_params(abs_opt, self.param_shardings, self.mesh))
+    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self.mesh))
+    state = {'params': params, 'opt_state': opt, 'step': step}
     self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
     return state
 
@@ -112,6 +151,12 @@ class Trainer:
     return batch if s is None else jax.tree.map(
         lambda x: jax.lax.with_sharding_constraint(x, s), batch)
 
+  def _splash_layout(self):
+    """Splash attention's shard_map split (batch and heads as the rules place them)."""
+    if self.attention[0] != 'splash' or self.layout is None:
+      return contextlib.nullcontext()
+    return splash.layout(self.mesh, self.layout['batch'], self.layout.get('heads'))
+
   def _loss(self, params, batch, step, micro=None):
     model = nnx.merge(self.graphdef, params, self.rng_state)
     key = jax.random.fold_in(jax.random.key(self.seed + 2), step)
@@ -119,7 +164,8 @@ class Trainer:
       key = jax.random.fold_in(key, micro)
     batch = self._laid_out(batch, micro is not None)
     nnx.reseed(model, dropout=key, policy=_module_key)
-    loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    with self._splash_layout():
+      loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
 
   def train_step(self, state, batch):
@@ -153,12 +199,14 @@ class Trainer:
 
   def eval_step(self, params, batch):
     model = nnx.merge(self.graphdef, params, self.rng_state)
-    return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
-                                           deterministic=True)[1]
+    with self._splash_layout():
+      return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
+                                             deterministic=True)[1]
 
   def compile(self, state, batch):
-    """AOT-compile the train step for this state and batch layout (donating the state)."""
-    batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in batch}
+    """AOT-compile the train step for this state and the layout `batch` arrives in (donating
+    the state)."""
+    batch_shardings = {k: v.sharding for k, v in batch.items()}
     step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
                    out_shardings=(self.state_shardings, None), donate_argnums=0)
     return step.lower(state, batch).compile()
