@@ -26,6 +26,8 @@ from transformer import config as config_lib
 from transformer.monitoring import writer as tb
 from transformer.training import loop
 
+pytestmark = pytest.mark.slow   # a real TensorBoard server over trained runs
+
 RUNS = {'gpt2_a': ('configs/gpt2.py:tiny', {}), 'bert_b': ('configs/bert.py:tiny', {})}
 SMALL = {'train.steps': '2', 'train.batch_size': '4', 'data.seq_len': '32',
          'data.vocab_size': '1024', 'train.eval_every': '2', 'train.eval_steps': '1',

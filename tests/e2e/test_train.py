@@ -42,7 +42,8 @@ def load(spec, steps, **overrides):
   return config_lib.load(spec, {k: v if isinstance(v, str) else str(v) for k, v in values.items()})
 
 
-@pytest.mark.parametrize('name', list(RUNS))
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'seq2seq' else n
+                                  for n in RUNS])   # seq2seq also trains in test_generation.py
 def test_objective_trains_on_embedded_corpus(name, tmp_path):
   spec, overrides, steps, fraction = RUNS[name]
   config = load(spec, steps, **overrides)

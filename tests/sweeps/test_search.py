@@ -510,6 +510,7 @@ def tpe(tmp_path_factory, cli_env):
           'exp_dir': os.path.join(workdir, 'tiny_search'), 'path': path}
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_a_tpe_search_prunes_and_completes_six_trials(tpe):
   proc = tpe['first']
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -533,6 +534,7 @@ def test_a_tpe_search_prunes_and_completes_six_trials(tpe):
       assert status['status'] == 'done'
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_the_trials_are_in_the_hparams_dashboard_with_metric_and_state(tpe):
   from transformer.monitoring.events import read_events  # pylint: disable=import-outside-toplevel
   rows = list(csv.DictReader(open(os.path.join(tpe['exp_dir'], 'results.csv'))))
@@ -546,6 +548,7 @@ def test_the_trials_are_in_the_hparams_dashboard_with_metric_and_state(tpe):
     assert pruned == float(row['status'] == 'pruned')
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_results_best_command_and_optunas_plots(tpe):
   out = tpe['first'].stdout
   assert '| t0,lr=' in out and 'Best: trial ' in out
@@ -561,6 +564,7 @@ def test_results_best_command_and_optunas_plots(tpe):
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000, name
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_the_study_file_is_the_state_of_record(tpe):
   again = tpe['again']
   assert again.returncode == 0 and '6 of 6 trials' in again.stdout, again.stderr[-3000:]

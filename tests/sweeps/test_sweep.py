@@ -269,6 +269,7 @@ def grid(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_max_runs_starts_two_runs_side_by_side(grid):
   proc, status = grid['first']
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -279,6 +280,7 @@ def test_max_runs_starts_two_runs_side_by_side(grid):
   assert proc.stdout.count('| pending |') == 2
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_the_restarted_sweep_runs_only_the_rest(grid):
   proc, status = grid['second']
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -289,6 +291,7 @@ def test_the_restarted_sweep_runs_only_the_rest(grid):
   assert status[names[0]]['started'] == grid['first'][1][names[0]]['started']   # not rerun
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_results_have_one_row_per_run_with_the_swept_values(grid):
   exp_dir, names = grid['exp_dir'], grid['names']
   with open(os.path.join(exp_dir, 'results.csv')) as f:
@@ -312,6 +315,7 @@ def test_results_have_one_row_per_run_with_the_swept_values(grid):
   assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
 
 
+@pytest.mark.slow   # a real search / sweep of training runs (the default run keeps the fast ones)
 def test_every_run_has_its_config_and_hparams_with_final_metrics(grid):
   from transformer.monitoring.events import read_events  # pylint: disable=import-outside-toplevel
   for name, lr in zip(grid['names'], [1e-3, 1e-3, 3e-3, 3e-3]):
