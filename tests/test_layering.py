@@ -9,6 +9,7 @@ but errors; nothing in the package imports the top-level `configs/` or patches s
 """
 
 import ast
+import graphlib
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,3 +122,32 @@ def test_only_topologies_loads_the_tpu_runtime():
       wrong += [f'{rel}:{node.lineno} imports {n}' for n in names
                 if n.split('.')[0] == 'libtpu' or n == 'jax.experimental.topologies']
   assert not wrong, wrong
+
+
+def _module_name(rel):
+  name = 'transformer.' + rel[:-3].replace(os.sep, '.')
+  return name[:-len('.__init__')] if name.endswith('.__init__') else name
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+  """An import inside a function must not hide a cycle (compare <-> compare_results was one)."""
+  paths = {_module_name(rel): path for rel, path in _modules()}
+  graph = {}
+  for name, path in paths.items():
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    deps = set()
+    for node in ast.walk(tree):
+      targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+      for target in targets:
+        while target and target not in paths:
+          target = target.rpartition('.')[0]
+        if target and target != name and not name.startswith(target + '.'):
+          deps.add(target)   # a module's own package (its __init__) is not a cycle
+    graph[name] = deps
+  try:
+    tuple(graphlib.TopologicalSorter(graph).static_order())
+  except graphlib.CycleError as e:
+    raise AssertionError(f'import cycle: {" -> ".join(e.args[1])}') from None
