@@ -107,7 +107,7 @@ def test_a_bad_topology_or_try_value_is_one_line_before_compiling(capsys, tmp_pa
   assert capsys.readouterr().err.count('\n') == 1
   assert plan.main([*TINY, '--topology', 'v5e-4', '--try', 'model.remat=none,sometimes']) == 2
   assert capsys.readouterr().err == ("error: `model.remat='sometimes'`: choose one of none, "
-                                     'full, dots\n')
+                                     'dots, full\n')
   assert os.listdir(tmp_path) == []
 
 
@@ -128,6 +128,7 @@ def test_plan_prints_the_per_chip_table_for_a_tpu_slice(capsys, tmp_path, monkey
 
 
 @needs_libtpu
+@pytest.mark.slow   # plan mode end to end over two slices (test_tpu_compile.py compiles a 2-slice step by default)
 def test_plan_compiles_for_two_slices_with_the_data_axis_across_them(capsys):
   assert plan.main([*TINY, '--topology', 'v5e-4', '--num_slices', '2',
                     '--config.mesh.shape=(2,-1,1)', '--config.mesh.preset=fsdp']) == 0
