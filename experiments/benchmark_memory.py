@@ -11,6 +11,8 @@ import re
 
 import jax
 
+from transformer.monitoring import compiled as compiled_lib
+
 
 def step_memory(run, compiled):
   """The benchmark's memory fields of the compiled train step of `run` (a setup.Run)."""
@@ -22,13 +24,12 @@ def step_memory(run, compiled):
 
 def memory_bytes(compiled):
   """Per-device bytes from XLA's memory analysis of the compiled step (None where unknown)."""
-  mem = compiled.memory_analysis()
+  mem = compiled_lib.memory(compiled)
   if mem is None:
     return {'memory_bytes': None}
-  out = {f'memory_{name}_bytes': int(getattr(mem, f'{name}_size_in_bytes'))
+  out = {f'memory_{name}_bytes': getattr(mem, name)
          for name in ('argument', 'output', 'temp', 'alias')}
-  out['memory_bytes'] = (out['memory_argument_bytes'] + out['memory_output_bytes'] +
-                         out['memory_temp_bytes'] - out['memory_alias_bytes'])
+  out['memory_bytes'] = mem.total
   return out
 
 

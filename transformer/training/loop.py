@@ -18,7 +18,7 @@ import jax
 
 from transformer.data.pipeline import POSITION_FORMAT, upgrade_position
 from transformer.errors import ConfigError, TrainingError
-from transformer.monitoring import accounting, perf
+from transformer.monitoring import accounting, compiled, perf
 from transformer.training import (checkpoint, console, distributed, evaluation, setup, sharding,
                                   signals)
 from transformer.training import hooks as hooks_lib
@@ -245,14 +245,12 @@ def _report_dry_run(config, counts, flops_token, step_fn, compile_s):
   out_len = config.data.targets_len or config.data.seq_len
   tokens = config.train.batch_size * (
       out_len if config.model.family == 'encoder_decoder' else config.data.seq_len)
-  mem = step_fn.memory_analysis()
+  mem = compiled.memory(step_fn)
   print(accounting.format_table(config, param_counts=counts))
   print(f'FLOPs per step: {flops_token * tokens:.3e} ({flops_token:.3e} per output token x '
         f'{tokens} output tokens)')
   if mem is not None:
-    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes -
-             mem.alias_size_in_bytes)
-    print(f'Compiled memory per device: {total / 2**20:.1f} MiB (arguments '
-          f'{mem.argument_size_in_bytes / 2**20:.1f}, temporaries {mem.temp_size_in_bytes / 2**20:.1f})')
+    print(f'Compiled memory per device: {mem.total / 2**20:.1f} MiB (arguments '
+          f'{mem.argument / 2**20:.1f}, temporaries {mem.temp / 2**20:.1f})')
   print(f'Compiled the train step in {compile_s:.1f}s; dry run, exiting.')
   return {'compile_seconds': compile_s, 'flops_per_token': flops_token}
