@@ -128,6 +128,13 @@ def base_config():
           length_norm='gnmt',
           early_stopping='never',    # never (exact) | false (HF heuristic) | true
       )),
+      # A fixed test list scored example by example at the last step (training/scoring.py):
+      # <run>/scores/step_<N>.jsonl and test/* scalars; a comparison's protocol.
+      score=ml_collections.ConfigDict(dict(
+          file='',                   # jsonl, one example with a unique "id" per line; '' : off
+          choices='',                # JSON list of strings: rank them as targets (text-to-text
+                                     # classification); '' : decode instead
+      )),
       profile_steps=(0, 0),          # (START, COUNT): a jax.profiler trace of COUNT steps from
                                      # step START into the run directory (TensorBoard's profile
                                      # tab), e.g. --config.log.profile_steps=10,5; COUNT 0: off

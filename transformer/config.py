@@ -163,6 +163,7 @@ def validate(config):
   _validate_mesh(config.mesh)
   _validate_log(config)
   _validate_decode(config.log.decode)
+  _validate_score(config)
   if 'profile_steps' in config.log:
     profiler.check(config.log.profile_steps)
   _positive('checkpoint.every', config.checkpoint.every)
@@ -220,6 +221,18 @@ def _validate_log(config):
     raise ConfigError(f'`log.hparams_first={tuple(config.log.hparams_first)}`: {unknown[0]!r} '
                       "is not a config key; name keys as in --config.KEY, e.g. "
                       "--config.log.hparams_first=\"('opt.learning_rate',)\"")
+
+
+def _validate_score(config):
+  score = config.log.get('score') or {}
+  for key in ('file', 'choices'):
+    path = score.get(key)
+    if path and not os.path.isfile(path):
+      raise ConfigError(f'`log.score.{key}={path}`: no such file; give an existing file or '
+                        "leave it '' (off)")
+  if score.get('file') and not config.train.eval_steps:
+    raise ConfigError('`train.eval_steps=0`: the score file is scored at the last eval; give '
+                      'eval batches (e.g. --config.train.eval_steps=1) or log.score.file=\'\'')
 
 
 def _validate_decode(decode):

@@ -8,11 +8,15 @@ from targets + targets_segment_ids; every target token is scored.
 Decoder family: one stream, a prefix LM over `[bos] + source + [sep] + target + [eos]` with
 'targets_prefix' = 1 on `[bos] + source + [sep]` (bidirectional); only the target tokens and its
 EOS are scored (see lm.decoder_lm_loss). When a pair is longer than data.seq_len, the target
-keeps at least half the budget and the source is cut first.
+keeps at least half the budget and the source is cut first; with data.targets_len > 0 the cut is
+the encoder-decoder's instead (target to targets_len - 1 tokens + EOS, source to
+seq_len - targets_len - 2 + [bos] and [sep]), so a decoder with seq_len = I + T + 1 and an
+encoder-decoder with seq_len I and targets_len T read and score exactly the same tokens.
 """
 
 import numpy as np
 
+from transformer.errors import ConfigError
 from transformer.objectives import base, lm, losses, metrics
 
 
@@ -93,6 +97,12 @@ class Seq2Seq(base.Objective):
       self.stream_lengths = {'targets': self.seq_len}
     else:
       self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
+    # decoder: the encoder-decoder's truncation (module docstring) when targets_len is given
+    self.matched_cut = self.family == 'decoder' and int(config.data.targets_len) > 0
+    if self.matched_cut and self.seq_len - self.targets_len < 3:
+      raise ConfigError(f'`data.targets_len={self.targets_len}`: a decoder stream of data.seq_len '
+                        f'{self.seq_len} leaves no room for the source; give seq_len = source '
+                        'length + targets_len + 1, or targets_len=0')
     self.num_samples = int(config.log.samples)
     decode = config.log.get('decode') or {}
     self.corpus_metrics = metrics.metric_names(decode.get('metrics', 'auto'), config.data.source)
@@ -105,7 +115,11 @@ class Seq2Seq(base.Objective):
     if self.family != 'decoder':
       return {'inputs': base.int32(source[:self.seq_len - 1] + [tok.eos_id]),
               'targets': base.int32(target[:self.targets_len - 1] + [tok.eos_id])}
-    n_src, n_tgt = split_budget(len(source), len(target), self.seq_len - 3)
+    if self.matched_cut:
+      n_tgt = min(len(target), self.targets_len - 1)
+      n_src = min(len(source), self.seq_len - self.targets_len - 2)
+    else:
+      n_src, n_tgt = split_budget(len(source), len(target), self.seq_len - 3)
     prompt = [tok.bos_id] + source[:n_src] + [tok.sep_id]
     targets = base.int32(prompt + target[:n_tgt] + [tok.eos_id])
     prefix = np.zeros_like(targets)

@@ -12,7 +12,7 @@ import numpy as np
 
 from transformer.errors import ConfigError
 from transformer.monitoring import attention
-from transformer.training import distributed, generation, sharding
+from transformer.training import distributed, generation, scoring, sharding
 
 
 def average(sums):
@@ -67,11 +67,14 @@ class EvalResult:
 
 def evaluate_at(run, state, pipeline, eval_fn, step):
   """The eval at `step` (every process joins): metrics over the eval split and, for objectives
-  that generate, the decoding metrics (eval/bleu, ...) with the decoded examples."""
+  that generate, the decoding metrics (eval/bleu, ...) with the decoded examples; at the last
+  step the score file's test/* metrics (`scoring`, when log.score.file is set)."""
   metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
   decoded, decoded_samples = generation.decode_eval(run, state['params'], pipeline, step)
   scalars.update(decoded)
+  if scoring.enabled(run.config, step):
+    scalars.update(scoring.score_at(run, state['params'], step))
   return EvalResult(scalars, state, batch, decoded_samples[:run.config.log.samples])
 
 
