@@ -114,18 +114,34 @@ def test_slurm_writes_two_chained_arrays(tmp_path, capsys):
 
 # -- downstream tasks ---------------------------------------------------------------------------
 def test_each_family_is_fine_tuned_the_way_it_can_or_says_why(tmp_path):
+  """One protocol: the same train and test files for every family, unpacked rows, the same
+  source / target cut (decoder stream I + T + 1), text-to-text classification by ranked label
+  strings, heads in their own row."""
   docstring = compare_tasks.generation('python_stdlib/docstrings', inputs_len=100, targets_len=20)
   package = compare_tasks.classification(classes=4)
-  assert compare_tasks.finetune_overrides(docstring, 'encoder', 'x', 64)[0] is None
-  assert 'no decoder' in compare_tasks.finetune_overrides(docstring, 'encoder', 'x', 64)[1]
-  dec, _ = compare_tasks.finetune_overrides(docstring, 'decoder', 'x', 64)
-  assert dec['objective'] == 'seq2seq' and dec['data.seq_len'] == 120
-  assert dec['log.decode.examples'] == 64 and dec['log.decode.max_new_tokens'] == 20
-  enc_dec, _ = compare_tasks.finetune_overrides(package, 'encoder_decoder', 'x', 64)
-  assert enc_dec['objective'] == 'seq2seq' and enc_dec['data.targets_key'] == 'name'
-  head, _ = compare_tasks.finetune_overrides(package, 'encoder', 'x', 64)
-  assert head['objective'] == 'classification' and head['model.num_classes'] == 4
-  assert head['data.source'] == 'jsonl:' + compare_tasks.package_file('x')
+  head_task = compare_tasks.classification(classes=4, head=True)
+  overrides = lambda task, family, name='t': compare_tasks.finetune_overrides(name, task, family,
+                                                                              'x')
+  assert overrides(docstring, 'encoder')[0] is None
+  assert 'no decoder' in overrides(docstring, 'encoder')[1]
+  dec, enc_dec = overrides(docstring, 'decoder')[0], overrides(docstring, 'encoder_decoder')[0]
+  assert (dec['data.seq_len'], dec['data.targets_len']) == (121, 20)
+  assert (enc_dec['data.seq_len'], enc_dec['data.targets_len']) == (100, 20)
+  for got in (dec, enc_dec):
+    assert got['objective'] == 'seq2seq' and got['data.pack'] is False
+    assert got['data.source'] == 'jsonl:' + os.path.join('x', 'data', 't', 'train.jsonl')
+    assert got['log.score.file'] == os.path.join('x', 'data', 't', 'test.jsonl')
+    assert got['log.decode.max_new_tokens'] == 20
+  for family in ('encoder_decoder', 'decoder'):
+    text, _ = overrides(package, family, 'package')
+    assert text['objective'] == 'seq2seq' and text['data.targets_key'] == 'name'
+    assert text['log.score.choices'] == os.path.join('x', 'data', 'package', 'labels.json')
+  assert 'head row' in overrides(package, 'encoder')[1]
+  for family in ('encoder', 'decoder'):
+    head, _ = overrides(head_task, family, 'package_head')
+    assert head['objective'] == 'classification' and head['model.num_classes'] == 4
+    assert head['log.score.file'] == os.path.join('x', 'data', 'package_head', 'test.jsonl')
+  assert 'LM head only' in overrides(head_task, 'encoder_decoder')[1]
 
 
 def test_package_examples_and_prefix_pairs():
@@ -143,18 +159,31 @@ def test_package_examples_and_prefix_pairs():
 
 
 # -- results from event files -------------------------------------------------------------------
-def _fake_run(exp_dir, name, scalars, seconds=10.0, decodes=None):
+def _fake_run(exp_dir, name, scalars, seconds=10.0, scores=None):
+  """A finished run: its events, status and (fine-tuning) scored test list per step."""
   run_dir = os.path.join(exp_dir, name)
   with MetricWriter(run_dir) as writer:
     for step, values in scalars:
       writer.scalars(step, values)
   with open(os.path.join(run_dir, 'sweep_status.json'), 'w') as f:
     json.dump({'status': 'done', 'seconds': seconds}, f)
-  if decodes is not None:
-    os.makedirs(os.path.join(run_dir, 'decodes'))
-    for step, rows in decodes.items():
-      with open(os.path.join(run_dir, 'decodes', f'step_{step}.jsonl'), 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in rows)
+  if scores is not None:
+    os.makedirs(os.path.join(run_dir, 'scores'))
+    for step, rows in scores.items():
+      with open(os.path.join(run_dir, 'scores', f'step_{step}.jsonl'), 'w') as f:
+        f.writelines(json.dumps({'id': f'{r.get("id_prefix", "")}{i}', 'tokens': 1,
+                                 'loss': 1.0, **r}) + '\n' for i, r in enumerate(rows))
+
+
+def _records(right, of, loss=1.0, reference='a b', id_prefix=''):
+  """`of` decoded records, the first `right` exact (summed loss `loss` over 1 token each)."""
+  good = {'prediction': reference, 'reference': reference, 'loss': loss, 'id_prefix': id_prefix}
+  bad = {**good, 'prediction': 'x'}
+  return [good] * right + [bad] * (of - right)
+
+
+def _correct(right, of):
+  return [{'correct': 1}] * right + [{'correct': 0}] * (of - right)
 
 
 def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys):
@@ -165,17 +194,11 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
   for cell in ('encdec', 'decoder'):
     for s in range(3):
       _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0 + s})], 20.0)
-      right = {'prediction': 'a  b', 'reference': 'a b', 'input': ''}
-      wrong = {'prediction': 'a', 'reference': 'b', 'input': ''}
-      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}',
-                [(1, {'eval/loss': 9.0}), (2, {'eval/bleu': bleu[cell][s], 'eval/loss': 4.0 + s})],
-                decodes={1: [wrong] * 4, 2: [right] * (s + 1) + [wrong] * (3 - s)})
-      if cell == 'encdec':   # text-to-text classification: the exact match of its decodes
-        n = int(4 * accuracy[cell][s])
-        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/loss': 1.0})],
-                  decodes={2: [right] * n + [wrong] * (4 - n)})
-      else:
-        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/accuracy': accuracy[cell][s]})])
+      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}', [(2, {'test/bleu': bleu[cell][s]})],
+                scores={1: _records(0, 4, loss=9.0), 2: _records(s + 1, 4, loss=4.0 + s)})
+      # text-to-text (ranked label strings) or a head: the share of correct test examples
+      _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'test/loss': 1.0})],
+                scores={2: _correct(int(4 * accuracy[cell][s]), 4)})
   code, out, _ = _main([path, '--workdir', str(tmp_path), '--results', '--seeds', '3'], capsys)
   assert code == 0, out
   table = open(os.path.join(exp_dir, 'comparison.md')).read()
@@ -203,11 +226,6 @@ THREE_CELLS = TWO_CELLS.replace(
     "'data.targets_len': 16},\n")
 
 
-def _decodes(right, of=10, reference='a b'):
-  good = {'prediction': reference, 'reference': reference, 'input': ''}
-  return [good] * right + [{'prediction': 'x', 'reference': reference, 'input': ''}] * (of - right)
-
-
 def _three_cell_experiment(exp_dir):
   """3 seeds of encdec (baseline), decoder, encdec2: BLEU 0 everywhere (at floor); eval loss
   decoder - encdec -1.0, -1.1, -0.9 and encdec2 - decoder +1.5, +1.2, +1.2 (Holm-significant);
@@ -219,15 +237,16 @@ def _three_cell_experiment(exp_dir):
   for cell in loss:
     for s in range(3):
       _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0})])
-      reference = 'c d' if cell == 'decoder' else 'a b'
-      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}',
-                [(2, {'eval/bleu': 0.0, 'eval/loss': loss[cell][s]})],
-                decodes={2: _decodes(exact[cell][s], reference=reference)})
+      other = cell == 'decoder'   # scored on other examples (ids): unpaired
+      _fake_run(exp_dir, f'ft_docstring_{cell}_s{s}', [(2, {'test/bleu': 0.0})],
+                scores={2: _records(exact[cell][s], 10, loss[cell][s],
+                                    id_prefix='d' if other else '')})
       if cell == 'decoder':
-        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/accuracy': accuracy[cell][s]})])
+        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {})],
+                  scores={2: _correct(int(4 * accuracy[cell][s]), 4)})
       else:
-        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {'eval/loss': 1.0})],
-                  decodes={2: _decodes(accuracy[cell][s])})
+        _fake_run(exp_dir, f'ft_package_{cell}_s{s}', [(2, {})],
+                  scores={2: _correct(accuracy[cell][s], 10)})
 
 
 def _csv(path):
@@ -271,12 +290,15 @@ def test_results_compare_all_pairs_with_adjusted_marks_floors_and_per_seed_rows(
   assert float(loss_row['p_raw']) == pytest.approx(0.003318, abs=1e-5)   # t = -17.32, 2 df
   assert float(loss_row['p_holm']) == pytest.approx(9 * 0.003318, abs=1e-4)   # the smallest
   assert float(loss_row['d_z']) == pytest.approx(-10.0) and loss_row['mark'] == '**'
-  assert loss_row['resampled'] == 'seeds'
+  # every metric is per test example now; the decoder's runs scored other ids here
+  assert loss_row['resampled'] == 'seeds+examples unpaired'
+  assert pairs[('docstring', 'loss', 'encdec2', 'encdec')]['resampled'] == 'seeds+examples'
   assert pairs[('docstring', 'bleu', 'decoder', 'encdec')]['note'] == 'both at floor'
   assert pairs[('docstring', 'exact_match', 'encdec2', 'encdec')]['resampled'] == 'seeds+examples'
   assert (pairs[('docstring', 'exact_match', 'decoder', 'encdec')]['resampled']
           == 'seeds+examples unpaired')
-  assert pairs[('package', 'accuracy', 'decoder', 'encdec')]['resampled'] == 'seeds'
+  assert (pairs[('package', 'accuracy', 'decoder', 'encdec')]['resampled']
+          == 'seeds+examples unpaired')   # 4 test examples against 10
   boot = pairs[('package', 'accuracy', 'encdec2', 'encdec')]
   assert -100 <= float(boot['boot_low']) <= float(boot['boot_high']) <= 100
   cells = {(r['cell'], r['task'], r['metric']): r
@@ -293,7 +315,7 @@ def test_results_compare_all_pairs_with_adjusted_marks_floors_and_per_seed_rows(
           ) == ('ft_docstring_decoder_s2', 'done', 80.0, '10', '0')
   head = next(r for r in seeds if (r['cell'], r['metric'], r['pretrain_seed']) ==
               ('decoder', 'accuracy', '0'))
-  assert float(head['value']) == 50.0 and head['examples'] == ''
+  assert float(head['value']) == 50.0 and head['examples'] == '4'
 
 
 def test_nested_fine_tuning_seeds_name_runs_and_average_within_pretraining_seeds(tmp_path,
@@ -312,8 +334,7 @@ def test_nested_fine_tuning_seeds_name_runs_and_average_within_pretraining_seeds
       if f == 0:
         _fake_run(exp_dir, f'pre_{cell}_s{s}', [(4, {'train/tokens_seen': 1000.0})])
       _fake_run(exp_dir, plan.finetune_name('docstring', cell, s, f),
-                [(2, {'eval/bleu': 1.0 + s, 'eval/loss': value})],
-                decodes={2: _decodes(s + f)})
+                [(2, {'test/bleu': 1.0 + s})], scores={2: _records(s + f, 10, value)})
   code, out, _ = _main([path, '--workdir', str(tmp_path), '--results', '--seeds', '2',
                         '--finetune_seeds', '2'], capsys)
   assert code == 0, out

@@ -115,3 +115,25 @@ def test_bad_score_files_are_refused_in_one_line(files, tmp_path):
   config = config_lib.load('configs/t5.py:tiny', {**base, 'log.score.file': str(no_ids)})
   with pytest.raises(ConfigError, match='line 1 has no "id"'):
     scoring.read_examples(config)
+
+
+def _targets(run, batch):
+  """The target text of each row of a seq2seq batch (unpacked: one example a row)."""
+  out = []
+  for r in range(batch['targets'].shape[0]):
+    ids = batch['targets'][r][batch['targets_segment_ids'][r] > 0].tolist()
+    if 'targets_prefix' in batch:
+      ids = ids[int(batch['targets_prefix'][r].sum()):]
+    out.append(run.tokenizer.decode(ids[:-1]))   # without the EOS
+  return out
+
+
+def test_unpacked_fine_tuning_feeds_both_families_the_same_examples(runs):
+  """data.pack=False, one batch size and seed: step k of either family reads the same examples
+  (an encoder-decoder packs far fewer examples than a decoder into a step otherwise)."""
+  (enc_run, _), (dec_run, _) = runs
+  enc_run.config.data.pack = dec_run.config.data.pack = False
+  enc_it, dec_it = enc_run.pipeline('train').iterator(0), dec_run.pipeline('train').iterator(0)
+  for _ in range(3):
+    enc, dec = _targets(enc_run, next(enc_it)), _targets(dec_run, next(dec_it))
+    assert enc == dec and len(enc) == 4 and len(set(enc)) > 1

@@ -69,6 +69,7 @@ class Plan:
   cells: dict = dataclasses.field(default_factory=dict)        # cell -> pretrain overrides
   budget: dict = dataclasses.field(default_factory=dict)       # cell -> accounting row
   skipped: dict = dataclasses.field(default_factory=dict)      # (task, cell) -> reason
+  controls: set = dataclasses.field(default_factory=set)       # cells fine-tuned from scratch
 
   @property
   def tasks(self):
@@ -99,9 +100,10 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1):
     raise ConfigError(f'--scale {scale}: {path} declares scales {", ".join(module.SCALES)}')
   if not hasattr(module, 'CELLS'):   # cells(scale): the cells' overrides at one scale
     module.CELLS = module.cells(scale)
-  if module.BASELINE not in module.CELLS:
+  if module.BASELINE not in module.CELLS or not module.CELLS[module.BASELINE].get('pretrain',
+                                                                                 True):
     raise ConfigError(f'comparison file {path}: BASELINE {module.BASELINE!r} is not one of '
-                      f'the cells ({", ".join(module.CELLS)})')
+                      f'the pretrained cells ({", ".join(module.CELLS)})')
   if seeds < 1:
     raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
   if finetune_seeds < 1:
@@ -111,15 +113,20 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1):
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
   plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
   for cell, overrides in module.CELLS.items():
+    overrides = dict(overrides)
+    if not overrides.pop('pretrain', True):
+      plan.controls.add(cell)
     plan.cells[cell] = _pretrain_overrides(plan, overrides)
   return plan
 
 
 def _pretrain_overrides(plan, cell):
-  """A cell's pretraining overrides; an encoder-decoder prefix LM reads (prefix, continuation)."""
+  """A cell's pretraining overrides. A prefix LM of either family reads the same (prefix,
+  continuation) pairs (one split point per text, drawn once: T5 sec. 3.3.1), as seq2seq: the
+  encoder reads the prefix, or the decoder reads it bidirectionally before the continuation."""
   scale = plan.module.SCALES[plan.scale]
   out = {**scale.get('pretrain', {}), **cell}
-  if out.get('objective') == 'prefix_lm' and out.get('model.family') == 'encoder_decoder':
+  if out.get('objective') == 'prefix_lm':
     out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + compare_tasks.prefix_file(
         os.path.abspath(plan.exp_dir))})
   return out
@@ -159,6 +166,10 @@ def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
                                          else base_steps)
   off = []
   for cell, (row, pinned) in rows.items():
+    if cell in plan.controls:   # not pretrained: no budget to match
+      row.update(steps=0, train_flops=0, budget_ratio=0.0, objective='none (control)')
+      plan.budget[cell] = row
+      continue
     steps = row['steps'] if pinned else max(1, round(budget / row['flops_per_step']))
     row.update(steps=steps, train_flops=row['flops_per_step'] * steps,
                budget_ratio=row['flops_per_step'] * steps / budget)
@@ -180,6 +191,8 @@ def pretrain_runs(plan, tokenizer):
   """The sweep-runner run dicts of the pretraining phase."""
   runs = []
   for cell, overrides in plan.cells.items():
+    if cell in plan.controls:
+      continue
     steps = plan.budget[cell]['steps']
     for seed in range(plan.seeds):
       runs.append({**overrides, 'run_name': plan.pretrain_name(cell, seed), 'train.seed': seed,
@@ -189,36 +202,37 @@ def pretrain_runs(plan, tokenizer):
   return runs
 
 
-def finetune_runs(plan, finished=None):
-  """The fine-tuning run dicts (of pretraining runs in `finished`, all when None); fills
-  plan.skipped with (task, cell): why the cell has no score on that task."""
+def finetune_runs(plan, finished=None, tokenizer=''):
+  """The fine-tuning run dicts (of pretraining runs in `finished`, all when None; a control
+  cell's from random init with `tokenizer`); fills plan.skipped with (task, cell): why the cell
+  has no score on that task."""
   scale = plan.module.SCALES[plan.scale]
   common = scale.get('finetune', {})
   steps = int(common.get('train.steps', 100))
-  eval_steps = int(common.get('train.eval_steps', 4))
-  batch = int(common.get('train.batch_size', 16))
   runs = []
   for task_name, task in plan.tasks.items():
     for cell, pre in plan.cells.items():
       family = pre.get('model.family', 'encoder_decoder')
       reason = task.unavailable()
-      overrides, why = compare_tasks.finetune_overrides(
-          task, family, os.path.abspath(plan.exp_dir), eval_steps * batch)
+      overrides, why = compare_tasks.finetune_overrides(task_name, task, family,
+                                                        os.path.abspath(plan.exp_dir))
       if reason or why:
         plan.skipped[(task_name, cell)] = reason or why
         continue
       model = {k: v for k, v in pre.items() if k.startswith('model.')}
       for seed in range(plan.seeds):
         source = plan.pretrain_name(cell, seed)
-        if finished is not None and source not in finished:
+        if cell in plan.controls:    # no pretraining: random init, the shared tokenizer
+          start = {'data.tokenizer': tokenizer}
+        elif finished is not None and source not in finished:
           continue
+        else:
+          start = {'checkpoint.init_from': os.path.abspath(os.path.join(plan.exp_dir, source))}
         for ft in range(plan.finetune_seeds):
           runs.append({**model, **common, **overrides, 'run_name': plan.finetune_name(
               task_name, cell, seed, ft), 'train.seed': plan.finetune_train_seed(seed, ft),
                        'train.steps': steps, 'train.eval_every': steps, 'checkpoint.every': steps,
-                       'checkpoint.init_from': os.path.abspath(os.path.join(plan.exp_dir,
-                                                                            source)),
-                       **plan.extra})
+                       **start, **plan.extra})
   return runs
 
 
@@ -267,5 +281,5 @@ def execute(plan, args):
   if args.phase in ('all', 'finetune'):
     finished = {r['run_name'] for r in pretrain_runs(plan, tokenizer) if runner.finished_step(
         os.path.join(plan.exp_dir, r['run_name'])) == r['train.steps']}
-    outcome.update(_phase(plan, 'finetune', finetune_runs(plan, finished), args))
+    outcome.update(_phase(plan, 'finetune', finetune_runs(plan, finished, tokenizer), args))
   return outcome

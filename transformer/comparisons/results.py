@@ -49,9 +49,10 @@ def _last(scalars, tag):
   return points[-1][1] if points else None
 
 
-def last_decodes(run_dir):
-  """The {input, prediction, reference} lines of a run's last decodes/step_N.jsonl ([] if none)."""
-  files = glob.glob(os.path.join(run_dir, 'decodes', 'step_*.jsonl'))
+def last_scores(run_dir):
+  """The records of a run's last scores/step_N.jsonl ([] if none): one per test example, see
+  training/scoring.py."""
+  files = glob.glob(os.path.join(run_dir, 'scores', 'step_*.jsonl'))
   if not files:
     return []
   path = max(files, key=lambda p: int(re.findall(r'step_(\d+)', p)[-1]))
@@ -59,55 +60,55 @@ def last_decodes(run_dir):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _same(sample):
-  return ' '.join(sample['prediction'].split()) == ' '.join(sample['reference'].split())
+def _same(record):
+  return ' '.join(record['prediction'].split()) == ' '.join(record['reference'].split())
 
 
-def exact_match(samples):
-  """Percent of samples whose prediction equals the reference (whitespace-normalised)."""
-  if not samples:
+def example_scores(records, metric):
+  """(ids, per-example values whose mean is the run's score) of scored records, or None.
+
+  exact_match and accuracy: 0 / 100 per example; loss: each example's summed loss x N / total
+  scored tokens, so their mean is the loss per scored token (every cell scores the same tokens
+  of the same ids, so paired differences are per-example differences)."""
+  if not records:
     return None
-  return 100.0 * sum(map(_same, samples)) / len(samples)
-
-
-def example_scores(samples):
-  """(keys, per-example exact match 0 / 100) of decoded samples; keys identify the examples
-  across cells: their 'id's where every sample has one, else their normalised references."""
-  if not samples:
-    return None
-  if all('id' in s for s in samples):
-    keys = [str(s['id']) for s in samples]
-  else:
-    keys = [' '.join(s['reference'].split()) for s in samples]
-  return keys, np.array([100.0 * _same(s) for s in samples])
+  ids = [str(r['id']) for r in records]
+  if metric == 'loss':
+    tokens = sum(r['tokens'] for r in records)
+    return ids, np.array([r['loss'] * len(records) / max(tokens, 1) for r in records])
+  if metric == 'exact_match' and all('prediction' in r for r in records):
+    return ids, np.array([100.0 * _same(r) for r in records])
+  if metric == 'accuracy' and all('correct' in r for r in records):
+    return ids, np.array([100.0 * r['correct'] for r in records])
+  return None
 
 
 @dataclasses.dataclass
 class RunScores:
-  """One fine-tuning run's scores: {metric: value} and {metric: (keys, per-example scores)}."""
+  """One fine-tuning run's scores: {metric: value} and {metric: (ids, per-example values)}."""
   pretrain_seed: int
   finetune_seed: int
   run: str
   status: str
   values: dict
   examples: dict
+  tokens: int = 0          # scored tokens of the test list
 
 
 def task_scores(run_dir, task):
-  """({metric: value}, {metric: example_scores}) of one fine-tuning run: BLEU and loss from its
-  events, exact match (and the text-to-text accuracy of an encoder-decoder classifier) from its
-  last decodes (with per-example scores); head accuracy from its events."""
-  scalars, decodes = _scalars(run_dir), last_decodes(run_dir)
+  """({metric: value}, {metric: example_scores}, scored tokens) of one fine-tuning run, from its
+  scored test list (training/scoring.py): BLEU from its test/bleu, the rest per example."""
+  records = last_scores(run_dir)
   out, examples = {}, {}
   for metric in task.metrics:
-    if metric in ('bleu', 'loss'):
-      out[metric] = _last(scalars, f'eval/{metric}')
-    elif metric == 'exact_match' or (metric == 'accuracy' and decodes):
-      out[metric], examples[metric] = exact_match(decodes), example_scores(decodes)
-    elif metric == 'accuracy':
-      value = _last(scalars, 'eval/accuracy')
-      out[metric] = None if value is None else 100.0 * value
-  return out, examples
+    if metric == 'bleu':
+      out[metric] = _last(_scalars(run_dir), 'test/bleu') if records else None
+      continue
+    scored = example_scores(records, metric)
+    if scored is not None:
+      examples[metric] = scored
+      out[metric] = float(np.mean(scored[1]))
+  return out, examples, sum(r['tokens'] for r in records)
 
 
 def _finetune_runs(plan, task_name, task, cell):
@@ -117,9 +118,9 @@ def _finetune_runs(plan, task_name, task, cell):
     for ft in range(plan.finetune_seeds):
       name = plan.finetune_name(task_name, cell, seed, ft)
       run_dir = os.path.join(plan.exp_dir, name)
-      values, examples = task_scores(run_dir, task)
+      values, examples, tokens = task_scores(run_dir, task)
       out.append(RunScores(seed, ft, name, read_status(run_dir).get('status', 'pending'),
-                           values, examples))
+                           values, examples, tokens))
   return out
 
 
@@ -129,7 +130,7 @@ def collect(plan):
   pretrain, runs, scores = {}, {}, {}
   for cell in plan.cells:
     rows = []
-    for seed in range(plan.seeds):
+    for seed in range(0 if cell in plan.controls else plan.seeds):
       run_dir = os.path.join(plan.exp_dir, plan.pretrain_name(cell, seed))
       scalars, status = _scalars(run_dir), read_status(run_dir)
       rows.append({'status': status.get('status', 'pending'), 'seconds': status.get('seconds'),
@@ -214,8 +215,33 @@ def _cell_text(row, key, marks, plan):
   return 'at floor' if row.get(('floor',) + key) else value.text()
 
 
-def markdown(plan, table, comparisons):
-  """comparison.md's tables: the cells, the differences between cells, their bootstraps."""
+def protocol_lines(plan, collected):
+  """What every cell was matched on, per task: the test ids and scored tokens (checked equal
+  across the cells' runs, or the difference named) and the fine-tuning examples."""
+  finetune = plan.module.SCALES[plan.scale].get('finetune', {})
+  seen = int(finetune.get('train.steps', 100)) * int(finetune.get('train.batch_size', 16))
+  lines = []
+  for task in plan.tasks:
+    scored = {(len(next(iter(r.examples.values()))[0]) if r.examples else 0, r.tokens)
+              for (t, _), runs in collected['runs'].items() if t == task for r in runs
+              if r.examples}
+    if not scored:
+      lines.append(f'- {task}: no run scored yet')
+      continue
+    if len(scored) == 1:
+      (n, tokens), = scored
+      what = f'the same {n} test examples ({tokens:,} scored tokens) for every cell'
+    else:
+      what = ('NOT the same test examples / tokens across runs: ' +
+              ', '.join(f'{n} ({t:,})' for n, t in sorted(scored)))
+    lines.append(f'- {task}: {what}; fine-tuned on the same {seen:,} training examples '
+                 '(unpacked rows, same order)')
+  return ['Protocol (comparisons/tasks.py):', *lines]
+
+
+def markdown(plan, table, comparisons, collected):
+  """comparison.md's tables: the cells, the protocol, the differences between cells, their
+  bootstraps."""
   marks, notes = _reasons(plan)
   metrics = _metric_columns(plan)
   names = [f'{t} {METRIC_LABELS.get(m, m)}' for t, m in metrics]
@@ -229,6 +255,7 @@ def markdown(plan, table, comparisons):
              _num(row['tokens_seen']), '' if row['seconds'] is None else f'{row["seconds"]:.0f}']
     cells += [_cell_text(row, key, marks, plan) for key in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  lines += ['', *protocol_lines(plan, collected)]
   runs = '' if plan.finetune_seeds == 1 else (
       f', each the mean of its {plan.finetune_seeds} fine-tuning seeds')
   lines += ['', f'Scores: mean ± 95% Student-t interval over {plan.seeds} pretraining seeds'
@@ -276,7 +303,7 @@ def write_csv(path, plan, table):
 
 
 SEED_FIELDS = ['cell', 'task', 'metric', 'pretrain_seed', 'finetune_seed', 'run', 'status',
-               'value', 'examples']
+               'value', 'examples', 'tokens']
 
 
 def write_seeds_csv(path, plan, collected):
@@ -289,7 +316,8 @@ def write_seeds_csv(path, plan, collected):
         out.append({'cell': cell, 'task': task, 'metric': metric,
                     'pretrain_seed': r.pretrain_seed, 'finetune_seed': r.finetune_seed,
                     'run': r.run, 'status': r.status, 'value': r.values.get(metric),
-                    'examples': '' if examples is None else len(examples[1])})
+                    'examples': '' if examples is None else len(examples[1]),
+                    'tokens': r.tokens or ''})
   _write_rows(path, SEED_FIELDS, out)
 
 
@@ -333,7 +361,7 @@ def write(plan):
   collected = collect(plan)
   comparisons = pairs_lib.compare_all(plan, collected)
   table = rows(plan, collected, comparisons)
-  text = markdown(plan, table, comparisons)
+  text = markdown(plan, table, comparisons, collected)
   with open(os.path.join(plan.exp_dir, 'comparison.md'), 'w') as f:
     f.write(f'# {plan.module.EXPERIMENT} (scale {plan.scale}, {plan.seeds} seeds)\n\n{text}\n')
   write_csv(os.path.join(plan.exp_dir, 'comparison.csv'), plan, table)
