@@ -217,6 +217,16 @@ def test_results_rebuild_tables_with_intervals_from_event_files(tmp_path, capsys
   assert float(rows[('decoder', 'package', 'accuracy')]['mean']) == pytest.approx(50.0)
   assert float(rows[('decoder', 'docstring', 'bleu')]['diff_mean']) == pytest.approx(-2.5)
   assert os.path.getsize(os.path.join(exp_dir, 'comparison.png')) > 1000
+  # the comparison in TensorBoard: the table as text, each cell's mean and band per chart
+  from transformer.monitoring.events import read_events
+  board = read_events(os.path.join(exp_dir, 'comparison_summary'))
+  bleu_mean = board['scalars']['comparison/docstring/bleu/mean']
+  assert [step for step, _ in bleu_mean] == [0, 1]
+  assert bleu_mean[0][1] == pytest.approx(30.5)
+  assert board['scalars']['comparison/docstring/bleu/low'][0][1] == pytest.approx(30.5 - 1.74,
+                                                                                 abs=0.01)
+  assert '30.50 ± 1.74' in board['text']['comparison'][0][1]
+  assert '0. encdec' in board['text']['cells'][0][1]
 
 
 # -- statistics of the tables (issue 23): all pairs, adjusted marks, floors, per-seed rows ------

@@ -19,6 +19,7 @@ Writes into <workdir>/<experiment>/:
                        so every statistic can be recomputed (the examples are in
                        <run>/decodes/step_<last>.jsonl)
   comparison.png       one panel per (task, metric): every cell's runs, mean and interval
+  comparison_summary/  the same in TensorBoard: the table as text, margin charts (board.py)
 """
 
 import csv
@@ -31,6 +32,7 @@ import re
 
 import numpy as np
 
+from transformer.comparisons import board
 from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import stats
 from transformer.sweeps.results import read_status
@@ -369,8 +371,9 @@ def write(plan):
               [pairs_lib.csv_row(c) for c in comparisons])
   write_seeds_csv(os.path.join(plan.exp_dir, 'comparison_seeds.csv'), plan, collected)
   plot(os.path.join(plan.exp_dir, 'comparison.png'), plan, table, collected)
+  board.write(plan, table, text, METRIC_LABELS)
   return (f'{text}\n\nWrote {plan.exp_dir}/comparison.md, comparison.csv, comparison_pairs.csv, '
-          'comparison_seeds.csv, comparison.png')
+          f'comparison_seeds.csv, comparison.png and the TensorBoard run {board.RUN}')
 
 
 def describe(plan):
