@@ -4,7 +4,10 @@ objective comparison (transformer/comparisons/plan.py says what a declaration ho
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
       [--allow_mismatch] [--list] [--slurm] [--phase all|pretrain|finetune] [--index I]
-      [--config.a.b=v ...]
+      [--deterministic] [--config.a.b=v ...]
+
+--deterministic adds --xla_gpu_deterministic_ops=true to XLA_FLAGS for every run (GPU
+reductions in a fixed order: slower, repeatable); manifest.json records the flags in effect.
 """
 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
@@ -14,7 +17,7 @@ import sys
 
 from transformer import cli
 from transformer.comparisons import results as compare_results
-from transformer.comparisons import slurm
+from transformer.comparisons import manifest, slurm
 from transformer.comparisons.plan import SCALE_NAMES, execute, finetune_runs, load, match_budget
 from transformer.errors import ConfigError
 
@@ -34,6 +37,8 @@ def _parser():
   parser.add_argument('--list', action='store_true', help='print the plan and exit')
   parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
   parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
+  parser.add_argument('--deterministic', action='store_true',
+                      help='XLA deterministic GPU ops in every run (XLA_FLAGS; manifest.json)')
   parser.add_argument('--index', type=int, default=None,
                       help='run only run I of --phase (one Slurm array task)')
   return parser
@@ -44,6 +49,8 @@ def main(argv=None):
   args, overrides = _parser().parse(argv)
   if args.index is not None and args.phase == 'all':
     raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
+  if args.deterministic:
+    manifest.deterministic()
   plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
               args.finetune_seeds)
   budget = match_budget(plan, args.allow_mismatch)

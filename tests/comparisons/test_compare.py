@@ -426,3 +426,25 @@ def test_killed_comparison_resumes_without_retraining_finished_runs(tmp_path):
   for run in ('pre_encdec_s1', 'pre_decoder_s0', 'pre_decoder_s1'):
     status = json.loads((tmp_path / 'two' / run / 'sweep_status.json').read_text())
     assert status['status'] == 'done', run
+
+
+def test_manifest_records_code_python_packages_devices_and_data(tmp_path, monkeypatch):
+  from transformer.comparisons import manifest
+  plan = plan_lib.load(_write(tmp_path), 'tiny', 2, str(tmp_path))
+  data_dir = tmp_path / 'two' / 'data'
+  (data_dir / 'docstring').mkdir(parents=True)
+  (data_dir / 'docstring' / 'test.jsonl').write_text('{"id": "a"}\n')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+  manifest.deterministic()
+  manifest.deterministic()   # once only
+  assert os.environ['XLA_FLAGS'] == '--xla_foo=1 --xla_gpu_deterministic_ops=true'
+  got = json.load(open(manifest.write(plan, str(data_dir))))
+  assert got['python']['version'] == sys.version.split()[0]
+  assert got['packages']['jax'] and got['devices']['backend'] == 'cpu'
+  assert got['devices']['xla_flags'].endswith('--xla_gpu_deterministic_ops=true')
+  assert got['data'] == {'docstring/test.jsonl': __import__('hashlib').sha256(
+      b'{"id": "a"}\n').hexdigest()}
+  assert got['tasks'] == {'docstring': 'ran', 'package': 'ran'}
+  assert len(got['code']['commit'] or '') in (0, 40)
+  line = manifest.summary_line(str(tmp_path / 'two'))
+  assert line.startswith('Environment (manifest.json): code ') and '1 data files' in line

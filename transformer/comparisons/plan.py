@@ -47,6 +47,7 @@ import types
 from transformer import config as config_lib
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
+from transformer.comparisons import manifest
 from transformer.comparisons import tasks as compare_tasks
 from transformer.sweeps import runner
 
@@ -275,6 +276,7 @@ def execute(plan, args):
                     for o in plan.cells.values())
   compare_tasks.prepare(plan.exp_dir, plan.tasks, with_prefix)
   tokenizer = shared_tokenizer(plan)
+  manifest.write(plan, os.path.join(plan.exp_dir, compare_tasks.DATA_DIR))
   outcome = {}
   if args.phase in ('all', 'pretrain'):
     outcome.update(_phase(plan, 'pretrain', pretrain_runs(plan, tokenizer), args))

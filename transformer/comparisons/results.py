@@ -33,6 +33,7 @@ import re
 import numpy as np
 
 from transformer.comparisons import board
+from transformer.comparisons import manifest
 from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import stats
 from transformer.sweeps.results import read_status
@@ -269,7 +270,9 @@ def markdown(plan, table, comparisons, collected):
     return '' if cell is None else f'n/a ({marks[(task, cell)]})'
 
   lines += pairs_lib.markdown(plan, comparisons, metrics, names, skipped)
-  return '\n'.join(lines + ([''] + notes if notes else []))
+  environment = manifest.summary_line(plan.exp_dir)
+  return '\n'.join(lines + ([''] + notes if notes else []) + (['', environment] if environment
+                                                              else []))
 
 
 CELL_FIELDS = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'train_flops',
