@@ -434,10 +434,11 @@ def test_manifest_records_code_python_packages_devices_and_data(tmp_path, monkey
   data_dir = tmp_path / 'two' / 'data'
   (data_dir / 'docstring').mkdir(parents=True)
   (data_dir / 'docstring' / 'test.jsonl').write_text('{"id": "a"}\n')
-  monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
   manifest.deterministic()
   manifest.deterministic()   # once only
-  assert os.environ['XLA_FLAGS'] == '--xla_foo=1 --xla_gpu_deterministic_ops=true'
+  assert os.environ['XLA_FLAGS'] == ('--xla_force_host_platform_device_count=1 '
+                                     '--xla_gpu_deterministic_ops=true')
   got = json.load(open(manifest.write(plan, str(data_dir))))
   assert got['python']['version'] == sys.version.split()[0]
   assert got['packages']['jax'] and got['devices']['backend'] == 'cpu'
