@@ -57,6 +57,8 @@ def base_config():
       mlm_probability=0.15,
       noise_density=0.15,            # span corruption
       mean_noise_span_length=3.0,
+      denoise_attention='prefix',    # span corruption on a decoder: the corrupted inputs read
+                                     # bidirectionally (prefix) or left to right (causal)
       prefix_fraction=0.5,           # prefix_lm: split point as a fraction of each example
   ))
 

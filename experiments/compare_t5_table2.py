@@ -22,6 +22,7 @@ small and base are the published T5 sizes (60M, 220M with seq_len 512 / targets 
 --slurm.
 """
 
+from configs import t5
 from transformer.comparisons import classification, generation
 
 BASE = 'configs/t5.py'
@@ -54,18 +55,34 @@ LENGTHS = {'tiny': (128, 32), 'small': (512, 114), 'base': (512, 114)}
 
 
 def cells(scale):
+  """T5 Table 2's ten cells (5 architectures x {denoising, LM objective}) and the BERT row.
+
+  The LM objective: seq2seq on (prefix, continuation) pairs for the encoder-decoders (the plan
+  turns 'prefix_lm' on an encoder_decoder into that), causal_lm on the decoder, prefix_lm on
+  the prefix LM. Denoising on a decoder-only model is span corruption in one stream, its inputs
+  read left to right (LM) or bidirectionally (prefix LM): data.denoise_attention. The L/2 + L/2
+  encoder-decoder costs half the baseline's FLOPs per step, so it declares cost 0.5 and runs the
+  baseline's steps (T5's "cost M/2")."""
   inputs, targets = LENGTHS[scale]
+  half = max(1, t5.SIZES[SCALES[scale]['size']]['num_layers'] // 2)
   enc_dec = {'model.family': 'encoder_decoder', 'data.seq_len': inputs,
              'data.targets_len': targets}
+  # sharing needs unrolled layers (scan is the default above tiny)
+  shared = {**enc_dec, 'model.share_encoder_decoder': True, 'model.scan_layers': False}
+  enc_dec_half = {**enc_dec, 'model.num_layers': half, 'cost': 0.5}
   decoder = {'model.family': 'decoder', 'data.seq_len': inputs + targets}
+  denoise, lm = {'objective': 'span_corruption'}, {'objective': 'prefix_lm'}
   return {
-      'encdec_denoise': {**enc_dec, 'objective': 'span_corruption'},
-      'encdec_shared_denoise': {**enc_dec, 'objective': 'span_corruption',
-                                # sharing needs unrolled layers (scan is the default above tiny)
-                                'model.share_encoder_decoder': True, 'model.scan_layers': False},
-      'encdec_prefix': {**enc_dec, 'objective': 'prefix_lm'},
+      'encdec_denoise': {**enc_dec, **denoise},
+      'encdec_lm': {**enc_dec, **lm},
+      'encdec_shared_denoise': {**shared, **denoise},
+      'encdec_shared_lm': {**shared, **lm},
+      'encdec_half_denoise': {**enc_dec_half, **denoise},
+      'encdec_half_lm': {**enc_dec_half, **lm},
+      'decoder_denoise': {**decoder, **denoise, 'data.denoise_attention': 'causal'},
       'decoder_lm': {**decoder, 'objective': 'causal_lm'},
-      'decoder_prefix': {**decoder, 'objective': 'prefix_lm'},
+      'prefix_denoise': {**decoder, **denoise, 'data.denoise_attention': 'prefix'},
+      'prefix_lm': {**decoder, 'objective': 'prefix_lm'},
       'encoder_mlm': {'model.family': 'encoder', 'data.seq_len': inputs, 'objective': 'mlm'},
   }
 

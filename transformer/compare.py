@@ -3,8 +3,8 @@ objective comparison (transformer/comparisons/plan.py says what a declaration ho
 
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
-      [--allow_mismatch] [--list] [--slurm] [--phase all|pretrain|finetune] [--index I]
-      [--deterministic] [--config.a.b=v ...]
+      [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list] [--slurm]
+      [--phase all|pretrain|finetune] [--index I] [--deterministic] [--config.a.b=v ...]
 
 --deterministic adds --xla_gpu_deterministic_ops=true to XLA_FLAGS for every run (GPU
 reductions in a fixed order: slower, repeatable); manifest.json records the flags in effect.
@@ -18,7 +18,8 @@ import sys
 from transformer import cli
 from transformer.comparisons import results as compare_results
 from transformer.comparisons import manifest, slurm
-from transformer.comparisons.plan import SCALE_NAMES, execute, finetune_runs, load, match_budget
+from transformer.comparisons.plan import (BUDGETS, FLOP_CONVENTIONS, SCALE_NAMES, execute,
+                                          finetune_runs, load, match_budget)
 from transformer.errors import ConfigError
 
 
@@ -33,7 +34,13 @@ def _parser():
   parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
   parser.add_argument('--results', action='store_true', help='only rebuild the tables and plot')
   parser.add_argument('--allow_mismatch', action='store_true',
-                      help='run cells whose pretraining FLOPs are >10%% off the budget')
+                      help='run cells whose pretraining budget is >10%% off their declared cost')
+  parser.add_argument('--budget', default='flops', choices=BUDGETS,
+                      help='what every cell is matched in: training FLOPs x its cost (default) '
+                      'or steps (T5\'s protocol)')
+  parser.add_argument('--flops', default='matmul', choices=FLOP_CONVENTIONS,
+                      help='FLOP convention: matmul (3 x forward matmuls incl. the logits, '
+                      'default), 6n (Kaplan 6N), 6n_attn (6N + attention, PaLM)')
   parser.add_argument('--list', action='store_true', help='print the plan and exit')
   parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
   parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
@@ -52,11 +59,13 @@ def main(argv=None):
   if args.deterministic:
     manifest.deterministic()
   plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
-              args.finetune_seeds)
+              args.finetune_seeds, budget=args.budget, flops=args.flops)
   budget = match_budget(plan, args.allow_mismatch)
+  for line in plan.warnings:
+    print(line)
   nested = f' x {plan.finetune_seeds} fine-tuning seeds' if plan.finetune_seeds > 1 else ''
   print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
-        f'{plan.seeds} seeds{nested}, pretraining budget {budget:.3g} FLOPs each')
+        f'{plan.seeds} seeds{nested}, {compare_results.budget_line(plan, budget)}')
   if args.list or args.slurm:
     finetune_runs(plan)
     if args.slurm:

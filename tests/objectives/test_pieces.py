@@ -8,7 +8,7 @@ from transformer import objectives
 from tests.objectives.test_span_corruption import _reconstruct
 
 PRETRAINING = [('causal_lm', 'decoder'), ('prefix_lm', 'decoder'), ('mlm', 'encoder'),
-               ('span_corruption', 'encoder_decoder')]
+               ('span_corruption', 'encoder_decoder'), ('span_corruption', 'decoder')]
 
 
 @pytest.mark.parametrize('name, family', PRETRAINING)

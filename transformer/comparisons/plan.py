@@ -16,14 +16,23 @@ A declaration file (beside the sweeps) names:
   CELLS        {cell: overrides} (or cells(scale) returning them): model.family, objective,
                sizes and stream lengths of each (architecture, objective); 'objective':
                'prefix_lm' on an encoder_decoder is seq2seq on (prefix, continuation) pairs of
-               the pretraining text
+               the pretraining text; 'cost' (not a config key, default 1): the cell's
+               pretraining FLOPs as a fraction of the baseline's (T5 Table 2's cost column,
+               e.g. 0.5 for the encoder-decoder with L/2 + L/2 layers)
   TASKS        {task: comparisons.generation(...) | classification(...)}
   BASELINE     the cell the paired comparison is against
 
-Budgets: a cell's training FLOPs are FLOPs per token (`transformer.summary`, 3 x forward
-matmuls) x tokens per example x batch size x steps; each cell gets the steps that spend the
-baseline's budget (unless it pins `train.steps`), and a cell more than 10% off the budget is
-refused (one line naming the cells) unless --allow_mismatch. Every pretraining run uses one
+Budgets (--budget flops, the default): a cell's training FLOPs are FLOPs per token under the
+convention --flops names (monitoring/accounting.py: matmul = 3 x forward matmuls with the logits
+at every stream position, 6n = Kaplan's 6N, 6n_attn = 6N + attention as in PaLM) x tokens per
+example x batch size x steps; each cell gets the steps that spend its cost x the baseline's
+budget (unless it pins `train.steps`), and a cell more than 10% off its declared cost is refused
+(one line naming the cells, their ratios and costs) unless --allow_mismatch. --budget steps
+(T5's protocol): every cell runs the baseline's steps (a cell pinning other steps is refused
+likewise) and its FLOPs are only reported. The table shows the steps and the FLOPs under every
+convention; a cell whose logits pass 20% of its matmul FLOPs gets a one-line warning. The model
+vocabulary is the shared tokenizer's size rounded up to a multiple of 128 (as T5's 32,128 for
+32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Every pretraining run uses one
 tokenizer, trained once on the pretraining text plus some downstream text (T5 did the same);
 fine-tuning starts from the pretraining checkpoint with a fresh head
 (`checkpoint.init_from`, which carries that tokenizer along).
@@ -53,6 +62,11 @@ from transformer.sweeps import runner
 
 MATCH_TOLERANCE = 0.10
 SCALE_NAMES = ('tiny', 'small', 'base')
+BUDGETS = ('flops', 'steps')
+FLOP_CONVENTIONS = ('matmul', '6n', '6n_attn')   # accounting.FLOP_CONVENTIONS, in table order
+LOGITS_WARNING = 0.20          # share of a cell's matmul FLOPs spent in the logits
+VOCAB_MULTIPLE = 128           # the model vocabulary: the tokenizer's, rounded up (T5: 32,128)
+VOCAB_EXCESS = 2               # a pinned model vocabulary larger than this x the tokenizer's
 FINETUNE_SEED_STRIDE = 1000
 
 
@@ -69,6 +83,10 @@ class Plan:
   spec: str = ''
   cells: dict = dataclasses.field(default_factory=dict)        # cell -> pretrain overrides
   budget: dict = dataclasses.field(default_factory=dict)       # cell -> accounting row
+  costs: dict = dataclasses.field(default_factory=dict)        # cell -> declared cost ratio
+  budget_kind: str = 'flops'                                   # flops | steps
+  convention: str = 'matmul'                                   # FLOP_CONVENTIONS
+  warnings: list = dataclasses.field(default_factory=list)     # one line each, printed
   skipped: dict = dataclasses.field(default_factory=dict)      # (task, cell) -> reason
   controls: set = dataclasses.field(default_factory=set)       # cells fine-tuned from scratch
 
@@ -90,7 +108,8 @@ class Plan:
     return seed + FINETUNE_SEED_STRIDE * finetune_seed
 
 
-def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1):
+def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flops',
+         flops='matmul'):
   """The Plan of declaration file `path` (ConfigError for a bad declaration)."""
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
@@ -110,15 +129,47 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1):
   if finetune_seeds < 1:
     raise ConfigError(f'--finetune_seeds {finetune_seeds}: give at least 1 fine-tuning run per '
                       'pretraining run')
-  plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds)
+  if budget not in BUDGETS:
+    raise ConfigError(f'--budget {budget}: choose one of {", ".join(BUDGETS)}')
+  if flops not in FLOP_CONVENTIONS:
+    raise ConfigError(f'--flops {flops}: choose one of {", ".join(FLOP_CONVENTIONS)}')
+  plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds, budget_kind=budget,
+              convention=flops)
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
   plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
   for cell, overrides in module.CELLS.items():
     overrides = dict(overrides)
     if not overrides.pop('pretrain', True):
       plan.controls.add(cell)
+    plan.costs[cell] = _cost(path, cell, overrides.pop('cost', 1.0))
     plan.cells[cell] = _pretrain_overrides(plan, overrides)
+  _resolve_vocabulary(plan)
   return plan
+
+
+def _cost(path, cell, cost):
+  """A cell's declared cost ratio, checked: a number > 0."""
+  if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 < cost < float('inf'):
+    raise ConfigError(f'comparison file {path}: cell {cell!r} cost={cost!r}: give its '
+                      "pretraining FLOPs as a positive fraction of the baseline's, e.g. 'cost': 0.5")
+  return float(cost)
+
+
+def _resolve_vocabulary(plan):
+  """Every cell's model.vocab_size: the shared tokenizer's data.vocab_size (the baseline's)
+  rounded up to a multiple of VOCAB_MULTIPLE, unless the cell or the command line pins it; a
+  pinned one more than VOCAB_EXCESS x the tokenizer's is refused (its rows would never be read
+  but would cost parameters and logits FLOPs)."""
+  pieces = int(_config(plan, plan.cells[plan.baseline]).data.vocab_size)
+  rows = -(-pieces // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+  for cell, overrides in plan.cells.items():
+    pinned = {**overrides, **plan.extra}.get('model.vocab_size')
+    if pinned is None:
+      overrides['model.vocab_size'] = rows
+    elif int(pinned) > VOCAB_EXCESS * pieces:
+      raise ConfigError(f'`model.vocab_size={pinned}` (cell {cell}): more than {VOCAB_EXCESS}x '
+                        f'the {pieces}-piece shared tokenizer (data.vocab_size); drop it so the '
+                        f'comparison uses {rows}, or raise data.vocab_size')
 
 
 def _pretrain_overrides(plan, cell):
@@ -137,51 +188,86 @@ def _config(plan, overrides):
   return config_lib.load(plan.spec, {**overrides, **plan.extra})
 
 
-def flops_row(config, steps):
-  """{params, non_embedding, flops_per_step, steps, train_flops, tokens_per_step} of a config."""
+def flops_row(config, steps, convention='matmul'):
+  """{family, objective, params, non_embedding, tokens_per_step, flops_per_step (under
+  `convention`), steps, train_flops, flops: {convention: FLOPs per step}, logits_share (of the
+  matmul FLOPs)} of a config."""
   from transformer.monitoring import accounting  # pylint: disable=import-outside-toplevel
   counts = accounting.count_params(accounting.abstract_model(config))
   flops = accounting.flops_per_token(config)
   tokens = flops['tokens_per_example'] * config.train.batch_size
-  per_step = flops['total_train'] * tokens
+  per_step = {name: accounting.train_flops_per_token(config, name, flops) * tokens
+              for name in FLOP_CONVENTIONS}
   return {'family': config.model.family, 'objective': config.objective,
           'params': counts['total'], 'non_embedding': counts['non_embedding'],
-          'flops_per_step': per_step, 'steps': steps, 'train_flops': per_step * steps,
-          'tokens_per_step': tokens}
+          'flops_per_step': per_step[convention], 'steps': steps,
+          'train_flops': per_step[convention] * steps, 'tokens_per_step': tokens,
+          'flops': per_step, 'logits_share': flops['logits'] / flops['total_forward']}
 
 
-def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
-  """Give every cell the steps that spend the baseline's pretraining FLOPs; fill plan.budget.
-
-  A cell that pins train.steps (in CELLS or on the command line) keeps them and is checked:
-  more than `tolerance` off the budget raises ConfigError naming every such cell."""
-  base_steps = int(plan.module.SCALES[plan.scale]['pretrain_steps'])
+def _rows(plan):
+  """{cell: (flops_row at its configured steps, whether it pins train.steps)}."""
   rows = {}
   for cell, overrides in plan.cells.items():
     config = _config(plan, overrides)
     pinned = 'train.steps' in plan.module.CELLS[cell] or 'train.steps' in plan.extra
-    rows[cell] = (flops_row(config, config.train.steps), pinned)
+    rows[cell] = (flops_row(config, config.train.steps, plan.convention), pinned)
     rows[cell][0]['objective'] = plan.module.CELLS[cell].get('objective', config.objective)
-  base_row = rows[plan.baseline][0]
-  budget = base_row['flops_per_step'] * (base_row['steps'] if rows[plan.baseline][1]
-                                         else base_steps)
+  return rows
+
+
+def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
+  """Give every cell its steps (see the module docstring: --budget flops spends cost x the
+  baseline's FLOPs, --budget steps runs the baseline's steps); fill plan.budget and
+  plan.warnings; returns the baseline's pretraining FLOPs.
+
+  A cell that pins train.steps keeps them and is checked: more than `tolerance` off its
+  declared cost (flops) or the baseline's steps (steps) raises ConfigError naming every such
+  cell."""
+  rows = _rows(plan)
+  base_row, base_pinned = rows[plan.baseline]
+  base_steps = base_row['steps'] if base_pinned else int(
+      plan.module.SCALES[plan.scale]['pretrain_steps'])
+  budget = base_row['flops_per_step'] * base_steps
+  by_flops = plan.budget_kind == 'flops'
   off = []
   for cell, (row, pinned) in rows.items():
     if cell in plan.controls:   # not pretrained: no budget to match
-      row.update(steps=0, train_flops=0, budget_ratio=0.0, objective='none (control)')
+      row.update(steps=0, train_flops=0, budget_ratio=0.0, cost=0.0, objective='none (control)',
+                 flops={k: 0 for k in row['flops']})
       plan.budget[cell] = row
       continue
-    steps = row['steps'] if pinned else max(1, round(budget / row['flops_per_step']))
-    row.update(steps=steps, train_flops=row['flops_per_step'] * steps,
-               budget_ratio=row['flops_per_step'] * steps / budget)
-    if abs(row['budget_ratio'] - 1) > tolerance:
-      off.append(f'{cell} {row["train_flops"]:.3g} ({row["budget_ratio"] - 1:+.0%})')
+    cost = plan.costs[cell]
+    if pinned:
+      steps = row['steps']
+    else:
+      steps = max(1, round(cost * budget / row['flops_per_step'])) if by_flops else base_steps
+    ratio = row['flops_per_step'] * steps / budget
+    row.update(steps=steps, train_flops=row['flops_per_step'] * steps, budget_ratio=ratio,
+               cost=cost, flops={k: v * steps for k, v in row['flops'].items()})
+    if by_flops and abs(ratio / cost - 1) > tolerance:
+      off.append(f'{cell} at {ratio:.2f}x the budget, declared cost {cost:g}')
+    elif not by_flops and abs(steps / base_steps - 1) > tolerance:
+      off.append(f'{cell} at {steps} steps')
+    if row['logits_share'] > LOGITS_WARNING:
+      plan.warnings.append(f'warning: {cell}: the logits are {row["logits_share"]:.0%} of its '
+                           f'matmul FLOPs (over {LOGITS_WARNING:.0%}); its budget depends on '
+                           'the FLOP convention (--flops)')
     plan.budget[cell] = row
   if off and not allow_mismatch:
-    raise ConfigError(f'pretraining FLOPs differ from the budget {budget:.3g} ({plan.baseline}) '
-                      f'by more than {tolerance:.0%}: {", ".join(off)}; let the comparison choose '
-                      'their train.steps, or pass --allow_mismatch')
+    raise ConfigError(_mismatch(plan, budget, base_steps, tolerance, off))
   return budget
+
+
+def _mismatch(plan, budget, base_steps, tolerance, off):
+  if plan.budget_kind == 'steps':
+    return (f'pretraining steps differ from the baseline\'s {base_steps} ({plan.baseline}) by '
+            f'more than {tolerance:.0%}: {", ".join(off)}; let the comparison choose their '
+            'train.steps, or pass --allow_mismatch')
+  return (f'pretraining FLOPs ({plan.convention}) differ from the declared cost x the budget '
+          f'{budget:.3g} ({plan.baseline}) by more than {tolerance:.0%}: {", ".join(off)}; '
+          "let the comparison choose their train.steps, declare the cell's 'cost', or pass "
+          '--allow_mismatch')
 
 
 def _every(steps, parts):

@@ -1,15 +1,19 @@
 """The results of an architecture comparison, rebuilt from the runs' event files and decodes.
 
 Writes into <workdir>/<experiment>/:
-  comparison.md        per cell: parameters, non-embedding parameters, pretraining FLOPs, tokens
-                       seen, wall time, and each downstream score as mean ± 95% interval over
+  comparison.md        a header line naming the budget (equal FLOPs x cost, or equal steps) and
+                       the FLOP convention; per cell: parameters, non-embedding parameters,
+                       pretraining steps, its cost ratio, its FLOPs under every convention
+                       (matmul, 6n, 6n_attn), tokens seen, wall time, and each downstream score as mean ± 95% interval over
                        pretraining seeds (Student t; a bounded metric's interval clipped to its
                        range and then printed as mean [low, high]; 'at floor' where every run
                        scored 0); then the differences between every pair of cells with raw and
                        Holm / Benjamini-Hochberg marks and d_z, and their paired bootstrap over
                        seeds and eval examples (comparisons/pairs.py says what each holds); cells
                        that cannot do a task say why
-  comparison.csv       one row per (cell, task, metric): n (pretraining seeds), runs, mean,
+  comparison.csv       one row per (cell, task, metric): the budget columns (steps, cost,
+                       train_flops under the chosen convention, flops_<convention> for each),
+                       n (pretraining seeds), runs, mean,
                        interval, at_floor, the paired difference to the baseline with its raw,
                        Holm and BH p-values
   comparison_pairs.csv one row per (task, metric, cell, other): every pair, cell - other
@@ -36,6 +40,7 @@ from transformer.comparisons import board
 from transformer.comparisons import manifest
 from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import stats
+from transformer.comparisons.plan import FLOP_CONVENTIONS as FLOP_COLUMNS
 from transformer.sweeps.results import read_status
 
 METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
@@ -242,19 +247,35 @@ def protocol_lines(plan, collected):
   return ['Protocol (comparisons/tasks.py):', *lines]
 
 
+def budget_line(plan, budget):
+  """One line: what the cells are matched in and how FLOPs are counted."""
+  from transformer.monitoring import accounting  # pylint: disable=import-outside-toplevel
+  conv = f'FLOPs counted as {plan.convention} ({accounting.FLOP_CONVENTIONS[plan.convention]})'
+  if plan.budget_kind == 'steps':
+    steps = plan.budget[plan.baseline]['steps'] if plan.budget else '?'
+    return f'budget: equal steps ({steps}, T5\'s protocol); {conv}'
+  return f'budget: cost x {budget:.3g} pretraining FLOPs of {plan.baseline}; {conv}'
+
+
+def _budget_cells(row):
+  return [str(row['steps']), f'{row.get("cost", 1.0):g}'] + [
+      _num(row['flops'][c]) for c in FLOP_COLUMNS]
+
+
 def markdown(plan, table, comparisons, collected):
   """comparison.md's tables: the cells, the protocol, the differences between cells, their
   bootstraps."""
   marks, notes = _reasons(plan)
   metrics = _metric_columns(plan)
   names = [f'{t} {METRIC_LABELS.get(m, m)}' for t, m in metrics]
-  head = ['cell', 'family', 'objective', 'params', 'non-emb params', 'pretrain steps',
-          'train FLOPs', 'tokens seen', 'wall s'] + names
+  head = ['cell', 'family', 'objective', 'params', 'non-emb params', 'pretrain steps', 'cost'] + [
+      f'FLOPs {c}' + (' (budget)' if c == plan.convention and plan.budget_kind == 'flops' else '')
+      for c in FLOP_COLUMNS] + ['tokens seen', 'wall s'] + names
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for row in table:
     cells = [row['cell'] + (' (baseline)' if row['cell'] == plan.baseline else ''),
              row['family'], row['objective'], f'{row["params"]:,}',
-             f'{row["non_embedding"]:,}', str(row['steps']), _num(row['train_flops']),
+             f'{row["non_embedding"]:,}', *_budget_cells(row),
              _num(row['tokens_seen']), '' if row['seconds'] is None else f'{row["seconds"]:.0f}']
     cells += [_cell_text(row, key, marks, plan) for key in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
@@ -275,8 +296,8 @@ def markdown(plan, table, comparisons, collected):
                                                               else []))
 
 
-CELL_FIELDS = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'train_flops',
-               'tokens_seen', 'seconds', 'task', 'metric', 'n', 'runs', 'mean', 'low', 'high',
+CELL_FIELDS = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'cost',
+               'train_flops', 'flops_matmul', 'flops_6n', 'flops_6n_attn', 'tokens_seen', 'seconds', 'task', 'metric', 'n', 'runs', 'mean', 'low', 'high',
                'at_floor', 'diff_mean', 'diff_low', 'diff_high', 'p_raw', 'p_holm', 'p_bh',
                'note']
 
@@ -293,7 +314,8 @@ def write_csv(path, plan, table):
   out = []
   for row in table:
     for task, metric in _metric_columns(plan):
-      line = {**row, 'task': task, 'metric': metric,
+      line = {**row, **{f'flops_{c}': row['flops'][c] for c in FLOP_COLUMNS},
+              'task': task, 'metric': metric,
               'note': plan.skipped.get((task, row['cell']), '')}
       value, diff = row.get((task, metric)), row.get(('vs', task, metric))
       if value is not None:
@@ -368,7 +390,8 @@ def write(plan):
   table = rows(plan, collected, comparisons)
   text = markdown(plan, table, comparisons, collected)
   with open(os.path.join(plan.exp_dir, 'comparison.md'), 'w') as f:
-    f.write(f'# {plan.module.EXPERIMENT} (scale {plan.scale}, {plan.seeds} seeds)\n\n{text}\n')
+    f.write(f'# {plan.module.EXPERIMENT} (scale {plan.scale}, {plan.seeds} seeds; '
+            f'{budget_line(plan, _budget(plan))})\n\n{text}\n')
   write_csv(os.path.join(plan.exp_dir, 'comparison.csv'), plan, table)
   _write_rows(os.path.join(plan.exp_dir, 'comparison_pairs.csv'), pairs_lib.PAIR_FIELDS,
               [pairs_lib.csv_row(c) for c in comparisons])
@@ -379,13 +402,21 @@ def write(plan):
           f'comparison_seeds.csv, comparison.png and the TensorBoard run {board.RUN}')
 
 
+def _budget(plan):
+  """The baseline's pretraining FLOPs under the plan's convention."""
+  base = plan.budget[plan.baseline]
+  return base['flops_per_step'] * base['steps']
+
+
 def describe(plan):
   """The plan as text: each cell's budget, then what is fine-tuned on what and what is not."""
-  lines = [f'{"cell":<24}{"family":<17}{"objective":<17}{"params":>11}{"steps":>7}'
-           f'{"train FLOPs":>13}{"vs budget":>10}']
+  lines = [f'{"cell":<24}{"family":<17}{"objective":<17}{"params":>11}{"steps":>7}{"cost":>6}'
+           + ''.join(f'{"FLOPs " + c:>14}' for c in FLOP_COLUMNS) + f'{"vs budget":>10}']
   for cell, row in plan.budget.items():
     lines.append(f'{cell:<24}{row["family"]:<17}{row["objective"]:<17}{row["params"]:>11,}'
-                 f'{row["steps"]:>7}{row["train_flops"]:>13.3g}{row["budget_ratio"] - 1:>+10.1%}')
+                 f'{row["steps"]:>7}{row.get("cost", 1.0):>6g}'
+                 + ''.join(f'{row["flops"][c]:>14.3g}' for c in FLOP_COLUMNS)
+                 + f'{row["budget_ratio"]:>9.2f}x')
   for task in plan.tasks:
     done = [c for c in plan.cells if (task, c) not in plan.skipped]
     lines.append(f'{task}: fine-tunes {", ".join(done) or "nothing"}' + ''.join(

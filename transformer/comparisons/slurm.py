@@ -14,7 +14,8 @@ def write(plan, args):
             'finetune': len(finetune_runs(plan))}
   base = [sys.executable, '-m', 'transformer.compare', os.path.abspath(plan.path),
           '--workdir', os.path.abspath(os.path.dirname(plan.exp_dir)), '--scale', plan.scale,
-          '--seeds', str(plan.seeds), '--finetune_seeds', str(plan.finetune_seeds)] + (
+          '--seeds', str(plan.seeds), '--finetune_seeds', str(plan.finetune_seeds),
+          '--budget', plan.budget_kind, '--flops', plan.convention] + (
               ['--allow_mismatch'] if args.allow_mismatch else []) + [
                   f'--config.{k}={override_text(v)}' for k, v in plan.extra.items()]
   os.makedirs(plan.exp_dir, exist_ok=True)

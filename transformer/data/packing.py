@@ -27,7 +27,8 @@ What each objective does with a piece (first / last: it starts / ends its docume
                [cls] at position 0); the 15% masking budget is drawn over the whole row
                (`objective.finish_row`), as RoBERTa masks its cross-document rows.
   span corr.   each piece is corrupted on its own (sentinels restart at <extra_id_0>, [eos] in
-               both streams); pieces are sized so that inputs and targets both fit.
+               both streams); pieces are sized so that inputs and targets both fit (on a
+               decoder, so that the one stream [bos] inputs [sep] targets fits).
 Greedy example packing (`batches`, window=1; objectives without pieces): an example goes into
 the current row if every one of its streams still fits, otherwise it starts the next row, and a
 batch ends where the next example starts a fresh row.

@@ -155,6 +155,30 @@ def flops_per_token(config):
   return out
 
 
+FLOP_CONVENTIONS = {
+    'matmul': '3 x forward matmuls, logits at every stream position',
+    '6n': "6 x non-embedding weights (Kaplan et al. 2020's 6N)",
+    '6n_attn': '6N + attention scores (PaLM appendix B: 6N + 12 L H Q T)',
+}
+
+
+def train_flops_per_token(config, convention='matmul', flops=None):
+  """Training FLOPs per output token under a named convention (FLOP_CONVENTIONS):
+
+    matmul    3 x (attention projections + attention scores + MLP + logits), 'total_train'
+    6n        3 x (attention projections + MLP) = 6 x the non-embedding weights each token
+              multiplies (no attention scores, no logits; norms and relative bias left out)
+    6n_attn   6n + 3 x the attention scores (QK^T and AV over the whole key length)
+
+  `flops`: flops_per_token(config) when already computed."""
+  if convention not in FLOP_CONVENTIONS:
+    raise ValueError(f'FLOP convention {convention!r}: choose one of {", ".join(FLOP_CONVENTIONS)}')
+  f = flops or flops_per_token(config)
+  six_n = 3 * (f['attention_projections'] + f['mlp'])
+  return {'matmul': f['total_train'], '6n': six_n,
+          '6n_attn': six_n + 3 * f['attention_scores']}[convention]
+
+
 def _layer_bytes(hp, p, kv_len, cross_len, tokens_ratio, policy):
   """Bytes one block keeps per token for its backward pass (Korthikanti et al. 2022, sec. 4)."""
   d, n, k, h, f = hp.d_model, hp.num_heads, hp.num_kv_heads, hp.head_dim, hp.d_ff

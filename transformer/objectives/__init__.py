@@ -10,6 +10,8 @@ Which objective runs on which model family:
   causal_lm        decoder           next-token prediction, packed
   prefix_lm        decoder           bidirectional prefix, loss on the rest
   span_corruption  encoder_decoder   T5 sentinel denoising
+                   decoder           one stream, inputs [sep] targets, loss on the targets
+                                     (data.denoise_attention: prefix | causal over the inputs)
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text

@@ -19,16 +19,19 @@ import numpy as np
 from transformer.objectives import base, losses
 
 
-def decoder_lm_loss(model, batch, *, deterministic, use_prefix, z_loss=0.0, kernels='tuned'):
+def decoder_lm_loss(model, batch, *, deterministic, use_prefix, prefix_attention=True,
+                    z_loss=0.0, kernels='tuned'):
   """Next-token cross-entropy over the 'targets' stream of a decoder-only model.
 
-  Shared by causal LM, prefix LM and decoder-only seq2seq. With `use_prefix`, the model gets
-  `prefix=batch['targets_prefix']` and positions whose label lies in the prefix get weight 0.
+  Shared by causal LM, prefix LM, decoder-only seq2seq and span corruption. With `use_prefix`,
+  positions whose label lies in batch['targets_prefix'] get weight 0, and (unless
+  `prefix_attention` is False: the prefix read causally) the model gets `prefix=` so the prefix
+  attends to itself bidirectionally.
   """
   tokens_BL = batch['targets']
   segs_BL = batch['targets_segment_ids']
   kwargs = {}
-  if use_prefix:
+  if use_prefix and prefix_attention:
     kwargs['prefix'] = batch['targets_prefix']
   logits_BLV = model(tokens_BL, segs_BL, batch['targets_positions'],
                      deterministic=deterministic, **kwargs)
