@@ -50,6 +50,11 @@ SCALES = {
              'finetune': _LARGE_FINETUNE},
 }
 
+# Scaling (comparisons/scaling.py): the baseline and the decoder LM also run at these widths
+# (the tiny size is 128 wide), each at the baseline's steps, so compute grows with width.
+SIZES = {'tiny': {'xs': {'model.d_model': 64, 'model.num_heads': 2, 'model.d_ff': 256},
+                  'm': {'model.d_model': 192, 'model.num_heads': 6, 'model.d_ff': 768}}}
+
 # Stream lengths (inputs, targets): the decoder-only models read both as one stream.
 LENGTHS = {'tiny': (128, 32), 'small': (512, 114), 'base': (512, 114)}
 
@@ -70,25 +75,32 @@ def cells(scale):
   # sharing needs unrolled layers (scan is the default above tiny)
   shared = {**enc_dec, 'model.share_encoder_decoder': True, 'model.scan_layers': False}
   enc_dec_half = {**enc_dec, 'model.num_layers': half, 'cost': 0.5}
-  decoder = {'model.family': 'decoder', 'data.seq_len': inputs + targets}
+  # one stream [bos] input [sep] target [eos]: the encoder-decoder's two streams + 1
+  decoder = {'model.family': 'decoder', 'data.seq_len': inputs + targets + 1}
   denoise, lm = {'objective': 'span_corruption'}, {'objective': 'prefix_lm'}
+  sizes = {'sizes': tuple(SIZES.get(scale, {}))}
   return {
-      'encdec_denoise': {**enc_dec, **denoise},
+      'encdec_denoise': {**enc_dec, **denoise, **sizes},
       'encdec_lm': {**enc_dec, **lm},
       'encdec_shared_denoise': {**shared, **denoise},
       'encdec_shared_lm': {**shared, **lm},
       'encdec_half_denoise': {**enc_dec_half, **denoise},
       'encdec_half_lm': {**enc_dec_half, **lm},
       'decoder_denoise': {**decoder, **denoise, 'data.denoise_attention': 'causal'},
-      'decoder_lm': {**decoder, 'objective': 'causal_lm'},
+      'decoder_lm': {**decoder, 'objective': 'causal_lm', **sizes},
       'prefix_denoise': {**decoder, **denoise, 'data.denoise_attention': 'prefix'},
-      'prefix_lm': {**decoder, 'objective': 'prefix_lm'},
+      # the encoder-decoder LM's pairs with its cut: source <= inputs - 1, target <= targets - 1
+      'prefix_lm': {**decoder, 'objective': 'prefix_lm', 'data.targets_len': targets},
       'encoder_mlm': {'model.family': 'encoder', 'data.seq_len': inputs, 'objective': 'mlm'},
+      # controls: the same fine-tuning from random init (what the tasks alone teach)
+      'control_encdec': {**enc_dec, **denoise, 'pretrain': False},
+      'control_decoder': {**decoder, 'objective': 'causal_lm', 'pretrain': False},
   }
 
 
 TASKS = {
     'docstring': generation('python_stdlib/docstrings', metrics=('bleu', 'exact_match', 'loss')),
     'translate': generation('gettext_catalogs/en_de', metrics=('bleu', 'loss')),
-    'package': classification(classes=6, per_class=400),
+    'package': classification(classes=6, per_class=400),            # text-to-text, ranked
+    'package_head': classification(classes=6, per_class=400, head=True),   # a fresh head
 }

@@ -4,7 +4,8 @@ objective comparison (transformer/comparisons/plan.py says what a declaration ho
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
       [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list] [--slurm]
-      [--phase all|pretrain|finetune] [--index I] [--deterministic] [--config.a.b=v ...]
+      [--phase all|pretrain|finetune] [--index I] [--tasks A,B] [--deterministic]
+      [--config.a.b=v ...]
 
 --deterministic adds --xla_gpu_deterministic_ops=true to XLA_FLAGS for every run (GPU
 reductions in a fixed order: slower, repeatable); manifest.json records the flags in effect.
@@ -44,6 +45,8 @@ def _parser():
   parser.add_argument('--list', action='store_true', help='print the plan and exit')
   parser.add_argument('--slurm', action='store_true', help='write sbatch arrays for both phases')
   parser.add_argument('--phase', default='all', choices=('all', 'pretrain', 'finetune'))
+  parser.add_argument('--tasks', default='',
+                      help='comma list: only these of the declaration\'s TASKS (default all)')
   parser.add_argument('--deterministic', action='store_true',
                       help='XLA deterministic GPU ops in every run (XLA_FLAGS; manifest.json)')
   parser.add_argument('--index', type=int, default=None,
@@ -59,7 +62,8 @@ def main(argv=None):
   if args.deterministic:
     manifest.deterministic()
   plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
-              args.finetune_seeds, budget=args.budget, flops=args.flops)
+              args.finetune_seeds, budget=args.budget, flops=args.flops,
+              tasks=[t for t in args.tasks.split(',') if t])
   budget = match_budget(plan, args.allow_mismatch)
   for line in plan.warnings:
     print(line)

@@ -40,10 +40,11 @@ TASKS = {'package': classification(classes=3, per_class=40, inputs_len=32)}
 def test_the_grid_has_t5s_ten_cells_and_bert_all_within_their_budget(tmp_path, capsys):
   code, out, err = _main([T5_TABLE2, '--workdir', str(tmp_path), '--list'], capsys)
   assert code == 0, err
-  assert '11 cells' in out and all(f'\n{cell} ' in out for cell in GRID)
+  # the grid, its baseline and decoder LM at two more sizes, two controls
+  assert '17 cells' in out and all(f'\n{cell} ' in out for cell in GRID)
   assert not os.path.exists(tmp_path / 'compare_t5_table2')    # --list writes nothing
   plan = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path))
-  assert list(plan.cells) == GRID
+  assert [c for c in plan.cells if '@' not in c and not c.startswith('control_')] == GRID
   budget = plan_lib.match_budget(plan)
   base = plan.budget['encdec_denoise']
   for cell in ('encdec_half_denoise', 'encdec_half_lm'):
@@ -80,14 +81,15 @@ def test_a_bad_cost_is_one_line(tmp_path, capsys):
 def test_budget_steps_and_flop_conventions(tmp_path):
   steps = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path), budget='steps')
   plan_lib.match_budget(steps)
-  assert {row['steps'] for row in steps.budget.values()} == {240}
+  assert {row['steps'] for c, row in steps.budget.items() if c not in steps.controls} == {240}
   assert steps.budget['decoder_lm']['budget_ratio'] > 1.2    # reported, not refused
   kaplan = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path), flops='6n')
   plan_lib.match_budget(kaplan)
   matmul = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path))
   plan_lib.match_budget(matmul)
-  # the figures: equal steps 240, matmul count 189, Kaplan's 6N 280
-  assert (matmul.budget['decoder_lm']['steps'], kaplan.budget['decoder_lm']['steps']) == (189, 280)
+  # the figures (equal steps 240, matmul count 189, Kaplan's 6N 280) for the 160-token
+  # stream; the decoder's stream is 161 now (the encoder-decoder's two streams + 1: same cut)
+  assert (matmul.budget['decoder_lm']['steps'], kaplan.budget['decoder_lm']['steps']) == (187, 278)
   row = matmul.budget['decoder_lm']
   assert set(row['flops']) == {'matmul', '6n', '6n_attn'}
   assert row['flops']['matmul'] == row['train_flops']
@@ -97,10 +99,11 @@ def test_budget_steps_and_flop_conventions(tmp_path):
 def test_logits_warning_is_one_line_per_cell(tmp_path, capsys):
   code, out, _ = _main([T5_TABLE2, '--workdir', str(tmp_path), '--list'], capsys)
   warned = [line for line in out.splitlines() if line.startswith('warning:')]
-  assert code == 0 and len(warned) == 4       # the decoder-only cells: 36% in the logits
-  assert all('36%' in line and 'matmul' in line for line in warned)
-  assert {line.split(':')[1].strip() for line in warned} == {
-      'decoder_denoise', 'decoder_lm', 'prefix_denoise', 'prefix_lm'}
+  # the decoder-only cells (36% in the logits; 48% and 28% at widths 64 and 192)
+  assert code == 0 and len(warned) == 6 and all('matmul' in line for line in warned)
+  shares = {line.split(':')[1].strip(): line.split('are ')[1].split('%')[0] for line in warned}
+  assert shares == {'decoder_denoise': '36', 'decoder_lm': '36', 'prefix_denoise': '36',
+                    'prefix_lm': '36', 'decoder_lm@xs': '48', 'decoder_lm@m': '28'}
 
 
 def test_flop_conventions_by_hand():
@@ -126,7 +129,7 @@ def test_model_vocabulary_is_the_shared_tokenizers(tmp_path, scale):
   plan_lib.match_budget(plan)
   if scale == 'small':   # the figures: 48.3M, not 60.5M; the decoder 63,448 steps
     assert plan.budget['encdec_denoise']['params'] == 48_251_392
-    assert plan.budget['decoder_lm']['steps'] == 63_448
+    assert plan.budget['decoder_lm']['steps'] == 63_332   # 63,448 for a 626-token stream; 627
   runs = plan_lib.finetune_runs(plan)
   assert {r['model.vocab_size'] for r in runs} == {8192}
 

@@ -4,8 +4,8 @@ checkpoint on the same downstream tasks with the same budget, over seeds; compar
 
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
-      [--allow_mismatch] [--list] [--slurm] [--phase all|pretrain|finetune] [--index I]
-      [--config.a.b=v ...]
+      [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list]
+      [--slurm] [--phase all|pretrain|finetune] [--index I] [--deterministic] [--config.a.b=v ...]
 
 A declaration file (beside the sweeps) names:
   EXPERIMENT   the experiment directory: every run of both phases lives in
@@ -15,10 +15,15 @@ A declaration file (beside the sweeps) names:
                budget), 'pretrain' and 'finetune' (overrides of every run of the phase)}}
   CELLS        {cell: overrides} (or cells(scale) returning them): model.family, objective,
                sizes and stream lengths of each (architecture, objective); 'objective':
-               'prefix_lm' on an encoder_decoder is seq2seq on (prefix, continuation) pairs of
-               the pretraining text; 'cost' (not a config key, default 1): the cell's
-               pretraining FLOPs as a fraction of the baseline's (T5 Table 2's cost column,
-               e.g. 0.5 for the encoder-decoder with L/2 + L/2 layers)
+               'prefix_lm' (either family) is seq2seq on the (prefix, continuation) pairs of
+               the pretraining text, one split per text for both; three keys are not config
+               keys: 'cost' (default 1) the cell's pretraining FLOPs as a fraction of the
+               baseline's (T5 Table 2's cost column, e.g. 0.5 for the encoder-decoder with
+               L/2 + L/2 layers); 'pretrain': False a control: fine-tuned from random init
+               with the same tokenizer (what the task alone gives); 'sizes': ('xs', ...) the
+               cell also runs at these SIZES (rows <cell>@<size>; scaling.py fits them)
+  SIZES        optional {scale: {size: overrides}}: model sizes a cell may list (the baseline
+               must list every size a cell does: each size's budget is the baseline's there)
   TASKS        {task: comparisons.generation(...) | classification(...)}
   BASELINE     the cell the paired comparison is against
 
@@ -32,10 +37,11 @@ budget (unless it pins `train.steps`), and a cell more than 10% off its declared
 likewise) and its FLOPs are only reported. The table shows the steps and the FLOPs under every
 convention; a cell whose logits pass 20% of its matmul FLOPs gets a one-line warning. The model
 vocabulary is the shared tokenizer's size rounded up to a multiple of 128 (as T5's 32,128 for
-32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Every pretraining run uses one
-tokenizer, trained once on the pretraining text plus some downstream text (T5 did the same);
-fine-tuning starts from the pretraining checkpoint with a fresh head
-(`checkpoint.init_from`, which carries that tokenizer along).
+32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Every run
+uses one tokenizer, trained once on the pretraining text plus the tasks' training text (never
+their test text: comparisons/corpora.py); fine-tuning starts from the pretraining checkpoint
+with a fresh head (`checkpoint.init_from`, which carries that tokenizer along) and follows the
+one protocol of comparisons/tasks.py.
 
 Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
 completed runs are skipped and interrupted ones resume, so a killed comparison picks up where
@@ -56,7 +62,7 @@ import types
 from transformer import config as config_lib
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
-from transformer.comparisons import manifest
+from transformer.comparisons import manifest, scaling
 from transformer.comparisons import tasks as compare_tasks
 from transformer.sweeps import runner
 
@@ -89,10 +95,17 @@ class Plan:
   warnings: list = dataclasses.field(default_factory=list)     # one line each, printed
   skipped: dict = dataclasses.field(default_factory=dict)      # (task, cell) -> reason
   controls: set = dataclasses.field(default_factory=set)       # cells fine-tuned from scratch
+  only_tasks: tuple = ()                                       # --tasks (all when empty)
+
+  def declared(self, cell):
+    """The declaration's overrides of `cell` (of its base cell for `<cell>@<size>`)."""
+    return self.module.CELLS[scaling.split(cell)[0]]
 
   @property
   def tasks(self):
-    return self.module.TASKS
+    """The declaration's TASKS, or those --tasks names."""
+    return {k: v for k, v in self.module.TASKS.items()
+            if not self.only_tasks or k in self.only_tasks}
 
   @property
   def baseline(self):
@@ -109,9 +122,14 @@ class Plan:
 
 
 def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flops',
-         flops='matmul'):
-  """The Plan of declaration file `path` (ConfigError for a bad declaration)."""
+         flops='matmul', tasks=()):
+  """The Plan of declaration file `path` (ConfigError for a bad declaration); `tasks`: run
+  only these of its TASKS."""
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
+  unknown = sorted(set(tasks) - set(getattr(module, 'TASKS', {})))
+  if unknown:
+    raise ConfigError(f'--tasks {",".join(unknown)}: {path} declares tasks '
+                      f'{", ".join(getattr(module, "TASKS", {}))}')
   for attr in ('SCALES', 'TASKS', 'BASELINE'):
     if not hasattr(module, attr):
       raise ConfigError(f'comparison file {path}: define {attr} '
@@ -134,15 +152,30 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flop
   if flops not in FLOP_CONVENTIONS:
     raise ConfigError(f'--flops {flops}: choose one of {", ".join(FLOP_CONVENTIONS)}')
   plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds, budget_kind=budget,
-              convention=flops)
+              convention=flops, only_tasks=tuple(tasks))
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
   plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
+  sizes = getattr(module, 'SIZES', {}).get(scale, {})
   for cell, overrides in module.CELLS.items():
     overrides = dict(overrides)
-    if not overrides.pop('pretrain', True):
-      plan.controls.add(cell)
-    plan.costs[cell] = _cost(path, cell, overrides.pop('cost', 1.0))
-    plan.cells[cell] = _pretrain_overrides(plan, overrides)
+    listed = overrides.pop('sizes', ())
+    control = not overrides.pop('pretrain', True)
+    cost = _cost(path, cell, overrides.pop('cost', 1.0))
+    for size in ('', *listed):
+      if size and size not in sizes:
+        raise ConfigError(f'comparison file {path}: cell {cell!r} lists size {size!r}; SIZES'
+                          f'[{scale!r}] declares {", ".join(sizes) or "none"}')
+      name = f'{cell}{scaling.SEP}{size}' if size else cell
+      plan.costs[name] = cost
+      if control:
+        plan.controls.add(name)
+      plan.cells[name] = _pretrain_overrides(plan, {**overrides, **sizes.get(size, {})})
+  missing = {scaling.split(c)[1] for c in plan.cells} - {
+      scaling.split(c)[1] for c in plan.cells if scaling.split(c)[0] == module.BASELINE}
+  if missing:
+    raise ConfigError(f'comparison file {path}: cells run at size(s) {", ".join(sorted(missing))} '
+                      f'that BASELINE {module.BASELINE!r} does not list; add them to its '
+                      "'sizes' (each size's budget is the baseline's at that size)")
   _resolve_vocabulary(plan)
   return plan
 
@@ -210,9 +243,10 @@ def _rows(plan):
   rows = {}
   for cell, overrides in plan.cells.items():
     config = _config(plan, overrides)
-    pinned = 'train.steps' in plan.module.CELLS[cell] or 'train.steps' in plan.extra
+    declared = plan.declared(cell)
+    pinned = 'train.steps' in declared or 'train.steps' in plan.extra
     rows[cell] = (flops_row(config, config.train.steps, plan.convention), pinned)
-    rows[cell][0]['objective'] = plan.module.CELLS[cell].get('objective', config.objective)
+    rows[cell][0]['objective'] = declared.get('objective', config.objective)
   return rows
 
 
@@ -229,9 +263,13 @@ def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
   base_steps = base_row['steps'] if base_pinned else int(
       plan.module.SCALES[plan.scale]['pretrain_steps'])
   budget = base_row['flops_per_step'] * base_steps
+  # a cell at another size is matched against the baseline at that size (scaling.py)
+  budgets = {scaling.split(c)[1]: rows[c][0]['flops_per_step'] * base_steps
+             for c in rows if scaling.split(c)[0] == plan.baseline}
   by_flops = plan.budget_kind == 'flops'
   off = []
   for cell, (row, pinned) in rows.items():
+    size_budget = budgets[scaling.split(cell)[1]]
     if cell in plan.controls:   # not pretrained: no budget to match
       row.update(steps=0, train_flops=0, budget_ratio=0.0, cost=0.0, objective='none (control)',
                  flops={k: 0 for k in row['flops']})
@@ -241,8 +279,9 @@ def match_budget(plan, allow_mismatch=False, tolerance=MATCH_TOLERANCE):
     if pinned:
       steps = row['steps']
     else:
-      steps = max(1, round(cost * budget / row['flops_per_step'])) if by_flops else base_steps
-    ratio = row['flops_per_step'] * steps / budget
+      steps = (max(1, round(cost * size_budget / row['flops_per_step'])) if by_flops
+               else base_steps)
+    ratio = row['flops_per_step'] * steps / size_budget
     row.update(steps=steps, train_flops=row['flops_per_step'] * steps, budget_ratio=ratio,
                cost=cost, flops={k: v * steps for k, v in row['flops'].items()})
     if by_flops and abs(ratio / cost - 1) > tolerance:

@@ -39,6 +39,7 @@ import numpy as np
 from transformer.comparisons import board
 from transformer.comparisons import manifest
 from transformer.comparisons import pairs as pairs_lib
+from transformer.comparisons import scaling
 from transformer.comparisons import stats
 from transformer.comparisons.plan import FLOP_CONVENTIONS as FLOP_COLUMNS
 from transformer.sweeps.results import read_status
@@ -291,6 +292,7 @@ def markdown(plan, table, comparisons, collected):
     return '' if cell is None else f'n/a ({marks[(task, cell)]})'
 
   lines += pairs_lib.markdown(plan, comparisons, metrics, names, skipped)
+  lines += scaling.markdown(plan, collected, METRIC_LABELS)
   environment = manifest.summary_line(plan.exp_dir)
   return '\n'.join(lines + ([''] + notes if notes else []) + (['', environment] if environment
                                                               else []))

@@ -10,13 +10,14 @@ from transformer.sweeps.runner import REPO, override_text
 
 def write(plan, args):
   """Two sbatch arrays (pretrain, then fine-tune after it) and submit.sh chaining them."""
-  counts = {'pretrain': len(plan.cells) * plan.seeds,
+  counts = {'pretrain': len(set(plan.cells) - plan.controls) * plan.seeds,
             'finetune': len(finetune_runs(plan))}
   base = [sys.executable, '-m', 'transformer.compare', os.path.abspath(plan.path),
           '--workdir', os.path.abspath(os.path.dirname(plan.exp_dir)), '--scale', plan.scale,
           '--seeds', str(plan.seeds), '--finetune_seeds', str(plan.finetune_seeds),
           '--budget', plan.budget_kind, '--flops', plan.convention] + (
-              ['--allow_mismatch'] if args.allow_mismatch else []) + [
+              ['--allow_mismatch'] if args.allow_mismatch else []) + (
+                  ['--tasks', ','.join(plan.only_tasks)] if plan.only_tasks else []) + [
                   f'--config.{k}={override_text(v)}' for k, v in plan.extra.items()]
   os.makedirs(plan.exp_dir, exist_ok=True)
   for phase, n in counts.items():
