@@ -87,3 +87,16 @@ def test_markdown_reports_each_sized_cell_against_the_baseline():
   assert set(rows) == {'cell', 'decoder', 'encdec'}        # 'other' has one size: no fit
   assert '-0.5 [-0.5, -0.5] per 10x (2 sizes, 4 runs) | 1 (baseline)' in rows['encdec']
   assert '3.16x |' in rows['decoder']
+
+
+def test_the_one_variable_template_plans_every_value_at_every_size(tmp_path):
+  import os
+  path = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'compare_positions.py')
+  plan = plan_lib.load(path, 'tiny', 1, str(tmp_path))
+  plan_lib.match_budget(plan)
+  assert len(plan.cells) == 9 and {o['model.positions'] for o in plan.cells.values()} == {
+      'relative', 'rotary', 'learned'}
+  for cell, row in plan.budget.items():   # one variable: same steps and FLOPs within 1% per size
+    reference = plan.budget['relative' + cell[len(cell.split('@')[0]):]]
+    assert row['steps'] == reference['steps'] == 200
+    assert row['train_flops'] == pytest.approx(reference['train_flops'], rel=0.01)
