@@ -66,6 +66,22 @@ def test_jsonl_source_and_missing_field(tmp_path, small_tokenizer):
   assert '\n' not in str(e.value) and 'de' in str(e.value)
 
 
+def test_local_validation_split_is_never_empty(tmp_path):
+  """A small file whose lines all hash to train still gives validation a line (its lowest-hash
+  one, as stdlib_corpus.validation_ids does for TFDS), so evaluation has examples; bigger files
+  keep the plain ~5% hash split."""
+  from transformer.data import stdlib_corpus  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps({'text': f'line {i}\nsecond line', 'label': 0}) for i in range(200)]
+  lines = [line for line in lines if not stdlib_corpus.is_validation(line)][:30]
+  path = tmp_path / 'small.jsonl'
+  path.write_text('\n'.join(lines) + '\n')
+  config = make_config(tmp_path, source=f'jsonl:{path}')
+  source = data_lib.get_source(config)
+  assert len(source.records['validation']) == 1 and len(source.records['train']) == 29
+  assert data_lib.get_source(config).records == source.records      # the same line every time
+  assert all(r['text'].endswith('\nsecond line') for r in source.records['train'])
+
+
 def test_errors_are_one_line(tmp_path):
   _one_line_error(make_config(tmp_path, source=f'text:{tmp_path}/none/*.txt'),
                   match='`data.source')

@@ -219,7 +219,8 @@ def _is_local_validation(line):
 
 
 class LocalSource(Source):
-  """`text:` / `jsonl:` files, read into memory once; ~5% of lines (by hash) are validation."""
+  """`text:` / `jsonl:` files, read into memory once; ~5% of lines (by hash) are validation,
+  never none for 2+ lines (stdlib_corpus.validation_ids: then the lowest-hash line)."""
 
   def __init__(self, config, kind, pattern):
     self.config = config
@@ -232,14 +233,16 @@ class LocalSource(Source):
     self.records = {'train': [], 'validation': []}
     self.label_key = _configured_key(config, 'label') or 'label'
     self._bad_label = None   # (path, line number, value) of the first label that is no class id
+    lines = []
     for path in self.paths:
       with open(path, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-          line = line.rstrip('\n')
-          if not line.strip():
-            continue
-          split = 'validation' if _is_local_validation(line) else 'train'
-          self.records[split].append(self._parse(line, path, lineno))
+        lines += [(line.rstrip('\n'), path, lineno) for lineno, line in enumerate(f, 1)
+                  if line.strip()]
+    chosen = stdlib_corpus.validation_ids((line for line, _, _ in lines),
+                                          LOCAL_VALIDATION_PERCENT)
+    for line, path, lineno in lines:
+      split = 'validation' if line in chosen else 'train'
+      self.records[split].append(self._parse(line, path, lineno))
 
   def _parse(self, line, path, lineno):
     if self.kind == 'text':
