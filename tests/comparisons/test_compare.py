@@ -15,6 +15,7 @@ import pytest
 from transformer.monitoring.writer import MetricWriter
 from transformer import compare
 from transformer.comparisons import plan as plan_lib
+from transformer.comparisons import corpora
 from transformer.comparisons import stats
 from transformer.comparisons import tasks as compare_tasks
 
@@ -158,12 +159,12 @@ def test_package_examples_and_prefix_pairs():
   files = [(f'{pkg}/mod{i}.py', f'def f{i}(x):\n  """Return the {pkg} value of x."""\n  return x\n')
            for pkg, n in (('big', 5), ('mid', 3), ('small', 1)) for i in range(n)]
   files.append(('toplevel.py', 'def g(x):\n  """A top-level module function."""\n  return x\n'))
-  records = compare_tasks.package_examples(2, 4, files)
+  records = corpora.package_examples(2, 4, files)
   assert sorted({(r['name'], r['label']) for r in records}) == [('big', 0), ('mid', 1)]
   assert sum(r['name'] == 'big' for r in records) == 4   # capped per class
   assert all('"""' not in r['text'] and r['text'].startswith('def ') for r in records)
   text = ' '.join(f'word{i}' for i in range(400))
-  (pair,) = compare_tasks.prefix_pairs([text], max_chars=100)
+  (pair,) = corpora.prefix_pairs([text], max_chars=100)
   assert len(pair['inputs']) <= 100 and text.count(pair['inputs'] + ' ' + pair['targets']) == 1
   assert text.endswith(pair['targets'])   # the continuation starts right after the prefix
 

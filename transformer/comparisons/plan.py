@@ -37,9 +37,12 @@ budget (unless it pins `train.steps`), and a cell more than 10% off its declared
 likewise) and its FLOPs are only reported. The table shows the steps and the FLOPs under every
 convention; a cell whose logits pass 20% of its matmul FLOPs gets a one-line warning. The model
 vocabulary is the shared tokenizer's size rounded up to a multiple of 128 (as T5's 32,128 for
-32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Every run
-uses one tokenizer, trained once on the pretraining text plus the tasks' training text (never
-their test text: comparisons/corpora.py); fine-tuning starts from the pretraining checkpoint
+32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Pretraining
+reads the comparison's own text (comparisons/corpora.py: the standard library's docstrings less
+~15% of its module files, which the tasks' test examples come from), and a cell passing ~4
+epochs of it gets a one-line warning. Every run uses one tokenizer, trained once on that text
+plus the tasks' training text (never their test text, so the tokenizer has not read what is
+scored); fine-tuning starts from the pretraining checkpoint
 with a fresh head (`checkpoint.init_from`, which carries that tokenizer along) and follows the
 one protocol of comparisons/tasks.py.
 
@@ -62,7 +65,7 @@ import types
 from transformer import config as config_lib
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
-from transformer.comparisons import manifest, scaling
+from transformer.comparisons import corpora, manifest, scaling
 from transformer.comparisons import tasks as compare_tasks
 from transformer.sweeps import runner
 
@@ -211,9 +214,11 @@ def _pretrain_overrides(plan, cell):
   encoder reads the prefix, or the decoder reads it bidirectionally before the continuation."""
   scale = plan.module.SCALES[plan.scale]
   out = {**scale.get('pretrain', {}), **cell}
+  exp_dir = os.path.abspath(plan.exp_dir)
+  if 'data.source' not in out:   # the pretraining text without the held-out module files
+    out.update({'data.source': 'jsonl:' + corpora.pretrain_file(exp_dir), 'data.text_key': 'text'})
   if out.get('objective') == 'prefix_lm':
-    out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + compare_tasks.prefix_file(
-        os.path.abspath(plan.exp_dir))})
+    out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + corpora.prefix_file(exp_dir)})
   return out
 
 
@@ -373,13 +378,21 @@ def shared_tokenizer(plan):
   """The one SentencePiece model of every pretraining run, trained once (and copied into
   <experiment>/data/tokenizer.model so the comparison is self-contained)."""
   from transformer import data  # pylint: disable=import-outside-toplevel
-  kept = os.path.join(os.path.abspath(plan.exp_dir), compare_tasks.DATA_DIR, 'tokenizer.model')
+  kept = corpora.data_path(os.path.abspath(plan.exp_dir), 'tokenizer.model')
   if not os.path.exists(kept):
-    text = 'text:' + os.path.abspath(compare_tasks.tokenizer_file(plan.exp_dir))
+    text = 'text:' + os.path.abspath(corpora.tokenizer_file(plan.exp_dir))
     config = _config(plan, {**plan.cells[plan.baseline], 'data.source': text})
     with atomic_write(kept) as tmp:
       shutil.copyfile(data.get_tokenizer(config).model_path, tmp)
   return kept
+
+
+def epochs_warnings(plan, tokenizer):
+  """corpora.epochs_warning of every cell of plan.budget against the pretraining text's tokens."""
+  corpus = corpora.corpus_tokens(os.path.abspath(plan.exp_dir), tokenizer)
+  found = (corpora.epochs_warning(row['tokens_per_step'] * row['steps'], corpus, name=cell)
+           for cell, row in plan.budget.items())
+  return [line for line in found if line]
 
 
 def _phase(plan, name, runs, args):
@@ -397,11 +410,13 @@ def _phase(plan, name, runs, args):
 
 def execute(plan, args):
   """Prepare the data and tokenizer, pretrain, fine-tune what pretrained; {run: status}."""
-  with_prefix = any(o.get('data.source', '').startswith('jsonl:')
-                    for o in plan.cells.values())
-  compare_tasks.prepare(plan.exp_dir, plan.tasks, with_prefix)
+  prefix = 'jsonl:' + corpora.prefix_file(os.path.abspath(plan.exp_dir))
+  with_prefix = any(o.get('data.source') == prefix for o in plan.cells.values())
+  corpora.prepare(plan.exp_dir, plan.tasks, with_prefix)
   tokenizer = shared_tokenizer(plan)
-  manifest.write(plan, os.path.join(plan.exp_dir, compare_tasks.DATA_DIR))
+  for line in epochs_warnings(plan, tokenizer):
+    print(line, flush=True)
+  manifest.write(plan, corpora.data_path(plan.exp_dir))
   outcome = {}
   if args.phase in ('all', 'pretrain'):
     outcome.update(_phase(plan, 'pretrain', pretrain_runs(plan, tokenizer), args))

@@ -29,11 +29,9 @@ One protocol for every family (what a row of the table may be compared on):
 """
 
 import dataclasses
-import json
 import os
 
-from transformer.data import gettext_corpus, stdlib_corpus
-from transformer.files import atomic_write
+from transformer.data import gettext_corpus
 
 GENERATION, CLASSIFICATION = 'generation', 'classification'
 DATA_DIR = 'data'   # inside the experiment directory
@@ -110,104 +108,3 @@ def finetune_overrides(task_name, task, family, exp_dir):
           if task.kind == CLASSIFICATION else
           {'data.inputs_key': 'inputs', 'data.targets_key': 'targets'})
   return {'objective': 'seq2seq', **stream_lengths(task, family), **keys, **common}, None
-
-
-# -- derived corpora ------------------------------------------------------------------------------
-def _write_jsonl(path, records):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:   # Slurm tasks at once
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + '\n')
-  return path
-
-
-def _unit(key):
-  """A stable number in [0, 1) from a string (md5, not Python's salted hash)."""
-  return stdlib_corpus.stable_hash(key) / 2 ** 32
-
-
-def package_file(exp_dir):
-  return os.path.join(exp_dir, DATA_DIR, 'stdlib_package.jsonl')
-
-
-def package_examples(classes, per_class, files=None):
-  """[{'text': function source, 'label': k, 'name': package}] for the `classes` standard-library
-  packages with the most documented functions, at most `per_class` each (a stable choice)."""
-  by_package = {}
-  for example_id, code, _ in stdlib_corpus.docstring_pairs(files or stdlib_corpus.stdlib_files()):
-    rel_path = example_id.split(':')[1]
-    if os.sep in rel_path or '/' in rel_path:
-      by_package.setdefault(rel_path.replace(os.sep, '/').split('/')[0], []).append(
-          (example_id, code))
-  names = sorted(by_package, key=lambda p: (-len(by_package[p]), p))[:classes]
-  records = []
-  for label, name in enumerate(sorted(names)):
-    chosen = sorted(by_package[name], key=lambda e: _unit(e[0]))[:per_class]
-    records += [{'text': code, 'label': label, 'name': name} for _, code in chosen]
-  return sorted(records, key=lambda r: _unit(r['text']))
-
-
-PREFIX_CHARS = 320   # the prefix's last characters kept: ~128 tokens at 2.5 characters a token
-
-
-def prefix_pairs(texts, low=0.5, high=0.85, max_chars=PREFIX_CHARS):
-  """(prefix, continuation) pairs for an encoder-decoder prefix LM: each text split at a word
-  boundary a stable-random fraction low..high of the way in (T5 sec. 3.3.1). The prefix keeps
-  its last `max_chars` characters, so the encoder's truncation (which keeps the start) never
-  separates it from the continuation; packing fills the rows with several pairs."""
-  for text in texts:
-    cut = int(len(text) * (low + (high - low) * _unit(text)))
-    space = text.find(' ', cut)
-    if 0 < space < len(text) - 1:
-      start = text.find(' ', max(0, space - max_chars)) + 1 if space > max_chars else 0
-      yield {'inputs': text[start:space], 'targets': text[space + 1:]}
-
-
-def prefix_file(exp_dir):
-  return os.path.join(exp_dir, DATA_DIR, 'prefix_lm_python_stdlib_text.jsonl')
-
-
-def tokenizer_file(exp_dir):
-  return os.path.join(exp_dir, DATA_DIR, 'tokenizer_text.txt')
-
-
-def prepare(exp_dir, tasks, with_prefix):
-  """Write the derived corpora the comparison needs (each once); returns their paths."""
-  files = list(stdlib_corpus.stdlib_files())
-  texts = [t for _, t in stdlib_corpus.text_examples(files)]
-  paths = {'tokenizer': tokenizer_file(exp_dir)}
-  if not os.path.exists(paths['tokenizer']):
-    _write_lines(paths['tokenizer'], tokenizer_texts(texts, tasks, files))
-  if with_prefix and not os.path.exists(prefix_file(exp_dir)):
-    paths['prefix_lm'] = _write_jsonl(prefix_file(exp_dir), prefix_pairs(texts))
-  for task in tasks.values():
-    if task.kind == CLASSIFICATION and not os.path.exists(package_file(exp_dir)):
-      _write_jsonl(package_file(exp_dir), package_examples(task.classes, task.per_class, files))
-  return paths
-
-
-def tokenizer_texts(texts, tasks, files, extra_ratio=0.25):
-  """The lines the comparison's one tokenizer learns from: the pretraining text, plus the
-  downstream inputs/targets at up to `extra_ratio` of its size (T5 mixed German, French and
-  Romanian into its English SentencePiece data for the same reason: the downstream tasks)."""
-  yield from texts
-  budget = int(extra_ratio * len(texts))
-  extra = []
-  for task in tasks.values():
-    if task.unavailable():
-      continue
-    if task.source == 'python_stdlib/docstrings' or task.kind == CLASSIFICATION:
-      extra += [code for _, code, _ in stdlib_corpus.docstring_pairs(files)]
-    elif task.source.startswith('gettext_catalogs'):
-      extra += [t for path in gettext_corpus.catalog_paths()
-                for pair in gettext_corpus.catalog_pairs(path) for t in pair[-2:]]
-  yield from sorted(set(extra), key=_unit)[:budget]
-
-
-def _write_lines(path, texts):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-    for text in texts:
-      line = ' '.join(text.split())
-      if line:
-        f.write(line + '\n')
