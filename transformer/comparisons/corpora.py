@@ -296,7 +296,8 @@ def build(tasks, files, catalogs, with_prefix):
   every = [(name, r) for name, s in splits.items() for r in s['candidates']]
   checked = [(k, r[field]) for k, (name, r) in enumerate(every)
              for field in splits[name]['checked']]
-  bad = {checked[i][0] for i in overlap.overlapping([t for _, t in checked], texts + tokenizer)}
+  # the tokenizer's lines are the pretraining texts (whitespace aside) and the training extra
+  bad = {checked[i][0] for i in overlap.overlapping([t for _, t in checked], tokenizer)}
   out = {'pretrain.jsonl': pretrain, 'tokenizer_text.txt': tokenizer}
   dropped = {}
   for name, split in splits.items():
