@@ -314,6 +314,11 @@ def build(tasks, files, catalogs, with_prefix):
 
 
 def _write(path, value):
+  """A file of `value` by its name: .txt lines, .jsonl records, .json a value; a str as it is."""
+  if isinstance(value, str):
+    with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+      f.write(value)
+    return path
   if path.endswith('.txt'):
     return _write_lines(path, value)
   return _write_jsonl(path, value) if path.endswith('.jsonl') else _write_json(path, value)
@@ -331,27 +336,26 @@ def prepare(exp_dir, tasks, with_prefix, files=None, catalogs=None):
     return {os.path.relpath(p, data_path(exp_dir)): p for p in done}   # an earlier call's
   files = list(stdlib_corpus.stdlib_files() if files is None else files)
   out, dropped, held = build(tasks, files, catalogs, with_prefix)
-  paths = {}
-  for rel, value in out.items():
-    paths[rel] = data_path(exp_dir, rel)
-    if not os.path.exists(paths[rel]):
-      _write(paths[rel], value)
+  paths = _write_absent(exp_dir, out)
   tests = {name: read_jsonl(compare_tasks.task_file(exp_dir, name, 'test')) for name in dropped}
   pretrain = [r['text'] for r in read_jsonl(pretrain_file(exp_dir))]
   with open(tokenizer_file(exp_dir), encoding='utf-8') as f:
     tokenizer = f.read().splitlines()
-  report = overlap_report(tests, pretrain, tokenizer, dropped)
-  for rel, value in (('overlap.json', report), ('overlap.md', overlap.report_markdown(report))):
+  report = overlap_report(tests, pretrain, tokenizer, dropped)   # of the files as they are
+  paths.update(_write_absent(exp_dir, {'overlap.json': report,
+                                       'overlap.md': overlap.report_markdown(report)}))
+  paths.update(_write_absent(exp_dir, {'manifest.json': manifest(exp_dir, paths, files,
+                                                                 catalogs, held)}))
+  return paths
+
+
+def _write_absent(exp_dir, values):
+  """Write each {path under data/: value} that is not there yet; {path: full path}."""
+  paths = {}
+  for rel, value in values.items():
     paths[rel] = data_path(exp_dir, rel)
     if not os.path.exists(paths[rel]):
-      if isinstance(value, str):
-        with atomic_write(paths[rel]) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-          f.write(value)
-      else:
-        _write_json(paths[rel], value)
-  if not os.path.exists(manifest_file(exp_dir)):
-    _write_json(manifest_file(exp_dir), manifest(exp_dir, paths, files, catalogs, held))
-  paths['manifest.json'] = manifest_file(exp_dir)
+      _write(paths[rel], value)
   return paths
 
 
