@@ -221,6 +221,18 @@ def epochs_warning(tokens_seen, corpus_tokens, limit=EPOCHS_LIMIT, name='pretrai
           'repeated data; use a larger corpus or fewer steps')
 
 
+def warn_epochs(exp_dir, budget, tokenizer_path):
+  """Print (and return) `epochs_warning` of every cell of a plan's budget {cell:
+  {tokens_per_step, steps}} against the pretraining text in the shared tokenizer's pieces."""
+  corpus = corpus_tokens(os.path.abspath(exp_dir), tokenizer_path)
+  found = (epochs_warning(row['tokens_per_step'] * row['steps'], corpus, name=cell)
+           for cell, row in budget.items())
+  lines = [line for line in found if line]
+  for line in lines:
+    print(line, flush=True)
+  return lines
+
+
 def corpus_tokens(exp_dir, tokenizer_path):
   """The pretraining text's length in the shared tokenizer's pieces."""
   texts = [r['text'] for r in read_jsonl(pretrain_file(exp_dir))]

@@ -38,13 +38,10 @@ likewise) and its FLOPs are only reported. The table shows the steps and the FLO
 convention; a cell whose logits pass 20% of its matmul FLOPs gets a one-line warning. The model
 vocabulary is the shared tokenizer's size rounded up to a multiple of 128 (as T5's 32,128 for
 32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Pretraining
-reads the comparison's own text (comparisons/corpora.py: the standard library's docstrings less
-~15% of its module files, which the tasks' test examples come from), and a cell passing ~4
-epochs of it gets a one-line warning. Every run uses one tokenizer, trained once on that text
-plus the tasks' training text (never their test text, so the tokenizer has not read what is
-scored); fine-tuning starts from the pretraining checkpoint
-with a fresh head (`checkpoint.init_from`, which carries that tokenizer along) and follows the
-one protocol of comparisons/tasks.py.
+reads stdlib docstrings less the ~15% of module files the tests come from (comparisons/corpora.py,
+a warning past ~4 epochs); one tokenizer learns that text + the tasks' training text (never test
+text); fine-tuning starts from the pretraining checkpoint with a fresh head
+(`checkpoint.init_from`, which carries that tokenizer along), the protocol of comparisons/tasks.py.
 
 Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
 completed runs are skipped and interrupted ones resume, so a killed comparison picks up where
@@ -387,14 +384,6 @@ def shared_tokenizer(plan):
   return kept
 
 
-def epochs_warnings(plan, tokenizer):
-  """corpora.epochs_warning of every cell of plan.budget against the pretraining text's tokens."""
-  corpus = corpora.corpus_tokens(os.path.abspath(plan.exp_dir), tokenizer)
-  found = (corpora.epochs_warning(row['tokens_per_step'] * row['steps'], corpus, name=cell)
-           for cell, row in plan.budget.items())
-  return [line for line in found if line]
-
-
 def _phase(plan, name, runs, args):
   """Run one phase through the sweep runner; {run: status}."""
   if not runs:
@@ -411,11 +400,10 @@ def _phase(plan, name, runs, args):
 def execute(plan, args):
   """Prepare the data and tokenizer, pretrain, fine-tune what pretrained; {run: status}."""
   prefix = 'jsonl:' + corpora.prefix_file(os.path.abspath(plan.exp_dir))
-  with_prefix = any(o.get('data.source') == prefix for o in plan.cells.values())
-  corpora.prepare(plan.exp_dir, plan.tasks, with_prefix)
+  corpora.prepare(plan.exp_dir, plan.tasks, any(o['data.source'] == prefix
+                                                for o in plan.cells.values()))
   tokenizer = shared_tokenizer(plan)
-  for line in epochs_warnings(plan, tokenizer):
-    print(line, flush=True)
+  corpora.warn_epochs(plan.exp_dir, plan.budget, tokenizer)
   manifest.write(plan, corpora.data_path(plan.exp_dir))
   outcome = {}
   if args.phase in ('all', 'pretrain'):
