@@ -19,8 +19,8 @@ import sys
 from transformer import cli
 from transformer.comparisons import results as compare_results
 from transformer.comparisons import manifest, slurm
-from transformer.comparisons.plan import (BUDGETS, FLOP_CONVENTIONS, SCALE_NAMES, execute,
-                                          finetune_runs, load, match_budget)
+from transformer.comparisons.budget import BUDGETS, FLOP_CONVENTIONS, match_budget
+from transformer.comparisons.plan import SCALE_NAMES, execute, finetune_runs, load
 from transformer.errors import ConfigError
 
 

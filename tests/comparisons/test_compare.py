@@ -14,6 +14,7 @@ import pytest
 
 from transformer.monitoring.writer import MetricWriter
 from transformer import compare
+from transformer.comparisons import budget as budget_lib
 from transformer.comparisons import plan as plan_lib
 from transformer.comparisons import corpora
 from transformer.comparisons import stats
@@ -62,7 +63,7 @@ def _main(argv, capsys):
 # -- the plan: matched FLOPs --------------------------------------------------------------------
 def test_t5_table2_cells_get_steps_that_match_the_baseline_flops(tmp_path):
   plan = plan_lib.load(T5_TABLE2, 'tiny', 3, str(tmp_path))
-  budget = plan_lib.match_budget(plan)
+  budget = budget_lib.match_budget(plan)
   base = plan.budget['encdec_denoise']
   assert base['steps'] == plan.module.SCALES['tiny']['pretrain_steps']
   assert budget == pytest.approx(base['flops_per_step'] * base['steps'])
@@ -91,7 +92,7 @@ def test_published_scales_plan_every_cell_at_matched_flops(tmp_path, scale):
   """The real-hardware scales validate (e.g. the shared cell unrolls its layers, which scan by
   default above tiny) and match the baseline's budget."""
   plan = plan_lib.load(T5_TABLE2, scale, 3, str(tmp_path))
-  budget = plan_lib.match_budget(plan)
+  budget = budget_lib.match_budget(plan)
   assert set(plan.budget) == set(plan.cells)
   for cell, row in plan.budget.items():
     assert cell in plan.controls or abs(row['train_flops'] / budget / plan.costs[cell] - 1

@@ -9,11 +9,12 @@ import pytest
 
 from configs import common
 from transformer import compare
+from transformer.comparisons import budget as budget_lib
 from transformer.comparisons import plan as plan_lib
 from transformer.comparisons import results
 from transformer.monitoring import accounting
 
-from tests.comparisons.test_compare import T5_TABLE2, TWO_CELLS, _main, _write
+from tests.comparisons.test_compare import T5_TABLE2, _main, _write
 
 GRID = ['encdec_denoise', 'encdec_lm', 'encdec_shared_denoise', 'encdec_shared_lm',
         'encdec_half_denoise', 'encdec_half_lm', 'decoder_denoise', 'decoder_lm',
@@ -45,7 +46,7 @@ def test_the_grid_has_t5s_ten_cells_and_bert_all_within_their_budget(tmp_path, c
   assert not os.path.exists(tmp_path / 'compare_t5_table2')    # --list writes nothing
   plan = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path))
   assert [c for c in plan.cells if '@' not in c and not c.startswith('control_')] == GRID
-  budget = plan_lib.match_budget(plan)
+  budget = budget_lib.match_budget(plan)
   base = plan.budget['encdec_denoise']
   for cell in ('encdec_half_denoise', 'encdec_half_lm'):
     assert plan.costs[cell] == 0.5 and plan.cells[cell]['model.num_layers'] == 1
@@ -80,13 +81,13 @@ def test_a_bad_cost_is_one_line(tmp_path, capsys):
 
 def test_budget_steps_and_flop_conventions(tmp_path):
   steps = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path), budget='steps')
-  plan_lib.match_budget(steps)
+  budget_lib.match_budget(steps)
   assert {row['steps'] for c, row in steps.budget.items() if c not in steps.controls} == {240}
   assert steps.budget['decoder_lm']['budget_ratio'] > 1.2    # reported, not refused
   kaplan = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path), flops='6n')
-  plan_lib.match_budget(kaplan)
+  budget_lib.match_budget(kaplan)
   matmul = plan_lib.load(T5_TABLE2, 'tiny', 1, str(tmp_path))
-  plan_lib.match_budget(matmul)
+  budget_lib.match_budget(matmul)
   # the figures (equal steps 240, matmul count 189, Kaplan's 6N 280) for the 160-token
   # stream; the decoder's stream is 161 now (the encoder-decoder's two streams + 1: same cut)
   assert (matmul.budget['decoder_lm']['steps'], kaplan.budget['decoder_lm']['steps']) == (187, 278)
@@ -126,7 +127,7 @@ def test_flop_conventions_by_hand():
 def test_model_vocabulary_is_the_shared_tokenizers(tmp_path, scale):
   plan = plan_lib.load(T5_TABLE2, scale, 1, str(tmp_path))
   assert {o['model.vocab_size'] for o in plan.cells.values()} == {8192}
-  plan_lib.match_budget(plan)
+  budget_lib.match_budget(plan)
   if scale == 'small':   # the figures: 48.3M, not 60.5M; the decoder 63,448 steps
     assert plan.budget['encdec_denoise']['params'] == 48_251_392
     assert plan.budget['decoder_lm']['steps'] == 63_332   # 63,448 for a 626-token stream; 627
@@ -146,7 +147,7 @@ def test_vocabulary_rounds_up_and_an_oversized_pinned_one_is_refused(tmp_path, c
 
 def test_table_names_the_convention_and_has_every_count(tmp_path):
   plan = plan_lib.load(_write(tmp_path), 'tiny', 1, str(tmp_path), budget='steps', flops='6n')
-  plan_lib.match_budget(plan)
+  budget_lib.match_budget(plan)
   plan_lib.finetune_runs(plan)
   results.write(plan)
   text = open(os.path.join(plan.exp_dir, 'comparison.md')).read()

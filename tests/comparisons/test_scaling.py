@@ -7,6 +7,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
+from transformer.comparisons import budget as budget_lib
 from transformer.comparisons import plan as plan_lib
 from transformer.comparisons import scaling
 from transformer.errors import ConfigError
@@ -33,7 +34,7 @@ def test_sizes_are_rows_matched_to_the_baseline_at_their_size(tmp_path):
   plan = plan_lib.load(str(path), 'tiny', 1, str(tmp_path))
   assert list(plan.cells) == ['encdec', 'encdec@xs', 'decoder', 'decoder@xs']
   assert plan.cells['decoder@xs']['model.d_model'] == 64 and 'sizes' not in plan.cells['decoder']
-  plan_lib.match_budget(plan)
+  budget_lib.match_budget(plan)
   small = plan.budget['encdec@xs']
   assert small['steps'] == 100 and small['train_flops'] < plan.budget['encdec']['train_flops']
   assert plan.budget['decoder@xs']['train_flops'] == pytest.approx(small['train_flops'], rel=0.01)
@@ -93,7 +94,7 @@ def test_the_one_variable_template_plans_every_value_at_every_size(tmp_path):
   import os
   path = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'compare_positions.py')
   plan = plan_lib.load(path, 'tiny', 1, str(tmp_path))
-  plan_lib.match_budget(plan)
+  budget_lib.match_budget(plan)
   assert len(plan.cells) == 9 and {o['model.positions'] for o in plan.cells.values()} == {
       'relative', 'rotary', 'learned'}
   for cell, row in plan.budget.items():   # one variable: same steps and FLOPs within 1% per size

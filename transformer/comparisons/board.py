@@ -1,5 +1,6 @@
-"""The comparison itself in TensorBoard: `./launch.sh tensorboard <workdir>/<experiment>` shows
-the result beside the runs, as the run `comparison_summary`:
+"""The comparison as pictures: comparison.png (`plot`: per task and metric every cell's runs,
+mean and 95% interval) and, in TensorBoard (`write`), `./launch.sh tensorboard
+<workdir>/<experiment>` shows the result beside the runs, as the run `comparison_summary`:
 
   text 'comparison'    comparison.md (the cell table, the protocol, every pair's difference)
   text 'cells'         which cell each x position of the charts is
@@ -49,3 +50,36 @@ def write(plan, table, text, metric_labels):
     writer.text(0, 'comparison', text)
     writer.text(0, 'cells', '\n'.join(f'{i}. {row["cell"]}' for i, row in enumerate(table)))
   return run_dir
+
+
+def plot(path, plan, table, collected, metric_labels):
+  """One panel per (task, metric): each seed (dots), the mean and its 95% interval (bar)."""
+  # pylint: disable=import-outside-toplevel
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  metrics = [(t, m) for t, task in plan.tasks.items() for m in task.metrics]
+  fig = Figure(figsize=(4.2 * max(1, len(metrics)), 4.2), dpi=90)
+  FigureCanvasAgg(fig)
+  cells = [row['cell'] for row in table]
+  for i, (task, metric) in enumerate(metrics):
+    ax = fig.add_subplot(1, max(1, len(metrics)), i + 1)
+    for y, row in enumerate(table):
+      value = row.get((task, metric))
+      color = 'tab:red' if row['cell'] == plan.baseline else 'tab:blue'
+      if value is None or not value.n:
+        ax.text(0.02, y, 'n/a', va='center', fontsize=7, color='gray',
+                transform=ax.get_yaxis_transform())
+        continue
+      seeds = [v for v in collected['scores'][(task, row['cell'], metric)] if v is not None]
+      ax.plot(seeds, [y] * len(seeds), 'o', color=color, alpha=0.4, markersize=4)
+      err = None if math.isnan(value.low) else [[value.mean - value.low], [value.high - value.mean]]
+      ax.errorbar([value.mean], [y], xerr=err, fmt='D', color=color, capsize=3, markersize=5)
+    ax.set_yticks(range(len(cells)))
+    ax.set_yticklabels(cells if i == 0 else [''] * len(cells), fontsize=8)
+    ax.set_ylim(len(cells) - 0.5, -0.5)
+    ax.set_title(f'{task}: {metric_labels.get(metric, metric)}', fontsize=9)
+    ax.grid(alpha=0.3, axis='x')
+  fig.suptitle(f'{plan.module.EXPERIMENT} ({plan.scale}, {plan.seeds} seeds): runs, mean and '
+               f'95% interval, baseline {plan.baseline} in red', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path)

@@ -30,7 +30,6 @@ import csv
 import dataclasses
 import glob
 import json
-import math
 import os
 import re
 
@@ -41,7 +40,7 @@ from transformer.comparisons import manifest
 from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import scaling
 from transformer.comparisons import stats
-from transformer.comparisons.plan import FLOP_CONVENTIONS as FLOP_COLUMNS
+from transformer.comparisons.budget import FLOP_CONVENTIONS as FLOP_COLUMNS
 from transformer.sweeps.results import read_status
 
 METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
@@ -350,39 +349,6 @@ def write_seeds_csv(path, plan, collected):
   _write_rows(path, SEED_FIELDS, out)
 
 
-def plot(path, plan, table, collected):
-  """One panel per (task, metric): each seed (dots), the mean and its 95% interval (bar)."""
-  # pylint: disable=import-outside-toplevel
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  metrics = _metric_columns(plan)
-  fig = Figure(figsize=(4.2 * max(1, len(metrics)), 4.2), dpi=90)
-  FigureCanvasAgg(fig)
-  cells = [row['cell'] for row in table]
-  for i, (task, metric) in enumerate(metrics):
-    ax = fig.add_subplot(1, max(1, len(metrics)), i + 1)
-    for y, row in enumerate(table):
-      value = row.get((task, metric))
-      color = 'tab:red' if row['cell'] == plan.baseline else 'tab:blue'
-      if value is None or not value.n:
-        ax.text(0.02, y, 'n/a', va='center', fontsize=7, color='gray',
-                transform=ax.get_yaxis_transform())
-        continue
-      seeds = [v for v in collected['scores'][(task, row['cell'], metric)] if v is not None]
-      ax.plot(seeds, [y] * len(seeds), 'o', color=color, alpha=0.4, markersize=4)
-      err = None if math.isnan(value.low) else [[value.mean - value.low], [value.high - value.mean]]
-      ax.errorbar([value.mean], [y], xerr=err, fmt='D', color=color, capsize=3, markersize=5)
-    ax.set_yticks(range(len(cells)))
-    ax.set_yticklabels(cells if i == 0 else [''] * len(cells), fontsize=8)
-    ax.set_ylim(len(cells) - 0.5, -0.5)
-    ax.set_title(f'{task}: {METRIC_LABELS.get(metric, metric)}', fontsize=9)
-    ax.grid(alpha=0.3, axis='x')
-  fig.suptitle(f'{plan.module.EXPERIMENT} ({plan.scale}, {plan.seeds} seeds): runs, mean and '
-               f'95% interval, baseline {plan.baseline} in red', fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path)
-
-
 def write(plan):
   """Write comparison.md, the three CSVs and comparison.png from the runs on disk; returns the
   markdown."""
@@ -398,7 +364,7 @@ def write(plan):
   _write_rows(os.path.join(plan.exp_dir, 'comparison_pairs.csv'), pairs_lib.PAIR_FIELDS,
               [pairs_lib.csv_row(c) for c in comparisons])
   write_seeds_csv(os.path.join(plan.exp_dir, 'comparison_seeds.csv'), plan, collected)
-  plot(os.path.join(plan.exp_dir, 'comparison.png'), plan, table, collected)
+  board.plot(os.path.join(plan.exp_dir, 'comparison.png'), plan, table, collected, METRIC_LABELS)
   board.write(plan, table, text, METRIC_LABELS)
   return (f'{text}\n\nWrote {plan.exp_dir}/comparison.md, comparison.csv, comparison_pairs.csv, '
           f'comparison_seeds.csv, comparison.png and the TensorBoard run {board.RUN}')
