@@ -63,11 +63,14 @@ def test_fit_slope_interval_and_multiplier_by_hand():
   assert two.slope == pytest.approx(1.0) and math.isnan(two.slope_low)
   # a cell 0.25 nats better at every compute than a baseline losing 0.5 per 10x: the baseline
   # needs 10^0.5 = 3.16x the compute to match it
-  base = scaling.Fit(5.0, -0.5, math.nan, math.nan, 2, 2)
-  cell = scaling.Fit(4.75, -0.5, math.nan, math.nan, 2, 2)
-  assert scaling.multiplier(cell, base, 10.0) == pytest.approx(10 ** 0.5)
-  assert scaling.multiplier(base, base, 10.0) == pytest.approx(1.0)
+  base = scaling.Fit(5.0, -0.5, -0.6, -0.4, 6, 3, 9.0, 11.0)
+  cell = scaling.Fit(4.75, -0.5, -0.6, -0.4, 6, 3, 9.0, 11.0)
+  assert scaling.multiplier(cell, base, 10.0) == (pytest.approx(10 ** 0.5), False)
+  assert scaling.multiplier(base, base, 10.0) == (pytest.approx(1.0), False)
+  assert scaling.multiplier(cell, base, 10.8)[1]      # 11.3 lies past the fitted 9..11
   assert scaling.multiplier(cell, None, 10.0) is None
+  flat = scaling.Fit(5.0, -0.01, -0.3, +0.28, 6, 3, 9.0, 11.0)   # its interval holds 0
+  assert scaling.multiplier(cell, flat, 10.0) is None
   assert scaling.split('decoder_lm@xs') == ('decoder_lm', 'xs')
   assert scaling.split('decoder_lm') == ('decoder_lm', '')
 
@@ -87,7 +90,7 @@ def test_markdown_reports_each_sized_cell_against_the_baseline():
   rows = {line.split(' | ')[0][2:]: line for line in lines if line.startswith('| ')}
   assert set(rows) == {'cell', 'decoder', 'encdec'}        # 'other' has one size: no fit
   assert '-0.5 [-0.5, -0.5] per 10x (2 sizes, 4 runs) | 1 (baseline)' in rows['encdec']
-  assert '3.16x |' in rows['decoder']
+  assert '3.16x (extrapolated) |' in rows['decoder']   # 10^10.5 is past the baseline's 9..10
 
 
 def test_the_one_variable_template_plans_every_value_at_every_size(tmp_path):

@@ -16,7 +16,10 @@ score on log10(pretraining FLOPs) over every run (all seeds; scipy.stats.linregr
                 by the cell's compute there. 2.0x: the cell does what the baseline does with
                 twice the compute; 0.5x: it needs twice the baseline's. It is read off the two
                 fitted lines (extrapolated where the score lies outside the baseline's range),
-                so it is a summary of the fits, not a measurement, and has no interval here.
+                so it is a summary of the fits, not a measurement, and has no interval here;
+                "(extrapolated)" where the baseline's line is read outside the computes it
+                was fitted on, and none where the baseline's own slope interval holds 0
+                (a flat line cannot say what compute matches a score).
 """
 
 import dataclasses
@@ -43,6 +46,12 @@ class Fit:
   slope_high: float
   n: int
   sizes: int
+  low_x: float = math.nan     # the fitted range of log10 FLOPs
+  high_x: float = math.nan
+
+  def changes(self):
+    """Whether the score moves with compute: the slope's interval excludes 0."""
+    return self.slope_low > 0 or self.slope_high < 0
 
   def at(self, log_flops):
     return self.intercept + self.slope * log_flops
@@ -68,16 +77,19 @@ def fit(points, confidence=0.95):
     low, high = result.slope - t * result.stderr, result.slope + t * result.stderr
   else:
     low = high = math.nan
-  return Fit(float(result.intercept), float(result.slope), float(low), float(high), n, sizes)
+  return Fit(float(result.intercept), float(result.slope), float(low), float(high), n, sizes,
+             float(x.min()), float(x.max()))
 
 
 def multiplier(cell_fit, baseline_fit, log_flops):
-  """Baseline compute reaching the cell's fitted score at 10^log_flops, over 10^log_flops
-  (None when the baseline's slope is 0 or either fit is missing)."""
-  if cell_fit is None or baseline_fit is None or baseline_fit.slope == 0:
+  """(baseline compute reaching the cell's fitted score at 10^log_flops, over 10^log_flops;
+  whether that compute lies outside the baseline's fitted range), or None when a fit is missing
+  or the baseline's score does not move with compute (its slope's interval holds 0)."""
+  if cell_fit is None or baseline_fit is None or not baseline_fit.changes():
     return None
   needed = (cell_fit.at(log_flops) - baseline_fit.intercept) / baseline_fit.slope
-  return 10 ** (needed - log_flops)
+  outside = not baseline_fit.low_x <= needed <= baseline_fit.high_x
+  return 10 ** (needed - log_flops), outside
 
 
 def fits(plan, collected, metrics):
@@ -103,14 +115,19 @@ def markdown(plan, collected, labels):
            'the cell\'s sizes (least squares; slope per 10x compute with its 95% t interval). '
            f'"x baseline compute": the compute {plan.baseline}\'s fit needs to reach the cell\'s '
            'fitted score at its default size, over the cell\'s compute there (from the fitted '
-           'lines, no interval; scaling.py).', '',
+           'lines, no interval; "extrapolated" outside the baseline\'s computes; none where the '
+           'baseline\'s slope interval holds 0; scaling.py).', '',
            '| cell | task | metric | slope | x baseline compute |', '|---|---|---|---|---|']
   for (task, metric, cell), f in sorted(found.items()):
     base_fit = found.get((task, metric, plan.baseline))
     flops = plan.budget.get(cell, {}).get('train_flops')
     m = None if cell == plan.baseline or not flops else multiplier(f, base_fit,
                                                                     math.log10(flops))
-    lines.append(f'| {cell} | {task} | {labels.get(metric, metric)} | {f.text()} | '
-                 + ('1 (baseline)' if cell == plan.baseline else
-                    '' if m is None else f'{m:.3g}x') + ' |')
+    if cell == plan.baseline:
+      said = '1 (baseline)'
+    elif m is None:
+      said = 'n/a (baseline flat)' if base_fit is not None and not base_fit.changes() else ''
+    else:
+      said = f'{m[0]:.3g}x' + (' (extrapolated)' if m[1] else '')
+    lines.append(f'| {cell} | {task} | {labels.get(metric, metric)} | {f.text()} | {said} |')
   return lines
