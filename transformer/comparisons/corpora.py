@@ -39,13 +39,13 @@ The task files are where tasks.task_file / labels_file say: fine-tuning reads tr
 every run scores test.jsonl (the protocol of comparisons/tasks.py).
 """
 
-import hashlib
 import json
 import os
 import platform
 import sys
 import sysconfig
 
+from transformer.comparisons import manifest as manifest_lib
 from transformer.comparisons import overlap
 from transformer.comparisons import tasks as compare_tasks
 from transformer.data import gettext_corpus, stdlib_corpus
@@ -371,14 +371,6 @@ def _write_absent(exp_dir, values):
   return paths
 
 
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def manifest(exp_dir, paths, files, catalogs, held):
   """The environment facts the data depend on, and a sha256 of every written file."""
   return {
@@ -388,6 +380,6 @@ def manifest(exp_dir, paths, files, catalogs, held):
       'heldout_groups': sorted(held),
       'gettext_locale_dir': gettext_corpus.LOCALE_DIR.format(lang='de'),
       'gettext_catalogs': [os.path.basename(p) for p in catalogs],
-      'sha256': {os.path.relpath(p, data_path(exp_dir)): _sha256(p)
+      'sha256': {os.path.relpath(p, data_path(exp_dir)): manifest_lib.sha256(p)
                  for _, p in sorted(paths.items())},
   }

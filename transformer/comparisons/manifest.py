@@ -50,7 +50,8 @@ def _git(repo):
   return {'commit': commit or None, 'dirty': dirty if commit else None}
 
 
-def _sha256(path):
+def sha256(path):
+  """The hex sha256 of a file's bytes."""
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
@@ -64,7 +65,7 @@ def data_files(data_dir):
   for root, _, files in os.walk(data_dir):
     for name in sorted(files):
       path = os.path.join(root, name)
-      out[os.path.relpath(path, data_dir)] = _sha256(path)
+      out[os.path.relpath(path, data_dir)] = sha256(path)
   return dict(sorted(out.items()))
 
 
