@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from transformer import config as config_lib
 from transformer.training import loop
 
@@ -20,6 +22,7 @@ NOISE = ('oneDNN', 'InitializeLog', 'cpu_feature_guard', 'Downloading and prepar
          'logical axes')
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_a_first_run_reads_well(tmp_path):
   """From nothing prepared: TFDS, TensorFlow and absl stay quiet; our lines come in order."""
   env = {k: v for k, v in os.environ.items() if not k.startswith('TF_')}   # quiet.py's job

@@ -205,6 +205,7 @@ def test_readme_bert_fine_tune_and_export(tmp_path, capsys, fresh):
       reference('a film')['input_ids'])
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_generate_reads_an_imported_tokenizer_from_a_fine_tuned_run_and_the_import(tmp_path,
                                                                                    capsys):
   """`generate` decodes with the checkpoint's own Hugging Face tokenizer (tokenizer/), both from

@@ -139,7 +139,8 @@ def _saved_steps(config, workdir):
     ckpt.close()
 
 
-@pytest.mark.parametrize('case', ['save_step_between_log_steps', 'sigterm_at_the_bad_step'])
+@pytest.mark.parametrize('case', ['save_step_between_log_steps', pytest.param(
+    'sigterm_at_the_bad_step', marks=pytest.mark.slow)])
 def test_a_non_finite_step_is_never_saved(case, tmp_path, monkeypatch):
   """The loss becomes NaN at step 4, a checkpoint step but no log step (or SIGTERM asks for a
   save at it): no checkpoint holds step 4, the error says so, and the same command resumes from

@@ -371,6 +371,7 @@ def test_max_runs_starts_at_most_that_many_trials(fake):
   assert len(w.run()) == 1 and len(w.study.get_trials()) == 1
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_a_grid_search_runs_each_point_once(fake, tmp_path):
   _, w = fake(0, parallel=2, space="{'opt.learning_rate': choice([1e-3, 1e-2]), "
                                     "'model.num_layers': integer(1, 2)}, sampler='grid'")
@@ -380,6 +381,7 @@ def test_a_grid_search_runs_each_point_once(fake, tmp_path):
   assert len(points) == 4 and len(w.study.get_trials()) == 4
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_a_failing_trial_is_recorded_and_not_retried(fake, tmp_path, monkeypatch):
   monkeypatch.setenv('FAKE_MODE', 'fail')
   _, w = fake(2)
@@ -391,6 +393,7 @@ def test_a_failing_trial_is_recorded_and_not_retried(fake, tmp_path, monkeypatch
   assert status['status'] == 'failed' and status['returncode'] == 3
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_a_killed_trial_resumes_from_its_checkpoint_and_counts_once(fake, monkeypatch):
   monkeypatch.setenv('FAKE_MODE', 'die_once')
   _, w = fake(2, parallel=2)
@@ -408,6 +411,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_counts_once(fake, monkey
   assert len({s[1] for s in starts}) == 2
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_a_dead_workers_trial_is_failed_by_its_heartbeat_and_resumed(fake, tmp_path):
   search, _ = fake(1)
   workdir = str(tmp_path / 'w')
@@ -426,6 +430,7 @@ def test_a_dead_workers_trial_is_failed_by_its_heartbeat_and_resumed(fake, tmp_p
   assert fake.starts() == [[1, 't0,orphan', 2]]
 
 
+@pytest.mark.slow   # moved to the slow run to keep the default run under 15 minutes
 def test_two_workers_share_one_study_and_never_run_the_same_trial(fake, tmp_path):
   """Two worker processes (two slots each) on one new SQLite study of 6 trials, started together
   (so they also race to create the database)."""

@@ -56,7 +56,7 @@ def test_accumulated_micro_batches_get_their_own_dropout_masks():
   assert objective.losses[0] != objective.losses[1], objective.losses
 
 
-@pytest.mark.parametrize('accumulation_steps', [1, 2])
+@pytest.mark.parametrize('accumulation_steps', [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_dropout_keys_are_a_function_of_seed_and_step(accumulation_steps):
   """A fresh trainer (a resumed run) draws the same masks for the same step: same update."""
   first, second = (_step(_trainer(accumulation_steps)[0], _batch(rows=2))
