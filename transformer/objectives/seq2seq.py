@@ -11,12 +11,12 @@ EOS are scored (see lm.decoder_lm_loss). When a pair is longer than data.seq_len
 keeps at least half the budget and the source is cut first; with data.targets_len > 0 the cut is
 the encoder-decoder's instead (target to targets_len - 1 tokens + EOS, source to
 seq_len - targets_len - 2 + [bos] and [sep]), so a decoder with seq_len = I + T + 1 and an
-encoder-decoder with seq_len I and targets_len T read and score exactly the same tokens.
+encoder-decoder with seq_len I and targets_len T read and score exactly the same tokens (a
+targets_len leaving the source fewer than 1 token keeps the budget split).
 """
 
 import numpy as np
 
-from transformer.errors import ConfigError
 from transformer.objectives import base, lm, losses, metrics
 
 
@@ -98,11 +98,10 @@ class Seq2Seq(base.Objective):
     else:
       self.stream_lengths = {'inputs': self.seq_len, 'targets': self.targets_len}
     # decoder: the encoder-decoder's truncation (module docstring) when targets_len is given
-    self.matched_cut = self.family == 'decoder' and int(config.data.targets_len) > 0
-    if self.matched_cut and self.seq_len - self.targets_len < 3:
-      raise ConfigError(f'`data.targets_len={self.targets_len}`: a decoder stream of data.seq_len '
-                        f'{self.seq_len} leaves no room for the source; give seq_len = source '
-                        'length + targets_len + 1, or targets_len=0')
+    # and leaves the source room; a targets_len as long as the stream (a family config's
+    # default, e.g. GPT-2 tiny's 32 of 32) keeps the budget split, as before the matched cut
+    self.matched_cut = (self.family == 'decoder' and int(config.data.targets_len) > 0
+                        and self.seq_len - self.targets_len >= 3)
     self.num_samples = int(config.log.samples)
     decode = config.log.get('decode') or {}
     self.corpus_metrics = metrics.metric_names(decode.get('metrics', 'auto'), config.data.source)
