@@ -42,6 +42,7 @@ from transformer.comparisons import scaling
 from transformer.comparisons import stats
 from transformer.comparisons.budget import FLOP_CONVENTIONS as FLOP_COLUMNS
 from transformer.sweeps.results import read_status
+from transformer.training import scoring
 
 METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
                  'loss': 'eval loss (lower is better)'}
@@ -68,10 +69,6 @@ def last_scores(run_dir):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _same(record):
-  return ' '.join(record['prediction'].split()) == ' '.join(record['reference'].split())
-
-
 def example_scores(records, metric):
   """(ids, per-example values whose mean is the run's score) of scored records, or None.
 
@@ -85,7 +82,8 @@ def example_scores(records, metric):
     tokens = sum(r['tokens'] for r in records)
     return ids, np.array([r['loss'] * len(records) / max(tokens, 1) for r in records])
   if metric == 'exact_match' and all('prediction' in r for r in records):
-    return ids, np.array([100.0 * _same(r) for r in records])
+    return ids, np.array([100.0 * scoring.same_text(r['prediction'], r['reference'])
+                          for r in records])
   if metric == 'accuracy' and all('correct' in r for r in records):
     return ids, np.array([100.0 * r['correct'] for r in records])
   return None

@@ -178,6 +178,7 @@ def score(run, params):
 
 
 def same_text(a, b):
+  """Exact match after whitespace normalisation (also the comparison tables')."""
   return ' '.join(a.split()) == ' '.join(b.split())
 
 
