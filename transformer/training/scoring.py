@@ -23,8 +23,10 @@ and (with matched truncation) the same scored tokens.
 """
 
 import functools
+import glob
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -195,6 +197,16 @@ def summary(run, records):
                                           for r in records) / len(records)
     out.update({f'test/{k}': v for k, v in run.objective.score(decoded).items()})
   return out
+
+
+def last_records(run_dir):
+  """The records of a run's last scores/step_N.jsonl ([] if none)."""
+  files = glob.glob(os.path.join(run_dir, 'scores', 'step_*.jsonl'))
+  if not files:
+    return []
+  last = max(files, key=lambda p: int(re.findall(r'step_(\d+)', p)[-1]))
+  with open(last, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def path(run_dir, step):
