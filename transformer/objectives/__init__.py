@@ -17,6 +17,7 @@ Which objective runs on which model family:
   classification   encoder, decoder  one label per text
 """
 
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
@@ -54,9 +55,9 @@ def get(config, tokenizer):
 
 
 def _lacks(cls, family, tokenizer):
-  """The special tokens objective `cls` needs on `family` that `tokenizer` does not have."""
-  return [t for t in cls.tokens_needed(family) if not (
-      tokenizer.sentinel_ids if t == 'sentinel' else getattr(tokenizer, f'{t}_id') is not None)]
+  """The special tokens (registry names) objective `cls` needs on `family` that `tokenizer`
+  does not have."""
+  return [t for t in cls.tokens_needed(family) if not special_tokens.has(tokenizer, t)]
 
 
 def _check_tokens(cls, family, tokenizer):

@@ -5,6 +5,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
 
   head             'lm' | 'classification': which head the model is built with
   example_fields   the raw fields the data pipeline must deliver, tokenized, per example
+  tokens           the special tokens (names of the registry, data/special_tokens.py) the
+                   features insert; `tokens_needed(family)` where they differ by family
   stream_lengths   {'inputs': L} / {'targets': L} / both: the padded length of each token stream
   packable         whether several examples may share a row (segment ids 1, 2, ...)
   text_chunk_len   the pipeline cuts a tokenized 'text' field into chunks of at most this many
@@ -36,6 +38,7 @@ divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) i
 
 import numpy as np
 
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
 
@@ -130,14 +133,10 @@ def until_eos(ids, eos_id):
 
 
 def special_ids(tokenizer):
-  """Every id that is structure rather than text: pad/eos/unk/bos, mask/sep/cls and sentinels."""
-  ids = {tokenizer.pad_id, tokenizer.eos_id, tokenizer.unk_id, tokenizer.bos_id}
-  for name in ('mask_id', 'sep_id', 'cls_id'):
-    value = getattr(tokenizer, name, None)
-    if value is not None and value >= 0:
-      ids.add(value)
-  ids.update(getattr(tokenizer, 'sentinel_ids', ()) or ())
-  return sorted(i for i in ids if i is not None and i >= 0)
+  """Every id that is structure rather than text: the ids of every entry of the special-token
+  registry (pad/eos/unk/bos, mask/sep/cls, the sentinels, ...) that `tokenizer` has."""
+  return sorted({i for token in special_tokens.TOKENS
+                 for i in special_tokens.ids_of(tokenizer, token.name)})
 
 
 def as_rng(rng):
