@@ -22,7 +22,7 @@ sources.py) and travels by its kind:
 Each kind says how a raw value is read and checked (`read`), whether the tokenizer runs over it
 (`tokenized`), whether its examples may share a row (`packable`), the column type a local source
 builds for it (`dtype`), and what one position of the model's sequence is when it feeds the
-model (`unit`: a token; a patch for images) with `labels(tokenizer, ids)`, the names the
+model (`unit` / `units`: a token; a patch for images) with `labels(tokenizer, ids)`, the names the
 attention pictures put on their axes (None: numbered positions). A new modality is one more
 Kind here (see docs/ARCHITECTURE.md, "where a new modality goes").
 """
@@ -62,12 +62,13 @@ class Kind:
   tokenized: bool = False
   packable: bool = True
   unit: str = 'token'
+  units: str = 'tokens'
   labels: Callable = None       # (tokenizer, ids) -> axis labels of the attention pictures
 
 
 TEXT = Kind('text', _text, 'string', tokenized=True, labels=_token_strings)
 LABEL = Kind('label', int, 'int64')
-IMAGE = Kind('image', _image, 'uint8', packable=False, unit='patch')
+IMAGE = Kind('image', _image, 'uint8', packable=False, unit='patch', units='patches')
 KINDS = {k.name: k for k in (TEXT, LABEL, IMAGE)}
 
 
