@@ -156,7 +156,7 @@ def validate(config):
       raise ConfigError(f'config has no {section!r} section; start from configs/common.py')
   _choose('objective', config.objective, tuple(objectives.REGISTRY))
   HParams.from_config({**config.model, 'vocab_size': config.model.vocab_size or
-                       config.data.vocab_size})
+                       config.data.vocab_size}, vocabulary=objectives.reads_text(config.objective))
   _validate_data(config)
   _validate_train(config.train)
   _validate_opt(config)
@@ -176,7 +176,8 @@ def validate(config):
 
 def _validate_data(config):
   data = config.data
-  _positive('data.vocab_size', data.vocab_size)
+  if objectives.reads_text(config.objective):   # a model without text has no vocabulary
+    _positive('data.vocab_size', data.vocab_size)
   _positive('data.seq_len', data.seq_len)
   _positive('data.targets_len', data.targets_len, allow_zero=True)
   if config.model.positions == 'learned' and max(data.seq_len,

@@ -5,15 +5,16 @@
                                     # add_special_tokens=False: the objectives frame the text
 
 Special-token strings inside the text (e.g. '[MASK]', '<extra_id_0>') encode to their ids, as in
-transformers. The objectives' roles: pad, eos, unk, bos, mask, sep, cls and the T5 sentinels
-'<extra_id_N>' (a SentencePiece tokenizer appends them after its pieces, <extra_id_0> last:
-counted down from the end of the vocabulary). A role the files leave unnamed takes its partner:
-eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a decoder example and GPT-2's
-<|endoftext|> is bos, eos, sep and cls at once. A role still missing is None, and an objective that
-needs it refuses (objectives/base.py). A tokenizer without a pad token pads with id 0: padding is
-marked by segment ids and never read; decode then keeps id 0 (GPT-2's '!'). An id the tokenizer
-lacks (a model may have more rows than it has ids: T5's 32,128 for 32,100) decodes to nothing
-and has no token (None), as in transformers.
+transformers. The special tokens are those of the registry (special_tokens.py): the roles the
+files name (pad, eos, unk, bos, mask, sep, cls), then every other entry by its piece string, e.g.
+the T5 sentinels '<extra_id_N>' (a SentencePiece tokenizer appends them after its pieces,
+<extra_id_0> last: counted down from the end of the vocabulary). A role the files leave unnamed
+takes its registry partner: eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a
+decoder example and GPT-2's <|endoftext|> is bos, eos, sep and cls at once. A role still missing
+is None, and an objective that needs it refuses (objectives/base.py). A tokenizer without a pad
+token pads with id 0: padding is marked by segment ids and never read; decode then keeps id 0
+(GPT-2's '!'). An id the tokenizer lacks (a model may have more rows than it has ids: T5's
+32,128 for 32,100) decodes to nothing and has no token (None), as in transformers.
 """
 
 import os
@@ -24,9 +25,8 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from transformer.data import hf_files
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
-
-PAIRS = (('eos', 'sep'), ('sep', 'eos'), ('bos', 'cls'), ('cls', 'bos'))
 
 
 class _Tokenizers:
@@ -206,16 +206,23 @@ class HFTokenizer:
                           f'in the vocabulary of {hf_files.backend_files(self.directory)[1]}')
     self._backend.add_special(list(self.special_tokens.values()) +
                               hf_files.extra_tokens(self.directory))
-    for role, partner in PAIRS:
-      ids.setdefault(role, ids.get(partner))
-    self.has_pad = ids.get('pad') is not None
-    self.pad_id = ids['pad'] if self.has_pad else 0
-    self.eos_id, self.unk_id, self.bos_id = ids.get('eos'), ids.get('unk'), ids.get('bos')
-    self.mask_id, self.sep_id, self.cls_id = ids.get('mask'), ids.get('sep'), ids.get('cls')
-    self.sentinel_ids = []
-    while (i := self._backend.token_to_id(f'<extra_id_{len(self.sentinel_ids)}>')) is not None:
-      self.sentinel_ids.append(i)
+    for token in special_tokens.TOKENS:
+      setattr(self, token.attribute, self._special_id(token, ids))
+    self.has_pad = self.pad_id is not None
+    self.pad_id = self.pad_id if self.has_pad else 0
     self.vocab_size = self._backend.vocab_size   # unchanged: every special token was in it
+
+  def _special_id(self, token, named):
+    """The id of registry entry `token`: a role by the files' name for it, else its partner's;
+    another entry by its piece; a numbered family's ids <piece 0>, <piece 1>, ... while found."""
+    if token.hf_role:
+      return named.get(token.name, named.get(token.partner))
+    if token.kind != 'numbered':
+      return self._backend.token_to_id(token.piece)
+    ids = []
+    while (i := self._backend.token_to_id(token.piece.format(len(ids)))) is not None:
+      ids.append(i)
+    return ids
 
   def encode(self, text):
     """str -> list of ids (no special tokens added)."""

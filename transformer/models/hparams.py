@@ -106,9 +106,10 @@ class HParams:
     return self.num_decoder_layers or self.num_layers
 
   @classmethod
-  def from_config(cls, model_config):
+  def from_config(cls, model_config, *, vocabulary=True):
     """Validate `config.model` (a ConfigDict or dict; absent keys take their defaults) and
-    return HParams with head_dim and num_kv_heads resolved."""
+    return HParams with head_dim and num_kv_heads resolved. `vocabulary=False`: the model reads
+    no text (its objective declares no text field), so vocab_size 0 means no vocabulary."""
     values = {**cls.defaults(), **dict(model_config)}
     unknown = sorted(set(values) - set(cls.defaults()))
     if unknown:
@@ -118,16 +119,16 @@ class HParams:
         values['d_model'] // values['num_heads'] if values['num_heads'] > 0 else 0)
     values['num_kv_heads'] = values['num_kv_heads'] or values['num_heads']
     hp = cls(**values)
-    hp.validate()
+    hp.validate(vocabulary=vocabulary)
     return hp
 
   def _bad(self, key, msg):
     raise ConfigError(f'`model.{key}={getattr(self, key)!r}`: {msg}')
 
-  def validate(self):
+  def validate(self, *, vocabulary=True):
     """Every field checked; the first problem raises a one-line ConfigError naming the key."""
     self._validate_choices()
-    self._validate_sizes()
+    self._validate_sizes(vocabulary)
     self._validate_numbers()
     self._validate_combinations()
 
@@ -139,9 +140,9 @@ class HParams:
       if getattr(self, key) not in allowed:
         self._bad(key, f'choose one of {", ".join(allowed)}')
 
-  def _validate_sizes(self):
+  def _validate_sizes(self, vocabulary=True):
     for key in ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'd_ff'):
-      if getattr(self, key) <= 0:
+      if getattr(self, key) <= 0 and (vocabulary or key != 'vocab_size' or self.vocab_size):
         self._bad(key, 'must be a positive integer' + (
             '; set it, or leave 0 and let training take it from the tokenizer'
             if key == 'vocab_size' else ''))

@@ -16,6 +16,7 @@ the prefix are scored (the last prefix token predicting the first target token c
 import jax.numpy as jnp
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.objectives import base, losses
 
 
@@ -90,7 +91,7 @@ class CausalLM(base.Objective):
 
   name = 'causal_lm'
   head = 'lm'
-  example_fields = ('text',)
+  fields = {'text': fields_lib.TEXT}
   families = ('decoder',)
   tokens = ('bos', 'eos')
   min_piece = 2    # a piece predicts at least one of its tokens

@@ -17,6 +17,7 @@ targets_len leaving the source fewer than 1 token keeps the budget split).
 
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.objectives import base, lm, losses, metrics
 
 
@@ -84,7 +85,7 @@ class Seq2Seq(base.Objective):
 
   name = 'seq2seq'
   head = 'lm'
-  example_fields = ('inputs', 'targets')
+  fields = {'inputs': fields_lib.TEXT, 'targets': fields_lib.TEXT}
   families = ('encoder_decoder', 'decoder')
 
   @classmethod

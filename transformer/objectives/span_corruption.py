@@ -28,6 +28,7 @@ row; still not scored). `text_chunk_len` is then the longest chunk whose stream 
 
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.errors import ConfigError
 from transformer.objectives import base
 from transformer.objectives import lm
@@ -128,7 +129,7 @@ class SpanCorruption(base.Objective):
 
   name = 'span_corruption'
   head = 'lm'
-  example_fields = ('text',)
+  fields = {'text': fields_lib.TEXT}
   families = ('encoder_decoder', 'decoder')
   tokens = ('eos', 'sentinel')
   min_piece = 2    # at least one text and one noise token

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from transformer import models
+from transformer.data import fields
 from transformer.models import attention, splash
 
 from transformer.training import optim
@@ -70,7 +71,8 @@ class Trainer:
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
-    hp = HParams.from_config(config.model)
+    text = fields.reads_text(fields.declared(objective))   # else: no vocabulary
+    hp = HParams.from_config(config.model, vocabulary=text)
     impl, why = choose_attention(hp, config, mesh)
     hp = dataclasses.replace(hp, attention_impl=impl)
     seed = config.train.seed
