@@ -262,6 +262,7 @@ def test_scanned_interleaved_pattern_equals_the_unrolled_stack(pattern):
   tokens = jax.random.randint(jax.random.key(2), (2, 9), 1, 37)
   np.testing.assert_allclose(_forward(scan, tokens), _forward(loop, tokens), atol=1e-5,
                              rtol=1e-5)
+  _check_decoder_generation(scan, tokens[:, :4], n=5, prefix_lm=False)   # cached, scanned
   global_ = models.build(_config(**{**knobs, 'local_window': 0, 'attention_pattern': 'local'}),
                          rngs=nnx.Rngs(0))
   assert not np.allclose(_forward(global_, tokens), _forward(loop, tokens), atol=1e-3)
