@@ -69,7 +69,7 @@ def test_published_parameter_counts(spec, head, expected):
 
 BAD_MODELS = [
     (dict(num_heads=5), 'model.num_heads'),
-    (dict(positions='alibi'), 'model.positions'),
+    (dict(positions='xpos'), 'model.positions'),   # alibi and none are positions now
     (dict(activation='tanh'), 'model.activation'),
     (dict(norm='batchnorm'), 'model.norm'),
     (dict(num_decoder_layers=2), 'model.num_decoder_layers'),  # decoder-only: no cross-attention
