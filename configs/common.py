@@ -87,8 +87,8 @@ def base_config():
                                      # cosine: Hägele et al. 2024); in (0, 1]
       decay_shape='1-sqrt',          # wsd's decay: linear | cosine | 1-sqrt (Hägele et al.)
       weight_decay=0.1,
-      b1=0.9,
-      b2=0.95,
+      b1=0.9,                        # Adam's, Lion's; schedule_free_adamw: its interpolation
+      b2=0.95,                       # (Muon's matrices: optax's momentum 0.95)
       eps=1e-8,
       grad_clip_norm=1.0,            # 0 : no clipping
       accumulation_steps=1,          # gradient accumulation micro-steps per update
