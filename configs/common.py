@@ -44,7 +44,11 @@ def base_config():
       text_key='',                   # '' : the source's default text field
       inputs_key='',                 # pairs: source field (e.g. 'en')
       targets_key='',                # pairs: target field (e.g. 'de')
-      label_key='',                  # classification label field
+      text_pair_key='',              # sentence pairs: the second text's field ('' : none, or
+                                     # the source's own: GLUE pair tasks, data/glue.py)
+      label_key='',                  # classification label field (a number for regression)
+      text_to_text='',               # a GLUE task name: read inputs/targets in T5's format
+                                     # (e.g. 'mnli hypothesis: .. premise: ..' -> 'neutral')
       vocab_size=2048,               # SentencePiece vocabulary trained on the train split
       tokenizer='',                  # '' : train one and cache it beside the data; or a .model
                                      # path, or a directory of Hugging Face tokenizer files

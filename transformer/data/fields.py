@@ -15,6 +15,7 @@ sources.py) and travels by its kind:
                               'text' cut into text_chunk_len        their stream length, with
                               chunks)                                segment ids and positions
   label  an integer           a Python int                          a scalar [B]
+  score  a real number        a Python float (regression: STS-B)    a float32 scalar [B]
   image  an array [H, W, C]   the array, as read                    passed through whole under
                                                                      the field's name:
                                                                      [B, H, W, C], never packed
@@ -68,8 +69,9 @@ class Kind:
 
 TEXT = Kind('text', _text, 'string', tokenized=True, labels=_token_strings)
 LABEL = Kind('label', int, 'int64')
+SCORE = Kind('score', float, 'float32')      # a real-valued label: regression (STS-B)
 IMAGE = Kind('image', _image, 'uint8', packable=False, unit='patch', units='patches')
-KINDS = {k.name: k for k in (TEXT, LABEL, IMAGE)}
+KINDS = {k.name: k for k in (TEXT, LABEL, SCORE, IMAGE)}
 
 
 def usual_kind(name):

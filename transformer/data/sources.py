@@ -19,13 +19,20 @@ A jsonl label is a class id: a non-negative integer, or a float with an integral
 writes `1.0`), which becomes that integer. Anything else (a string such as "positive", 0.5, true,
 null) is refused in one line naming the file, line, key and value when the label is asked for
 (`require`), so before a tokenizer is trained; string labels are not mapped to ids here, since a
-mapping of names the run does not record could differ between training, eval and resume.
+mapping of names the run does not record could differ between training, eval and resume. A label
+of the score kind (regression, fields.SCORE) must be a number instead, and a field the objective
+reads (e.g. a pair's `text_pair`) must be in every record: both refused the same way.
+
+GLUE's tasks (data/glue.py) are KNOWN by their TFDS names with their fields ('text' and, for
+sentence pairs, 'text_pair'); `data.text_to_text=<task>` reads any source of such examples as
+T5's text-to-text pairs ('inputs', 'targets'; glue_source.py).
 """
 
 import dataclasses
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 
@@ -34,10 +41,11 @@ import tensorflow_datasets as tfds
 
 from transformer.data import fields as fields_lib
 from transformer.data import gettext_corpus
+from transformer.data import glue
 from transformer.data import stdlib_corpus
 from transformer.errors import ConfigError
 
-ROLES = ('text', 'inputs', 'targets', 'label')
+ROLES = ('text', 'text_pair', 'inputs', 'targets', 'label')
 LOCAL_VALIDATION_PERCENT = 5
 
 
@@ -61,7 +69,8 @@ KNOWN = {
                                    {'train': 'train[:99%]', 'validation': 'train[99%:]'}),
     'wmt14_translate/de-en': Known('wmt14_translate/de-en', _WMT),
     'wmt17_translate/de-en': Known('wmt17_translate/de-en', _WMT),
-    'glue/sst2': Known('glue/sst2', {'text': 'sentence', 'label': 'label'}),
+    **{t.tfds: Known(t.tfds, t.fields, {'validation': t.eval_splits[0]}) for t in
+       glue.TASKS.values()},
     'python_stdlib': Known('python_stdlib/text', {'text': 'text'}),
     'python_stdlib/text': Known('python_stdlib/text', {'text': 'text'}),
     'python_stdlib/docstrings': Known('python_stdlib/docstrings', _PAIRS),
@@ -219,6 +228,21 @@ def class_id(value):
   return value
 
 
+def number(value):
+  """`value` as a finite float (a regression label), or None when it is no number."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return None
+  return float(value) if math.isfinite(value) else None
+
+
+# How a jsonl value of each label kind is read (None: refused with _LOCAL_WANTED's words).
+_LOCAL_VALUES = {'label': class_id, 'score': number}
+_LOCAL_WANTED = {
+    'label': 'not a class id; labels must be integers 0, 1, ... (1.0 counts as 1): write each '
+             'name as its id, e.g. its index in the sorted names',
+    'score': 'not a number; a regression label (model.num_classes=1) must be a number, e.g. 3.8'}
+
+
 def _is_local_validation(line):
   return stdlib_corpus.is_validation(line, LOCAL_VALIDATION_PERCENT)
 
@@ -236,8 +260,7 @@ class LocalSource(Source):
       raise ConfigError(f'`data.source={self.name!r}`: the glob matches no files; '
                         f'give an existing path, e.g. {kind}:/data/*.{kind.replace("text", "txt")}')
     self.records = {'train': [], 'validation': []}
-    self.label_key = _configured_key(config, 'label') or 'label'
-    self._bad_label = None   # (path, line number, value) of the first label that is no class id
+    self.located = []   # (path, line number, record) of every record, in file order
     lines = []
     for path in self.paths:
       with open(path, encoding='utf-8') as f:
@@ -248,6 +271,7 @@ class LocalSource(Source):
     for line, path, lineno in lines:
       split = 'validation' if line in chosen else 'train'
       self.records[split].append(self._parse(line, path, lineno))
+      self.located.append((path, lineno, self.records[split][-1]))
 
   def _parse(self, line, path, lineno):
     if self.kind == 'text':
@@ -260,25 +284,28 @@ class LocalSource(Source):
     if not isinstance(record, dict):
       raise ConfigError(f'`data.source`: {path}:{lineno} is not a JSON object; '
                         f'each line of a jsonl: file must be an object')
-    if self.label_key in record:
-      label = class_id(record[self.label_key])
-      if label is not None:
-        record[self.label_key] = label
-      elif self._bad_label is None:
-        self._bad_label = (path, lineno, record[self.label_key])
     return record
 
   def require(self, roles):
-    """As Source.require; with 'label', also a ConfigError at the first label of the files that
-    is no class id (see the module docstring)."""
+    """As Source.require; for jsonl files also a ConfigError at the first record that lacks a
+    configured field or whose label is no class id (a score: no number), naming file and line
+    (see the module docstring)."""
     super().require(roles)
-    if 'label' in roles and self._bad_label:
-      path, lineno, value = self._bad_label
-      shown = json.dumps(value)
-      shown = shown if len(shown) <= 40 else shown[:37] + '...'
-      raise ConfigError(f'`data.label_key={self.label_key}`: {path}:{lineno} has {shown}, not a '
-                        'class id; labels must be integers 0, 1, ... (1.0 counts as 1): write '
-                        'each name as its id, e.g. its index in the sorted names')
+    if self.kind != 'jsonl':
+      return
+    kinds = fields_lib.as_kinds(roles)
+    for role, kind in kinds.items():
+      key = self.field(role)
+      for path, lineno, record in self.located:
+        if key not in record:
+          raise ConfigError(f'`data.{role}_key={key}`: {path}:{lineno} has no {key!r} field; '
+                            f'every record needs it: add it, or set --config.data.{role}_key '
+                            f'to one of: {", ".join(sorted(record))}')
+        if kind.name in _LOCAL_VALUES and _LOCAL_VALUES[kind.name](record[key]) is None:
+          shown = json.dumps(record[key])
+          shown = shown if len(shown) <= 40 else shown[:37] + '...'
+          raise ConfigError(f'`data.{role}_key={key}`: {path}:{lineno} has {shown}, '
+                            f'{_LOCAL_WANTED[kind.name]}')
 
   def available_fields(self):
     if self.kind == 'text':
@@ -311,16 +338,9 @@ class LocalSource(Source):
     records = self._split_records(split)[shard[0]::shard[1]]
     kinds = fields_lib.as_kinds(roles)
     columns = {}
-    for role in roles:
-      key = self.field(role)
-      values = []
-      for record in records:
-        if key not in record:
-          raise ConfigError(f'`data.{role}_key={key!r}`: a record of {self.name} '
-                            f'lacks it; set --config.data.{role}_key to one of: '
-                            f'{", ".join(sorted(record))}')
-        values.append(record[key])
-      columns[role] = tf.constant(values, kinds[role].dtype)
+    for role in roles:   # every record has every field: require checked them
+      key, read = self.field(role), _LOCAL_VALUES.get(kinds[role].name, lambda v: v)
+      columns[role] = tf.constant([read(record[key]) for record in records], kinds[role].dtype)
     if not records:
       columns = {role: tf.constant([], kinds[role].dtype) for role in roles}
     return tf.data.Dataset.from_tensor_slices(columns)
@@ -337,9 +357,13 @@ def get_source(config):
     raise ConfigError('`data.source=`: empty; set it, e.g. '
                       '--config.data.source=python_stdlib/text')
   kind, sep, rest = spec.partition(':')
-  if sep and kind in ('text', 'jsonl'):
-    return LocalSource(config, kind, rest)
-  return TfdsSource(config, spec)
+  source = (LocalSource(config, kind, rest) if sep and kind in ('text', 'jsonl') else
+            TfdsSource(config, spec))
+  task = config.data.get('text_to_text', '')
+  if task:
+    from transformer.data import glue_source  # pylint: disable=import-outside-toplevel
+    return glue_source.TextToText(source, glue.get(task))
+  return source
 
 
 # Importing this module registers our builders with TFDS.

@@ -74,7 +74,7 @@ class HParams:
   scale_tied_logits: bool = False      # T5 v1.0: decoder output * d_model**-0.5 before tied logits
   lm_head_bias: bool = False           # a bias on the vocabulary logits (BERT, BART)
   mlm_transform: bool = False          # BERT: dense + activation + norm before the MLM logits
-  num_classes: int = 2                 # classification head
+  num_classes: int = 2                 # classification head; 1: regression (STS-B)
   classifier_pooler: bool = False      # BERT pooler (dense + tanh on the first token)
   classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
   decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
@@ -177,8 +177,8 @@ class HParams:
     if self.num_kv_heads <= 0:
       self._bad('num_kv_heads', 'must be a positive integer; leave it 0 for model.num_heads '
                 '(multi-head attention)')
-    if self.num_classes < 2:
-      self._bad('num_classes', 'a classifier needs at least 2 classes')
+    if self.num_classes < 1:
+      self._bad('num_classes', 'a classifier needs at least 2 classes (1: a regression head)')
 
   def _validate_numbers(self):
     for key, ok, wanted in (('norm_eps', lambda v: v > 0, '> 0, e.g. 1e-6'),

@@ -28,7 +28,9 @@ TAGS = (
     'train/tokens_seen',
 )
 OPTIONAL_TAGS = ('eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeL',  # seq2seq decoding
-                 'eval/bits_per_byte', 'train/bits_per_byte')   # language-model objectives
+                 'eval/bits_per_byte', 'train/bits_per_byte',   # language-model objectives
+                 # GLUE's corpus-level metrics (classification, T5 text-to-text; higher is better)
+                 'eval/f1', 'eval/mcc', 'eval/pearson', 'eval/spearman')
 
 
 def flatten_config(config) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Which objective runs on which model family:
                                      (data.denoise_attention: prefix | causal over the inputs)
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
-  classification   encoder, decoder  one label per text
+  classification   encoder, decoder  one label per text or sentence pair (1 class: regression)
 """
 
 from transformer.data import fields
@@ -37,11 +37,14 @@ def objectives_for(family):
   return [name for name, cls in REGISTRY.items() if family in cls.families]
 
 
-def declared_fields(name):
-  """{field: kind} the objective `name` declares (data/fields.py); an unknown name, which `get`
-  refuses, reads text."""
+def declared_fields(name, config=None):
+  """{field: kind} the objective `name` declares (data/fields.py), under `config` when given
+  (`fields_for`: e.g. a sentence pair's 'text_pair'); an unknown name, which `get` refuses,
+  reads text."""
   cls = REGISTRY.get(name)
-  return fields.declared(cls) if cls else {'text': fields.TEXT}
+  if cls is None:
+    return {'text': fields.TEXT}
+  return fields.as_kinds(cls.fields_for(config)) if config is not None else fields.declared(cls)
 
 
 def reads_text(name):

@@ -29,7 +29,13 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
                    first_index=K (the batch's first example is example K of the eval set:
                    a sampled example's noise follows its index). Decoding never chooses an
                    id past tokenizer.vocab_size (the model may have more rows)
-  eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
+  eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only;
+                   plus, under the names in `gathered`, [B] arrays of each example (e.g. its
+                   prediction, label and weight) that the eval concatenates over the whole
+                   eval set and hands to `corpus_scores(arrays) -> {name: float}` once
+                   (`gathered_metrics` its names: F1, Matthews, correlations)
+  fields_for(config)  classmethod: the declaration for a config (default `fields`; the
+                   classification objective adds 'text_pair' for pairs)
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
   score(samples) -> {name: float}            corpus scores of predictions
@@ -201,11 +207,24 @@ class Objective:
     return (f'{type(self).__name__}(family={self.family!r}, streams={self.stream_lengths}, '
             f'packable={self.packable}, text_chunk_len={self.text_chunk_len})')
 
+  @classmethod
+  def fields_for(cls, config):
+    """The fields this objective reads under `config` (the class's declaration)."""
+    del config
+    return dict(cls.fields)
+
   def eval_metrics(self, model, batch):
     """Metrics of one eval batch: the training loss without dropout."""
     return self.loss_and_metrics(model, batch, deterministic=True)[1]
 
   corpus_metrics = ()
+  gathered = ()            # the [B] arrays eval_metrics adds for corpus_scores
+  gathered_metrics = ()    # the names corpus_scores returns
+
+  def corpus_scores(self, gathered):
+    """{name: score} of the whole eval set from the concatenated `gathered` arrays."""
+    del gathered
+    return {}
 
   def generation_prompt(self, ids):
     """(model input ids, whether a decoder-only prompt attends to itself bidirectionally) for

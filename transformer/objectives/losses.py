@@ -1,5 +1,6 @@
 """The losses every objective shares: weighted float32 cross-entropy, accuracy, bits per byte,
-and the next-token / shifted-decoder-input layouts of packed segments."""
+squared error (regression), and the next-token / shifted-decoder-input layouts of packed
+segments."""
 
 import math
 
@@ -98,3 +99,14 @@ def shift_right_in_segments(tokens, segment_ids, start_id=0):
   prev_seg = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
   starts = jnp.where(segment_ids > 0, start_id, 0)
   return jnp.where(prev_seg == segment_ids, shifted, starts).astype(tokens.dtype)
+
+
+def squared_error(predictions, targets, weights):
+  """(mean weighted squared error, {'loss': (sum, count)}) in float32: regression on a one-unit
+  head (STS-B). Positions of weight 0 are selected away, as in `cross_entropy`."""
+  weights = weights.astype(jnp.float32)
+  keep = weights != 0
+  diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+  total = jnp.sum(jnp.where(keep, jnp.square(diff) * weights, 0.0))
+  count = jnp.sum(weights)
+  return total / jnp.maximum(count, 1.0), {'loss': (total, count)}

@@ -18,6 +18,7 @@ targets_len leaving the source fewer than 1 token keeps the budget split).
 import numpy as np
 
 from transformer.data import fields as fields_lib
+from transformer.data import glue
 from transformer.objectives import base, lm, losses, metrics
 
 
@@ -108,6 +109,10 @@ class Seq2Seq(base.Objective):
     self.num_samples = int(config.log.samples)
     decode = config.log.get('decode') or {}
     self.corpus_metrics = metrics.metric_names(decode.get('metrics', 'auto'), config.data.source)
+    task = config.data.get('text_to_text', '')
+    self.glue_task = glue.get(task) if task else None   # T5's GLUE: the task's own metrics
+    if self.glue_task:
+      self.corpus_metrics = self.glue_task.metrics
 
   def features(self, example, rng=None):
     del rng  # deterministic
@@ -147,7 +152,10 @@ class Seq2Seq(base.Objective):
 
   def score(self, samples):
     """Corpus scores (0-100) of `predict` samples against their references: 'bleu'
-    (sacrebleu) and, for summarisation-style data, 'rouge1', 'rouge2', 'rougeL'."""
+    (sacrebleu) and, for summarisation-style data, 'rouge1', 'rouge2', 'rougeL'; with
+    data.text_to_text, the GLUE task's metrics of the decoded labels (metrics.py)."""
+    if self.glue_task:
+      return metrics.text_to_text_scores(self.glue_task, samples) if samples else {}
     return metrics.score(self.corpus_metrics, samples)
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=32, spec=None, limit=None,

@@ -25,7 +25,8 @@ PRUNERS = {'median': 'MedianPruner', 'successive_halving': 'SuccessiveHalvingPru
            'hyperband': 'HyperbandPruner', 'none': 'NopPruner'}
 DIRECTIONS = {'min': 'minimize', 'max': 'maximize', 'minimize': 'minimize',
               'maximize': 'maximize'}
-HIGHER_IS_BETTER = ('accuracy', 'bleu', 'rouge')   # metrics whose default direction is 'max'
+# metrics whose default direction is 'max' (GLUE's: f1, mcc, pearson, spearman)
+HIGHER_IS_BETTER = ('accuracy', 'bleu', 'rouge', 'f1', 'mcc', 'pearson', 'spearman')
 
 
 def grid(axes):

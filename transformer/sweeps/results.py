@@ -11,9 +11,11 @@ from transformer.files import atomic_write
 STATUS_FILE = 'sweep_status.json'
 COLUMNS = ('status', 'final_eval_loss', 'best_eval_loss', 'final_eval_accuracy',
            'best_eval_accuracy', 'tokens_per_sec', 'params', 'tokens_seen', 'steps', 'error')
-# Generation metrics (seq2seq runs) and bits per byte (language models): a final_ and best_
-# column each, where some run logged them; best is the highest, or the lowest for LOWER.
-GENERATION = ('bleu', 'rouge1', 'rouge2', 'rougeL', 'bits_per_byte')
+# Generation metrics (seq2seq runs), bits per byte (language models) and GLUE's corpus metrics
+# (classification): a final_ and best_ column each, where some run logged them; best is the
+# highest, or the lowest for LOWER.
+GENERATION = ('bleu', 'rouge1', 'rouge2', 'rougeL', 'bits_per_byte', 'f1', 'mcc', 'pearson',
+              'spearman')
 LOWER = ('bits_per_byte',)
 
 

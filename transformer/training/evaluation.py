@@ -1,7 +1,10 @@
 """Eval during and after training: metrics over the eval split, text samples, attention images.
 
 Metrics are (sum, count) pairs added over batches and divided once (`average`), so every eval
-batch weighs by its tokens, and multi-process runs agree on the number of batches.
+batch weighs by its tokens, and multi-process runs agree on the number of batches. Corpus-level
+scores (F1, Matthews and correlations of classification runs) are no such averages: the
+objective's per-example arrays (`objective.gathered`) are gathered from every batch (and
+process) and scored once over the whole eval set (`objective.corpus_scores`).
 """
 
 import dataclasses
@@ -9,6 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from transformer.errors import ConfigError
 from transformer.monitoring import attention
@@ -38,7 +42,8 @@ def evaluate(run, params, pipeline, eval_fn):
   that runs out first feeds all-padding batches, which weigh nothing.
   """
   config = run.config
-  sums, last, it = {}, None, pipeline.iterator(0)
+  names = tuple(getattr(run.objective, 'gathered', ()))
+  sums, last, it, gathered = {}, None, pipeline.iterator(0), {name: [] for name in names}
   for _ in range(config.train.eval_steps):
     batch = next(it, None)
     have = [h for [h] in distributed.allgather_ints([batch is not None])]
@@ -51,9 +56,22 @@ def evaluate(run, params, pipeline, eval_fn):
       batch = {k: np.zeros_like(v) for k, v in last.items()}
     else:
       last = batch
-    sums = accumulate(sums, jax.device_get(eval_fn(params, sharding.global_batch(
-        batch, run.mesh, run.trainer.input_sharding))))
-  return average(sums), last
+    metrics = dict(eval_fn(params, sharding.global_batch(batch, run.mesh,
+                                                         run.trainer.input_sharding)))
+    for name in names:
+      gathered[name].append(_fetch_all(metrics.pop(name)))
+    sums = accumulate(sums, jax.device_get(metrics))
+  out = average(sums)
+  if names and gathered[names[0]]:
+    out.update(run.objective.corpus_scores({k: np.concatenate(v) for k, v in gathered.items()}))
+  return out, last
+
+
+def _fetch_all(array):
+  """A [B] array of the global batch on this host (gathered from every process)."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(array))
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 @dataclasses.dataclass

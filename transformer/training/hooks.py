@@ -108,7 +108,9 @@ class TensorBoard(Hook):
     self.hparams_in = {**tb.flatten_config(run.config), **session.extra('hparams')}
     self.writer.hparams(self.hparams_in,
                         {'eval/loss': None, 'eval/accuracy': None,
-                         **dict.fromkeys(generation.metric_tags(run)), **session.extra('metrics')},
+                         **dict.fromkeys(generation.metric_tags(run)),
+                         **dict.fromkeys(f'eval/{m}' for m in getattr(run.objective, 'gathered_metrics', ())),
+                         **session.extra('metrics')},
                         first=run.config.log.hparams_first)
     self.writer.scalars(session.step, {'params/total': session.counts['total'],
                                        'params/non_embedding': session.counts['non_embedding'],

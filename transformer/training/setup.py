@@ -74,7 +74,7 @@ class Run:
 def prepare(config, workdir, *, devices=None):
   """The Run of `config` under `workdir` (on `devices`, default all); writes nothing."""
   path = run_dir(config, workdir)
-  fields = objectives.declared_fields(config.objective)
+  fields = objectives.declared_fields(config.objective, config)
   tokenizer = (data.get_tokenizer(config, roles=tuple(fields))
                if objectives.reads_text(config.objective) else None)
   config = resolve(config, tokenizer)

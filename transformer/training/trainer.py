@@ -204,8 +204,7 @@ class Trainer:
   def eval_step(self, params, batch):
     model = nnx.merge(self.graphdef, params, self.rng_state)
     with self._splash_layout():
-      return self.objective.loss_and_metrics(model, self._laid_out(batch, False),
-                                             deterministic=True)[1]
+      return self.objective.eval_metrics(model, self._laid_out(batch, False))
 
   def compile(self, state, batch):
     """AOT-compile the train step for this state and the layout `batch` arrives in (donating
