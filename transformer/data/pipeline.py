@@ -105,7 +105,7 @@ class Pipeline:
     self.fields = tuple(self.kinds)
     self.roles = self.fields
     self.source = source or sources.get_source(config)
-    self.source.require(self.roles)
+    self.source.require(self.kinds)   # by kind: a jsonl score label must be a number
     self._epoch_length = None
 
   def _dataset(self, epoch):

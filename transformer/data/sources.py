@@ -357,12 +357,13 @@ def get_source(config):
     raise ConfigError('`data.source=`: empty; set it, e.g. '
                       '--config.data.source=python_stdlib/text')
   kind, sep, rest = spec.partition(':')
+  name = config.data.get('text_to_text', '')
+  task = glue.get(name) if name else None   # checked before any data is read
   source = (LocalSource(config, kind, rest) if sep and kind in ('text', 'jsonl') else
             TfdsSource(config, spec))
-  task = config.data.get('text_to_text', '')
   if task:
     from transformer.data import glue_source  # pylint: disable=import-outside-toplevel
-    return glue_source.TextToText(source, glue.get(task))
+    return glue_source.TextToText(source, task)
   return source
 
 

@@ -33,6 +33,7 @@ import shutil
 import sentencepiece as spm
 import tensorflow_datasets as tfds
 
+from transformer.data import fields as fields_lib
 from transformer.data import hf_files
 from transformer.data import hf_tokenizer
 from transformer.data import sources
@@ -171,8 +172,9 @@ def load(path):
 
 
 def _training_roles(source):
-  """Text roles to learn the vocabulary from: 'text' if the source has it, and both sides."""
-  roles = [r for r in ('text', 'inputs', 'targets') if source.field(r) is not None]
+  """Text roles to learn the vocabulary from: 'text' (and a pair's 'text_pair') if the source
+  has it, and both sides."""
+  roles = [r for r in ('text', 'text_pair', 'inputs', 'targets') if source.field(r) is not None]
   if not roles:
     source.require(('text',))   # raises a ConfigError naming `data.text_key`
   return tuple(roles)
@@ -349,7 +351,8 @@ def get_tokenizer(config, roles=()):
   if explicit:
     return load_explicit(explicit)
   source = sources.get_source(config)
-  source.require([role for role in roles if role in sources.ROLES])
+  source.require({role: kind for role, kind in fields_lib.as_kinds(roles).items()
+                  if role in sources.ROLES})   # by kind: a score label must be a number
   path = cache_path(config, source)
   if not os.path.isfile(path):
     train(config, source, path)

@@ -75,7 +75,7 @@ def prepare(config, workdir, *, devices=None):
   """The Run of `config` under `workdir` (on `devices`, default all); writes nothing."""
   path = run_dir(config, workdir)
   fields = objectives.declared_fields(config.objective, config)
-  tokenizer = (data.get_tokenizer(config, roles=tuple(fields))
+  tokenizer = (data.get_tokenizer(config, roles=fields)
                if objectives.reads_text(config.objective) else None)
   config = resolve(config, tokenizer)
   objective = objectives.get(config, tokenizer)
