@@ -16,6 +16,7 @@
 #   ./launch.sh sweep experiments/FILE.py [--workdir DIR] [--parallel K] [--slurm] [--max_runs N]
 #   ./launch.sh compare experiments/compare_t5_table2.py [--workdir DIR] [--seeds N]
 #                       [--scale tiny|small|base] [--parallel K] [--results] [--slurm]
+#   ./launch.sh glue --init_from RUN_OR_IMPORT [--tasks cola,mrpc] [--workdir DIR] [--parallel K]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -81,6 +82,7 @@ case "$mode" in
   export-hf)   setup requirements.txt; exec "$VENV/bin/python" -m transformer.export "$@" ;;
   sweep)       setup requirements.txt; exec "$VENV/bin/python" -m transformer.sweep "$@" ;;
   compare)     setup requirements.txt; exec "$VENV/bin/python" -m transformer.compare "$@" ;;
+  glue)        setup requirements.txt; exec "$VENV/bin/python" -m transformer.glue "$@" ;;
   test)        setup requirements-test.txt
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)
@@ -92,7 +94,7 @@ case "$mode" in
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
   plan)        setup requirements-plan.txt; exec "$VENV/bin/python" -m transformer.plan "$@" ;;
-  help|-h|--help) sed -n '2,18p' "$0" ;;
-  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary plan import-hf export-hf tensorboard sweep compare" >&2
+  help|-h|--help) sed -n '2,19p' "$0" ;;
+  *) echo "error: unknown mode '$mode'; modes: train eval generate test summary plan import-hf export-hf tensorboard sweep compare glue" >&2
      exit 2 ;;
 esac

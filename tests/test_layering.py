@@ -3,7 +3,7 @@
 The layers, lowest first (docs/ARCHITECTURE.md draws them):
   errors, quiet, files < models < data < objectives < monitoring < training < config, cli < hf
   < sweeps < comparisons < the entry points (train, evaluate, summary, plan, export, generate,
-  profile_report, import_hf, sweep, compare)
+  profile_report, import_hf, sweep, compare, glue)
 A module may import its own room and any lower one. Networks (models/) import nothing of ours
 but errors; nothing in the package imports the top-level `configs/` or patches sys.path.
 """
@@ -17,7 +17,7 @@ PACKAGE = os.path.join(REPO, 'transformer')
 LAYERS = [('errors', 'quiet', 'files'), ('models',), ('data',), ('objectives',), ('monitoring',),
           ('training',), ('config', 'cli'), ('hf',), ('sweeps',), ('comparisons',),
           ('train', 'evaluate', 'summary', 'plan', 'export', 'generate', 'profile_report',
-           'import_hf', 'sweep', 'compare', '__init__')]
+           'import_hf', 'sweep', 'compare', 'glue', '__init__')]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

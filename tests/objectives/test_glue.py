@@ -89,6 +89,8 @@ def test_metrics_equal_sklearn_and_scipy():
   got = metrics.classification_scores(('pearson', 'spearman'), a, b)
   assert got == pytest.approx({'pearson': stats.pearsonr(a, b)[0],
                                'spearman': stats.spearmanr(a, b)[0]}, abs=1e-12)
+  one = metrics.classification_scores(('pearson', 'mcc'), np.array([1.0]), np.array([1.0]))
+  assert np.isnan(one['pearson']) and one['mcc'] == 0.0   # a 1-example dev set: no crash
 
 
 class _Pipeline:
@@ -98,6 +100,17 @@ class _Pipeline:
   def iterator(self, position):
     del position
     return iter(self.batches)
+
+
+def test_t5_text_to_text_scores_decoded_labels(make_config, tokenizer):
+  c = make_config('seq2seq', 'encoder_decoder')
+  c.data.text_to_text = 'mrpc'
+  obj = objectives.get(c, tokenizer)
+  assert obj.corpus_metrics == ('f1', 'accuracy')
+  pairs = [('equivalent', 'equivalent'), ('not_equivalent', 'equivalent'),
+           ('no idea', 'not_equivalent'), ('equivalent', 'not_equivalent')]
+  scores = obj.score([dict(prediction=p, reference=r) for p, r in pairs])
+  assert scores == pytest.approx({'f1': 0.5, 'accuracy': 0.25})   # 'no idea' is wrong, not 0
 
 
 def test_eval_scores_the_whole_set_not_a_mean_of_batches(make_config, tokenizer, monkeypatch):

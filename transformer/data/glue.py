@@ -25,6 +25,7 @@ validation_mismatched, the others accuracy. Names are the eval/<name> tags the r
 import dataclasses
 import math
 
+from transformer.data import fields
 from transformer.errors import ConfigError
 
 
@@ -59,6 +60,13 @@ class Task:
     if self.text_pair:
       out['text_pair'] = self.text_pair
     return out
+
+  @property
+  def kinds(self):
+    """{role: kind} its examples are read by (data/fields.py): text, text_pair, the label a
+    class id, or a score for regression."""
+    kinds = {'text': fields.TEXT, **({'text_pair': fields.TEXT} if self.text_pair else {})}
+    return {**kinds, 'label': fields.SCORE if self.regression else fields.LABEL}
 
 
 _NLI = ('entailment', 'not_entailment')

@@ -13,12 +13,12 @@ TensorFlow ops, so the seq2seq objective reads them like any pair source.
 
 import tensorflow as tf
 
-from transformer.data import fields as fields_lib
-from transformer.data import sources
+from transformer.errors import ConfigError
 
 
-class TextToText(sources.Source):
-  """A source whose 'inputs' and 'targets' are T5's strings of `task`'s examples."""
+class TextToText:
+  """A source (sources.Source's interface; sources.get_source builds it) whose 'inputs' and
+  'targets' are T5's strings of `task`'s examples."""
 
   ROLES = ('inputs', 'targets')
 
@@ -29,11 +29,7 @@ class TextToText(sources.Source):
 
   def inner_roles(self):
     """{role: kind} the inner source is read by."""
-    roles = {'text': fields_lib.TEXT}
-    if self.task.text_pair:
-      roles['text_pair'] = fields_lib.TEXT
-    roles['label'] = fields_lib.SCORE if self.task.regression else fields_lib.LABEL
-    return roles
+    return self.task.kinds
 
   def field(self, role):
     return role if role in self.ROLES else None
@@ -42,7 +38,12 @@ class TextToText(sources.Source):
     return list(self.ROLES)
 
   def require(self, roles):
-    super().require(roles)
+    """ConfigError for a role other than inputs/targets; then the inner source's checks."""
+    for role in roles:
+      if role not in self.ROLES:
+        raise ConfigError(f'`data.text_to_text={self.task.name}`: the source gives only '
+                          f'inputs and targets, not {role!r}; use objective=seq2seq or leave '
+                          'data.text_to_text empty')
     self.inner.require(self.inner_roles())
 
   def tfds_split(self, split):

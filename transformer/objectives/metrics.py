@@ -13,7 +13,8 @@ own range (accuracy and F1 in [0, 1], correlations in [-1, 1]; the GLUE table sh
   accuracy   sklearn.metrics.accuracy_score
   f1         sklearn.metrics.f1_score (binary, class 1 positive; 0 when nothing is predicted 1)
   mcc        sklearn.metrics.matthews_corrcoef (CoLA)
-  pearson, spearman   scipy.stats.pearsonr / spearmanr (STS-B; NaN for a constant prediction)
+  pearson, spearman   scipy.stats.pearsonr / spearmanr (STS-B; NaN for a constant prediction
+             or fewer than 2 examples)
 `classification_names(num_classes)` are those a classification run logs besides its loss and
 accuracy; `text_to_text_scores(task, samples)` scores T5's decoded label words (data/glue.py).
 """
@@ -94,7 +95,8 @@ def classification_scores(names, predictions, labels):
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')   # a constant prediction: NaN correlation, said by the value
     for name in names:
-      out[name] = float(scorers[name](predictions, labels))
+      undefined = name in ('pearson', 'spearman') and len(labels) < 2   # scipy raises there
+      out[name] = float('nan') if undefined else float(scorers[name](predictions, labels))
   return out
 
 
