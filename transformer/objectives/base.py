@@ -35,6 +35,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
                    a sampled example's noise follows its index). Decoding never chooses an
                    id past tokenizer.vocab_size (the model may have more rows)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
+  check_config(config)                       classmethod: the objective's own config keys
+                                            checked before anything runs (ConfigError)
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
   score(samples) -> {name: float}            corpus scores of predictions
@@ -175,6 +177,12 @@ class Objective:
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     cls.example_fields = tuple(cls.fields)
+
+  @classmethod
+  def check_config(cls, config):
+    """Raise ConfigError for a bad value of the objective's own keys (config.validate calls it,
+    before a tokenizer or a run directory exists); most objectives check theirs in __init__."""
+    del config
 
   @classmethod
   def tokens_needed(cls, family):
