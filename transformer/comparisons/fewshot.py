@@ -24,7 +24,8 @@ Tasks by name or file:
   FILE.jsonl         one example per line (kind from the first record; "id" optional: FILE:LINE);
                      shots from --train_file, by default train.jsonl beside FILE. Prompt:
                      target_delimiter ' ', fewshot_delimiter '\\n\\n', no description (the
-                     harnesses' defaults): write the context as the prompt should read.
+                     harnesses' defaults): write the context as the prompt should read, without
+                     a trailing space (the delimiter puts one before the answer).
 Metrics (in %): choice: accuracy (the summed log-likelihood's argmax), accuracy_per_token
 (divided by the continuation's tokens, as GPT-3 does for most tasks) and accuracy_per_char
 (divided by the choice's characters, without the delimiter: the harnesses' acc_norm);
