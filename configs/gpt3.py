@@ -18,8 +18,8 @@ the whole run).
 Attention alternates dense and locally banded layers ("similar to the Sparse Transformer").
 The paper gives neither the band nor the order: BANDED holds GPT-Neo's choice (dense first,
 a 256-token window; tiny: 32), declared with `model.local_window` / `model.attention_pattern`.
-SWITCH: it is applied only where models/hparams.py has both keys (LOCAL_ATTENTION below);
-until the banded kernel lands every layer is dense.
+SWITCH: it is applied only where models/hparams.py has both keys (LOCAL_ATTENTION below), as
+it has since the banded kernel (issue 27's knobs) landed; without them every layer is dense.
 """
 
 from configs import common

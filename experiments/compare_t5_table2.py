@@ -50,6 +50,13 @@ SCALES = {
              'finetune': _LARGE_FINETUNE},
 }
 
+# --lr_grid (comparisons/lr_grid.py): each cell's learning rates chosen on dev data from these
+# around the fixed rates: Adafactor pretraining at 1e-2 (configs/t5.py, T5's), fine-tuning at
+# 3e-3 (tiny) and 1e-3 (small, base: T5's).
+LR_GRID = {'tiny': {'pretrain': (3e-3, 1e-2, 3e-2), 'finetune': (1e-3, 3e-3, 1e-2)},
+           'small': {'pretrain': (3e-3, 1e-2, 3e-2), 'finetune': (3e-4, 1e-3, 3e-3)},
+           'base': {'pretrain': (3e-3, 1e-2, 3e-2), 'finetune': (3e-4, 1e-3, 3e-3)}}
+
 # Scaling (comparisons/scaling.py): the baseline and the decoder LM also run at these widths
 # (the tiny size is 128 wide), each at the baseline's steps, so compute grows with width.
 SIZES = {'tiny': {'xs': {'model.d_model': 64, 'model.num_heads': 2, 'model.d_ff': 256},

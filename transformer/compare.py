@@ -5,7 +5,7 @@ objective comparison (transformer/comparisons/plan.py says what a declaration ho
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
       [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list] [--slurm]
       [--phase all|pretrain|finetune] [--index I] [--tasks A,B] [--deterministic]
-      [--config.a.b=v ...]
+      [--lr_grid] [--config.a.b=v ...]
 
 --deterministic adds --xla_gpu_deterministic_ops=true to XLA_FLAGS for every run (GPU
 reductions in a fixed order: slower, repeatable); manifest.json records the flags in effect.
@@ -49,6 +49,9 @@ def _parser():
                       help='comma list: only these of the declaration\'s TASKS (default all)')
   parser.add_argument('--deterministic', action='store_true',
                       help='XLA deterministic GPU ops in every run (XLA_FLAGS; manifest.json)')
+  parser.add_argument('--lr_grid', action='store_true',
+                      help='choose each cell\'s learning rates from the declaration\'s LR_GRID '
+                      'on dev data first (transformer/comparisons/lr_grid.py)')
   parser.add_argument('--index', type=int, default=None,
                       help='run only run I of --phase (one Slurm array task)')
   return parser
@@ -59,11 +62,14 @@ def main(argv=None):
   args, overrides = _parser().parse(argv)
   if args.index is not None and args.phase == 'all':
     raise ConfigError('--index: give --phase pretrain or --phase finetune with it')
+  if args.lr_grid and (args.slurm or args.index is not None):
+    raise ConfigError('--lr_grid: the learning-rate grid runs locally, not as Slurm arrays; run '
+                      'without --slurm/--index, or pin opt.learning_rate per cell')
   if args.deterministic:
     manifest.deterministic()
   plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
               args.finetune_seeds, budget=args.budget, flops=args.flops,
-              tasks=[t for t in args.tasks.split(',') if t])
+              tasks=[t for t in args.tasks.split(',') if t], tune_lr=args.lr_grid)
   budget = match_budget(plan, args.allow_mismatch)
   for line in plan.warnings:
     print(line)

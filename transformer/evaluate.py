@@ -27,7 +27,7 @@ from transformer import generate as generate_cli
 from transformer.comparisons import fewshot as tasks_lib
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
-from transformer.training import evaluation, fewshot, generation, setup
+from transformer.training import evaluation, fewshot, generation, optim, setup
 from transformer.training.trainer import Trainer
 
 
@@ -43,9 +43,10 @@ def run(config, workdir):
   run_ = setup.prepare(config, workdir)
   state = run_.trainer.init_state()
   step, state, _ = run_.checkpointer(state, resuming=False).restore(Trainer.abstract(state))
-  metrics, _ = evaluation.evaluate(run_, state['params'], run_.pipeline('eval'),
+  params = optim.eval_params(state)   # schedule-free: the averaged iterate, as in training
+  metrics, _ = evaluation.evaluate(run_, params, run_.pipeline('eval'),
                                    jax.jit(run_.trainer.eval_step))
-  decoded, _ = generation.decode_eval(run_, state['params'], run_.pipeline('eval'), step)
+  decoded, _ = generation.decode_eval(run_, params, run_.pipeline('eval'), step)
   metrics.update({k[len('eval/'):]: v for k, v in decoded.items()})   # bleu, rouge*
   print(f'{run_.dir} step {step}: ' + ', '.join(f'eval/{k} {v:.4f}' for k, v in metrics.items()))
   return metrics

@@ -5,7 +5,8 @@ checkpoint on the same downstream tasks with the same budget, over seeds; compar
   ./launch.sh compare experiments/compare_t5_table2.py --workdir runs [--seeds 3]
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
       [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list]
-      [--slurm] [--phase all|pretrain|finetune] [--index I] [--deterministic] [--config.a.b=v ...]
+      [--slurm] [--phase all|pretrain|finetune] [--index I] [--deterministic] [--lr_grid]
+      [--config.a.b=v ...]
 
 A declaration file (beside the sweeps) names:
   EXPERIMENT   the experiment directory: every run of both phases lives in
@@ -26,6 +27,8 @@ A declaration file (beside the sweeps) names:
                must list every size a cell does: each size's budget is the baseline's there)
   TASKS        {task: comparisons.generation(...) | classification(...)}
   BASELINE     the cell the paired comparison is against
+  LR_GRID      optional {scale: {'pretrain': lrs, 'finetune': lrs}}: with --lr_grid each cell's
+               learning rates are chosen from these on dev data (comparisons/lr_grid.py)
 
 Budgets (--budget flops, the default): a cell's training FLOPs are FLOPs per token under the
 convention --flops names (monitoring/accounting.py: matmul = 3 x forward matmuls with the logits
@@ -62,7 +65,7 @@ import types
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
 from transformer.comparisons import budget as budget_lib
-from transformer.comparisons import corpora, manifest, scaling
+from transformer.comparisons import corpora, lr_grid, manifest, scaling
 from transformer.comparisons import tasks as compare_tasks
 from transformer.sweeps import runner
 
@@ -90,6 +93,8 @@ class Plan:
   skipped: dict = dataclasses.field(default_factory=dict)      # (task, cell) -> reason
   controls: set = dataclasses.field(default_factory=set)       # cells fine-tuned from scratch
   only_tasks: tuple = ()                                       # --tasks (all when empty)
+  lr_grid: dict = dataclasses.field(default_factory=dict)      # --lr_grid: phase -> values
+  lr: dict = dataclasses.field(default_factory=dict)           # chosen: lr_grid.choose
 
   def declared(self, cell):
     """The declaration's overrides of `cell` (of its base cell for `<cell>@<size>`)."""
@@ -116,9 +121,9 @@ class Plan:
 
 
 def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flops',
-         flops='matmul', tasks=()):
+         flops='matmul', tasks=(), tune_lr=False):
   """The Plan of declaration file `path` (ConfigError for a bad declaration); `tasks`: run
-  only these of its TASKS."""
+  only these of its TASKS; `tune_lr`: choose each cell's learning rates (comparisons/lr_grid.py)."""
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
   unknown = sorted(set(tasks) - set(getattr(module, 'TASKS', {})))
   if unknown:
@@ -136,18 +141,15 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flop
                                                                                  True):
     raise ConfigError(f'comparison file {path}: BASELINE {module.BASELINE!r} is not one of '
                       f'the pretrained cells ({", ".join(module.CELLS)})')
-  if seeds < 1:
-    raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
-  if finetune_seeds < 1:
-    raise ConfigError(f'--finetune_seeds {finetune_seeds}: give at least 1 fine-tuning run per '
-                      'pretraining run')
-  if budget not in budget_lib.BUDGETS:
-    raise ConfigError(f'--budget {budget}: choose one of {", ".join(budget_lib.BUDGETS)}')
-  if flops not in budget_lib.FLOP_CONVENTIONS:
-    raise ConfigError(f'--flops {flops}: choose one of {", ".join(budget_lib.FLOP_CONVENTIONS)}')
+  _check_options(seeds, finetune_seeds, budget, flops)
   plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds, budget_kind=budget,
               convention=flops, only_tasks=tuple(tasks))
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
+  if tune_lr:
+    plan.lr_grid = lr_grid.grid(module, scale, path)
+    if 'opt.learning_rate' in plan.extra:
+      raise ConfigError('--config.opt.learning_rate: --lr_grid chooses every cell\'s learning '
+                        'rate; drop one of the two')
   plan.spec = f'{module.BASE}:{module.SCALES[scale]["size"]}'
   sizes = getattr(module, 'SIZES', {}).get(scale, {})
   for cell, overrides in module.CELLS.items():
@@ -174,6 +176,18 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flop
   return plan
 
 
+def _check_options(seeds, finetune_seeds, budget, flops):
+  if seeds < 1:
+    raise ConfigError(f'--seeds {seeds}: give at least 1 (3 or more for an interval)')
+  if finetune_seeds < 1:
+    raise ConfigError(f'--finetune_seeds {finetune_seeds}: give at least 1 fine-tuning run per '
+                      'pretraining run')
+  if budget not in budget_lib.BUDGETS:
+    raise ConfigError(f'--budget {budget}: choose one of {", ".join(budget_lib.BUDGETS)}')
+  if flops not in budget_lib.FLOP_CONVENTIONS:
+    raise ConfigError(f'--flops {flops}: choose one of {", ".join(budget_lib.FLOP_CONVENTIONS)}')
+
+
 def _pretrain_overrides(plan, cell):
   """A cell's pretraining overrides. A prefix LM of either family reads the same (prefix,
   continuation) pairs (one split point per text, drawn once: T5 sec. 3.3.1), as seq2seq: the
@@ -186,6 +200,11 @@ def _pretrain_overrides(plan, cell):
   if out.get('objective') == 'prefix_lm':
     out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + corpora.prefix_file(exp_dir)})
   return out
+
+
+def _chosen(plan, *key):
+  """{'opt.learning_rate': the value lr_grid chose for key} ({} before or without a choice)."""
+  return {'opt.learning_rate': plan.lr[key]} if key in plan.lr else {}
 
 
 def _every(steps, parts):
@@ -203,7 +222,7 @@ def pretrain_runs(plan, tokenizer):
       runs.append({**overrides, 'run_name': plan.pretrain_name(cell, seed), 'train.seed': seed,
                    'train.steps': steps, 'train.eval_every': _every(steps, 4),
                    'checkpoint.every': _every(steps, 4), 'data.tokenizer': tokenizer,
-                   **plan.extra})
+                   **plan.extra, **_chosen(plan, 'pretrain', cell)})
   return runs
 
 
@@ -237,7 +256,7 @@ def finetune_runs(plan, finished=None, tokenizer=''):
           runs.append({**model, **common, **overrides, 'run_name': plan.finetune_name(
               task_name, cell, seed, ft), 'train.seed': plan.finetune_train_seed(seed, ft),
                        'train.steps': steps, 'train.eval_every': steps, 'checkpoint.every': steps,
-                       **start, **plan.extra})
+                       **start, **plan.extra, **_chosen(plan, 'finetune', cell, task_name)})
   return runs
 
 
@@ -284,9 +303,22 @@ def execute(plan, args):
   manifest.write(plan, corpora.data_path(plan.exp_dir))
   outcome = {}
   if args.phase in ('all', 'pretrain'):
-    outcome.update(_phase(plan, 'pretrain', pretrain_runs(plan, tokenizer), args))
+    outcome.update(_tuned_phase(plan, 'pretrain', lambda: pretrain_runs(plan, tokenizer), args))
   if args.phase in ('all', 'finetune'):
     finished = {r['run_name'] for r in pretrain_runs(plan, tokenizer) if runner.finished_step(
         os.path.join(plan.exp_dir, r['run_name'])) == r['train.steps']}
-    outcome.update(_phase(plan, 'finetune', finetune_runs(plan, finished, tokenizer), args))
+    outcome.update(_tuned_phase(plan, 'finetune',
+                                lambda: finetune_runs(plan, finished, tokenizer), args))
+  return outcome
+
+
+def _tuned_phase(plan, name, runs, args):
+  """Run a phase (`runs()` its run dicts); with --lr_grid first its tuning runs, whose choices
+  the reported runs then use."""
+  outcome = {}
+  if plan.lr_grid.get(name):
+    tuning = (lr_grid.pretrain_runs if name == 'pretrain' else lr_grid.finetune_runs)(plan, runs())
+    outcome.update(_phase(plan, f'{name} learning-rate grid', tuning, args))
+    lr_grid.choose(plan, name)
+  outcome.update(_phase(plan, name, runs(), args))
   return outcome

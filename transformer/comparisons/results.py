@@ -28,15 +28,14 @@ Writes into <workdir>/<experiment>/:
 
 import csv
 import dataclasses
-import glob
-import json
+import math
 import os
-import re
 
 import numpy as np
 
 from transformer.comparisons import board
 from transformer.comparisons import manifest
+from transformer.comparisons import lr_grid
 from transformer.comparisons import pairs as pairs_lib
 from transformer.comparisons import scaling
 from transformer.comparisons import stats
@@ -45,7 +44,8 @@ from transformer.sweeps.results import read_status
 from transformer.training import scoring
 
 METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
-                 'loss': 'eval loss (lower is better)'}
+                 'loss': 'eval loss (lower is better)',
+                 'bits_per_byte': 'bits per byte (lower is better)'}
 
 
 def _scalars(run_dir):
@@ -58,29 +58,23 @@ def _last(scalars, tag):
   return points[-1][1] if points else None
 
 
-def last_scores(run_dir):
-  """The records of a run's last scores/step_N.jsonl ([] if none): one per test example, see
-  training/scoring.py."""
-  files = glob.glob(os.path.join(run_dir, 'scores', 'step_*.jsonl'))
-  if not files:
-    return []
-  path = max(files, key=lambda p: int(re.findall(r'step_(\d+)', p)[-1]))
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def example_scores(records, metric):
   """(ids, per-example values whose mean is the run's score) of scored records, or None.
 
   exact_match and accuracy: 0 / 100 per example; loss: each example's summed loss x N / total
   scored tokens, so their mean is the loss per scored token (every cell scores the same tokens
-  of the same ids, so paired differences are per-example differences)."""
+  of the same ids, so paired differences are per-example differences); bits_per_byte: each
+  example's loss in bits x N / total scored bytes (the same bytes whatever the tokenizer)."""
   if not records:
     return None
   ids = [str(r['id']) for r in records]
   if metric == 'loss':
     tokens = sum(r['tokens'] for r in records)
     return ids, np.array([r['loss'] * len(records) / max(tokens, 1) for r in records])
+  if metric == 'bits_per_byte' and all('bytes' in r for r in records):
+    scored = sum(r['bytes'] for r in records)
+    return ids, np.array([r['loss'] / math.log(2) * len(records) / max(scored, 1)
+                          for r in records])
   if metric == 'exact_match' and all('prediction' in r for r in records):
     return ids, np.array([100.0 * scoring.same_text(r['prediction'], r['reference'])
                           for r in records])
@@ -104,7 +98,7 @@ class RunScores:
 def task_scores(run_dir, task):
   """({metric: value}, {metric: example_scores}, scored tokens) of one fine-tuning run, from its
   scored test list (training/scoring.py): BLEU from its test/bleu, the rest per example."""
-  records = last_scores(run_dir)
+  records = scoring.last_records(run_dir)
   out, examples = {}, {}
   for metric in task.metrics:
     if metric == 'bleu':
@@ -288,6 +282,7 @@ def markdown(plan, table, comparisons, collected):
     cell = next((c for c in cells if (task, c) in plan.skipped), None)
     return '' if cell is None else f'n/a ({marks[(task, cell)]})'
 
+  lines += lr_grid.markdown(plan)
   lines += pairs_lib.markdown(plan, comparisons, metrics, names, skipped)
   lines += scaling.markdown(plan, collected, METRIC_LABELS)
   environment = manifest.summary_line(plan.exp_dir)
@@ -296,7 +291,9 @@ def markdown(plan, table, comparisons, collected):
 
 
 CELL_FIELDS = ['cell', 'family', 'objective', 'params', 'non_embedding', 'steps', 'cost',
-               'train_flops', 'flops_matmul', 'flops_6n', 'flops_6n_attn', 'tokens_seen', 'seconds', 'task', 'metric', 'n', 'runs', 'mean', 'low', 'high',
+               'train_flops', 'flops_matmul', 'flops_6n', 'flops_6n_attn', 'tokens_seen',
+               'seconds', 'lr_pretrain', 'lr_finetune', 'task', 'metric', 'n', 'runs', 'mean',
+               'low', 'high',
                'at_floor', 'diff_mean', 'diff_low', 'diff_high', 'p_raw', 'p_holm', 'p_bh',
                'note']
 
@@ -315,6 +312,8 @@ def write_csv(path, plan, table):
     for task, metric in _metric_columns(plan):
       line = {**row, **{f'flops_{c}': row['flops'][c] for c in FLOP_COLUMNS},
               'task': task, 'metric': metric,
+              'lr_pretrain': lr_grid.used(plan.exp_dir, row['cell']),
+              'lr_finetune': lr_grid.used(plan.exp_dir, row['cell'], task),
               'note': plan.skipped.get((task, row['cell']), '')}
       value, diff = row.get((task, metric)), row.get(('vs', task, metric))
       if value is not None:
@@ -387,4 +386,4 @@ def describe(plan):
     done = [c for c in plan.cells if (task, c) not in plan.skipped]
     lines.append(f'{task}: fine-tunes {", ".join(done) or "nothing"}' + ''.join(
         f'; {c}: {plan.skipped[(task, c)]}' for c in plan.cells if (task, c) in plan.skipped))
-  return '\n'.join(lines)
+  return '\n'.join(lines + lr_grid.describe(plan))

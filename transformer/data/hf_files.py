@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 
 TOKENIZER_JSON, SPIECE, VOCAB_TXT, VOCAB_JSON, MERGES = (
@@ -34,7 +35,7 @@ TOKENIZER_FILES = (TOKENIZER_JSON, SPIECE, VOCAB_TXT, VOCAB_JSON, MERGES) + CONF
 SPECIAL_RECORD = 'special_tokens.json'
 RUN_HF_TOKENIZER = 'tokenizer'          # a run's / an import's Hugging Face tokenizer directory
 IMPORT_RECORD = 'tokenizer_info.json'  # import-hf: the tokenizer of the imported weights, if any
-ROLES = ('pad', 'eos', 'unk', 'bos', 'mask', 'sep', 'cls')
+ROLES = special_tokens.hf_roles()     # ('pad', 'eos', 'unk', 'bos', 'mask', 'sep', 'cls')
 
 # What each tokenizer class names when its files are silent (transformers' __init__ defaults).
 CLASS_DEFAULTS = {

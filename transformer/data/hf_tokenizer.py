@@ -5,28 +5,50 @@
                                     # add_special_tokens=False: the objectives frame the text
 
 Special-token strings inside the text (e.g. '[MASK]', '<extra_id_0>') encode to their ids, as in
-transformers. The objectives' roles: pad, eos, unk, bos, mask, sep, cls and the T5 sentinels
-'<extra_id_N>' (a SentencePiece tokenizer appends them after its pieces, <extra_id_0> last:
-counted down from the end of the vocabulary). A role the files leave unnamed takes its partner:
-eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a decoder example and GPT-2's
-<|endoftext|> is bos, eos, sep and cls at once. A role still missing is None, and an objective that
-needs it refuses (objectives/base.py). A tokenizer without a pad token pads with id 0: padding is
-marked by segment ids and never read; decode then keeps id 0 (GPT-2's '!'). An id the tokenizer
-lacks (a model may have more rows than it has ids: T5's 32,128 for 32,100) decodes to nothing
-and has no token (None), as in transformers.
+transformers. The special tokens are those of the registry (special_tokens.py): the roles the
+files name (pad, eos, unk, bos, mask, sep, cls), then every other entry by its piece string, e.g.
+the T5 sentinels '<extra_id_N>' (a SentencePiece tokenizer appends them after its pieces,
+<extra_id_0> last: counted down from the end of the vocabulary). A role the files leave unnamed
+takes its registry partner: eos <-> sep and bos <-> cls, so BERT's [CLS] / [SEP] begin and end a
+decoder example and GPT-2's <|endoftext|> is bos, eos, sep and cls at once. A role still missing
+is None, and an objective that needs it refuses (objectives/base.py). A tokenizer without a pad
+token pads with id 0: padding is marked by segment ids and never read; decode then keeps id 0
+(GPT-2's '!'). An id the tokenizer lacks (a model may have more rows than it has ids: T5's
+32,128 for 32,100) decodes to nothing and has no token (None), as in transformers.
 """
 
 import os
 import re
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from transformer.data import hf_files
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 
-PAIRS = (('eos', 'sep'), ('sep', 'eos'), ('bos', 'cls'), ('cls', 'bos'))
+_BYTE_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')   # byte-fallback pieces: one byte each
+_SPACE = '\u2581'                                  # SentencePiece's whitespace mark
+
+
+def sentencepiece_byte_lengths(sp, size=None):
+  """(bytes [size], leading [size]) of a SentencePiece model's ids (bits per byte): the UTF-8
+  bytes each piece adds to decoded text ('\u2581' one space byte, a byte piece <0xHH> one,
+  control and unknown pieces none), and 1 where the piece starts with the dummy-prefix space
+  that decoding drops at the start of a text. Ids from get_piece_size() to `size` (added
+  tokens) have none."""
+  size = size or sp.get_piece_size()
+  lengths, leading = np.zeros(size, np.int32), np.zeros(size, np.int32)
+  dummy_prefix = sp.encode('a', out_type=str)[0].startswith(_SPACE)
+  for i in range(sp.get_piece_size()):
+    if sp.is_control(i) or sp.is_unknown(i):
+      continue
+    piece = sp.id_to_piece(i)
+    lengths[i] = 1 if sp.is_byte(i) else len(piece.replace(_SPACE, ' ').encode('utf-8'))
+    leading[i] = int(dummy_prefix and piece.startswith(_SPACE))
+  return lengths, leading
 
 
 class _Tokenizers:
@@ -52,6 +74,27 @@ class _Tokenizers:
 
   def id_to_token(self, i):
     return self.tok.id_to_token(int(i))
+
+  def byte_lengths(self):
+    """sentencepiece_byte_lengths' tables, from the decoder: a byte-level BPE's token is one
+    byte per character; otherwise a token adds the bytes of decode([t, t]) less decode([t]), and
+    the decoder drops what decode([t]) lacks of that at the start (Metaspace's space, WordPiece's
+    separator). Special added tokens and byte-fallback pieces as in sentencepiece_byte_lengths."""
+    lengths = np.zeros(self.vocab_size, np.int32)
+    leading = np.zeros(self.vocab_size, np.int32)
+    special = {i for i, t in self.tok.get_added_tokens_decoder().items() if t.special}
+    byte_level = isinstance(self.tok.decoder, decoders.ByteLevel)
+    size = lambda ids: len(self.tok.decode(ids, skip_special_tokens=False).encode('utf-8'))
+    for i in range(self.vocab_size):
+      token = self.tok.id_to_token(i)
+      if i in special or token is None:
+        continue
+      if byte_level or _BYTE_PIECE.fullmatch(token):
+        lengths[i] = len(token) if byte_level else 1
+        continue
+      lengths[i] = size([i, i]) - size([i])
+      leading[i] = max(lengths[i] - size([i]), 0)
+    return lengths, leading
 
   def add_special(self, names):
     known = {t.content for t in self.tok.get_added_tokens_decoder().values()}
@@ -88,6 +131,9 @@ class _SentencePiece:
 
   def encode_batch(self, texts):
     return [self.encode(t) for t in texts]
+
+  def byte_lengths(self):
+    return sentencepiece_byte_lengths(self.sp, self.vocab_size)
 
   def decode(self, ids):
     """Text of `ids`: added and control tokens by name, ids it lacks skipped."""
@@ -206,16 +252,23 @@ class HFTokenizer:
                           f'in the vocabulary of {hf_files.backend_files(self.directory)[1]}')
     self._backend.add_special(list(self.special_tokens.values()) +
                               hf_files.extra_tokens(self.directory))
-    for role, partner in PAIRS:
-      ids.setdefault(role, ids.get(partner))
-    self.has_pad = ids.get('pad') is not None
-    self.pad_id = ids['pad'] if self.has_pad else 0
-    self.eos_id, self.unk_id, self.bos_id = ids.get('eos'), ids.get('unk'), ids.get('bos')
-    self.mask_id, self.sep_id, self.cls_id = ids.get('mask'), ids.get('sep'), ids.get('cls')
-    self.sentinel_ids = []
-    while (i := self._backend.token_to_id(f'<extra_id_{len(self.sentinel_ids)}>')) is not None:
-      self.sentinel_ids.append(i)
+    for token in special_tokens.TOKENS:
+      setattr(self, token.attribute, self._special_id(token, ids))
+    self.has_pad = self.pad_id is not None
+    self.pad_id = self.pad_id if self.has_pad else 0
     self.vocab_size = self._backend.vocab_size   # unchanged: every special token was in it
+
+  def _special_id(self, token, named):
+    """The id of registry entry `token`: a role by the files' name for it, else its partner's;
+    another entry by its piece; a numbered family's ids <piece 0>, <piece 1>, ... while found."""
+    if token.hf_role:
+      return named.get(token.name, named.get(token.partner))
+    if token.kind != 'numbered':
+      return self._backend.token_to_id(token.piece)
+    ids = []
+    while (i := self._backend.token_to_id(token.piece.format(len(ids)))) is not None:
+      ids.append(i)
+    return ids
 
   def encode(self, text):
     """str -> list of ids (no special tokens added)."""
@@ -236,6 +289,12 @@ class HFTokenizer:
 
   def id_to_piece(self, i):
     return self._backend.id_to_token(i)
+
+  def byte_lengths(self):
+    """(bytes [vocab], leading [vocab]): the UTF-8 bytes each id adds to decoded text (special
+    tokens none) and 1 where decoding drops its first byte at the start of a text (the
+    dummy-prefix space): what bits per byte counts (objectives/losses.py)."""
+    return self._backend.byte_lengths()
 
   def vocabulary(self):
     """Every token string, by id (what `data.tokenizer` must match under `init_from`)."""

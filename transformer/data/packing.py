@@ -1,9 +1,11 @@
 """Rows and batches: per-example features -> fixed-shape numpy batch dicts.
 
 An example is what `objective.features` returns: for each stream S in `stream_lengths` a 1-D
-array S plus aligned per-token arrays S_<name>, and per-example scalars. A batch holds, per stream,
-S, S_segment_ids (0 = padding, 1, 2, ... = the examples of a row), S_positions (0-based inside
-each example) and the S_<name> arrays, all [B, L_S]; scalars are [B].
+array S plus aligned per-token arrays S_<name>, per-example scalars, and the arrays of fields
+passed through whole (a kind that is never packed, e.g. an image; data/fields.py). A batch holds,
+per stream, S, S_segment_ids (0 = padding, 1, 2, ... = the examples of a row), S_positions
+(0-based inside each example) and the S_<name> arrays, all [B, L_S]; scalars are [B]; a passed
+array of shape [...] is [B, ...] in its own dtype, uncut.
 
 Three ways to fill rows; all depend on the example order alone, never on the batch size, so a
 saved position resumes exactly whatever the batch size (see pipeline.py):
@@ -45,12 +47,16 @@ RESERVED = ('segment_ids', 'positions')
 PAIR_WINDOW = 8    # rows open at once when packing examples of pair data
 
 
-def truncate(features, stream_lengths):
-  """Cut every per-token array of stream S to stream_lengths[S]."""
+def truncate(features, stream_lengths, passed=()):
+  """Cut every per-token array of stream S to stream_lengths[S]; the features named in `passed`
+  (fields passed through whole) are kept as they are."""
   out = {}
   for key, value in features.items():
     value = np.asarray(value)
     stream = stream_of(key, stream_lengths)
+    if key in passed:
+      out[key] = value
+      continue
     if stream is not None:
       if value.ndim != 1:
         raise ValueError(f'feature {key!r} must be 1-D, got shape {value.shape}')
@@ -93,9 +99,11 @@ def build(rows, stream_lengths, batch_size):
   template = rows[0][0]
   batch = {}
   for key, value in template.items():
-    stream = stream_of(key, stream_lengths)
-    dtype = np.float32 if np.issubdtype(np.asarray(value).dtype, np.floating) else np.int32
-    shape = (batch_size, stream_lengths[stream]) if stream else (batch_size,)
+    stream, value = stream_of(key, stream_lengths), np.asarray(value)
+    dtype = np.float32 if np.issubdtype(value.dtype, np.floating) else np.int32
+    if stream is None and value.ndim:   # a field passed through whole keeps shape and dtype
+      dtype = value.dtype
+    shape = (batch_size, stream_lengths[stream]) if stream else (batch_size, *value.shape)
     batch[key] = np.zeros(shape, dtype)
   for stream, length in stream_lengths.items():
     batch[f'{stream}_segment_ids'] = np.zeros((batch_size, length), np.int32)

@@ -5,6 +5,10 @@
   batch = next(it)                          # dict of [B, L] / [B] numpy arrays
   saved = it.state                          # (raw examples consumed, offset into the next one)
 
+What a raw example holds is the objective's declaration (`objective.fields`, data/fields.py):
+each field is read by its kind (text decoded and tokenized, a label an int, an image array passed
+through), and a tokenizer is needed only where a field is text (`tokenizer` may be None then).
+
 Determinism is the point of this file. Train data is read in a seeded order that changes every
 epoch (TFDS file order + a tf.data shuffle buffer, both seeded by (train.seed, epoch)) and repeats
 forever; eval data is read in order, once, the last batch padded with empty rows. Features get a
@@ -27,11 +31,12 @@ POSITION_FORMAT 2 counted chunks instead of tokens; `upgrade_position` converts 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from transformer.data import fields as fields_lib
 from transformer.data import packing
 from transformer.data import sources
 from transformer.errors import ConfigError
 
-TEXT_ROLES = ('text', 'inputs', 'targets')
+TEXT_ROLES = ('text', 'inputs', 'targets')   # the fields of the text kind in every objective
 POSITION_FORMAT = 2    # 1: (raw, chunk index); 2: (raw, token offset or rows of a block)
 
 
@@ -92,10 +97,13 @@ class Pipeline:
                         f'multiple of the process count {process_count}')
     self.batch_size = global_batch // process_count
     self.stream_lengths = dict(objective.stream_lengths)
+    self.kinds = fields_lib.declared(objective)
+    fields_lib.check_pack(self.kinds, bool(config.data.pack), getattr(objective, 'name', ''))
+    self.passed = fields_lib.passed_through(self.kinds)
     self.pack = bool(config.data.pack) and bool(objective.packable)
     self.mode = packing_mode(objective, self.pack)
-    self.fields = tuple(objective.example_fields)
-    self.roles = tuple(f for f in self.fields if f in sources.ROLES)
+    self.fields = tuple(self.kinds)
+    self.roles = self.fields
     self.source = source or sources.get_source(config)
     self.source.require(self.roles)
     self._epoch_length = None
@@ -103,7 +111,7 @@ class Pipeline:
   def _dataset(self, epoch):
     """This shard's raw tf.data dataset for `epoch` (seeded order when training)."""
     seed = _epoch_seed(self.seed, epoch) if self.training else None
-    ds = self.source.dataset(self.split, self.roles, shard=self.shard, file_seed=seed)
+    ds = self.source.dataset(self.split, self.kinds, shard=self.shard, file_seed=seed)
     if self.training:
       buffer = max(1, int(self.config.data.shuffle_buffer))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
@@ -113,7 +121,7 @@ class Pipeline:
   def epoch_length(self):
     """Raw examples in this process's shard of the split."""
     if self._epoch_length is None:
-      ds = self.source.dataset(self.split, self.roles, shard=self.shard)
+      ds = self.source.dataset(self.split, self.kinds, shard=self.shard)
       n = int(ds.cardinality())
       if n < 0:   # unknown: count once
         n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
@@ -126,29 +134,29 @@ class Pipeline:
     return self._epoch_length
 
   def raw_examples(self, start=0):
-    """(index, raw example dict) from raw index `start`: forever when training, else one pass."""
+    """(index, raw example dict) from raw index `start`: forever when training, else one pass;
+    each field read by its declared kind (text a str, a label an int, an image an array)."""
     n = self.epoch_length
     epoch, offset = divmod(start, n) if self.training else (0, start)
     index = start
     while True:
       for example in tfds.as_numpy(self._dataset(epoch).skip(offset)):
-        yield index, {role: (int(value) if role == 'label' else
-                             value.decode('utf-8', errors='replace'))
-                      for role, value in example.items()}
+        yield index, {role: self.kinds[role].read(value) for role, value in example.items()}
         index += 1
       if not self.training:
         return
       epoch, offset = epoch + 1, 0
 
   def tokenize(self, raw):
-    """Raw strings -> int32 id arrays (no EOS); 'text' cut into objective.text_chunk_len chunks.
+    """Text fields -> int32 id arrays (no EOS), other fields as read; 'text' cut into
+    objective.text_chunk_len chunks.
 
     Returns the list of examples (one per chunk) that `objective.features` expects.
     """
     example = {}
     for role, value in raw.items():
       example[role] = (np.asarray(self.tokenizer.encode(value), np.int32)
-                       if role in TEXT_ROLES else value)
+                       if self.kinds[role].tokenized else value)
     chunk_len = getattr(self.objective, 'text_chunk_len', None)
     if not chunk_len or 'text' not in example:
       return [example]
@@ -168,7 +176,7 @@ class Pipeline:
         features = self.objective.features(chunks[c], rng)
         if features is None:
           continue
-        features = packing.truncate(features, self.stream_lengths)
+        features = packing.truncate(features, self.stream_lengths, self.passed)
         if all(len(features[s]) for s in self.stream_lengths):
           yield (index, c * chunk_len), features
 

@@ -8,9 +8,12 @@ A source is one of
   * `jsonl:/path/*.jsonl`: one JSON object per line, fields named by the `data.*_key` keys.
 
 Every source hands out the same thing: `source.dataset(split, roles, ...)`, a tf.data dataset of
-dicts keyed by *role* ('text', 'inputs', 'targets', 'label'), whatever the field is called in the
-data, in a fixed order (or a seeded file order). Shuffling, repetition and tokenization are the
-pipeline's job. Bad names, globs and fields raise a one-line `ConfigError`.
+dicts keyed by *role* ('text', 'inputs', 'targets', 'label', or any field an objective declares,
+e.g. 'image'), whatever the field is called in the data (`data.<role>_key`), in a fixed order (or
+a seeded file order). `roles` is the objective's declaration ({role: kind}, data/fields.py) or
+bare role names (their usual kinds); a local source builds each column in its kind's dtype.
+Shuffling, repetition and tokenization are the pipeline's job. Bad names, globs and fields raise
+a one-line `ConfigError`.
 
 A jsonl label is a class id: a non-negative integer, or a float with an integral value (pandas
 writes `1.0`), which becomes that integer. Anything else (a string such as "positive", 0.5, true,
@@ -29,6 +32,7 @@ import re
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from transformer.data import fields as fields_lib
 from transformer.data import gettext_corpus
 from transformer.data import stdlib_corpus
 from transformer.errors import ConfigError
@@ -74,7 +78,8 @@ def data_dir(config):
 
 
 def _configured_key(config, role):
-  return config.data[f'{role}_key']
+  """`data.<role>_key`; '' where the config has no such key (a role only some objectives read)."""
+  return config.data.get(f'{role}_key', '')
 
 
 class Source:
@@ -304,6 +309,7 @@ class LocalSource(Source):
     del file_seed  # The pipeline's shuffle buffer covers in-memory data.
     self.require(roles)
     records = self._split_records(split)[shard[0]::shard[1]]
+    kinds = fields_lib.as_kinds(roles)
     columns = {}
     for role in roles:
       key = self.field(role)
@@ -314,11 +320,9 @@ class LocalSource(Source):
                             f'lacks it; set --config.data.{role}_key to one of: '
                             f'{", ".join(sorted(record))}')
         values.append(record[key])
-      columns[role] = (tf.constant(values, tf.int64) if role == 'label'
-                       else tf.constant(values, tf.string))
+      columns[role] = tf.constant(values, kinds[role].dtype)
     if not records:
-      columns = {role: tf.constant([], tf.int64 if role == 'label' else tf.string)
-                 for role in roles}
+      columns = {role: tf.constant([], kinds[role].dtype) for role in roles}
     return tf.data.Dataset.from_tensor_slices(columns)
 
   def fingerprint(self):

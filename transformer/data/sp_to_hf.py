@@ -29,6 +29,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 from sentencepiece import sentencepiece_model_pb2
 
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 
 _UNIGRAM, _CONTROL, _UNKNOWN, _BYTE = 1, 3, 2, 6   # sentencepiece_model.proto enums
@@ -76,17 +77,18 @@ def to_tokenizers(tokenizer):
 
 
 def write_hf_files(tokenizer, out_dir):
-  """tokenizer.json and tokenizer_config.json (special tokens by role) into `out_dir`."""
+  """tokenizer.json and tokenizer_config.json into `out_dir`: the registry's special tokens, by
+  role where Hugging Face names one, the others (the sentinels) as extra special tokens."""
   tok = to_tokenizers(tokenizer)
   os.makedirs(out_dir, exist_ok=True)
   tok.save(os.path.join(out_dir, 'tokenizer.json'))
   piece = tokenizer.id_to_piece
-  roles = dict(pad_token=tokenizer.pad_id, eos_token=tokenizer.eos_id, unk_token=tokenizer.unk_id,
-               bos_token=tokenizer.bos_id, mask_token=tokenizer.mask_id,
-               sep_token=tokenizer.sep_id, cls_token=tokenizer.cls_id)
-  config = {role: piece(i) for role, i in roles.items() if i is not None and i >= 0}
+  config = {f'{token.name}_token': piece(ids[0]) for token in special_tokens.TOKENS
+            if token.hf_role and (ids := special_tokens.ids_of(tokenizer, token.name))}
+  extra = [piece(i) for token in special_tokens.TOKENS if not token.hf_role
+           for i in special_tokens.ids_of(tokenizer, token.name)]
   config.update(tokenizer_class='TokenizersBackend', model_max_length=1 << 30,
-                extra_special_tokens=[piece(i) for i in tokenizer.sentinel_ids])
+                extra_special_tokens=extra)
   with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2, ensure_ascii=False)
   return out_dir

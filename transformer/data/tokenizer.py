@@ -1,8 +1,9 @@
 """SentencePiece tokenizer: trained on the train split at first use and cached beside the data.
 
-Ids are fixed so every objective and model can rely on them: pad 0, eos 1, unk 2, bos 3, then the
-structural symbols '<mask>', '<sep>', '<cls>' and the 32 span-corruption sentinels
-'<extra_id_0>'..'<extra_id_31>', then the learned pieces. The structural symbols are SentencePiece
+Ids are fixed so every objective and model can rely on them: the special tokens of the one
+registry (special_tokens.py) in its order (pad 0, eos 1, unk 2, bos 3, then the structural
+symbols '<mask>', '<sep>', '<cls>' and the 32 span-corruption sentinels
+'<extra_id_0>'..'<extra_id_31>'), then the learned pieces. The structural symbols are SentencePiece
 control symbols: no text ever encodes to them (the literal text '<mask>' is ordinary pieces), only
 code inserts them by id; `decode` shows them by name so samples stay readable. The model
 normalizes nothing (identity rule, whitespace kept) and falls back to bytes, so code and text
@@ -35,31 +36,33 @@ import tensorflow_datasets as tfds
 from transformer.data import hf_files
 from transformer.data import hf_tokenizer
 from transformer.data import sources
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
-NUM_SENTINELS = 32
-SPECIAL_SYMBOLS = ('<mask>', '<sep>', '<cls>') + tuple(
-    f'<extra_id_{i}>' for i in range(NUM_SENTINELS))
 _FORMAT_VERSION = 3          # bump when the training recipe below changes (3: control symbols)
 _MAX_SENTENCE_CHARS = 4000   # SentencePiece skips longer training sentences; we cut them
 _MIN_BYTE_FALLBACK_VOCAB = 512   # byte pieces need 256 ids; smaller vocabularies go without
 _SPACE = '\u2581'                # SentencePiece's whitespace mark
-_MIN_VOCAB = len(SPECIAL_SYMBOLS) + 5   # the meta pieces (pad, eos, unk, bos, structural) + 1
 _TOO_SMALL = re.compile(r'smaller than required_chars\. \d+ vs (\d+)')
+
+
+def _min_vocab():
+  """The meta and structural pieces of the registry, plus one."""
+  return len(special_tokens.meta()) + len(special_tokens.control_pieces()) + 1
 
 
 class Tokenizer:
   """A loaded SentencePiece model with the ids of the shared contract.
 
   The contract every tokenizer meets (this one and hf_tokenizer.HFTokenizer): `vocab_size`; the
-  ids pad_id, eos_id, unk_id, bos_id, mask_id, sep_id, cls_id (None where it has no such token)
-  and `sentinel_ids`; encode(text) without special tokens, encode_batch, decode(ids) stopping at
-  EOS and skipping ids the tokenizer lacks, id_to_piece (None for such an id), vocabulary()
-  (every piece by id) and save_to(run_dir).
+  id of every special token of the registry as `<name>_id` (pad_id, eos_id, unk_id, bos_id,
+  mask_id, sep_id, cls_id; None where it has no such token) and `sentinel_ids`; encode(text)
+  without special tokens, encode_batch, decode(ids) stopping at EOS and skipping ids the
+  tokenizer lacks, id_to_piece (None for such an id), vocabulary() (every piece by id) and
+  save_to(run_dir).
   """
 
   kind = 'sentencepiece'
@@ -71,16 +74,14 @@ class Tokenizer:
       self._proto = f.read()
     self.sp = spm.SentencePieceProcessor(model_proto=self._proto)
     self.vocab_size = self.sp.get_piece_size()
-    self.pad_id = self.sp.pad_id()
-    self.eos_id = self.sp.eos_id()
-    self.unk_id = self.sp.unk_id()
-    self.bos_id = self.sp.bos_id()
-    self.mask_id = self._symbol('<mask>')
-    self.sep_id = self._symbol('<sep>')
-    self.cls_id = self._symbol('<cls>')
-    sentinels = [self._symbol(f'<extra_id_{i}>') for i in range(NUM_SENTINELS)]
-    self.sentinel_ids = sentinels if None not in sentinels else []
-    self._named = {self.mask_id, self.sep_id, self.cls_id, *self.sentinel_ids} - {None}
+    for token in special_tokens.meta():   # SentencePiece's own: sp.pad_id() ...
+      setattr(self, token.attribute, getattr(self.sp, token.attribute)())
+    self._named = set()
+    for token in special_tokens.structural():
+      ids = [self._symbol(piece) for piece in token.pieces()]
+      ids = ids if None not in ids else []
+      setattr(self, token.attribute, ids if token.kind == 'numbered' else (ids or [None])[0])
+      self._named.update(ids)
     if any(not self.sp.is_control(i) for i in self._named):
       log.warning('%s: its <mask>/<sep>/<cls>/<extra_id_N> are not control symbols, so text '
                       'can encode to them; retrain it (leave data.tokenizer empty)', model_path)
@@ -137,6 +138,12 @@ class Tokenizer:
     """Every piece, by id (what `data.tokenizer` must match under `init_from`)."""
     return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
 
+  def byte_lengths(self):
+    """(bytes [vocab], leading [vocab]): the UTF-8 bytes each id adds to decoded text and 1
+    where decoding drops the piece's dummy-prefix space at the start of a text (bits per byte:
+    hf_tokenizer.sentencepiece_byte_lengths)."""
+    return hf_tokenizer.sentencepiece_byte_lengths(self.sp)
+
   def save(self, path):
     """Copy the model file to `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -173,11 +180,15 @@ def _training_roles(source):
 
 def _recipe(config, source, roles):
   data = config.data
-  return dict(
+  recipe = dict(
       version=_FORMAT_VERSION, source=source.fingerprint(), split=data.train_split,
       fields=[source.field(r) for r in roles], vocab_size=int(data.vocab_size),
       examples=int(data.tokenizer_train_examples),
       model_type=data.get('tokenizer_model', 'unigram'))
+  added = special_tokens.control_pieces()[special_tokens.ORIGINAL_CONTROL_PIECES:]
+  if added:   # tokens registered after format 3: a cached model without them is not reused
+    recipe['added_specials'] = added
+  return recipe
 
 
 def cache_path(config, source=None):
@@ -220,7 +231,7 @@ def train(config, source, model_path):
   print(f'data   training a {vocab_size}-piece {model_type} tokenizer on {len(texts):,} texts of '
         f'{source.name} (first use only)...', flush=True)
   proto = None
-  if vocab_size >= _MIN_VOCAB:
+  if vocab_size >= _min_vocab():
     try:
       proto = _train_spm(texts, vocab_size, model_type,
                          byte_fallback=vocab_size >= _MIN_BYTE_FALLBACK_VOCAB)
@@ -247,8 +258,8 @@ def _train_spm(texts, vocab_size, model_type, *, byte_fallback):
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model,
       vocab_size=vocab_size, model_type=model_type,
-      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
-      control_symbols=list(SPECIAL_SYMBOLS), hard_vocab_limit=False,
+      **{token.attribute: token.sp_id for token in special_tokens.meta()},
+      control_symbols=special_tokens.control_pieces(), hard_vocab_limit=False,
       byte_fallback=byte_fallback, character_coverage=0.9995 if byte_fallback else 1.0,
       normalization_rule_name='identity', remove_extra_whitespaces=False,
       allow_whitespace_only_pieces=True, split_digits=True,
@@ -263,13 +274,13 @@ def _smallest_vocab(texts, model_type):
   training), under the recipe (with or without byte pieces) that the found size selects."""
   def required(byte_fallback):
     try:
-      _train_spm(texts, _MIN_VOCAB, model_type, byte_fallback=byte_fallback)
+      _train_spm(texts, _min_vocab(), model_type, byte_fallback=byte_fallback)
     except RuntimeError as e:
       match = _TOO_SMALL.search(str(e))
       if not match:
         raise
       return int(match.group(1))
-    return _MIN_VOCAB
+    return _min_vocab()
   without_bytes = required(False)
   if without_bytes < _MIN_BYTE_FALLBACK_VOCAB:
     return without_bytes

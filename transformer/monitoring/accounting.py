@@ -8,12 +8,16 @@ summarise. The trainer reuses `count_params` (parameter counts in the logs), `fl
 (MFU) and `activation_bytes_per_token` (memory estimates).
 
 Conventions:
-  * "per token" means per position of the stream the model writes its output on: the 'targets'
+  * "per token" means per position of the stream the model writes its output on (a token of
+    text; `unit` names it from the objective's declared fields, e.g. a patch): the 'targets'
     stream for encoder-decoder models (the encoder's work on `data.seq_len` inputs is spread over
     `data.targets_len` targets), the only stream otherwise. `tokens_per_example` gives that length.
   * FLOPs count matmuls only (2 per multiply-add); norms, softmax and activations are left out.
     Attention scores (QK^T and AV) are counted over the whole key length, causal or not (as in
-    Kaplan et al. 2020 and the PaLM MFU formula). Training = 3 x forward (backward = 2 x forward).
+    Kaplan et al. 2020 and the PaLM MFU formula); a local layer (model.local_window w) counts
+    the keys its window spans instead: w causal, 2w - 1 bidirectional, at most the key length
+    (what a kernel that skips masked blocks, like splash's LocalMask, computes; the XLA path
+    still forms and masks the whole [T, S] score matrix). Training = 3 x forward (backward = 2 x forward).
     The MLM head counts the positions it projects: max_predictions of a row (objectives/mlm.py).
   * Activation memory follows Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
     Transformer Models", sec. 4): the tensors each block keeps for its backward pass, in bytes of
@@ -27,7 +31,8 @@ import numpy as np
 from flax import nnx
 
 from transformer.models import layers
-from transformer import models
+from transformer import models, objectives
+from transformer.data import fields
 from transformer.models.hparams import REMAT, HParams
 from transformer.objectives import mlm
 
@@ -35,20 +40,35 @@ DTYPE_BYTES = {'float32': 4, 'bfloat16': 2, 'float16': 2}
 
 
 def resolved_model_config(config):
-  """config.model with vocab_size 0 replaced by data.vocab_size (as the trainer does)."""
+  """config.model with vocab_size 0 replaced by data.vocab_size (as the trainer does), where
+  the objective reads text (else the model has no vocabulary)."""
   model = config.model.copy_and_resolve_references()
-  if not model.vocab_size:
+  if not model.vocab_size and objectives.reads_text(config.objective):
     model.vocab_size = config.data.vocab_size
   return model
 
 
+def hparams(config):
+  """The validated HParams of the model the config builds."""
+  return HParams.from_config(resolved_model_config(config),
+                             vocabulary=objectives.reads_text(config.objective))
+
+
 def head_for(config):
-  return 'classification' if config.objective == 'classification' else 'lm'
+  """The head the objective declares ('lm' for a name it does not know)."""
+  return getattr(objectives.REGISTRY.get(config.objective), 'head', 'lm')
+
+
+def unit(config):
+  """What one position of the model's sequence is, singular and plural: ('token', 'tokens') for
+  text, ('patch', 'patches') for images."""
+  kind = fields.sequence_kind(objectives.declared_fields(config.objective))
+  return kind.unit, kind.units
 
 
 def abstract_model(config):
   """The model the config builds, with jax.ShapeDtypeStruct leaves instead of arrays."""
-  return nnx.eval_shape(lambda: models.build(resolved_model_config(config), head=head_for(config),
+  return nnx.eval_shape(lambda: models.build(hparams(config), head=head_for(config),
                                              rngs=nnx.Rngs(params=0, dropout=1)))
 
 
@@ -105,7 +125,7 @@ def count_params(abstract_state):
 
 def _stacks(config):
   """[(name, layers, tokens per example, self-attention key length, cross key length or 0)]."""
-  hp = HParams.from_config(resolved_model_config(config))
+  hp = hparams(config)
   seq = config.data.seq_len
   if hp.family == 'encoder_decoder':
     tgt = config.data.targets_len or seq
@@ -113,6 +133,13 @@ def _stacks(config):
                      ('decoder', hp.decoder_layers, tgt, tgt, seq)]
   name = 'encoder' if hp.family == 'encoder' else 'decoder'
   return hp, seq, [(name, hp.num_layers, seq, seq, 0)]
+
+
+def _keys_per_layer(hp, stack, num_layers, kv_len):
+  """The keys one query's scores span, averaged over the stack's layers: the whole key length,
+  or a local layer's window (w causal, 2w - 1 bidirectional, at most the key length)."""
+  width = lambda w: min(kv_len, w if stack == 'decoder' else 2 * w - 1) if w else kv_len
+  return sum(width(w) for w in hp.layer_windows(num_layers)) / num_layers
 
 
 def flops_per_token(config):
@@ -127,9 +154,9 @@ def flops_per_token(config):
   d, n, k, h, f = hp.d_model, hp.num_heads, hp.num_kv_heads, hp.head_dim, hp.d_ff
   mlp_mats = 3 if hp.activation in layers.GATED else 2
   proj = scores = mlp = 0
-  for _, num_layers, tokens, kv_len, cross_len in stacks:
+  for name, num_layers, tokens, kv_len, cross_len in stacks:
     per_token = 2 * d * (2 * n * h + 2 * k * h)
-    per_token_scores = 4 * n * h * kv_len
+    per_token_scores = 4 * n * h * _keys_per_layer(hp, name, num_layers, kv_len)
     if cross_len:  # queries/outputs per decoder token; keys/values once per encoder token
       per_token += 2 * d * 2 * n * h
       per_token_scores += 4 * n * h * cross_len
@@ -250,17 +277,18 @@ def format_table(config, param_counts=None, flops=None, activations=None):
     if group == 'total':
       lines.append('-' * 53)
     lines.append(f'{group:<28}{n:>16,}{100 * n / total:>8.1f}%')
-  lines += ['', f'FLOPs per token (forward, seq_len {config.data.seq_len}, '
-            f'{flops["tokens_per_example"]} output tokens per example)']
+  per, units = unit(config)
+  lines += ['', f'FLOPs per {per} (forward, seq_len {config.data.seq_len}, '
+            f'{flops["tokens_per_example"]} output {units} per example)']
   for key in ('attention_projections', 'attention_scores', 'mlp', 'logits', 'total_forward'):
     share = 100 * flops[key] / flops['total_forward']
     lines.append(f'  {key:<26}{_num(flops[key]):>16}{share:>8.1f}%')
   lines.append(f'  {"total_train (3x forward)":<26}{_num(flops["total_train"]):>16}')
   lines.append(f'  {"train_6n (Kaplan 6N)":<26}{_num(flops["train_6n"]):>16}')
-  lines += ['', f'activation bytes per token per layer ({m.dtype}, Korthikanti et al. 2022)']
+  lines += ['', f'activation bytes per {per} per layer ({m.dtype}, Korthikanti et al. 2022)']
   for policy, stacks in activations.items():
     mark = '  <- model.remat' if policy == m.remat else ''
-    per = ', '.join(f'{name} {int(round(b)):,}' for name, b in stacks.items())
+    layers_text = ', '.join(f'{name} {int(round(b)):,}' for name, b in stacks.items())
     whole = activation_bytes_per_token(config, policy)
-    lines.append(f'  remat={policy:<6}{per}   all layers: {whole:,} B/token{mark}')
+    lines.append(f'  remat={policy:<6}{layers_text}   all layers: {whole:,} B/{per}{mark}')
   return '\n'.join(lines)

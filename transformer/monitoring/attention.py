@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from transformer.data import fields
 from transformer.models.attention import MultiHeadAttention
 from transformer.objectives import losses
 
@@ -198,10 +199,10 @@ def stack_tokens(batch, family, decoder_start_id=0):
   return {'encoder' if family == 'encoder' else 'decoder': np.asarray(batch[stream])}
 
 
-def token_strings(tokenizer, ids):
-  """The vocabulary entry of each id (SentencePiece pieces keep their word-start mark)."""
-  piece = getattr(tokenizer, 'id_to_piece', None)
-  return [piece(int(i)) if piece else tokenizer.decode([int(i)]) for i in ids]
+def axis_labels(kind, tokenizer, ids):
+  """The names on a picture's axis for positions `ids` of a sequence of `kind` (data/fields.py:
+  text its token strings); None where the kind names none (the axis is numbered)."""
+  return kind.labels(tokenizer, ids) if kind.labels else None
 
 
 _KINDS = {'self': 'bidirectional self-attention', 'causal': 'causal self-attention',
@@ -211,7 +212,8 @@ _KINDS = {'self': 'bidirectional self-attention', 'causal': 'causal self-attenti
 def write_eval(writer, step, model, objective, batch, tokenizer, config):
   """At an eval: capture the first ROWS rows of `batch`, write the diagnostics
   (`log.attention_stats`) and a picture of every layer and head for one example
-  (`log.attention_images`; token strings on both axes when it is short)."""
+  (`log.attention_images`; token strings on both axes when it is short). What a position is
+  and how an axis is labelled come from the objective's declared fields (data/fields.py)."""
   rows = {k: np.asarray(v)[:ROWS] for k, v in batch.items()}
   maps = capture(model, objective, rows)
   if config.log.attention_stats:
@@ -220,14 +222,17 @@ def write_eval(writer, step, model, objective, batch, tokenizer, config):
   if not chosen:
     return
   tokens = stack_tokens(rows, config.model.family, config.model.decoder_start_id)
+  kind = fields.sequence_kind(fields.declared(objective))
+  unit = kind.units
   for m, (r, q, k) in zip(maps, chosen):
     weights_NQK = m.weights[r][:, q][:, :, k]
     stats = head_stats(weights_NQK[None], m.mask[r][q][:, k][None])
     labelled = max(len(q), len(k)) <= MAX_LABELLED
-    labels = ((token_strings(tokenizer, tokens[m.stream_q][r, q]),
-               token_strings(tokenizer, tokens[m.stream_k][r, k])) if labelled else (None, None))
-    subtitles = [f'{_KINDS[m.kind]}, {len(q)} x {len(k)} tokens\nthis example: entropy {e:.2f} '
-                 f'nats, distance {d:.1f} tokens' for e, d in zip(stats['entropy'],
+    labels = ((axis_labels(kind, tokenizer, tokens[m.stream_q][r, q]),
+               axis_labels(kind, tokenizer, tokens[m.stream_k][r, k])) if labelled
+              else (None, None))
+    subtitles = [f'{_KINDS[m.kind]}, {len(q)} x {len(k)} {unit}\nthis example: entropy {e:.2f} '
+                 f'nats, distance {d:.1f} {unit}' for e, d in zip(stats['entropy'],
                                                                 stats['distance'])]
     choosing = m.mask[r][q][:, k].sum(-1) >= 2   # a query with one key has weight 1 on it
     vmax = weights_NQK[:, choosing].max(axis=(1, 2)) if choosing.any() else None

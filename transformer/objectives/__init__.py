@@ -17,6 +17,8 @@ Which objective runs on which model family:
   classification   encoder, decoder  one label per text
 """
 
+from transformer.data import fields
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
@@ -35,6 +37,19 @@ def objectives_for(family):
   return [name for name, cls in REGISTRY.items() if family in cls.families]
 
 
+def declared_fields(name):
+  """{field: kind} the objective `name` declares (data/fields.py); an unknown name, which `get`
+  refuses, reads text."""
+  cls = REGISTRY.get(name)
+  return fields.declared(cls) if cls else {'text': fields.TEXT}
+
+
+def reads_text(name):
+  """Whether objective `name` tokenizes a field: only then is there a tokenizer and a
+  vocabulary (data.vocab_size, model.vocab_size)."""
+  return fields.reads_text(declared_fields(name))
+
+
 def get(config, tokenizer):
   """The objective named by `config.objective`, checked against `config.model.family`."""
   name = config.objective
@@ -49,14 +64,15 @@ def get(config, tokenizer):
         f'`objective={name!r}`: does not work with `model.family={family!r}`: '
         f'{name} needs model.family in ({", ".join(cls.families)}); '
         f'for {family!r} use objective in ({", ".join(others) or "none"})')
-  _check_tokens(cls, family, tokenizer)
+  if tokenizer is not None:   # None: the objective reads no text (setup.prepare)
+    _check_tokens(cls, family, tokenizer)
   return cls(config, tokenizer)
 
 
 def _lacks(cls, family, tokenizer):
-  """The special tokens objective `cls` needs on `family` that `tokenizer` does not have."""
-  return [t for t in cls.tokens_needed(family) if not (
-      tokenizer.sentinel_ids if t == 'sentinel' else getattr(tokenizer, f'{t}_id') is not None)]
+  """The special tokens (registry names) objective `cls` needs on `family` that `tokenizer`
+  does not have."""
+  return [t for t in cls.tokens_needed(family) if not special_tokens.has(tokenizer, t)]
 
 
 def _check_tokens(cls, family, tokenizer):
@@ -73,5 +89,5 @@ def _check_tokens(cls, family, tokenizer):
       f'({", ".join(usable) or "none"})')
 
 
-__all__ = ['Objective', 'REGISTRY', 'get', 'objectives_for', 'MaskedLM', 'CausalLM', 'PrefixLM',
-           'SpanCorruption', 'Seq2Seq', 'Classification']
+__all__ = ['Objective', 'REGISTRY', 'declared_fields', 'get', 'objectives_for', 'reads_text',
+           'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq', 'Classification']

@@ -4,7 +4,11 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
 `models.py` and the network). The trainer only sees the attributes and methods of `Objective`:
 
   head             'lm' | 'classification': which head the model is built with
-  example_fields   the raw fields the data pipeline must deliver, tokenized, per example
+  fields           the input contract: {field: kind} of the raw example the data pipeline
+                   delivers (data/fields.py: TEXT tokenized, LABEL an int, IMAGE an array
+                   passed through); `example_fields` is its tuple of names
+  tokens           the special tokens (names of the registry, data/special_tokens.py) the
+                   features insert; `tokens_needed(family)` where they differ by family
   stream_lengths   {'inputs': L} / {'targets': L} / both: the padded length of each token stream
   packable         whether several examples may share a row (segment ids 1, 2, ...)
   text_chunk_len   the pipeline cuts a tokenized 'text' field into chunks of at most this many
@@ -34,8 +38,12 @@ Metrics are (sum, count) pairs so that the trainer can add them over steps and d
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
 """
 
+import functools
+
 import numpy as np
 
+from transformer.data import fields as fields_lib
+from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
 
@@ -130,14 +138,10 @@ def until_eos(ids, eos_id):
 
 
 def special_ids(tokenizer):
-  """Every id that is structure rather than text: pad/eos/unk/bos, mask/sep/cls and sentinels."""
-  ids = {tokenizer.pad_id, tokenizer.eos_id, tokenizer.unk_id, tokenizer.bos_id}
-  for name in ('mask_id', 'sep_id', 'cls_id'):
-    value = getattr(tokenizer, name, None)
-    if value is not None and value >= 0:
-      ids.add(value)
-  ids.update(getattr(tokenizer, 'sentinel_ids', ()) or ())
-  return sorted(i for i in ids if i is not None and i >= 0)
+  """Every id that is structure rather than text: the ids of every entry of the special-token
+  registry (pad/eos/unk/bos, mask/sep/cls, the sentinels, ...) that `tokenizer` has."""
+  return sorted({i for token in special_tokens.TOKENS
+                 for i in special_tokens.ids_of(tokenizer, token.name)})
 
 
 def as_rng(rng):
@@ -152,17 +156,22 @@ def int32(values):
 class Objective:
   """Base class: the attributes every objective sets, and the helpers they share.
 
-  Subclasses set `name`, `head`, `example_fields`, `families` and implement `features`,
+  Subclasses set `name`, `head`, `fields`, `families` and implement `features`,
   `loss_and_metrics` and `predict`. `stream_lengths`, `packable` and `text_chunk_len` are set in
   `__init__` from the config.
   """
 
   name = ''
   head = 'lm'
-  example_fields = ('text',)
+  fields = {'text': fields_lib.TEXT}
+  example_fields = ('text',)   # the names of `fields`, set for every subclass
   families = ()
   tokens = ()              # special tokens the examples need: bos, eos, sep, cls, mask, sentinel
   min_piece = 0
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    cls.example_fields = tuple(cls.fields)
 
   @classmethod
   def tokens_needed(cls, family):
@@ -179,6 +188,7 @@ class Objective:
       raise ConfigError(f'`data.seq_len={self.seq_len}`: too short; '
                         f'use at least 4, e.g. --config.data.seq_len=128')
     self.targets_len = int(config.data.targets_len) or self.seq_len
+    fields_lib.check_pack(self.fields, bool(config.data.pack), self.name)
     self.packable = bool(config.data.pack)
     self.text_chunk_len = None
     self.stream_lengths = {}
@@ -211,3 +221,22 @@ class Objective:
 
   def decode(self, ids):
     return self.tokenizer.decode([int(i) for i in ids])
+
+  @functools.cached_property
+  def byte_table(self):
+    """(bytes, leading, starts) [tokenizer vocab] numpy tables for bits per byte
+    (losses.label_bytes), or None for a tokenizer without `byte_lengths`: the UTF-8 bytes of
+    each id's text (structure ids none), its dropped leading space, and the ids after which
+    text starts (bos, sep, cls, eos, pad and model.decoder_start_id; not mask or sentinels,
+    which sit inside a text)."""
+    tok = self.tokenizer
+    if not hasattr(tok, 'byte_lengths'):
+      return None
+    lengths, leading = (np.array(t, np.float32) for t in tok.byte_lengths())
+    structure = [i for i in special_ids(tok) if i < len(lengths)]
+    lengths[structure], leading[structure] = 0, 0
+    starts = np.zeros_like(lengths)
+    for i in (tok.bos_id, tok.sep_id, tok.cls_id, tok.eos_id, tok.pad_id, self.decoder_start_id):
+      if i is not None and 0 <= i < len(starts):
+        starts[i] = 1
+    return lengths, leading, starts

@@ -11,6 +11,7 @@ all-padding rows (the tail of an eval set) have weight 0.
 import jax.numpy as jnp
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.errors import ConfigError
 from transformer.objectives import base, losses
 
@@ -20,7 +21,7 @@ class Classification(base.Objective):
 
   name = 'classification'
   head = 'classification'
-  example_fields = ('text', 'label')
+  fields = {'text': fields_lib.TEXT, 'label': fields_lib.LABEL}
   families = ('encoder', 'decoder')
 
   @classmethod

@@ -19,6 +19,7 @@ does. The loss gathers those positions first and projects only them onto the voc
 import jax.numpy as jnp
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.objectives import base, losses
 
 MASK_FRACTION = 0.8    # chosen tokens replaced by [mask]
@@ -35,7 +36,7 @@ class MaskedLM(base.Objective):
 
   name = 'mlm'
   head = 'lm'
-  example_fields = ('text',)
+  fields = {'text': fields_lib.TEXT}
   families = ('encoder',)
   tokens = ('cls', 'sep', 'mask')
   min_piece = 1

@@ -28,6 +28,7 @@ row; still not scored). `text_chunk_len` is then the longest chunk whose stream 
 
 import numpy as np
 
+from transformer.data import fields as fields_lib
 from transformer.errors import ConfigError
 from transformer.objectives import base
 from transformer.objectives import lm
@@ -128,7 +129,7 @@ class SpanCorruption(base.Objective):
 
   name = 'span_corruption'
   head = 'lm'
-  example_fields = ('text',)
+  fields = {'text': fields_lib.TEXT}
   families = ('encoder_decoder', 'decoder')
   tokens = ('eos', 'sentinel')
   min_piece = 2    # at least one text and one noise token
@@ -195,10 +196,11 @@ class SpanCorruption(base.Objective):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
                                 prefix_attention=self.attention == 'prefix',
-                                z_loss=self.z_loss, kernels=self.kernels)
+                                z_loss=self.z_loss, kernels=self.kernels,
+                                byte_table=self.byte_table)
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
                                         z_loss=self.z_loss, start_id=self.decoder_start_id,
-                                        kernels=self.kernels)
+                                        kernels=self.kernels, byte_table=self.byte_table)
 
   def generation_prompt(self, ids):
     """The text + [eos] for the encoder (a T5 model fills what its sentinels mark); on a

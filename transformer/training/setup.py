@@ -5,7 +5,10 @@
   run.checkpointer(state)             # the run's checkpoints, checked against this model
 
 Training, evaluation, the benchmarks and generation all start here, so the tokenizer, the
-vocabulary size, an imported architecture and the run length are resolved one way. `prepare`
+vocabulary size, an imported architecture and the run length are resolved one way. What the
+objective reads is its declaration (`objective.fields`, data/fields.py): a tokenizer is built
+and the vocabulary taken from it only where a field is text; otherwise `run.tokenizer` is None
+and the model has no vocabulary. `prepare`
 writes nothing: the run directory appears when training starts, so a refused config leaves
 the disk as it was.
 """
@@ -35,7 +38,7 @@ class Run:
   """Everything a run's entry point needs, built once by `prepare`."""
   config: Any                  # the validated config, resolved against tokenizer and init_from
   dir: str                     # <workdir>/<experiment>/<run_name>
-  tokenizer: Any
+  tokenizer: Any               # None when the objective reads no text field
   objective: Any
   mesh: Any
   trainer: Trainer
@@ -71,8 +74,9 @@ class Run:
 def prepare(config, workdir, *, devices=None):
   """The Run of `config` under `workdir` (on `devices`, default all); writes nothing."""
   path = run_dir(config, workdir)
-  fields = getattr(objectives.REGISTRY.get(config.objective), 'example_fields', ())
-  tokenizer = data.get_tokenizer(config, roles=fields)
+  fields = objectives.declared_fields(config.objective)
+  tokenizer = (data.get_tokenizer(config, roles=tuple(fields))
+               if objectives.reads_text(config.objective) else None)
   config = resolve(config, tokenizer)
   objective = objectives.get(config, tokenizer)
   steps = optim.total_steps(config)
@@ -121,7 +125,8 @@ def read_run_config(path):
 
 
 def resolve(config, tokenizer):
-  """Fill what depends on data or a pretrained checkpoint: vocab size, an imported architecture."""
+  """Fill what depends on data or a pretrained checkpoint: vocab size (from `tokenizer`; none
+  when it is None, a model that reads no text), an imported architecture."""
   if config.checkpoint.init_from:
     saved = pretrained_paths(config.checkpoint.init_from)[1]
     if saved:
@@ -135,6 +140,8 @@ def resolve(config, tokenizer):
         raise ConfigError(f'`data.seq_len={config.data.seq_len}`: longer than the '
                           f'{config.model.max_len} learned positions of checkpoint.init_from\'s '
                           f'model; set --config.data.seq_len={config.model.max_len} or less')
+  if tokenizer is None:
+    return config
   if not config.model.vocab_size:
     config.model.vocab_size = tokenizer.vocab_size
   elif config.model.vocab_size < tokenizer.vocab_size:

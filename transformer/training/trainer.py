@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from transformer import models
+from transformer.data import fields
 from transformer.models import attention, splash
 
 from transformer.training import optim
@@ -44,7 +45,9 @@ def choose_attention(hp, config, mesh):
   capability = tuple(int(x) for x in getattr(device, 'compute_capability', '0.0').split('.'))
   return attention.choose(hp.attention_impl, platform=device.platform, dtype=hp.dtype,
                           head_dim=hp.head_dim, lengths=lengths, capability=capability,
-                          bias=hp.positions == 'relative', dropout=hp.attention_dropout_rate > 0)
+                          dropout=hp.attention_dropout_rate > 0,
+                          bias=hp.positions if hp.positions in attention.BIAS_POSITIONS else False,
+                          softcap=hp.attention_softcap > 0)
 
 
 @dataclasses.dataclass
@@ -70,7 +73,8 @@ class Trainer:
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
-    hp = HParams.from_config(config.model)
+    text = fields.reads_text(fields.declared(objective))   # else: no vocabulary
+    hp = HParams.from_config(config.model, vocabulary=text)
     impl, why = choose_attention(hp, config, mesh)
     hp = dataclasses.replace(hp, attention_impl=impl)
     seed = config.train.seed
