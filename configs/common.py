@@ -80,16 +80,21 @@ def base_config():
   ))
 
   c.opt = ml_collections.ConfigDict(dict(
-      optimizer='adamw',             # adamw | adafactor
+      optimizer='adamw',             # adamw | adafactor | muon (AdamW for embeddings, heads,
+                                     # norms, biases) | lion | schedule_free_adamw (schedule
+                                     # constant; eval at its average): training/optim.py
       learning_rate=3e-3,
-      schedule='cosine',             # cosine | linear | rsqrt | constant (all after a linear
-                                     # warmup) | constant_rsqrt (flat for warmup_steps, then
-                                     # lr * sqrt(warmup / step): T5)
+      schedule='cosine',             # cosine | linear | rsqrt | constant | wsd (all after a
+                                     # linear warmup) | constant_rsqrt (flat for warmup_steps,
+                                     # then lr * sqrt(warmup / step): T5)
       warmup_steps=100,
       end_lr_fraction=0.1,
+      decay_fraction=0.2,            # wsd: the last fraction of the steps decays (20% matches
+                                     # cosine: Hägele et al. 2024); in (0, 1]
+      decay_shape='1-sqrt',          # wsd's decay: linear | cosine | 1-sqrt (Hägele et al.)
       weight_decay=0.1,
-      b1=0.9,
-      b2=0.95,
+      b1=0.9,                        # Adam's, Lion's; schedule_free_adamw: its interpolation
+      b2=0.95,                       # (Muon's matrices: optax's momentum 0.95)
       eps=1e-8,
       grad_clip_norm=1.0,            # 0 : no clipping
       accumulation_steps=1,          # gradient accumulation micro-steps per update

@@ -8,11 +8,13 @@ from transformer.models.hparams import HParams
 
 
 class LMHead(nnx.Module):
-  """Vocabulary logits: the token embedding transposed (tied) or an untied 'kernel' [embed, vocab]."""
+  """Vocabulary logits: the token embedding transposed (tied) or an untied 'kernel' [embed, vocab],
+  float32, soft-capped (cap * tanh(logits / cap)) when hp.logit_softcap > 0."""
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     self.tied, self.d_model = hp.tie_embeddings, hp.d_model
     self.scale_tied_logits = hp.scale_tied_logits
+    self.logit_softcap = hp.logit_softcap
     self.kernel = None if hp.tie_embeddings else layers.Dense(
         (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
         init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
@@ -21,6 +23,9 @@ class LMHead(nnx.Module):
                  if hp.lm_head_bias else None)
 
   def __call__(self, x_BLD, embed: layers.Embed):
+    return layers.softcap(self._logits(x_BLD, embed), self.logit_softcap)
+
+  def _logits(self, x_BLD, embed):
     if self.tied:
       if self.scale_tied_logits:
         x_BLD = x_BLD * self.d_model ** -0.5

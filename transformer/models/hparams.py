@@ -10,13 +10,14 @@ import math
 import jax.numpy as jnp
 
 from transformer.errors import ConfigError
+from transformer.models import knobs
 from transformer.models.attention import IMPLEMENTATIONS
 from transformer.models.kernels import KERNELS
 from transformer.models.layers import ACTIVATIONS as _PLAIN_ACTIVATIONS
 from transformer.models.layers import GATED
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
-POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary')
+POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none')
 NORMS = ('layernorm', 'rmsnorm')
 ACTIVATIONS = (*_PLAIN_ACTIVATIONS, *GATED)    # models/layers.py owns them
 REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each but 'none'
@@ -49,11 +50,22 @@ class HParams:
   norm_position: str = 'pre'           # pre | post
   embed_norm: bool = False             # a norm right after the embeddings (BERT, BART)
   final_norm: bool = True              # a norm after the last block (pre-norm models)
-  positions: str = 'learned'           # learned | sinusoidal | relative | rotary
+  positions: str = 'learned'           # learned | sinusoidal | relative | rotary | alibi | none
+                                       # (none: NoPE, decoder family only)
   max_len: int = 512                   # rows of a learned position table
   relative_buckets: int = 32           # T5 relative position bias
   relative_max_distance: int = 128
   rotary_base: float = 10000.0
+  qk_norm: str = 'none'                # none | rmsnorm | layernorm on each head's queries and keys
+                                       # before rotary, a scale per head_dim (OLMo 2, ViT-22B)
+  attention_softcap: float = 0.0       # 0: off; attention logits -> cap * tanh(logits / cap)
+  local_window: int = 0                # 0: off; sliding-window self-attention: a query sees keys
+                                       # < w positions away (causal i-w < j <= i; |i-j| < w)
+  attention_pattern: str = 'local'     # the local layers: local (all) | K:M (K local, M global,
+                                       # repeated) | a cycle of l/g letters (models/knobs.py)
+  parallel_block: bool = False         # attention and MLP read one norm output, both add to the
+                                       # residual (GPT-J, PaLM); pre-norm only
+  logit_softcap: float = 0.0           # 0: off; output logits -> cap * tanh(logits / cap)
   type_vocab_size: int = 0             # BERT token-type (segment A/B) embeddings; 0: none
   use_bias: bool = True                # biases in attention and MLP projections
   scale_attention: bool = True         # q.k / sqrt(head_dim); T5 folds the scale into its init
@@ -131,6 +143,11 @@ class HParams:
     self._validate_sizes(vocabulary)
     self._validate_numbers()
     self._validate_combinations()
+    knobs.validate(self)
+
+  def layer_windows(self, num_layers):
+    """The self-attention window of each layer of a stack (0: global; models/knobs.py)."""
+    return knobs.layer_windows(self, num_layers)
 
   def _validate_choices(self):
     choices = dict(family=FAMILIES, positions=POSITIONS, norm=NORMS, activation=ACTIVATIONS,

@@ -45,6 +45,8 @@ Metrics are (sum, count) pairs so that the trainer can add them over steps and d
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
 """
 
+import functools
+
 import numpy as np
 
 from transformer.data import fields as fields_lib
@@ -232,3 +234,22 @@ class Objective:
 
   def decode(self, ids):
     return self.tokenizer.decode([int(i) for i in ids])
+
+  @functools.cached_property
+  def byte_table(self):
+    """(bytes, leading, starts) [tokenizer vocab] numpy tables for bits per byte
+    (losses.label_bytes), or None for a tokenizer without `byte_lengths`: the UTF-8 bytes of
+    each id's text (structure ids none), its dropped leading space, and the ids after which
+    text starts (bos, sep, cls, eos, pad and model.decoder_start_id; not mask or sentinels,
+    which sit inside a text)."""
+    tok = self.tokenizer
+    if not hasattr(tok, 'byte_lengths'):
+      return None
+    lengths, leading = (np.array(t, np.float32) for t in tok.byte_lengths())
+    structure = [i for i in special_ids(tok) if i < len(lengths)]
+    lengths[structure], leading[structure] = 0, 0
+    starts = np.zeros_like(lengths)
+    for i in (tok.bos_id, tok.sep_id, tok.cls_id, tok.eos_id, tok.pad_id, self.decoder_start_id):
+      if i is not None and 0 <= i < len(starts):
+        starts[i] = 1
+    return lengths, leading, starts
