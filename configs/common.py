@@ -34,7 +34,8 @@ def base_config():
   c.experiment = 'default'       # runs live in <workdir>/<experiment>/<run_name>/
   c.run_name = ''                # '' : derived from the config name and size
   c.model = model_config()
-  c.objective = 'causal_lm'      # mlm | causal_lm | prefix_lm | span_corruption | seq2seq | classification
+  c.objective = 'causal_lm'      # mlm | causal_lm | prefix_lm | span_corruption | ul2 | seq2seq |
+                                 # classification
 
   c.data = ml_collections.ConfigDict(dict(
       source='python_stdlib/text',   # a TFDS name[/config], 'text:/glob', or 'jsonl:/glob'
@@ -64,6 +65,11 @@ def base_config():
       denoise_attention='prefix',    # span corruption on a decoder: the corrupted inputs read
                                      # bidirectionally (prefix) or left to right (causal)
       prefix_fraction=0.5,           # prefix_lm: split point as a fraction of each example
+      # ul2: the denoisers, (mode R | X | S, mean span, rate), and their probabilities (one
+      # each, summing to 1; () : uniform); objectives/ul2.py. The paper's seven:
+      ul2_denoisers=(('R', 3.0, 0.15), ('R', 8.0, 0.15), ('X', 3.0, 0.5), ('X', 8.0, 0.5),
+                     ('X', 64.0, 0.15), ('X', 64.0, 0.5), ('S', 0.0, 0.5)),
+      ul2_proportions=(),
   ))
 
   c.train = ml_collections.ConfigDict(dict(
