@@ -8,7 +8,8 @@ from transformer.errors import ConfigError
 VALID = [('mlm', 'encoder'), ('causal_lm', 'decoder'), ('prefix_lm', 'decoder'),
          ('span_corruption', 'encoder_decoder'), ('span_corruption', 'decoder'),
          ('seq2seq', 'encoder_decoder'),
-         ('seq2seq', 'decoder'), ('classification', 'encoder'), ('classification', 'decoder')]
+         ('seq2seq', 'decoder'), ('classification', 'encoder'), ('classification', 'decoder'),
+         ('distillation', 'encoder')]
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
 
 

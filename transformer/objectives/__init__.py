@@ -15,11 +15,13 @@ Which objective runs on which model family:
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text
+  distillation     encoder           mlm's examples, DistilBERT's loss against distill.teacher
 """
 
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
+from transformer.objectives.distillation import Distillation
 from transformer.objectives.lm import CausalLM
 from transformer.objectives.lm import PrefixLM
 from transformer.objectives.mlm import MaskedLM
@@ -27,7 +29,7 @@ from transformer.objectives.seq2seq import Seq2Seq
 from transformer.objectives.span_corruption import SpanCorruption
 
 REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
-                                      Classification)}
+                                      Classification, Distillation)}
 
 
 def objectives_for(family):
