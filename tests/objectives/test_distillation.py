@@ -120,7 +120,8 @@ def _flat(params):
           for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-@pytest.mark.parametrize('student_scan,teacher_scan', [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize('student_scan,teacher_scan',
+                         [(False, False), (True, False), (False, True)])
 def test_the_student_starts_from_every_other_teacher_layer(student_scan, teacher_scan):
   config = _config(**{'model.scan_layers': str(student_scan)})
   obj, teacher = _with_teacher(config, teacher_layers=4, scan_layers=teacher_scan)

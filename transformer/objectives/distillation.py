@@ -15,12 +15,12 @@ CosineEmbeddingLoss). The weights default to the example's DistilBERT command
 
 The metric `loss` is the student's MLM cross-entropy alone, so a distilled run and an `mlm`
 run of the same student compare directly; `distill_kl`, `distill_cos` and `distill_total` are
-the other terms and the weighted sum that is minimised (evaluation reports them all, the teacher
-run without dropout as in training). The teacher comes from `distill.teacher` (a run directory or an import-hf output);
-the training side loads it (training/teacher.py) and hands it over with `set_teacher`, and with
-`distill.init_from_teacher` the fresh student starts from `init_student`: the teacher's
-embeddings and heads and every other teacher layer (student layer i <- teacher layer
-i * (teacher layers // student layers)).
+the other terms and the weighted sum that is minimised (evaluation reports them all; the
+teacher always runs without dropout). The teacher comes from `distill.teacher` (a run directory
+or an import-hf output); the training side loads it (training/teacher.py) and hands it over with
+`set_teacher`; with `distill.init_from_teacher` the fresh student starts from `init_student`:
+the teacher's embeddings and heads and every other teacher layer (student layer i <- teacher
+layer i * (teacher layers // student layers)).
 """
 
 import re

@@ -48,7 +48,8 @@ def attach(objective, model_config, ckpt_dir, label):
   try:
     params, missing, _ = checkpoint.load_pretrained(ckpt_dir, wanted)
   except ConfigError as e:
-    raise ConfigError(str(e).replace('checkpoint.init_from', f'`distill.teacher={label}`')) from None
+    raise ConfigError(str(e).replace('checkpoint.init_from',
+                                     f'`distill.teacher={label}`')) from None
   if missing:
     raise ConfigError(f'`distill.teacher={label}`: its checkpoint has no {missing[0]} for the '
                       f'model its config.json describes ({len(missing)} missing)')
