@@ -119,6 +119,22 @@ def base_config():
       init_from='',                  # a checkpoint dir (ours or from import-hf): weights, fresh head
   ))
 
+  # objective=distillation (DistilBERT, Sanh et al. 2019; transformer/objectives/distillation.py).
+  # The weights are the Hugging Face distillation example's DistilBERT command
+  # (examples/research_projects/distillation/README.md), T its train.py default.
+  c.distill = ml_collections.ConfigDict(dict(
+      teacher='',                    # a run directory or an import-hf output: an MLM encoder
+                                     # with the student's tokenizer
+      temperature=2.0,               # soft targets softmax(logits / T), the loss x T^2
+      alpha_ce=5.0,                  # soft-target cross-entropy (KL to the teacher)
+      alpha_mlm=2.0,                 # the MLM loss
+      alpha_cos=1.0,                 # 1 - cos(student, teacher last hidden states)
+      restrict_ce_to_mask=False,     # soft targets on the masked positions only; False: every
+                                     # real token (Hugging Face's default)
+      init_from_teacher=True,        # the student starts from the teacher's embeddings, heads
+                                     # and every other layer
+  ))
+
   c.log = ml_collections.ConfigDict(dict(
       samples=2,                     # text samples written at each eval
       sample_length=48,

@@ -11,7 +11,7 @@ VALID = [('mlm', 'encoder'), ('causal_lm', 'decoder'), ('prefix_lm', 'decoder'),
          ('span_corruption', 'encoder_decoder'), ('span_corruption', 'decoder'),
          ('seq2seq', 'encoder_decoder'),
          ('seq2seq', 'decoder'), ('classification', 'encoder'), ('classification', 'decoder'),
-         ('ul2', 'encoder_decoder'), ('ul2', 'decoder')]
+         ('ul2', 'encoder_decoder'), ('ul2', 'decoder'), ('distillation', 'encoder')]
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
 
 

@@ -17,6 +17,7 @@ Which objective runs on which model family:
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text or sentence pair (1 class: regression)
+  distillation     encoder           mlm's examples, DistilBERT's loss against distill.teacher
 """
 
 from transformer.data import fields
@@ -24,6 +25,7 @@ from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
+from transformer.objectives.distillation import Distillation
 from transformer.objectives.lm import CausalLM
 from transformer.objectives.lm import PrefixLM
 from transformer.objectives.mlm import MaskedLM
@@ -32,7 +34,7 @@ from transformer.objectives.span_corruption import SpanCorruption
 from transformer.objectives.ul2 import UL2
 
 REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
-                                      Classification, UL2)}
+                                      Classification, UL2, Distillation)}
 
 
 def objectives_for(family):
