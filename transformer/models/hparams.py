@@ -66,6 +66,15 @@ class HParams:
   parallel_block: bool = False         # attention and MLP read one norm output, both add to the
                                        # residual (GPT-J, PaLM); pre-norm only
   logit_softcap: float = 0.0           # 0: off; output logits -> cap * tanh(logits / cap)
+  moe_experts: int = 0                 # 0: dense MLPs; E: every moe_every-th MLP is a mixture
+                                       # of E experts (models/moe.py)
+  moe_top_k: int = 1                   # experts per token (Switch 1; GShard, Mixtral 2)
+  moe_every: int = 1                   # layer i's MLP is MoE when (i + 1) % moe_every == 0
+  moe_capacity_factor: float = 1.25    # per row, each expert takes ceil(factor * L * k / E)
+                                       # tokens, the rest are dropped (Switch); 0: dropless
+  moe_shared_experts: int = 0          # experts every token also runs (DeepSeekMoE)
+  moe_aux_loss: float = 0.01           # weight of the load-balancing loss (Switch: 1e-2)
+  moe_z_loss: float = 0.001            # weight of the router z-loss (ST-MoE: 1e-3)
   type_vocab_size: int = 0             # BERT token-type (segment A/B) embeddings; 0: none
   use_bias: bool = True                # biases in attention and MLP projections
   scale_attention: bool = True         # q.k / sqrt(head_dim); T5 folds the scale into its init

@@ -88,7 +88,8 @@ def _chart(*tags):
 
 def scalars_layout(config):
   """The custom-scalars layout: train and eval loss one chart each (every run of the experiment
-  on it), the eval metrics, the perf panel (tokens/s, MFU, packing efficiency) and, with
+  on it), the eval metrics, the perf panel (tokens/s, MFU, packing efficiency), the router
+  statistics of a mixture-of-experts model and, with
   `log.attention_stats`, attention entropy and distance per layer and per head."""
   layout = {
       'loss': {'train/loss': _chart('train/loss'), 'eval/loss': _chart('eval/loss')},
@@ -99,6 +100,11 @@ def scalars_layout(config):
   }
   if config.objective == 'seq2seq':
     layout['eval']['eval/bleu, eval/rouge'] = _chart(r'eval/(bleu|rouge.*)')
+  if config.model.get('moe_experts'):   # router statistics (models/moe.py)
+    layout['moe'] = {'router losses': _chart('train/moe/aux_loss', 'train/moe/z_loss'),
+                     'load (x uniform), dropped share': _chart(
+                         'train/moe/max_load', 'train/moe/min_load', 'train/moe/dropped'),
+                     'load per expert': _chart(r'train/moe/load/.*')}
   if not config.log.attention_stats:
     return layout
   groups = layer_groups(config)

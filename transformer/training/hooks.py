@@ -112,6 +112,8 @@ class TensorBoard(Hook):
                         first=run.config.log.hparams_first)
     self.writer.scalars(session.step, {'params/total': session.counts['total'],
                                        'params/non_embedding': session.counts['non_embedding'],
+                                       **{f'params/{k}': v for k, v in session.counts.items()
+                                          if k == 'active'},   # mixture of experts
                                        'perf/compile_seconds': session.compile_s})
     self.writer.layout(tb.scalars_layout(run.config))
 

@@ -21,7 +21,7 @@ from flax import nnx
 
 from transformer import models
 from transformer.data import fields
-from transformer.models import attention, splash
+from transformer.models import attention, moe, splash
 
 from transformer.training import optim
 
@@ -170,6 +170,10 @@ class Trainer:
     nnx.reseed(model, dropout=key, policy=_module_key)
     with self._splash_layout():
       loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    if self.hp.moe_experts:   # the router losses of the forward pass (models/moe.py)
+      aux, z, router_metrics = moe.router_losses(model)
+      loss = loss + self.hp.moe_aux_loss * aux + self.hp.moe_z_loss * z
+      metrics = {**metrics, **router_metrics}
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
 
   def train_step(self, state, batch):
