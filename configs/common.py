@@ -91,7 +91,8 @@ def base_config():
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=(-1, 1, 1),              # (data, fsdp, tensor); one -1 is filled from the device count
-      preset='data',                 # data | fsdp | tensor | fsdp_tensor | data_tensor
+      preset='data',                 # data | fsdp | tensor | fsdp_tensor | data_tensor | expert
+                                     # | expert_tensor (MoE experts over data: sharding.py)
       rules=(),                      # extra (logical axis, mesh axis or None) pairs over the
                                      # preset, e.g. --config.mesh.rules="(('mlp', 'tensor'),)"
   ))
