@@ -18,14 +18,14 @@ first, `final_window` the last window's loads.
 
 import argparse
 import json
-import os
 import re
+import shutil
 import sys
 import time
 
 from transformer import config as config_lib
 from transformer.monitoring import accounting, events
-from transformer.training import hooks, loop
+from transformer.training import hooks, loop, setup
 
 BASE = {'model.num_layers': 2, 'model.d_model': 64, 'model.num_heads': 4, 'model.max_len': 64,
         'data.seq_len': 64, 'train.batch_size': 16, 'opt.warmup_steps': 30,
@@ -39,9 +39,11 @@ RUNS = {
 EXPERTS = 8
 
 
-def _config(name, steps):
+def _config(name, steps, capacity_factor):
   values = {**BASE, **RUNS[name], 'train.steps': steps, 'train.eval_every': steps,
             'run_name': name}
+  if name == 'moe':
+    values['model.moe_capacity_factor'] = capacity_factor
   return config_lib.load('configs/gpt2.py:tiny', {k: str(v) for k, v in values.items()})
 
 
@@ -59,8 +61,10 @@ def _loads(run_dir):
   return dict(sorted(loads.items())), extra
 
 
-def run(name, steps, workdir):
-  config = _config(name, steps)
+def run(name, steps, workdir, capacity_factor):
+  config = _config(name, steps, capacity_factor)
+  run_dir = setup.run_dir(config, workdir)
+  shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run, not a resumed one
   start = time.time()
   last = loop.train(config, workdir, hooks=[hooks.TensorBoard()])
   wall = time.time() - start
@@ -71,7 +75,7 @@ def run(name, steps, workdir):
          'train_flops_per_token': flops['total_train'], 'mlp_flops_per_token': flops['mlp'],
          'wall_seconds': round(wall, 1)}
   if name == 'moe':
-    loads, extra = _loads(os.path.join(workdir, config.run_name))
+    loads, extra = _loads(run_dir)
     later = [v for step, layers in list(loads.items())[1:] for row_ in layers.values()
              for v in row_]
     row.update(loads=loads, dropped=extra['dropped'], aux_loss=extra['aux_loss'],
@@ -86,8 +90,11 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=300)
   parser.add_argument('--workdir', default='/tmp/benchmark_moe')
   parser.add_argument('--out', default='benchmark_moe.json')
+  parser.add_argument('--capacity_factor', type=float, default=1.25,
+                      help='model.moe_capacity_factor of the MoE run (0: dropless)')
   args = parser.parse_args(argv)
-  results = {name: run(name, args.steps, args.workdir) for name in RUNS}
+  results = {name: run(name, args.steps, args.workdir, args.capacity_factor) for name in RUNS}
+  results['capacity_factor'] = args.capacity_factor
   dense, moe = results['dense'], results['moe']
   results['steps'] = args.steps
   results['moe_beats_dense'] = moe['eval_loss'] < dense['eval_loss']

@@ -1,7 +1,8 @@
 """Shared blocks and the layer stack every family is built from.
 
 Block: self-attention (bidirectional, causal or prefix, as the Stack says) + optional
-cross-attention ('encoder_decoder_attention') + MLP, one after the other, or with
+cross-attention ('encoder_decoder_attention') + MLP (or a mixture of experts, models/moe.py,
+on every model.moe_every-th layer; padding is routed nowhere), one after the other, or with
 hp.parallel_block all reading one norm output ('attention_norm') and all added to the residual
 (GPT-J, PaLM): x + attn(n(x)) [+ cross(n(x))] + mlp(n(x)). Norm placement (pre / post) and
 everything else come from HParams. `Stack` adds positions to token embeddings (or a logits bias:
@@ -9,7 +10,8 @@ T5 relative, ALiBi; nothing for NoPE), runs the blocks (a Python loop, or `nnx.s
 layers when hp.scan_layers) with optional remat, and applies the final norm. Each layer's local
 window (hp.layer_windows) is a Python int when every layer has the same one or the layers are
 unrolled, and a scanned input beside the stacked layers when a scanned stack interleaves local
-and global layers. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
+and global layers. A scanned stack with dense and MoE MLPs interleaved scans `Period`s of
+moe_every blocks (the last one MoE). Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
 MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
 """
 
