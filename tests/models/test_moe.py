@@ -30,6 +30,7 @@ from transformer.errors import ConfigError
 from transformer.hf import architectures
 from transformer.models import decoding, layers, moe
 from transformer.monitoring import accounting
+from transformer.training import console
 
 
 def _hp(**overrides):
@@ -240,6 +241,7 @@ def test_accounting_counts_total_and_active_parameters_and_active_flops():
   assert counts['decoder/router'] == d * e
   assert counts['active'] == counts['total'] - experts * (e - 2) // e
   assert 'active' not in accounting.count_params(accounting.abstract_model(dense))
+  assert f'{counts["active"]:,} active' in console.model_line(sparse, counts, 1.0)   # the log
   mlp = accounting.flops_per_token(dense)['mlp']
   per_layer = mlp / layers_   # 1 of the 2 layers is MoE: 2 experts + the router
   assert accounting.flops_per_token(sparse)['mlp'] == pytest.approx(

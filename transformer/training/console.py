@@ -56,8 +56,9 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
 def model_line(config, counts, flops_per_token, attention=None):
   """`attention` (backend, why) as the trainer chose it (attention.choose)."""
   chosen = f'; attention {attention[0]} ({attention[1]})' if attention else ''
+  active = f', {counts["active"]:,} active' if 'active' in counts else ''   # mixture of experts
   return (f'model  {config.model.family}, {config.objective}: {counts["total"]:,} parameters '
-          f'({counts["non_embedding"]:,} non-embedding), '
+          f'({counts["non_embedding"]:,} non-embedding{active}), '
           f'{tqdm.tqdm.format_sizeof(flops_per_token)} FLOPs/token (train){chosen}')
 
 
