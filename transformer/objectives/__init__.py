@@ -15,6 +15,7 @@ Which objective runs on which model family:
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text
+  image_classification  encoder (an image model: model.patch_size > 0)  one label per image
 """
 
 from transformer.data import fields
@@ -22,6 +23,7 @@ from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
+from transformer.objectives.image_classification import ImageClassification
 from transformer.objectives.lm import CausalLM
 from transformer.objectives.lm import PrefixLM
 from transformer.objectives.mlm import MaskedLM
@@ -29,7 +31,7 @@ from transformer.objectives.seq2seq import Seq2Seq
 from transformer.objectives.span_corruption import SpanCorruption
 
 REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
-                                      Classification)}
+                                      Classification, ImageClassification)}
 
 
 def objectives_for(family):
@@ -90,4 +92,5 @@ def _check_tokens(cls, family, tokenizer):
 
 
 __all__ = ['Objective', 'REGISTRY', 'declared_fields', 'get', 'objectives_for', 'reads_text',
-           'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq', 'Classification']
+           'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq', 'Classification',
+           'ImageClassification']
