@@ -19,6 +19,7 @@ Images are never packed: one image per row, data.seq_len = its patches (+ the cl
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from PIL import Image
 
 from transformer.data import fields as fields_lib
@@ -28,6 +29,11 @@ from transformer.models.hparams import HParams
 from transformer.objectives import base
 
 TOP_K = 5
+
+
+@nnx.jit
+def _predicted(model, images):
+  return jnp.argmax(model(images, deterministic=True), axis=-1)
 
 
 class ImageClassification(base.Objective):
@@ -140,9 +146,8 @@ class ImageClassification(base.Objective):
 
   def classify(self, model, batch):
     """(predicted class [B], true class [B], weight [B]) of a batch, as numpy."""
-    logits = model(jnp.asarray(batch['image']), deterministic=True)
-    return (np.asarray(jnp.argmax(logits, axis=-1)), np.asarray(batch['label']),
-            np.asarray(batch['weight']))
+    return (np.asarray(_predicted(model, jnp.asarray(batch['image']))),
+            np.asarray(batch['label']), np.asarray(batch['weight']))
 
   def predict(self, model, batch, tokenizer=None, *, max_new_tokens=0):
     """Predicted and true label of up to `log.samples` eval images (the pictures show them)."""
