@@ -11,6 +11,7 @@ reads the same fields back, so import and export agree.
 """
 
 from transformer.errors import ConfigError
+from transformer.hf import vit
 
 COMMON = dict(scale_tied_logits=False, scale_embeddings=False, scale_attention=True,
               embed_norm=False, num_kv_heads=None,   # None: must equal num_heads
@@ -27,15 +28,19 @@ FIXED = {
     't5': dict(COMMON, norm='rmsnorm', norm_position='pre', final_norm=True,
                positions='relative', use_bias=False, lm_head_bias=False, scale_attention=False,
                scale_tied_logits=None),
+    'vit': dict(COMMON, norm='layernorm', norm_position='pre', final_norm=True,
+                positions='learned_2d', use_bias=True, pooling='cls', type_vocab_size=0),
 }
 CLASSES = {('bert', 'lm'): 'BertForMaskedLM', ('bert', 'classification'):
            'BertForSequenceClassification', ('gpt2', 'lm'): 'GPT2LMHeadModel',
            ('gpt2', 'classification'): 'GPT2ForSequenceClassification',
            ('bart', 'lm'): 'BartForConditionalGeneration',
-           ('t5', 'lm'): 'T5ForConditionalGeneration'}
+           ('t5', 'lm'): 'T5ForConditionalGeneration',
+           ('vit', 'lm'): 'ViTModel', ('vit', 'classification'): 'ViTForImageClassification'}
 HEAD_FIXED = {('bert', 'classification'): dict(classifier_pooler=True, classifier_bias=True),
-              ('gpt2', 'classification'): dict(classifier_pooler=False, classifier_bias=False)}
-SCOPES = {'bert': 'bert.', 'gpt2': 'transformer.', 'bart': 'model.', 't5': ''}
+              ('gpt2', 'classification'): dict(classifier_pooler=False, classifier_bias=False),
+              ('vit', 'classification'): dict(classifier_pooler=False, classifier_bias=True)}
+SCOPES = {'bert': 'bert.', 'gpt2': 'transformer.', 'bart': 'model.', 't5': '', 'vit': 'vit.'}
 ACTIVATION_NAMES = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu', 'silu': 'silu'}
 T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-silu',
                    'reglu': 'gated-relu'}
@@ -44,7 +49,7 @@ T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-s
 def _refuse(hp, key, arch, want):
   raise ConfigError(f'`model.{key}={getattr(hp, key)!r}`: Hugging Face {arch.upper()} has '
                     f'{want}, so export-hf cannot express this model; only runs whose '
-                    f'architecture Hugging Face has (BERT, GPT-2, BART, T5) export')
+                    f'architecture Hugging Face has (BERT, GPT-2, BART, T5, ViT) export')
 
 
 def architecture(hp, head):
@@ -55,7 +60,7 @@ def architecture(hp, head):
       _refuse(hp, 'positions', 'BART / T5', "learned (BART) or T5's relative positions")
     arch = 'bart' if hp.positions == 'learned' else 't5'
   else:
-    arch = 'bert' if hp.family == 'encoder' else 'gpt2'
+    arch = 'vit' if hp.patch_size else 'bert' if hp.family == 'encoder' else 'gpt2'
   if (arch, head) not in CLASSES:
     raise ConfigError(f'`objective=classification`: Hugging Face has no {arch} classifier '
                       'export here')
@@ -68,7 +73,8 @@ def architecture(hp, head):
             f'(model.tie_embeddings={hp.tie_embeddings})')
   if arch != 't5' and hp.head_dim * hp.num_heads != hp.d_model:
     _refuse(hp, 'head_dim', arch, 'head_dim * num_heads = d_model')
-  names = T5_FEED_FORWARD if arch == 't5' else ACTIVATION_NAMES
+  names = T5_FEED_FORWARD if arch == 't5' else (
+      {'gelu': 'gelu', 'gelu_tanh': 'gelu_new'} if arch == 'vit' else ACTIVATION_NAMES)
   if hp.activation not in names:
     _refuse(hp, 'activation', arch, f'one of {", ".join(sorted(names))}')
   if arch == 'bert' and not hp.type_vocab_size:
@@ -83,10 +89,14 @@ def _ids(tokenizer):
 
 def hf_config_json(arch, hf_class, hp, tokenizer):
   """The config.json of `hf_class` for our model `hp` (dtype: the parameter dtype)."""
-  values = dict(architectures=[hf_class], model_type=arch, vocab_size=hp.vocab_size,
-                tie_word_embeddings=hp.tie_embeddings, dtype=hp.param_dtype, **_ids(tokenizer))
+  if arch == 'vit':   # an image model: no vocabulary, no tokenizer
+    values = dict(architectures=[hf_class], model_type=arch, dtype=hp.param_dtype)
+  else:
+    values = dict(architectures=[hf_class], model_type=arch, vocab_size=hp.vocab_size,
+                  tie_word_embeddings=hp.tie_embeddings, dtype=hp.param_dtype,
+                  **_ids(tokenizer))
   values.update(_FAMILY[arch](hp))
-  if hf_class.endswith('SequenceClassification'):
+  if hf_class.endswith(('SequenceClassification', 'ImageClassification')):
     values['id2label'] = {str(i): f'LABEL_{i}' for i in range(hp.num_classes)}
     values['label2id'] = {f'LABEL_{i}': i for i in range(hp.num_classes)}
   return values
@@ -132,4 +142,4 @@ def _t5(hp):
               scale_decoder_outputs=hp.tie_embeddings)
 
 
-_FAMILY = {'bert': _bert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5}
+_FAMILY = {'bert': _bert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5, 'vit': vit.config_json}

@@ -7,6 +7,7 @@ architectural field that config.json decides is set from config.json.
 
 from transformer.data import hf_files
 from transformer.errors import ConfigError
+from transformer.hf import vit
 
 # Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
@@ -131,9 +132,10 @@ def t5(c: HFConfig, weights):
       decoder_start_id=c('decoder_start_token_id', 0))
 
 
-ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}
+ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5,
+                 'vit': vit.config_fields}
 WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'gpt2': ('transformer.', ''), 'bart': ('model.', ''),
-                   't5': ('',), 'mt5': ('',)}
+                   't5': ('',), 'mt5': ('',), 'vit': ('vit.', '')}
 
 
 def model_type(c: HFConfig) -> str:

@@ -6,11 +6,11 @@
   picture = render_mistakes(images, predicted, true)   # misclassified images with their labels
 
 At each eval (`write_eval`, called by monitoring/attention.py for an image sequence) one
-validation image gets two pictures: `image_attention/last_layer`, the class token's attention
-over the patch grid for every head of the last layer (and their mean), and
-`image_attention/rollout`, attention rollout (Abnar & Zuidema 2020: each layer's head-mean
-weights plus the identity for the residual path, rows renormalised, multiplied from the first
-layer to the last; the class token's row read over the patches). Each map is upsampled to the
+validation image gets the picture `image_attention/class_token`: the class token's attention
+over the patch grid for every head of the last layer, their mean, and attention rollout (Abnar
+& Zuidema 2020: each layer's head-mean weights plus the identity for the residual path, rows
+renormalised, multiplied from the first layer to the last; the class token's row read over the
+patches). Each map is upsampled to the
 image and drawn over it in a translucent colour map, every panel at least PANEL_PX pixels a
 side, so an 8 x 8 digit is as readable as a 224 x 224 photo. With pooling 'gap' (no class
 token) the query is the mean over the patches. `training/evaluation.py` draws the misclassified
@@ -60,17 +60,19 @@ def _as_rgb(image):
 def _figure(panels):
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  cols = min(len(panels), 6)
+  cols = min(len(panels), 8)
   rows = -(-len(panels) // cols)
   side = PANEL_PX / DPI
-  fig = Figure(figsize=(cols * side, rows * (side + 0.35)), dpi=DPI)
+  fig = Figure(figsize=(cols * side, rows * (side + 0.5) + 0.1), dpi=DPI)
   FigureCanvasAgg(fig)
   axes = [fig.add_subplot(rows, cols, i + 1) for i in range(len(panels))]
   return fig, axes
 
 
-def _pixels(fig):
-  fig.tight_layout(pad=0.4)
+def _pixels(fig, title=''):
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout(pad=0.4, h_pad=1.2, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)
   fig.canvas.draw()
   return np.array(np.asarray(fig.canvas.buffer_rgba())[:, :, :3])
 
@@ -88,9 +90,7 @@ def render(image, panels, title=''):
                 interpolation='bilinear', extent=(0, width, height, 0), vmin=0, vmax=1)
     ax.set_title(name, fontsize=8)
     ax.set_axis_off()
-  if title:
-    fig.suptitle(title, fontsize=9)
-  return _pixels(fig)
+  return _pixels(fig, title)
 
 
 def render_mistakes(images, predicted, true):
@@ -115,10 +115,9 @@ def write_eval(writer, step, maps, rows, hp):
   cls = hp.pooling == 'cls'
   last = class_attention(maps[-1:], r, grid, cls)[0][:MAX_HEADS]
   panels = [(f'head {h}', g) for h, g in enumerate(last)] + [('mean of heads', last.mean(0))]
-  label = f'label {int(rows["label"][r])}' if 'label' in rows else ''
+  panels.append((f'rollout ({len(maps)} layers)', rollout(maps, r, grid, cls)))
+  label = f', label {int(rows["label"][r])}' if 'label' in rows else ''
   query = 'class token' if cls else 'mean of the patches'
-  writer.image(step, 'image_attention/last_layer', render(
-      image, panels, f'{maps[-1].name}: attention of the {query} over the patches; {label}'))
-  writer.image(step, 'image_attention/rollout', render(
-      image, [('rollout', rollout(maps, r, grid, cls))],
-      f'attention rollout over {len(maps)} layers'))
+  writer.image(step, 'image_attention/class_token', render(
+      image, panels, f'attention of the {query} over the patches: {maps[-1].name} per head and '
+      f'rollout{label}'))
