@@ -13,7 +13,7 @@
 
 Both give {'image': uint8 [H, W, C], 'label': int64}; a folder's images may differ in size (the
 objective resizes them). TFDS image datasets (mnist, cifar10, imagenette, imagenet2012) are
-TFDS sources (sources.KNOWN).
+TFDS sources (sources.KNOWN), which makes these two (sources.get_source).
 """
 
 import os
@@ -21,9 +21,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from transformer.data import sources, stdlib_corpus
+from transformer.data import stdlib_corpus
 from transformer.errors import ConfigError
 
+VALIDATION_PERCENT = 5   # of a folder's files, as sources.py's local text files
 EXTENSIONS = ('.png', '.jpg', '.jpeg')
 DIGITS_VALIDATION_EVERY = 6
 # PIL modes -> channels; a palette or 1-bit image is read as RGB / grey
@@ -31,13 +32,20 @@ CHANNELS = {'L': 1, 'LA': 2, 'RGB': 3, 'RGBA': 4}
 CONVERT = {'P': 'RGB', '1': 'L', 'PA': 'RGBA'}
 
 
-class _ImageSource(sources.Source):
-  """In-memory images and labels per split: {'train': (images, labels), 'validation': ...}."""
+class _ImageSource:
+  """In-memory images and labels per split: {'train': (images, labels), 'validation': ...};
+  the interface of sources.Source."""
 
   roles = ('image', 'label')
 
   def field(self, role):
     return role if role in self.roles else None
+
+  def require(self, roles):
+    for role in roles:
+      if self.field(role) is None:
+        raise ConfigError(f'`data.source={self.name}`: has no {role!r} field, only '
+                          f'{", ".join(self.roles)}; use an objective that reads images')
 
   def available_fields(self):
     return list(self.roles)
@@ -139,7 +147,7 @@ class FolderSource(_ImageSource):
     self.classes = sorted({os.path.dirname(rel) for rel in self.files})
     _check_classes(config, len(self.classes))
     self.channels = int(config.model.get('num_channels', 0))
-    chosen = stdlib_corpus.validation_ids(self.files, sources.LOCAL_VALIDATION_PERCENT)
+    chosen = stdlib_corpus.validation_ids(self.files, VALIDATION_PERCENT)
     self.splits = {'train': ([], []), 'validation': ([], [])}
     for rel in self.files:
       path = os.path.join(self.root, rel)

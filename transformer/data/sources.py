@@ -36,6 +36,7 @@ import tensorflow_datasets as tfds
 
 from transformer.data import fields as fields_lib
 from transformer.data import gettext_corpus
+from transformer.data import image_sources
 from transformer.data import stdlib_corpus
 from transformer.errors import ConfigError
 
@@ -347,7 +348,6 @@ def get_source(config):
   if sep and kind in ('text', 'jsonl'):
     return LocalSource(config, kind, rest)
   if spec == 'digits' or (sep and kind == 'images'):
-    from transformer.data import image_sources   # pylint: disable=import-outside-toplevel
     return (image_sources.DigitsSource(config) if spec == 'digits' else
             image_sources.FolderSource(config, rest))
   return TfdsSource(config, spec)
