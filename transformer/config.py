@@ -158,6 +158,7 @@ def validate(config):
   HParams.from_config({**config.model, 'vocab_size': config.model.vocab_size or
                        config.data.vocab_size}, vocabulary=objectives.reads_text(config.objective))
   _validate_data(config)
+  objectives.check_config(config)
   _validate_train(config.train)
   _validate_opt(config)
   _validate_mesh(config.mesh)
@@ -200,10 +201,20 @@ def _validate_opt(config):
   opt = config.opt
   _choose('opt.optimizer', opt.optimizer, optim.OPTIMIZERS)
   _choose('opt.schedule', opt.schedule, optim.SCHEDULES)
+  _choose('opt.decay_shape', opt.get('decay_shape', '1-sqrt'), optim.DECAY_SHAPES)
+  _finite('opt.decay_fraction', opt.get('decay_fraction', 0.2), lambda v: 0 < v <= 1,
+          'in (0, 1]', 0.2)
+  if opt.optimizer in optim.SCHEDULE_FREE and opt.schedule != 'constant':
+    raise ConfigError(f'`opt.schedule={opt.schedule}`: {opt.optimizer} needs no decay (it '
+                      'averages its iterates instead); use --config.opt.schedule=constant (the '
+                      'warmup stays opt.warmup_steps)')
   _finite('opt.learning_rate', opt.learning_rate, lambda v: v > 0, '> 0', 3e-4)
   _finite('opt.weight_decay', opt.weight_decay, lambda v: v >= 0, '>= 0 (0: none)', 0.1)
   _finite('opt.end_lr_fraction', opt.end_lr_fraction, lambda v: 0 <= v <= 1, 'in [0, 1]', 0.1)
   _finite('opt.b1', opt.b1, lambda v: 0 <= v < 1, 'in [0, 1)', 0.9)
+  if opt.optimizer in optim.SCHEDULE_FREE and not opt.b1:
+    raise ConfigError(f'`opt.b1=0`: {opt.optimizer} interpolates with b1, which must be > 0; '
+                      'e.g. --config.opt.b1=0.9')
   _finite('opt.b2', opt.b2, lambda v: 0 <= v < 1, 'in [0, 1)', 0.95)
   _finite('opt.eps', opt.eps, lambda v: v > 0, '> 0', 1e-8)
   _finite('opt.grad_clip_norm', opt.grad_clip_norm, lambda v: v >= 0, '>= 0 (0: no clipping)',

@@ -30,7 +30,7 @@ from transformer.data import tokenizer as tokenizer_lib
 from transformer.errors import ConfigError
 from transformer.models import decoding
 from transformer.objectives import base
-from transformer.training import checkpoint, setup
+from transformer.training import checkpoint, optim, setup
 from transformer.training.trainer import Trainer
 
 IMPORT_RECORD = 'tokenizer_info.json'   # beside an import-hf output's config.json
@@ -85,7 +85,7 @@ def load_model(run, run_dir, which):
   step = ckpt.best_step() if which == 'best' else None
   step, state, _ = ckpt.restore(Trainer.abstract(state), step)
   ckpt.close()
-  return run.trainer.model(state['params']), f'{run_dir} step {step} ({which})'
+  return run.trainer.model(optim.eval_params(state)), f'{run_dir} step {step} ({which})'
 
 
 def read_inputs(args):

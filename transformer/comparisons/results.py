@@ -28,6 +28,7 @@ Writes into <workdir>/<experiment>/:
 
 import csv
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -43,7 +44,8 @@ from transformer.sweeps.results import read_status
 from transformer.training import scoring
 
 METRIC_LABELS = {'bleu': 'BLEU', 'exact_match': 'exact match %', 'accuracy': 'accuracy %',
-                 'loss': 'eval loss (lower is better)'}
+                 'loss': 'eval loss (lower is better)',
+                 'bits_per_byte': 'bits per byte (lower is better)'}
 
 
 def _scalars(run_dir):
@@ -61,13 +63,18 @@ def example_scores(records, metric):
 
   exact_match and accuracy: 0 / 100 per example; loss: each example's summed loss x N / total
   scored tokens, so their mean is the loss per scored token (every cell scores the same tokens
-  of the same ids, so paired differences are per-example differences)."""
+  of the same ids, so paired differences are per-example differences); bits_per_byte: each
+  example's loss in bits x N / total scored bytes (the same bytes whatever the tokenizer)."""
   if not records:
     return None
   ids = [str(r['id']) for r in records]
   if metric == 'loss':
     tokens = sum(r['tokens'] for r in records)
     return ids, np.array([r['loss'] * len(records) / max(tokens, 1) for r in records])
+  if metric == 'bits_per_byte' and all('bytes' in r for r in records):
+    scored = sum(r['bytes'] for r in records)
+    return ids, np.array([r['loss'] / math.log(2) * len(records) / max(scored, 1)
+                          for r in records])
   if metric == 'exact_match' and all('prediction' in r for r in records):
     return ids, np.array([100.0 * scoring.same_text(r['prediction'], r['reference'])
                           for r in records])

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 BOUNDS = {'bleu': (0.0, 100.0), 'exact_match': (0.0, 100.0), 'accuracy': (0.0, 100.0),
-          'loss': (0.0, math.inf)}
+          'loss': (0.0, math.inf), 'bits_per_byte': (0.0, math.inf)}
 FLOORS = {'bleu': 0.0, 'exact_match': 0.0, 'accuracy': 0.0}
 ALPHA = 0.05
 

@@ -20,6 +20,7 @@ token pads with id 0: padding is marked by segment ids and never read; decode th
 import os
 import re
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
@@ -27,6 +28,27 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers
 from transformer.data import hf_files
 from transformer.data import special_tokens
 from transformer.errors import ConfigError
+
+_BYTE_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')   # byte-fallback pieces: one byte each
+_SPACE = '\u2581'                                  # SentencePiece's whitespace mark
+
+
+def sentencepiece_byte_lengths(sp, size=None):
+  """(bytes [size], leading [size]) of a SentencePiece model's ids (bits per byte): the UTF-8
+  bytes each piece adds to decoded text ('\u2581' one space byte, a byte piece <0xHH> one,
+  control and unknown pieces none), and 1 where the piece starts with the dummy-prefix space
+  that decoding drops at the start of a text. Ids from get_piece_size() to `size` (added
+  tokens) have none."""
+  size = size or sp.get_piece_size()
+  lengths, leading = np.zeros(size, np.int32), np.zeros(size, np.int32)
+  dummy_prefix = sp.encode('a', out_type=str)[0].startswith(_SPACE)
+  for i in range(sp.get_piece_size()):
+    if sp.is_control(i) or sp.is_unknown(i):
+      continue
+    piece = sp.id_to_piece(i)
+    lengths[i] = 1 if sp.is_byte(i) else len(piece.replace(_SPACE, ' ').encode('utf-8'))
+    leading[i] = int(dummy_prefix and piece.startswith(_SPACE))
+  return lengths, leading
 
 
 class _Tokenizers:
@@ -52,6 +74,27 @@ class _Tokenizers:
 
   def id_to_token(self, i):
     return self.tok.id_to_token(int(i))
+
+  def byte_lengths(self):
+    """sentencepiece_byte_lengths' tables, from the decoder: a byte-level BPE's token is one
+    byte per character; otherwise a token adds the bytes of decode([t, t]) less decode([t]), and
+    the decoder drops what decode([t]) lacks of that at the start (Metaspace's space, WordPiece's
+    separator). Special added tokens and byte-fallback pieces as in sentencepiece_byte_lengths."""
+    lengths = np.zeros(self.vocab_size, np.int32)
+    leading = np.zeros(self.vocab_size, np.int32)
+    special = {i for i, t in self.tok.get_added_tokens_decoder().items() if t.special}
+    byte_level = isinstance(self.tok.decoder, decoders.ByteLevel)
+    size = lambda ids: len(self.tok.decode(ids, skip_special_tokens=False).encode('utf-8'))
+    for i in range(self.vocab_size):
+      token = self.tok.id_to_token(i)
+      if i in special or token is None:
+        continue
+      if byte_level or _BYTE_PIECE.fullmatch(token):
+        lengths[i] = len(token) if byte_level else 1
+        continue
+      lengths[i] = size([i, i]) - size([i])
+      leading[i] = max(lengths[i] - size([i]), 0)
+    return lengths, leading
 
   def add_special(self, names):
     known = {t.content for t in self.tok.get_added_tokens_decoder().values()}
@@ -88,6 +131,9 @@ class _SentencePiece:
 
   def encode_batch(self, texts):
     return [self.encode(t) for t in texts]
+
+  def byte_lengths(self):
+    return sentencepiece_byte_lengths(self.sp, self.vocab_size)
 
   def decode(self, ids):
     """Text of `ids`: added and control tokens by name, ids it lacks skipped."""
@@ -243,6 +289,12 @@ class HFTokenizer:
 
   def id_to_piece(self, i):
     return self._backend.id_to_token(i)
+
+  def byte_lengths(self):
+    """(bytes [vocab], leading [vocab]): the UTF-8 bytes each id adds to decoded text (special
+    tokens none) and 1 where decoding drops its first byte at the start of a text (the
+    dummy-prefix space): what bits per byte counts (objectives/losses.py)."""
+    return self._backend.byte_lengths()
 
   def vocabulary(self):
     """Every token string, by id (what `data.tokenizer` must match under `init_from`)."""

@@ -138,6 +138,12 @@ class Tokenizer:
     """Every piece, by id (what `data.tokenizer` must match under `init_from`)."""
     return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
 
+  def byte_lengths(self):
+    """(bytes [vocab], leading [vocab]): the UTF-8 bytes each id adds to decoded text and 1
+    where decoding drops the piece's dummy-prefix space at the start of a text (bits per byte:
+    hf_tokenizer.sentencepiece_byte_lengths)."""
+    return hf_tokenizer.sentencepiece_byte_lengths(self.sp)
+
   def save(self, path):
     """Copy the model file to `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -6,17 +6,27 @@ is built in one place, `attention_mask`:
 
   allowed[i, j] = seg_q[i] == seg_kv[j] != 0
                   and (not causal or pos_kv[j] <= pos_q[i] or (prefix_q[i] and prefix_kv[j]))
+                  and (not window or |pos_q[i] - pos_kv[j]| < window)
+
+`window` (model.local_window, per layer: a Python int, or a traced scalar when the layers are
+scanned and the pattern interleaves local and global; 0 = global) is the one sliding-window
+mask: causal i - w < j <= i, bidirectional |i - j| < w, counted in positions, so within each
+packed example and over a KV cache. Logits are scale * q.k, then `softcap` (cap * tanh(x / cap),
+model.attention_softcap), then the additive bias (T5 relative positions, ALiBi), then the mask.
 
 Backends behind `implementation`: 'xla' and 'cudnn' (`jax.nn.dot_product_attention`), 'splash'
-(Pallas splash attention on TPU, models/splash.py: it takes the structure, not the mask) and
-'reference' (plain einsum + softmax, also the path that returns weights for the attention
-pictures and applies attention dropout). `choose` decides once per model, before it is built,
+(Pallas splash attention on TPU, models/splash.py: it takes the structure, not the mask; its
+LocalMask for a window, its own soft-cap, no bias) and 'reference' (plain einsum + softmax, also
+the path that returns weights for the attention pictures and applies attention dropout). With a
+soft-cap, 'xla' runs the einsum form (jax.nn.dot_product_attention has no cap; `choose` says so)
+and cuDNN is not taken. `choose` decides once per model, before it is built,
 and says why: 'auto' takes splash on TPU and cuDNN on NVIDIA GPUs where they can run the model,
 else xla; an explicit backend that cannot run it is a one-line ConfigError. Nothing falls back
 at run time. Softmax is always computed in float32.
 
 `MultiHeadAttention` is the single module built on it (q/k/v/out projections, grouped KV heads,
-rotary positions, an optional KV cache for incremental decoding that remembers each cached
+optional per-head query/key norms (model.qk_norm, before rotary), rotary positions, an optional
+KV cache for incremental decoding that remembers each cached
 token's segment id and position, so prompts of different lengths share one batch, and for
 cross-attention an optional memory: the encoder output's keys/values projected once).
 """
@@ -25,12 +35,15 @@ import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from transformer.errors import ConfigError
 from transformer.models import layers, splash
 
 IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'reference')
+# model.positions that add a bias to the logits, as `choose` names them (True: T5's)
+BIAS_POSITIONS = {'relative': "T5's relative-position bias", 'alibi': "ALiBi's distance bias"}
 
 
 class Structure(typing.NamedTuple):
@@ -42,10 +55,17 @@ class Structure(typing.NamedTuple):
   causal: bool
   q_prefix: typing.Any = None
   kv_prefix: typing.Any = None
+  window: typing.Any = None   # model.local_window of this layer: None / 0 global, an int, or a
+                              # traced scalar (scanned interleaved layers)
+
+
+def is_global(window):
+  """True when `window` (None, an int, or a traced scalar) certainly adds no band."""
+  return window is None or (isinstance(window, (int, np.integer)) and window <= 0)
 
 
 def attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, *, causal,
-                   q_prefix=None, kv_prefix=None):
+                   q_prefix=None, kv_prefix=None, window=None):
   """Boolean mask [B, 1, T, S]: True where query i may attend to key j."""
   same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (
       kv_segment_ids[:, None, :] != 0)
@@ -54,16 +74,19 @@ def attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, *, 
     if q_prefix is not None:
       order |= q_prefix[:, :, None].astype(bool) & kv_prefix[:, None, :].astype(bool)
     same &= order
+  if not is_global(window):
+    near = jnp.abs(q_positions[:, :, None] - kv_positions[:, None, :]) < window
+    same &= near if isinstance(window, (int, np.integer)) else near | (window <= 0)
   return same[:, None, :, :]
 
 
-def _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout):
+def _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout, softcap=0.0):
   """einsum + float32 softmax; returns (output, weights [B, N, T, S])."""
   b, t, n, h = q_BTNH.shape
   kv_heads = k_BSKH.shape[2]
   q_BTKGH = q_BTNH.reshape(b, t, kv_heads, n // kv_heads, h)
   logits_BKGTS = jnp.einsum('btkgh,bskh->bkgts', q_BTKGH, k_BSKH).astype(jnp.float32) * scale
-  logits_BNTS = logits_BKGTS.reshape(b, n, t, -1)
+  logits_BNTS = layers.softcap(logits_BKGTS.reshape(b, n, t, -1), softcap)
   if bias is not None:
     logits_BNTS = logits_BNTS + bias.astype(jnp.float32)
   logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
@@ -75,11 +98,12 @@ def _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout):
   return out_BTKGH.reshape(b, t, n, h), weights_BNTS
 
 
-def _cannot(impl, *, platform, dtype, head_dim, lengths, bias, dropout, capability):
+def _cannot(impl, *, platform, dtype, head_dim, lengths, bias, dropout, capability, softcap):
   """Why `impl` cannot run a model like this ('' when it can)."""
   if impl == 'splash':
     if bias:
-      return "T5's relative-position bias is added to the logits, and splash takes no bias"
+      return (f"{BIAS_POSITIONS.get(bias, BIAS_POSITIONS['relative'])} is added to the logits, "
+              'and splash takes no bias')
     if dropout:
       return 'attention dropout > 0 acts on the attention weights, which splash never forms'
     return splash.unsupported(lengths)
@@ -88,6 +112,8 @@ def _cannot(impl, *, platform, dtype, head_dim, lengths, bias, dropout, capabili
       return f'cuDNN needs an NVIDIA GPU (this run is on {platform})'
     if dropout:
       return 'attention dropout > 0 acts on the attention weights, which cuDNN does not return'
+    if softcap:
+      return 'cuDNN attention (jax.nn.dot_product_attention) has no logit soft-cap'
     if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
       return f'cuDNN attention takes bfloat16 or float16 inputs, not {dtype}'
     most = 256 if capability >= (9, 0) else 128
@@ -100,12 +126,14 @@ def _cannot(impl, *, platform, dtype, head_dim, lengths, bias, dropout, capabili
 
 
 def choose(implementation, *, platform, dtype='float32', head_dim=64, lengths=(), bias=False,
-           dropout=False, capability=(0, 0)):
+           dropout=False, capability=(0, 0), softcap=False):
   """(backend, why) for a model, decided before it is built.
 
   `platform` of the run's devices ('tpu', 'gpu', 'cpu'); `lengths` every query and key length
-  the model attends over; `bias` an additive logits bias (T5's relative positions); `dropout`
-  attention dropout > 0; `capability` the GPU's compute capability. 'auto': splash on TPU,
+  the model attends over; `bias` an additive logits bias (True: T5's relative positions, or the
+  model.positions that adds one, a key of BIAS_POSITIONS); `dropout` attention dropout > 0;
+  `capability` the GPU's compute capability; `softcap` model.attention_softcap > 0 (splash
+  takes it; xla runs the einsum form, and says so; cuDNN cannot). 'auto': splash on TPU,
   cuDNN on GPU, where they can run the model, else xla. An explicit backend that cannot run it
   is a ConfigError naming model.attention_impl and the reason. Explicit 'splash' off TPU runs
   in Pallas interpret mode (for tests; slow).
@@ -114,19 +142,29 @@ def choose(implementation, *, platform, dtype='float32', head_dim=64, lengths=()
     raise ConfigError(f'`model.attention_impl={implementation}`: choose one of '
                       f'{", ".join(IMPLEMENTATIONS)}')
   facts = dict(platform=platform, dtype=dtype, head_dim=head_dim, lengths=tuple(lengths),
-               bias=bias, dropout=dropout, capability=tuple(capability))
+               bias=bias, dropout=dropout, capability=tuple(capability), softcap=softcap)
   if implementation != 'auto':
     why = _cannot(implementation, **facts)
     if why:
       raise ConfigError(f'`model.attention_impl={implementation}`: {why}; use '
                         'model.attention_impl=auto or xla')
     interpret = implementation == 'splash' and platform != 'tpu'
-    return implementation, 'set' + (' (Pallas interpret mode: not a TPU)' if interpret else '')
+    return _noted(implementation, 'set' + (' (Pallas interpret mode: not a TPU)' if interpret
+                                           else ''), softcap)
   fused = {'tpu': 'splash', 'gpu': 'cudnn'}.get(platform)
   if fused is None:
-    return 'xla', f'auto: no fused kernel on {platform}'
+    return _noted('xla', f'auto: no fused kernel on {platform}', softcap)
   why = _cannot(fused, **facts)
-  return ('xla', f'auto: not {fused}, {why}') if why else (fused, f'auto on {platform}')
+  return _noted('xla', f'auto: not {fused}, {why}', softcap) if why else (fused,
+                                                                          f'auto on {platform}')
+
+
+def _noted(impl, why, softcap):
+  """(impl, why), saying that 'xla' runs a soft-capped model in the einsum form."""
+  if softcap and impl == 'xla':
+    why += ('; model.attention_softcap: the einsum form (jax.nn.dot_product_attention has no '
+            'cap)')
+  return impl, why
 
 
 def resolve_implementation(implementation, dtype):
@@ -137,7 +175,8 @@ def resolve_implementation(implementation, dtype):
 
 
 def attend(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, *, bias=None, scale=1.0,
-           implementation='xla', dropout=None, return_weights=False, structure=None):
+           implementation='xla', dropout=None, return_weights=False, structure=None,
+           softcap=0.0):
   """Scaled dot-product attention through the chosen backend (`choose` resolves 'auto').
 
   q [B, T, N, H]; k, v [B, S, K, H] with K dividing N (grouped KV heads); mask [B, 1, T, S];
@@ -146,23 +185,28 @@ def attend(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, *, bias=None, scale=1.0,
   weights) and `return_weights` take the reference path whatever the backend (the attention
   pictures ask for weights in a pass of their own). 'splash' reads `structure` (a Structure),
   not the mask. 'auto' here (a model built outside the trainer, which resolves it up front) is
-  `choose` on the default backend with these shapes.
+  `choose` on the default backend with these shapes. `softcap` > 0: logits -> cap * tanh(x / cap)
+  before the bias and the mask ('xla' then runs the einsum form; 'cudnn' refuses it).
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'model.attention_impl={implementation!r}; choose one of {IMPLEMENTATIONS}')
   if implementation == 'auto':   # a model built outside the trainer: decided from these shapes
     implementation = choose('auto', platform=jax.default_backend(), dtype=q_BTNH.dtype,
                             head_dim=q_BTNH.shape[-1], lengths=(q_BTNH.shape[1], k_BSKH.shape[1]),
-                            bias=bias is not None)[0]
+                            bias=bias is not None, softcap=bool(softcap))[0]
     implementation = 'xla' if implementation == 'splash' and structure is None else implementation
-  if return_weights or dropout is not None or implementation == 'reference':
-    out, weights = _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout)
+  if softcap and implementation == 'cudnn':
+    raise ValueError('cuDNN attention has no soft-cap (attention.choose refuses '
+                     'model.attention_softcap with cudnn)')
+  if (return_weights or dropout is not None or implementation == 'reference' or
+      (softcap and implementation == 'xla')):
+    out, weights = _reference(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, bias, scale, dropout, softcap)
     return (out, weights) if return_weights else out
   if implementation == 'splash':
     if bias is not None or structure is None:
       raise ValueError('splash attention takes the mask structure and no bias (attention.choose '
-                       'refuses T5 relative positions)')
-    return splash.attend(q_BTNH, k_BSKH, v_BSKH, structure, scale=scale,
+                       'refuses T5 relative positions and ALiBi)')
+    return splash.attend(q_BTNH, k_BSKH, v_BSKH, structure, scale=scale, softcap=softcap,
                          interpret=jax.default_backend() != 'tpu')
   if bias is not None:
     bias = bias.astype(q_BTNH.dtype)
@@ -177,7 +221,7 @@ class MultiHeadAttention(nnx.Module):
   def __init__(self, d_model, num_heads, *, num_kv_heads=0, head_dim=0, use_bias=True,
                scale_attention=True, dropout_rate=0.0, implementation='auto', rotary=False,
                rotary_base=10000.0, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.02,
-               kernels='tuned', rngs: nnx.Rngs):
+               kernels='tuned', qk_norm='none', norm_eps=1e-6, softcap=0.0, rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.num_kv_heads = num_kv_heads or num_heads
     self.head_dim = head_dim or d_model // num_heads
@@ -185,6 +229,7 @@ class MultiHeadAttention(nnx.Module):
     self.implementation = implementation
     self.rotary = rotary
     self.rotary_base = rotary_base
+    self.softcap = softcap
     self.dtype = dtype
     self.capture_weights = False
     h, n, k = self.head_dim, num_heads, self.num_kv_heads
@@ -200,6 +245,10 @@ class MultiHeadAttention(nnx.Module):
     self.out = layers.Dense((n, h), (d_model,), ('heads', 'kv', 'embed'), init_std=init_std,
                             **dense)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate else None
+    # model.qk_norm: one scale (and bias) per head_dim, shared by the heads
+    norm = dict(kind=qk_norm, eps=norm_eps, dtype=dtype, param_dtype=param_dtype, axis='kv')
+    self.query_norm = layers.LayerNorm(h, **norm) if qk_norm != 'none' else None
+    self.key_norm = layers.LayerNorm(h, **norm) if qk_norm != 'none' else None
     self.cached_key = nnx.data(None)  # an nnx.Cache once init_cache() is called
     self.memory_key = nnx.data(None)  # an nnx.Cache once init_memory() is called
 
@@ -216,7 +265,7 @@ class MultiHeadAttention(nnx.Module):
   def init_memory(self, kv_BSD, kv_segment_ids_BS):
     """Cross-attention: project a fixed memory (the encoder output) to keys/values once; every
     decode=True call then attends over them instead of projecting the memory again."""
-    k_BSKH, v_BSKH = self.key(kv_BSD), self.value(kv_BSD)
+    k_BSKH, v_BSKH = self._keys(kv_BSD), self.value(kv_BSD)
     self.memory_key = nnx.Cache(k_BSKH)
     self.memory_value = nnx.Cache(v_BSKH)
     self.memory_segment_ids = nnx.Cache(jnp.asarray(kv_segment_ids_BS, jnp.int32))
@@ -233,16 +282,22 @@ class MultiHeadAttention(nnx.Module):
       var = getattr(self, name)
       var.value = jnp.take(var.value, rows_R, axis=0)
 
+  def _keys(self, kv_BSD):
+    k_BSKH = self.key(kv_BSD)
+    return k_BSKH if self.key_norm is None else self.key_norm(k_BSKH)
+
   def __call__(self, x_BTD, kv_BSD=None, *, q_segment_ids, kv_segment_ids=None, q_positions,
                kv_positions=None, causal=False, q_prefix=None, kv_prefix=None, bias=None,
-               deterministic=True, decode=False):
-    """Attend from x to kv (kv None: self-attention).
+               window=None, deterministic=True, decode=False):
+    """Attend from x to kv (kv None: self-attention); `window` this layer's local window.
 
     decode=True is one step of incremental decoding. Self-attention writes the new keys/values
     into the cache at `cache_index` and the queries attend over everything cached so far;
     cross-attention attends over its memory (init_memory) when it has one, else projects kv.
     """
     q_BTNH = self.query(x_BTD)
+    if self.query_norm is not None:
+      q_BTNH = self.query_norm(q_BTNH)
     if self.rotary:
       q_BTNH = layers.apply_rotary(q_BTNH, q_positions, self.rotary_base)
     if decode and self.memory_key is not None:   # cross-attention over its projected memory
@@ -255,7 +310,7 @@ class MultiHeadAttention(nnx.Module):
       kv_segment_ids = q_segment_ids if kv_segment_ids is None else kv_segment_ids
       kv_positions = q_positions if kv_positions is None else kv_positions
       kv_prefix = q_prefix if kv_prefix is None else kv_prefix
-      k_BSKH, v_BSKH = self.key(kv_BSD), self.value(kv_BSD)
+      k_BSKH, v_BSKH = self._keys(kv_BSD), self.value(kv_BSD)
       if self.rotary:
         k_BSKH = layers.apply_rotary(k_BSKH, kv_positions, self.rotary_base)
       if decode and self_attention:
@@ -263,9 +318,11 @@ class MultiHeadAttention(nnx.Module):
           raise ValueError('decode=True needs init_cache() first (see transformer.models.decoding)')
         k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix = self._update_cache(
             k_BSKH, v_BSKH, kv_segment_ids, kv_positions, kv_prefix)
+    window = None if is_global(window) else window
     structure = Structure(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal,
-                          q_prefix, kv_prefix)
-    mask = attention_mask(*structure[:4], causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix)
+                          q_prefix, kv_prefix, window)
+    mask = attention_mask(*structure[:4], causal=causal, q_prefix=q_prefix, kv_prefix=kv_prefix,
+                          window=window)
     dropout = None
     if self.dropout is not None and not deterministic:
       dropout = lambda w: self.dropout(w, deterministic=False)
@@ -273,7 +330,7 @@ class MultiHeadAttention(nnx.Module):
     if decode and impl == 'splash':   # a few queries over the cache: not what splash tiles
       impl = 'xla'
     out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
-                 implementation=impl, dropout=dropout,
+                 implementation=impl, dropout=dropout, softcap=self.softcap,
                  return_weights=self.capture_weights, structure=structure)
     if self.capture_weights:   # monitoring/attention.py reads both
       out, weights = out

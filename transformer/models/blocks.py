@@ -1,10 +1,15 @@
 """Shared blocks and the layer stack every family is built from.
 
 Block: self-attention (bidirectional, causal or prefix, as the Stack says) + optional
-cross-attention ('encoder_decoder_attention') + MLP. Norm placement (pre / post) and everything
-else come from HParams. `Stack` adds positions to token embeddings, runs the blocks (a Python
-loop, or `nnx.scan` over stacked layers when hp.scan_layers) with optional remat, and applies
-the final norm. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
+cross-attention ('encoder_decoder_attention') + MLP, one after the other, or with
+hp.parallel_block all reading one norm output ('attention_norm') and all added to the residual
+(GPT-J, PaLM): x + attn(n(x)) [+ cross(n(x))] + mlp(n(x)). Norm placement (pre / post) and
+everything else come from HParams. `Stack` adds positions to token embeddings (or a logits bias:
+T5 relative, ALiBi; nothing for NoPE), runs the blocks (a Python loop, or `nnx.scan` over stacked
+layers when hp.scan_layers) with optional remat, and applies the final norm. Each layer's local
+window (hp.layer_windows) is a Python int when every layer has the same one or the layers are
+unrolled, and a scanned input beside the stacked layers when a scanned stack interleaves local
+and global layers. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
 MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
 """
 
@@ -27,7 +32,8 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels, rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels,
+      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap, rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -41,15 +47,16 @@ class Block(nnx.Module):
 
   def __init__(self, hp: HParams, *, cross_attention, rngs: nnx.Rngs):
     self.pre_norm = hp.norm_position == 'pre'
+    self.parallel = hp.parallel_block
     rotary = hp.positions == 'rotary'
     self.attention_norm = _norm(hp)
     self.self_attention = _attention(hp, rngs, rotary=rotary)
     if cross_attention:
-      self.cross_attention_norm = _norm(hp)
+      self.cross_attention_norm = None if self.parallel else _norm(hp)
       self.encoder_decoder_attention = _attention(hp, rngs, rotary=False)
     else:
       self.encoder_decoder_attention = None
-    self.mlp_norm = _norm(hp)
+    self.mlp_norm = None if self.parallel else _norm(hp)
     self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
                           dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
                           init_std=hp.std(None), dtype=hp.compute_dtype,
@@ -62,21 +69,28 @@ class Block(nnx.Module):
     return norm(x + self.dropout(fn(x), deterministic=deterministic))
 
   def __call__(self, x, *, segment_ids, positions, causal, prefix=None, bias=None, encoded=None,
-               encoded_segment_ids=None, encoded_positions=None, deterministic=True,
-               decode=False):
+               encoded_segment_ids=None, encoded_positions=None, window=None,
+               deterministic=True, decode=False):
     def self_attn(h):
       return self.self_attention(h, q_segment_ids=segment_ids, q_positions=positions,
-                                 causal=causal, q_prefix=prefix, bias=bias,
+                                 causal=causal, q_prefix=prefix, bias=bias, window=window,
                                  deterministic=deterministic, decode=decode)
-    x = self._residual(self.attention_norm, self_attn, x, deterministic)
-    if self.encoder_decoder_attention is not None:
-      def cross_attn(h):
-        return self.encoder_decoder_attention(
-            h, encoded, q_segment_ids=segment_ids, kv_segment_ids=encoded_segment_ids,
-            q_positions=positions, kv_positions=encoded_positions, causal=False,
-            deterministic=deterministic, decode=decode)
-      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
+
+    def cross_attn(h):
+      return self.encoder_decoder_attention(
+          h, encoded, q_segment_ids=segment_ids, kv_segment_ids=encoded_segment_ids,
+          q_positions=positions, kv_positions=encoded_positions, causal=False,
+          deterministic=deterministic, decode=decode)
     mlp = lambda h: self.mlp(h, deterministic=deterministic)
+    crossing = self.encoder_decoder_attention is not None
+    if self.parallel:   # pre-norm only (HParams refuses post): one norm, every sublayer from it
+      h = self.attention_norm(x)
+      for fn in (self_attn, cross_attn, mlp) if crossing else (self_attn, mlp):
+        x = x + self.dropout(fn(h), deterministic=deterministic)
+      return x
+    x = self._residual(self.attention_norm, self_attn, x, deterministic)
+    if crossing:
+      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
     return self._residual(self.mlp_norm, mlp, x, deterministic)
 
 
@@ -108,6 +122,7 @@ class Stack(nnx.Module):
       self.layers = nnx.List([make(rngs) for _ in range(num_layers)])
     self.final_norm = _norm(hp) if hp.final_norm else None
     self.cache_len = 0
+    self.windows = hp.layer_windows(num_layers)   # per layer; 0: global
 
   def _each_block(self, fn, *args):
     """fn(block, *args) on every block (under nnx.vmap when the layers are scanned)."""
@@ -157,9 +172,10 @@ class Stack(nnx.Module):
       x_BLD = self.embed_norm(x_BLD)
     x_BLD = self.dropout(x_BLD, deterministic=deterministic)
     bias = None
-    if hp.positions == 'relative':
+    if hp.positions in ('relative', 'alibi'):   # keys at their cached positions when decoding
       kv_positions = self._cached_positions(positions) if decode else positions
-      bias = self.relative_bias(positions, kv_positions)
+      bias = (self.relative_bias(positions, kv_positions) if hp.positions == 'relative' else
+              layers.alibi_bias(positions, kv_positions, hp.num_heads))
     if encoded is not None and encoded_positions is None:
       encoded_positions = jnp.zeros(encoded.shape[:2], jnp.int32)
     kwargs = dict(segment_ids=segment_ids, positions=positions, causal=self.causal,
@@ -167,20 +183,28 @@ class Stack(nnx.Module):
                   encoded_segment_ids=encoded_segment_ids, encoded_positions=encoded_positions,
                   deterministic=deterministic, decode=decode)
 
-    def apply(block, x):
-      return block(x, **kwargs)
-    if hp.remat != 'none':
-      apply = nnx.remat(apply, policy=REMAT_POLICIES[hp.remat], prevent_cse=not hp.scan_layers)
+    def apply(block, x, window):
+      def one(block, x):
+        return block(x, window=window, **kwargs)
+      if hp.remat != 'none':
+        one = nnx.remat(one, policy=REMAT_POLICIES[hp.remat], prevent_cse=not hp.scan_layers)
+      return one(block, x)
 
-    if hp.scan_layers:
+    if hp.scan_layers and len(set(self.windows)) == 1:   # one static window (or none)
       @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry,
                 transform_metadata={nnx.PARTITION_NAME: 'layers'})
       def run(x, block):
-        return apply(block, x)
+        return apply(block, x, self.windows[0])
       x_BLD = run(x_BLD, self.layers)
+    elif hp.scan_layers:   # interleaved local / global: the window is a scanned input
+      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
+                transform_metadata={nnx.PARTITION_NAME: 'layers'})
+      def run_windows(x, block, window):
+        return apply(block, x, window)
+      x_BLD = run_windows(x_BLD, self.layers, jnp.asarray(self.windows, jnp.int32))
     else:
-      for block in self.layers:
-        x_BLD = apply(block, x_BLD)
+      for block, window in zip(self.layers, self.windows):
+        x_BLD = apply(block, x_BLD, window)
     if self.final_norm is not None:  # pre-norm stacks
       x_BLD = self.final_norm(x_BLD)
       if hp.final_dropout:  # T5 drops out after it; GPT-2 does not

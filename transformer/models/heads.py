@@ -1,5 +1,6 @@
 """Output heads: LM (tied or untied), masked-LM (BERT transform + tied decoder), classification."""
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -8,11 +9,13 @@ from transformer.models.hparams import HParams
 
 
 class LMHead(nnx.Module):
-  """Vocabulary logits: the token embedding transposed (tied) or an untied 'kernel' [embed, vocab]."""
+  """Vocabulary logits: the token embedding transposed (tied) or an untied 'kernel' [embed, vocab],
+  float32, soft-capped (cap * tanh(logits / cap)) when hp.logit_softcap > 0."""
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     self.tied, self.d_model = hp.tie_embeddings, hp.d_model
     self.scale_tied_logits = hp.scale_tied_logits
+    self.logit_softcap = hp.logit_softcap
     self.kernel = None if hp.tie_embeddings else layers.Dense(
         (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
         init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
@@ -21,6 +24,9 @@ class LMHead(nnx.Module):
                  if hp.lm_head_bias else None)
 
   def __call__(self, x_BLD, embed: layers.Embed):
+    return layers.softcap(self._logits(x_BLD, embed), self.logit_softcap)
+
+  def _logits(self, x_BLD, embed):
     if self.tied:
       if self.scale_tied_logits:
         x_BLD = x_BLD * self.d_model ** -0.5
@@ -55,20 +61,25 @@ class MLMHead(nnx.Module):
     return self.lm(x_BLD, embed)
 
 
+POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': jax.nn.relu}
+
+
 class ClassificationHead(nnx.Module):
-  """Optional BERT pooler (dense + tanh) on one pooled vector, dropout, then a linear classifier."""
+  """Optional pooler on one pooled vector (BERT's dense + tanh, DistilBERT's pre_classifier +
+  ReLU), dropout, then a linear classifier."""
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     dense = dict(use_bias=True, init_std=hp.std(0.02), dtype=hp.compute_dtype,
                  param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
                    if hp.classifier_pooler else None)
+    self.pooler_act = POOLER_ACTIVATIONS[hp.pooler_activation]
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
     self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'),
                                    **{**dense, 'use_bias': hp.classifier_bias})
 
   def __call__(self, pooled_BD, *, deterministic=True):
     if self.pooler is not None:
-      pooled_BD = jnp.tanh(self.pooler(pooled_BD))
+      pooled_BD = self.pooler_act(self.pooler(pooled_BD))
     pooled_BD = self.dropout(pooled_BD, deterministic=deterministic)
     return self.classifier(pooled_BD).astype(jnp.float32)

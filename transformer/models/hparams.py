@@ -10,19 +10,21 @@ import math
 import jax.numpy as jnp
 
 from transformer.errors import ConfigError
+from transformer.models import knobs
 from transformer.models.attention import IMPLEMENTATIONS
 from transformer.models.kernels import KERNELS
 from transformer.models.layers import ACTIVATIONS as _PLAIN_ACTIVATIONS
 from transformer.models.layers import GATED
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
-POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'learned_2d')
+POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none', 'learned_2d')
 NORMS = ('layernorm', 'rmsnorm')
 ACTIVATIONS = (*_PLAIN_ACTIVATIONS, *GATED)    # models/layers.py owns them
 REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each but 'none'
 DTYPES = ('float32', 'bfloat16', 'float16')
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
+POOLER_ACTIVATIONS = ('tanh', 'relu')
 POOLINGS = ('cls', 'gap')                     # image models: models/patches.py
 
 
@@ -50,12 +52,23 @@ class HParams:
   norm_position: str = 'pre'           # pre | post
   embed_norm: bool = False             # a norm right after the embeddings (BERT, BART)
   final_norm: bool = True              # a norm after the last block (pre-norm models)
-  positions: str = 'learned'           # learned | sinusoidal | relative | rotary | learned_2d
-                                       # (image models: a table over the patch grid)
+  positions: str = 'learned'           # learned | sinusoidal | relative | rotary | alibi | none
+                                       # (none: NoPE, decoder family only) | learned_2d (image
+                                       # models: a table over the patch grid)
   max_len: int = 512                   # rows of a learned position table
   relative_buckets: int = 32           # T5 relative position bias
   relative_max_distance: int = 128
   rotary_base: float = 10000.0
+  qk_norm: str = 'none'                # none | rmsnorm | layernorm on each head's queries and keys
+                                       # before rotary, a scale per head_dim (OLMo 2, ViT-22B)
+  attention_softcap: float = 0.0       # 0: off; attention logits -> cap * tanh(logits / cap)
+  local_window: int = 0                # 0: off; sliding-window self-attention: a query sees keys
+                                       # < w positions away (causal i-w < j <= i; |i-j| < w)
+  attention_pattern: str = 'local'     # the local layers: local (all) | K:M (K local, M global,
+                                       # repeated) | a cycle of l/g letters (models/knobs.py)
+  parallel_block: bool = False         # attention and MLP read one norm output, both add to the
+                                       # residual (GPT-J, PaLM); pre-norm only
+  logit_softcap: float = 0.0           # 0: off; output logits -> cap * tanh(logits / cap)
   type_vocab_size: int = 0             # BERT token-type (segment A/B) embeddings; 0: none
   use_bias: bool = True                # biases in attention and MLP projections
   scale_attention: bool = True         # q.k / sqrt(head_dim); T5 folds the scale into its init
@@ -66,6 +79,8 @@ class HParams:
   mlm_transform: bool = False          # BERT: dense + activation + norm before the MLM logits
   num_classes: int = 2                 # classification head
   classifier_pooler: bool = False      # BERT pooler (dense + tanh on the first token)
+  pooler_activation: str = 'tanh'      # the pooler's: tanh (BERT) | relu (DistilBERT's
+                                       # pre_classifier)
   classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
   patch_size: int = 0                  # > 0: an image model (ViT, encoder family): its tokens
                                        # are the image's patch_size x patch_size patches, embedded
@@ -145,11 +160,17 @@ class HParams:
     self._validate_numbers()
     self._validate_combinations()
     self._validate_image()
+    knobs.validate(self)
+
+  def layer_windows(self, num_layers):
+    """The self-attention window of each layer of a stack (0: global; models/knobs.py)."""
+    return knobs.layer_windows(self, num_layers)
 
   def _validate_choices(self):
     choices = dict(family=FAMILIES, positions=POSITIONS, norm=NORMS, activation=ACTIVATIONS,
                    remat=REMAT, dtype=DTYPES, param_dtype=DTYPES, attention_impl=IMPLEMENTATIONS,
-                   norm_position=NORM_POSITIONS, init=INITS, kernels=KERNELS)
+                   norm_position=NORM_POSITIONS, init=INITS, kernels=KERNELS,
+                   pooler_activation=POOLER_ACTIVATIONS)
     for key, allowed in choices.items():
       if getattr(self, key) not in allowed:
         self._bad(key, f'choose one of {", ".join(allowed)}')

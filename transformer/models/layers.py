@@ -1,5 +1,5 @@
 """Building blocks chosen by `config.model` fields: dense projections, embeddings, positions
-(sinusoidal, learned, T5 relative bias, rotary), norms and MLPs. The products, the tied logits
+(sinusoidal, learned, T5 relative bias, rotary, ALiBi), norms and MLPs, the tanh soft-cap. The products, the tied logits
 and the exact GELU come from the kernel set `model.kernels` names (models/kernels.py).
 
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', 'vocab', ...) as its
@@ -95,15 +95,16 @@ class Embed(nnx.Module):
 
 
 class LayerNorm(nnx.Module):
-  """LayerNorm (scale + bias) or RMSNorm (scale only, T5), computed in float32."""
+  """LayerNorm (scale + bias) or RMSNorm (scale only, T5) over the last axis, in float32; `axis`
+  is the parameters' logical name ('kv' for the per-head query/key norms of model.qk_norm)."""
 
   def __init__(self, dim, *, kind='layernorm', eps=1e-5, dtype=jnp.float32,
-               param_dtype=jnp.float32):
+               param_dtype=jnp.float32, axis='embed'):
     if kind not in ('layernorm', 'rmsnorm'):
       raise ValueError(f'model.norm={kind!r}; choose layernorm or rmsnorm')
     self.kind, self.eps, self.dtype = kind, eps, dtype
-    self.scale = logical_param(jnp.ones((dim,), param_dtype), ('embed',))
-    self.bias = (logical_param(jnp.zeros((dim,), param_dtype), ('embed',))
+    self.scale = logical_param(jnp.ones((dim,), param_dtype), (axis,))
+    self.bias = (logical_param(jnp.zeros((dim,), param_dtype), (axis,))
                  if kind == 'layernorm' else None)
 
   def __call__(self, x):
@@ -160,6 +161,29 @@ def apply_rotary(x_BTNH, positions_BT, base=10000.0):
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BTNH.dtype)
+
+
+def softcap(x, cap):
+  """cap * tanh(x / cap) in float32 (Gemma 2's logit soft-cap); x unchanged when cap is 0."""
+  return cap * jnp.tanh(x.astype(jnp.float32) / cap) if cap else x
+
+
+def alibi_slopes(num_heads):
+  """ALiBi's head slopes (Press et al. 2022): 2^(-8i/n) for i = 1..n when n is a power of two;
+  otherwise those of the power of two below n, then every other slope of the power above."""
+  if num_heads & (num_heads - 1) == 0:
+    return [2.0 ** (-8.0 * i / num_heads) for i in range(1, num_heads + 1)]
+  below = 2 ** int(math.floor(math.log2(num_heads)))
+  return alibi_slopes(below) + alibi_slopes(2 * below)[0::2][:num_heads - below]
+
+
+def alibi_bias(q_positions_BT, kv_positions_BS, num_heads):
+  """-slope_n * |pos_q - pos_kv| as float32 [B, N, T, S]: the causal form -slope * (i - j) on
+  every entry a causal mask allows (j <= i), the symmetric bidirectional form elsewhere.
+  Positions, not indices: distances count within each packed example and across a KV cache."""
+  dist_BTS = jnp.abs(q_positions_BT[:, :, None] - kv_positions_BS[:, None, :])
+  slopes_N = jnp.asarray(alibi_slopes(num_heads), jnp.float32)
+  return -slopes_N[None, :, None, None] * dist_BTS[:, None].astype(jnp.float32)
 
 
 def relative_bucket(relative_position, *, bidirectional, num_buckets, max_distance):

@@ -14,7 +14,10 @@ Conventions:
     `data.targets_len` targets), the only stream otherwise. `tokens_per_example` gives that length.
   * FLOPs count matmuls only (2 per multiply-add); norms, softmax and activations are left out.
     Attention scores (QK^T and AV) are counted over the whole key length, causal or not (as in
-    Kaplan et al. 2020 and the PaLM MFU formula). Training = 3 x forward (backward = 2 x forward).
+    Kaplan et al. 2020 and the PaLM MFU formula); a local layer (model.local_window w) counts
+    the keys its window spans instead: w causal, 2w - 1 bidirectional, at most the key length
+    (what a kernel that skips masked blocks, like splash's LocalMask, computes; the XLA path
+    still forms and masks the whole [T, S] score matrix). Training = 3 x forward (backward = 2 x forward).
     The MLM head counts the positions it projects: max_predictions of a row (objectives/mlm.py).
   * Activation memory follows Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
     Transformer Models", sec. 4): the tensors each block keeps for its backward pass, in bytes of
@@ -132,6 +135,13 @@ def _stacks(config):
   return hp, seq, [(name, hp.num_layers, seq, seq, 0)]
 
 
+def _keys_per_layer(hp, stack, num_layers, kv_len):
+  """The keys one query's scores span, averaged over the stack's layers: the whole key length,
+  or a local layer's window (w causal, 2w - 1 bidirectional, at most the key length)."""
+  width = lambda w: min(kv_len, w if stack == 'decoder' else 2 * w - 1) if w else kv_len
+  return sum(width(w) for w in hp.layer_windows(num_layers)) / num_layers
+
+
 def flops_per_token(config):
   """Forward matmul FLOPs per output token (see the module docstring), split by kind.
 
@@ -144,9 +154,9 @@ def flops_per_token(config):
   d, n, k, h, f = hp.d_model, hp.num_heads, hp.num_kv_heads, hp.head_dim, hp.d_ff
   mlp_mats = 3 if hp.activation in layers.GATED else 2
   proj = scores = mlp = 0
-  for _, num_layers, tokens, kv_len, cross_len in stacks:
+  for name, num_layers, tokens, kv_len, cross_len in stacks:
     per_token = 2 * d * (2 * n * h + 2 * k * h)
-    per_token_scores = 4 * n * h * kv_len
+    per_token_scores = 4 * n * h * _keys_per_layer(hp, name, num_layers, kv_len)
     if cross_len:  # queries/outputs per decoder token; keys/values once per encoder token
       per_token += 2 * d * 2 * n * h
       per_token_scores += 4 * n * h * cross_len

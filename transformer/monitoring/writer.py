@@ -27,7 +27,8 @@ TAGS = (
     'params/total', 'params/non_embedding',
     'train/tokens_seen',
 )
-OPTIONAL_TAGS = ('eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeL')  # seq2seq decoding
+OPTIONAL_TAGS = ('eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeL',  # seq2seq decoding
+                 'eval/bits_per_byte', 'train/bits_per_byte')   # language-model objectives
 
 
 def flatten_config(config) -> dict[str, Any]:

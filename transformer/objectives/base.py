@@ -16,9 +16,14 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   features(example, rng)                    host side, numpy: per-stream 1-D arrays + scalars
   min_piece        > 0: the objective cuts pieces out of a token stream (full packing, see
                    data/packing.py) with the two methods below; 0: examples only
-  piece_lengths(n, *, first, last) -> {stream: length} of the features of an n-token piece
+  piece_lengths(n, *, first, last, key=None) -> {stream: length} of the features of an
+                   n-token piece, exactly; key: the piece's random key (None where there is
+                   none: then the lengths must not be random), fixed by where the piece starts
   piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
-                                            last: the piece starts / ends the document)
+                                            last: the piece starts / ends the document); the
+                                            packer gives rng = np.random.default_rng(key), fresh,
+                                            so a choice that sets the lengths (UL2's denoiser)
+                                            is drawn from it as piece_lengths draws it from key
   finish_row(pieces, rng)                   optional: the pieces of a packed row, made final
                                             together (MLM draws its masking budget per row)
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
@@ -30,6 +35,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
                    a sampled example's noise follows its index). Decoding never chooses an
                    id past tokenizer.vocab_size (the model may have more rows)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
+  check_config(config)                       classmethod: the objective's own config keys
+                                            checked before anything runs (ConfigError)
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
   score(samples) -> {name: float}            corpus scores of predictions
@@ -37,6 +44,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
 Metrics are (sum, count) pairs so that the trainer can add them over steps and devices and
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
 """
+
+import functools
 
 import numpy as np
 
@@ -172,6 +181,12 @@ class Objective:
     cls.example_fields = tuple(cls.fields)
 
   @classmethod
+  def check_config(cls, config):
+    """Raise ConfigError for a bad value of the objective's own keys (config.validate calls it,
+    before a tokenizer or a run directory exists); most objectives check theirs in __init__."""
+    del config
+
+  @classmethod
   def tokens_needed(cls, family):
     """The special tokens `features` inserts on `family` (objectives.get checks the tokenizer)."""
     del family
@@ -219,3 +234,22 @@ class Objective:
 
   def decode(self, ids):
     return self.tokenizer.decode([int(i) for i in ids])
+
+  @functools.cached_property
+  def byte_table(self):
+    """(bytes, leading, starts) [tokenizer vocab] numpy tables for bits per byte
+    (losses.label_bytes), or None for a tokenizer without `byte_lengths`: the UTF-8 bytes of
+    each id's text (structure ids none), its dropped leading space, and the ids after which
+    text starts (bos, sep, cls, eos, pad and model.decoder_start_id; not mask or sentinels,
+    which sit inside a text)."""
+    tok = self.tokenizer
+    if not hasattr(tok, 'byte_lengths'):
+      return None
+    lengths, leading = (np.array(t, np.float32) for t in tok.byte_lengths())
+    structure = [i for i in special_ids(tok) if i < len(lengths)]
+    lengths[structure], leading[structure] = 0, 0
+    starts = np.zeros_like(lengths)
+    for i in (tok.bos_id, tok.sep_id, tok.cls_id, tok.eos_id, tok.pad_id, self.decoder_start_id):
+      if i is not None and 0 <= i < len(starts):
+        starts[i] = 1
+    return lengths, leading, starts

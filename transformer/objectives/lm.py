@@ -21,13 +21,14 @@ from transformer.objectives import base, losses
 
 
 def decoder_lm_loss(model, batch, *, deterministic, use_prefix, prefix_attention=True,
-                    z_loss=0.0, kernels='tuned'):
+                    z_loss=0.0, kernels='tuned', byte_table=None):
   """Next-token cross-entropy over the 'targets' stream of a decoder-only model.
 
   Shared by causal LM, prefix LM, decoder-only seq2seq and span corruption. With `use_prefix`,
   positions whose label lies in batch['targets_prefix'] get weight 0, and (unless
   `prefix_attention` is False: the prefix read causally) the model gets `prefix=` so the prefix
-  attends to itself bidirectionally.
+  attends to itself bidirectionally. With `byte_table` (Objective.byte_table) the metrics
+  include bits per byte of the scored tokens.
   """
   tokens_BL = batch['targets']
   segs_BL = batch['targets_segment_ids']
@@ -41,7 +42,8 @@ def decoder_lm_loss(model, batch, *, deterministic, use_prefix, prefix_attention
   if use_prefix:
     label_in_prefix = losses.next_token_labels(batch['targets_prefix'])
     weights_BL = weights_BL * (1 - label_in_prefix).astype(jnp.float32)
-  return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss, kernels=kernels)
+  return losses.cross_entropy(logits_BLV, labels_BL, weights_BL, z_loss=z_loss, kernels=kernels,
+                              label_bytes=losses.label_bytes(byte_table, labels_BL, tokens_BL))
 
 
 def position_room(model, prompt_len):
@@ -108,7 +110,8 @@ class CausalLM(base.Objective):
     tok = self.tokenizer
     return {'targets': base.int32([tok.bos_id, *text.tolist(), tok.eos_id])}
 
-  def piece_lengths(self, n, *, first, last):
+  def piece_lengths(self, n, *, first, last, key=None):
+    del key   # deterministic
     return {'targets': n + int(first) + int(last)}
 
   def _piece_targets(self, tokens, first, last):
@@ -122,7 +125,7 @@ class CausalLM(base.Objective):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=False,
-                           z_loss=self.z_loss, kernels=self.kernels)
+                           z_loss=self.z_loss, kernels=self.kernels, byte_table=self.byte_table)
 
   def generation_prompt(self, ids):
     """[bos] + text, continued causally (prefix LM: read bidirectionally, as its prefix was)."""
@@ -183,7 +186,7 @@ class PrefixLM(CausalLM):
 
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     return decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
-                           z_loss=self.z_loss, kernels=self.kernels)
+                           z_loss=self.z_loss, kernels=self.kernels, byte_table=self.byte_table)
 
   def _prompt_split(self, example):
     """The prefix is the prompt; the non-prefix tokens are the reference."""

@@ -1,12 +1,14 @@
-"""The losses every objective shares: weighted float32 cross-entropy, accuracy, and the
-next-token / shifted-decoder-input layouts of packed segments."""
+"""The losses every objective shares: weighted float32 cross-entropy, accuracy, bits per byte,
+and the next-token / shifted-decoder-input layouts of packed segments."""
+
+import math
 
 import jax.numpy as jnp
 
 from transformer.models import kernels as kernel_lib
 
 
-def cross_entropy(logits, labels, weights, *, z_loss=0.0, kernels='tuned'):
+def cross_entropy(logits, labels, weights, *, z_loss=0.0, kernels='tuned', label_bytes=None):
   """Weighted cross-entropy in float32, whatever the dtype of `logits`.
 
   Args:
@@ -16,10 +18,12 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0, kernels='tuned'):
     z_loss: coefficient of the auxiliary log(Z)**2 term (PaLM) that keeps the softmax
       normaliser near 1; 0 disables it.
     kernels: model.kernels, the set (models/kernels.py) whose `token_xent` computes the terms.
+    label_bytes: [...] UTF-8 bytes of text each label stands for (`label_bytes`), or None.
 
   Returns:
     (loss, metrics): loss = (sum of weighted cross-entropy + z-loss) / max(sum of weights, 1);
-    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled. Positions of
+    metrics: 'loss' and 'accuracy' as (sum, count), plus 'z_loss' when enabled and
+    'bits_per_byte' (cross-entropy in bits, bytes of the scored text) with `label_bytes`. Positions of
     weight 0 are selected away, not multiplied by 0: a NaN/Inf logit there (padding) changes
     neither the loss, the metrics nor the gradient. With the tuned kernels the [..., V] work is
     three passes over the logits (max, normaliser + accuracy, and one fused pass for the whole
@@ -37,11 +41,28 @@ def cross_entropy(logits, labels, weights, *, z_loss=0.0, kernels='tuned'):
       'loss': (xent_sum, count),
       'accuracy': (jnp.sum(jnp.where(correct & keep, weights, 0.0)), count),
   }
+  if label_bytes is not None:
+    scored_bytes = jnp.sum(jnp.where(keep, label_bytes * weights, 0.0))
+    metrics['bits_per_byte'] = (xent_sum / math.log(2), scored_bytes)
   if z_loss:
     z_sum = jnp.sum(z_loss * jnp.square(log_z) * weights)
     total = total + z_sum
     metrics['z_loss'] = (z_sum, count)
   return total / jnp.maximum(count, 1.0), metrics
+
+
+def label_bytes(table, labels, previous):
+  """[...] float32 UTF-8 bytes of decoded text that each label stands for, or None without a
+  table. `table` (Objective.byte_table): (bytes, leading, starts), each [tokenizer vocab]; a
+  label's bytes are its token's, less the dummy-prefix space the decoder drops when the label
+  begins a text: when `previous` (the token before it: the input at its position) is one after
+  which text starts (bos, sep, cls, eos, pad, the decoder's start id). Ids past the table have
+  none, so sum(label_bytes) over a text's labels is len(decoded text in UTF-8)."""
+  if table is None:
+    return None
+  lengths, leading, starts = (jnp.asarray(t, jnp.float32) for t in table)
+  take = lambda t, ids: jnp.take(t, ids.astype(jnp.int32), mode='fill', fill_value=0.0)
+  return take(lengths, labels) - take(leading, labels) * take(starts, previous)
 
 
 def accuracy(logits, labels, weights):

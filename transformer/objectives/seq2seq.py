@@ -22,9 +22,9 @@ from transformer.objectives import base, lm, losses, metrics
 
 
 def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0,
-                         kernels='tuned'):
+                         kernels='tuned', byte_table=None):
   """Teacher-forced cross-entropy on 'targets' of an encoder-decoder model whose decoder starts
-  every segment from `start_id` (model.decoder_start_id)."""
+  every segment from `start_id` (model.decoder_start_id); with `byte_table`, bits per byte."""
   targets_BT = batch['targets']
   segs_BT = batch['targets_segment_ids']
   decoder_inputs_BT = losses.shift_right_in_segments(targets_BT, segs_BT, start_id)
@@ -35,7 +35,9 @@ def encoder_decoder_loss(model, batch, *, deterministic, z_loss=0.0, start_id=0,
                      decoder_positions=batch['targets_positions'],
                      deterministic=deterministic)
   weights_BT = (segs_BT > 0).astype(np.float32)
-  return losses.cross_entropy(logits_BTV, targets_BT, weights_BT, z_loss=z_loss, kernels=kernels)
+  return losses.cross_entropy(
+      logits_BTV, targets_BT, weights_BT, z_loss=z_loss, kernels=kernels,
+      label_bytes=losses.label_bytes(byte_table, targets_BT, decoder_inputs_BT))
 
 
 def predict_encoder_decoder(model, batch, tokenizer, *, rows, max_new_tokens, spec=None,
@@ -137,9 +139,11 @@ class Seq2Seq(base.Objective):
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
-                                z_loss=self.z_loss, kernels=self.kernels)
+                                z_loss=self.z_loss, kernels=self.kernels,
+                                byte_table=self.byte_table)
     return encoder_decoder_loss(model, batch, deterministic=deterministic, z_loss=self.z_loss,
-                                start_id=self.decoder_start_id, kernels=self.kernels)
+                                start_id=self.decoder_start_id, kernels=self.kernels,
+                                byte_table=self.byte_table)
 
   def score(self, samples):
     """Corpus scores (0-100) of `predict` samples against their references: 'bleu'

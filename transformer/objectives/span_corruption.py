@@ -180,8 +180,8 @@ class SpanCorruption(base.Objective):
   def features(self, example, rng=None):
     return self._corrupted(np.asarray(example['text'], np.int32)[:self.text_chunk_len], rng)
 
-  def piece_lengths(self, n, *, first, last):
-    del first, last   # every piece is corrupted on its own
+  def piece_lengths(self, n, *, first, last, key=None):
+    del first, last, key   # every piece is corrupted on its own; its lengths are not random
     i, t = corrupted_lengths(n, self.noise_density, self.mean_span_length,
                              len(self.sentinel_ids))
     if self.family == 'decoder':
@@ -196,10 +196,11 @@ class SpanCorruption(base.Objective):
     if self.family == 'decoder':
       return lm.decoder_lm_loss(model, batch, deterministic=deterministic, use_prefix=True,
                                 prefix_attention=self.attention == 'prefix',
-                                z_loss=self.z_loss, kernels=self.kernels)
+                                z_loss=self.z_loss, kernels=self.kernels,
+                                byte_table=self.byte_table)
     return seq2seq.encoder_decoder_loss(model, batch, deterministic=deterministic,
                                         z_loss=self.z_loss, start_id=self.decoder_start_id,
-                                        kernels=self.kernels)
+                                        kernels=self.kernels, byte_table=self.byte_table)
 
   def generation_prompt(self, ids):
     """The text + [eos] for the encoder (a T5 model fills what its sentinels mark); on a

@@ -11,18 +11,20 @@ from transformer.files import atomic_write
 STATUS_FILE = 'sweep_status.json'
 COLUMNS = ('status', 'final_eval_loss', 'best_eval_loss', 'final_eval_accuracy',
            'best_eval_accuracy', 'tokens_per_sec', 'params', 'tokens_seen', 'steps', 'error')
-# Generation metrics (seq2seq runs): a final_ and best_ column each, where some run logged them.
-GENERATION = ('bleu', 'rouge1', 'rouge2', 'rougeL')
+# Generation metrics (seq2seq runs) and bits per byte (language models): a final_ and best_
+# column each, where some run logged them; best is the highest, or the lowest for LOWER.
+GENERATION = ('bleu', 'rouge1', 'rouge2', 'rougeL', 'bits_per_byte')
+LOWER = ('bits_per_byte',)
 
 
 def _generation(scalars):
-  """{'final_eval_bleu': .., 'best_eval_bleu': .., ...} of the generation metrics a run logged."""
+  """{'final_eval_bleu': .., 'best_eval_bleu': .., ...} of the GENERATION metrics a run logged."""
   out = {}
   for name in GENERATION:
     points = scalars.get(f'eval/{name}', [])
     if points:
       out[f'final_eval_{name}'] = _last(points)
-      out[f'best_eval_{name}'] = max(v for _, v in points)
+      out[f'best_eval_{name}'] = (min if name in LOWER else max)(v for _, v in points)
   return out
 
 

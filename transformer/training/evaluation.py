@@ -13,7 +13,7 @@ import numpy as np
 
 from transformer.errors import ConfigError
 from transformer.monitoring import attention, image_attention
-from transformer.training import distributed, generation, scoring, sharding
+from transformer.training import distributed, generation, optim, scoring, sharding
 
 
 def average(sums):
@@ -69,14 +69,18 @@ class EvalResult:
 def evaluate_at(run, state, pipeline, eval_fn, step):
   """The eval at `step` (every process joins): metrics over the eval split and, for objectives
   that generate, the decoding metrics (eval/bleu, ...) with the decoded examples; at the last
-  step the score file's test/* metrics (`scoring`, when log.score.file is set)."""
-  metrics, batch = evaluate(run, state['params'], pipeline, eval_fn)
+  step the score file's test/* metrics (`scoring`, when log.score.file is set). Everything is
+  evaluated at `optim.eval_params(state)` (schedule-free: the averaged iterate), which is also
+  the state the result carries for its pictures and samples."""
+  params = optim.eval_params(state)
+  metrics, batch = evaluate(run, params, pipeline, eval_fn)
   scalars = {f'eval/{k}': v for k, v in metrics.items()}
-  decoded, decoded_samples = generation.decode_eval(run, state['params'], pipeline, step)
+  decoded, decoded_samples = generation.decode_eval(run, params, pipeline, step)
   scalars.update(decoded)
   if scoring.enabled(run.config, step):
-    scalars.update(scoring.score_at(run, state['params'], step))
-  return EvalResult(scalars, state, batch, decoded_samples[:run.config.log.samples])
+    scalars.update(scoring.score_at(run, params, step))
+  return EvalResult(scalars, {**state, 'params': params}, batch,
+                    decoded_samples[:run.config.log.samples])
 
 
 def write_pictures(run, result, writer, step):

@@ -9,6 +9,8 @@ see objectives/seq2seq.py) and writes <run>/scores/step_<N>.jsonl, one line per 
 
   id, loss, tokens      the summed cross-entropy (nats) of the example's scored tokens and their
                         number (seq2seq: the target tokens and its EOS, for either family)
+  bytes                 UTF-8 bytes of the scored text (language-model objectives: bits per
+                        byte = loss / ln 2 / bytes, comparable across tokenizers)
   correct               1/0: the classification head's argmax is the label (objective
                         classification), or the best-ranked choice is the target (below)
   choice                with choices: the choice whose target scored the lowest summed loss
@@ -25,6 +27,7 @@ and (with matched truncation) the same scored tokens.
 import functools
 import glob
 import json
+import math
 import os
 import re
 
@@ -165,6 +168,9 @@ def score(run, params):
   records = [{'id': example_id, 'loss': float(metrics['loss'][0][i]),
               'tokens': int(metrics['loss'][1][i])}
              for i, (example_id, _, _) in enumerate(examples)]
+  if 'bits_per_byte' in metrics:
+    for i, r in enumerate(records):
+      r['bytes'] = int(round(float(metrics['bits_per_byte'][1][i])))
   if run.objective.head == 'classification' and 'accuracy' in metrics:
     for i, r in enumerate(records):
       r['correct'] = int(metrics['accuracy'][0][i] > 0)
@@ -185,10 +191,13 @@ def same_text(a, b):
 
 
 def summary(run, records):
-  """{'test/<metric>': value} of scored records: loss per scored token, accuracy and exact match
-  in %, and the objective's corpus metrics (BLEU) over the decoded examples."""
+  """{'test/<metric>': value} of scored records: loss per scored token, bits per byte, accuracy
+  and exact match in %, and the objective's corpus metrics (BLEU) over the decoded examples."""
   tokens = sum(r['tokens'] for r in records)
   out = {'test/loss': sum(r['loss'] for r in records) / max(tokens, 1)}
+  if records and all('bytes' in r for r in records):
+    out['test/bits_per_byte'] = (sum(r['loss'] for r in records) / math.log(2) /
+                                 max(sum(r['bytes'] for r in records), 1))
   if all('correct' in r for r in records):
     out['test/accuracy'] = 100.0 * sum(r['correct'] for r in records) / len(records)
   decoded = [r for r in records if 'prediction' in r]

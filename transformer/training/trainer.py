@@ -45,7 +45,9 @@ def choose_attention(hp, config, mesh):
   capability = tuple(int(x) for x in getattr(device, 'compute_capability', '0.0').split('.'))
   return attention.choose(hp.attention_impl, platform=device.platform, dtype=hp.dtype,
                           head_dim=hp.head_dim, lengths=lengths, capability=capability,
-                          bias=hp.positions == 'relative', dropout=hp.attention_dropout_rate > 0)
+                          dropout=hp.attention_dropout_rate > 0,
+                          bias=hp.positions if hp.positions in attention.BIAS_POSITIONS else False,
+                          softcap=hp.attention_softcap > 0)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,35 @@
+"""Optimizers on the README's tiny GPT-2 (embedded corpus), each at a small learning-rate grid:
+AdamW (cosine), AdamW with warmup-stable-decay, Muon, Lion, schedule-free AdamW (issue 28).
+
+  ./launch.sh sweep experiments/sweep_optimizers.py --workdir runs [--parallel 2] [--slurm]
+  ./launch.sh sweep experiments/sweep_optimizers.py --workdir runs --list     # the 15 runs
+  ./launch.sh tensorboard runs/gpt2_optimizers
+
+Fifteen runs of 600 steps (batch 16 x 128 tokens; about 10 minutes each on 2 CPU cores), three
+learning rates per optimizer around its usual range (Lion's a decade lower, Chen et al. 2023:
+its sign update is larger). Every run logs eval/loss and eval/bits_per_byte; the table
+(runs/gpt2_optimizers/results.md) has final and best of each, and the README's optimizer table
+takes each optimizer's best learning rate by final eval loss. Schedule-free AdamW runs at a
+constant rate after the same warmup (it needs no decay, and evaluates its averaged iterate).
+"""
+
+from transformer.sweeps import grid
+
+BASE = 'configs/gpt2.py:tiny'
+EXPERIMENT = 'gpt2_optimizers'
+OVERRIDES = {'train.steps': 600, 'train.batch_size': 16, 'train.eval_every': 200,
+             'opt.warmup_steps': 60, 'checkpoint.every': 600}
+# optimizer -> (its schedule, its learning rates)
+OPTIMIZERS = {
+    'adamw': ('cosine', [1e-3, 3e-3, 1e-2]),
+    'adamw_wsd': ('wsd', [1e-3, 3e-3, 1e-2]),
+    'muon': ('cosine', [1e-3, 3e-3, 1e-2]),
+    'lion': ('cosine', [1e-4, 3e-4, 1e-3]),
+    'schedule_free_adamw': ('constant', [1e-3, 3e-3, 1e-2]),
+}
+
+
+def sweep():
+  return [{'opt.optimizer': name.removesuffix('_wsd'), 'opt.schedule': schedule, **run}
+          for name, (schedule, rates) in OPTIMIZERS.items()
+          for run in grid({'opt.learning_rate': rates})]

@@ -1,0 +1,41 @@
+"""A training step with the architecture knobs on, sharded over 8 fake CPU devices, equals the
+same step on one device (a subprocess: tests/models/knobs_parity.py), with the tolerances of
+tests/e2e/test_sharding.py. The decoder turns every knob on at once, its layers scanned with an
+interleaved local/global pattern (the window a scanned input), heads split over 'tensor'; the
+z-loss is reported as a metric of its own (train/z_loss in TensorBoard)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.test_sharding import assert_parity
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'knobs_parity.py')
+ALL_KNOBS = ('model.positions=alibi', 'model.qk_norm=rmsnorm', 'model.attention_softcap=5.0',
+             'model.local_window=8', 'model.attention_pattern=1:1', 'model.parallel_block=true',
+             'model.logit_softcap=10.0', 'train.z_loss=1e-3')
+
+
+def _parity(family, meshes, out_dir, *overrides):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
+  proc = subprocess.run([sys.executable, SCRIPT, family, '2', meshes, out_dir, *overrides],
+                        env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_decoder_with_every_knob_sharded_equals_one_device(tmp_path):
+  result = _parity('decoder', 'single,data2_tensor4', str(tmp_path), *ALL_KNOBS,
+                   'model.num_layers=2', 'model.scan_layers=true')
+  assert_parity(result, 'decoder', str(tmp_path))
+  assert all(r['z_losses'][0] > 0 for r in result.values())
+
+
+@pytest.mark.slow
+def test_encoder_decoder_with_the_knobs_sharded_equals_one_device(tmp_path):
+  result = _parity('encoder_decoder', 'single,fsdp2_tensor4', str(tmp_path), *ALL_KNOBS)
+  assert_parity(result, 'encoder_decoder', str(tmp_path))
