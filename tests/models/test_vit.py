@@ -22,7 +22,7 @@ from tests.models.test_models import _copy_into_scanned
 
 
 def _hp(**overrides):
-  base = dict(family='encoder', vocab_size=0, num_layers=2, d_model=32, num_heads=4, d_ff=64,
+  base = dict(family='encoder', vocab_size=0, num_layers=1, d_model=32, num_heads=4, d_ff=64,
               patch_size=4, image_size=16, num_channels=3, num_classes=7,
               positions='learned_2d', norm_position='pre')
   return models.HParams.from_config(common.model_config(**{**base, **overrides}),
@@ -111,7 +111,7 @@ def test_class_token_or_average_pooling():
 
 def test_attention_is_bidirectional_over_every_patch():
   """Each output depends on every patch (no causal mask, no packing)."""
-  hp = _hp(num_layers=1)
+  hp = _hp()
   model = models.build(hp, head='lm', rngs=nnx.Rngs(0))
   x = jnp.asarray(_images((1, 16, 16, 3)), jnp.float32)
   grad = jax.grad(lambda im: jnp.sum(model(im)[0, 1]))(x)   # the first patch's output
@@ -121,7 +121,7 @@ def test_attention_is_bidirectional_over_every_patch():
 
 def test_scan_and_bfloat16_match_the_unrolled_float32_model():
   images = _images((2, 16, 16, 3))
-  hp = _hp()
+  hp = _hp(num_layers=2)
   ref = models.build(hp, head='classification', rngs=nnx.Rngs(0))(images)
   scanned = models.build(dataclasses.replace(hp, scan_layers=True), head='classification',
                          rngs=nnx.Rngs(0))
