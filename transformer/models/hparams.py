@@ -17,7 +17,7 @@ from transformer.models.layers import ACTIVATIONS as _PLAIN_ACTIVATIONS
 from transformer.models.layers import GATED
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
-POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none')
+POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none', 'learned_2d')
 NORMS = ('layernorm', 'rmsnorm')
 ACTIVATIONS = (*_PLAIN_ACTIVATIONS, *GATED)    # models/layers.py owns them
 REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each but 'none'
@@ -25,6 +25,7 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
 POOLER_ACTIVATIONS = ('tanh', 'relu')
+POOLINGS = ('cls', 'gap')                     # image models: models/patches.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ class HParams:
   embed_norm: bool = False             # a norm right after the embeddings (BERT, BART)
   final_norm: bool = True              # a norm after the last block (pre-norm models)
   positions: str = 'learned'           # learned | sinusoidal | relative | rotary | alibi | none
-                                       # (none: NoPE, decoder family only)
+                                       # (none: NoPE, decoder family only) | learned_2d (image
+                                       # models: a table over the patch grid)
   max_len: int = 512                   # rows of a learned position table
   relative_buckets: int = 32           # T5 relative position bias
   relative_max_distance: int = 128
@@ -89,6 +91,15 @@ class HParams:
   pooler_activation: str = 'tanh'      # the pooler's: tanh (BERT) | relu (DistilBERT's
                                        # pre_classifier)
   classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
+  patch_size: int = 0                  # > 0: an image model (ViT, encoder family): its tokens
+                                       # are the image's patch_size x patch_size patches, embedded
+                                       # by models/patches.py; needs positions='learned_2d'
+  image_size: int = 224                # image models: the side of the square image the position
+                                       # table is for (other sizes interpolate it in 2-D)
+  num_channels: int = 3                # image models: channels of the input images
+  pooling: str = 'cls'                 # image models: cls (a class token) | gap (mean of patches)
+  image_mean: tuple = (0.5, 0.5, 0.5)  # image models: per-channel normalisation of pixels
+  image_std: tuple = (0.5, 0.5, 0.5)   # scaled to [0, 1]: (x / 255 - mean) / std (in the model)
   decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -142,6 +153,8 @@ class HParams:
     values['head_dim'] = values['head_dim'] or (
         values['d_model'] // values['num_heads'] if values['num_heads'] > 0 else 0)
     values['num_kv_heads'] = values['num_kv_heads'] or values['num_heads']
+    for key in ('image_mean', 'image_std'):   # config.json gives lists; HParams is hashable
+      values[key] = tuple(float(v) for v in values[key])
     hp = cls(**values)
     hp.validate(vocabulary=vocabulary)
     return hp
@@ -155,6 +168,7 @@ class HParams:
     self._validate_sizes(vocabulary)
     self._validate_numbers()
     self._validate_combinations()
+    self._validate_image()
     knobs.validate(self)
 
   def layer_windows(self, num_layers):
@@ -227,3 +241,29 @@ class HParams:
                 'model.scan_layers=False and as many decoder layers as encoder layers')
     if self.scale_tied_logits and not self.tie_embeddings:
       self._bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')
+
+  def _validate_image(self):
+    """Image models (patch_size > 0): an encoder whose positions are the patch grid's."""
+    if not self.patch_size:
+      if self.positions == 'learned_2d':
+        self._bad('positions', 'learned_2d is for image models; set model.patch_size, or use '
+                  'learned positions')
+      return
+    if self.family != 'encoder':
+      self._bad('family', 'image models (model.patch_size > 0) are encoders; set '
+                'model.family=encoder')
+    if self.positions != 'learned_2d':
+      self._bad('positions', 'image models take a learned table over the patch grid; set '
+                'model.positions=learned_2d')
+    if self.patch_size < 0 or self.image_size % self.patch_size:
+      self._bad('patch_size', f'must divide model.image_size={self.image_size}')
+    if self.pooling not in POOLINGS:
+      self._bad('pooling', f'choose one of {", ".join(POOLINGS)}')
+    if self.num_channels <= 0:
+      self._bad('num_channels', 'must be a positive integer (1 grey, 3 RGB)')
+    for key in ('image_mean', 'image_std'):
+      if len(getattr(self, key)) != self.num_channels:
+        self._bad(key, f'needs one value per channel (model.num_channels={self.num_channels})')
+    if not all(v > 0 for v in self.image_std):
+      self._bad('image_std', 'every channel\'s std must be > 0')
+

@@ -24,7 +24,7 @@ from typing import Any
 
 import jax
 
-from transformer.monitoring import profiler
+from transformer.monitoring import accounting, profiler
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import Progress
 from transformer.training import console, evaluation, generation
@@ -145,7 +145,7 @@ class Console(Hook):
       print_once('Text samples and attention maps and statistics are not written in '
                  'multi-process runs.')
     self.bar = Progress(run.steps, initial=session.step, every=run.config.train.log_every,
-                        enabled=is_primary())
+                        enabled=is_primary(), units=accounting.unit(run.config)[1])
 
   def after_step(self, step, outputs, live):
     if live is not None:   # the live bar between logging steps
