@@ -11,6 +11,8 @@ window (hp.layer_windows) is a Python int when every layer has the same one or t
 unrolled, and a scanned input beside the stacked layers when a scanned stack interleaves local
 and global layers. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
 MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
+A Block with `stability` set (log.stability) sows `residual_rms`, the RMS of its output over real
+tokens (monitoring/stability.py).
 """
 
 import jax
@@ -62,6 +64,7 @@ class Block(nnx.Module):
                           init_std=hp.std(None), dtype=hp.compute_dtype,
                           param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+    self.stability = False   # sow the residual stream's RMS (the train step sets it)
 
   def _residual(self, norm, fn, x, deterministic):
     if self.pre_norm:
@@ -87,11 +90,22 @@ class Block(nnx.Module):
       h = self.attention_norm(x)
       for fn in (self_attn, cross_attn, mlp) if crossing else (self_attn, mlp):
         x = x + self.dropout(fn(h), deterministic=deterministic)
-      return x
-    x = self._residual(self.attention_norm, self_attn, x, deterministic)
-    if crossing:
-      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
-    return self._residual(self.mlp_norm, mlp, x, deterministic)
+    else:
+      x = self._residual(self.attention_norm, self_attn, x, deterministic)
+      if crossing:
+        x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
+      x = self._residual(self.mlp_norm, mlp, x, deterministic)
+    if self.stability:
+      self.sow(nnx.Intermediate, 'residual_rms', residual_rms(x, segment_ids))
+    return x
+
+
+def residual_rms(x_BLD, segment_ids_BL):
+  """sqrt(mean(x^2)) over the real tokens (segment id != 0) of x [B, L, D], float32."""
+  x_BLD = jax.lax.stop_gradient(x_BLD).astype(jnp.float32)
+  weight_BL = (segment_ids_BL != 0).astype(jnp.float32)
+  total = jnp.sum(jnp.square(x_BLD) * weight_BL[..., None])
+  return jnp.sqrt(total / jnp.maximum(jnp.sum(weight_BL) * x_BLD.shape[-1], 1))
 
 
 class Stack(nnx.Module):
