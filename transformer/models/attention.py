@@ -247,11 +247,13 @@ class MultiHeadAttention(nnx.Module):
   def __init__(self, d_model, num_heads, *, num_kv_heads=0, head_dim=0, use_bias=True,
                scale_attention=True, dropout_rate=0.0, implementation='auto', rotary=False,
                rotary_base=10000.0, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.02,
-               kernels='tuned', qk_norm='none', norm_eps=1e-6, softcap=0.0, rngs: nnx.Rngs):
+               kernels='tuned', qk_norm='none', norm_eps=1e-6, softcap=0.0, scale=None,
+               rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.num_kv_heads = num_kv_heads or num_heads
     self.head_dim = head_dim or d_model // num_heads
-    self.scale = self.head_dim ** -0.5 if scale_attention else 1.0
+    self.scale = scale if scale is not None else (   # `scale`: muP's 1/head_dim (HParams)
+        self.head_dim ** -0.5 if scale_attention else 1.0)
     self.implementation = implementation
     self.rotary = rotary
     self.rotary_base = rotary_base

@@ -34,8 +34,9 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels,
-      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap, rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.hidden_std(), kernels=hp.kernels,
+      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap,
+      scale=hp.attention_scale, rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -61,7 +62,7 @@ class Block(nnx.Module):
     self.mlp_norm = None if self.parallel else _norm(hp)
     self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
                           dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
-                          init_std=hp.std(None), dtype=hp.compute_dtype,
+                          init_std=hp.hidden_std(), dtype=hp.compute_dtype,
                           param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
     self.stability = False   # sow the residual stream's RMS (the train step sets it)

@@ -90,7 +90,7 @@ class Trainer:
     graphdef, abs_params, _ = nnx.eval_shape(build)
     shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset,
                                          extra_rules=tuple(config.mesh.rules))
-    tx, lr_fn = optim.make(config.opt, total_steps)
+    tx, lr_fn = optim.make(config.opt, total_steps, mup_ratio=hp.mup_ratio)
     a, rows = config.opt.accumulation_steps, config.train.batch_size
     batch_shardings = (sharding.step_batch_sharding(mesh, config.mesh, rows // a, a),
                        sharding.step_batch_sharding(mesh, config.mesh, rows))
