@@ -117,8 +117,8 @@ def _slopes(base):
 
 def test_coordinate_check_flat_under_mup_growing_without():
   mup, default = _slopes(64), _slopes(0)
-  for stat in ('residual_rms', 'output_logits_rms'):
+  for stat in ('residual_rms', 'max_attention_logit', 'output_logits_rms'):   # ~-0.1 .. -0.2
     assert abs(mup[stat]) < 0.5, (stat, mup, default)
-  assert mup['max_attention_logit'] < 0.0, mup   # q.k / head_dim: no growth with width
-  assert default['output_logits_rms'] > 0.5, default
-  assert default['residual_rms'] > 1.0 and default['max_attention_logit'] > 1.0, default
+  assert default['output_logits_rms'] > 0.5, default   # ~0.8
+  assert default['residual_rms'] > 1.0, default   # ~1.9
+  assert default['max_attention_logit'] > 1.0, default   # ~1.7
