@@ -1,7 +1,7 @@
 """Does a learning rate tuned at width 64 hold at width 256? Eval loss against opt.learning_rate
 per width, with the default parametrization and with muP (model.mup_base_width=64).
 
-  python experiments/benchmark_mup.py [--widths 64,128,256] [--lrs 1e-3,...] [--steps 120]
+  python experiments/benchmark_mup.py [--widths 64,256] [--lrs 1e-3,...] [--steps 120]
       [--out docs/mup_transfer.json] [--png docs/mup_transfer.png] [--config.KEY=VALUE ...]
 
 Every run is the real train step (setup.prepare, Trainer.compile) of configs/gpt2.py:tiny cut to
@@ -25,12 +25,12 @@ from transformer import cli
 from transformer import config as config_lib
 from transformer.training import evaluation, setup, sharding
 
-DEFAULT_LRS = '1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2'
+DEFAULT_LRS = '2.5e-4,5e-4,1e-3,2e-3,4e-3,8e-3'
 
 
 def parse_args(argv):
   p = cli.Parser('python -m experiments.benchmark_mup', __doc__, config=False, workdir=False)
-  p.add_argument('--widths', default='64,128,256')
+  p.add_argument('--widths', default='64,256')
   p.add_argument('--base', type=int, default=64, help='model.mup_base_width of the muP runs')
   p.add_argument('--lrs', default=DEFAULT_LRS)
   p.add_argument('--layers', type=int, default=2)
