@@ -5,6 +5,7 @@
 #                     [--show_sharding]                  (print every parameter's placement)
 #                     [--num_processes N [--devices_per_process D]]   (N local processes, one job)
 #   ./launch.sh eval --config configs/X.py:size --workdir DIR
+#   ./launch.sh eval --workdir RUN_DIR --task NAME_OR_JSONL [--fewshot K]   (zero/few-shot scoring)
 #   ./launch.sh generate --workdir RUN_DIR (--prompt TEXT | --input_file F) [--strategy beam ...]
 #   ./launch.sh test [pytest args]          (slow tests: ./launch.sh test -m slow)
 #   ./launch.sh summary --config configs/gpt2.py:small
@@ -92,7 +93,7 @@ case "$mode" in
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"
                exec "$VENV/bin/tensorboard" --logdir "$logdir" --host 127.0.0.1 --port "$port" ;;
   plan)        setup requirements-plan.txt; exec "$VENV/bin/python" -m transformer.plan "$@" ;;
-  help|-h|--help) sed -n '2,18p' "$0" ;;
+  help|-h|--help) sed -n '2,19p' "$0" ;;
   *) echo "error: unknown mode '$mode'; modes: train eval generate test summary plan import-hf export-hf tensorboard sweep compare" >&2
      exit 2 ;;
 esac

@@ -34,7 +34,8 @@ def base_config():
   c.experiment = 'default'       # runs live in <workdir>/<experiment>/<run_name>/
   c.run_name = ''                # '' : derived from the config name and size
   c.model = model_config()
-  c.objective = 'causal_lm'      # mlm | causal_lm | prefix_lm | span_corruption | seq2seq | classification
+  c.objective = 'causal_lm'      # mlm | causal_lm | prefix_lm | span_corruption | ul2 | seq2seq |
+                                 # classification
 
   c.data = ml_collections.ConfigDict(dict(
       source='python_stdlib/text',   # a TFDS name[/config], 'text:/glob', or 'jsonl:/glob'
@@ -60,6 +61,11 @@ def base_config():
       denoise_attention='prefix',    # span corruption on a decoder: the corrupted inputs read
                                      # bidirectionally (prefix) or left to right (causal)
       prefix_fraction=0.5,           # prefix_lm: split point as a fraction of each example
+      # ul2: the denoisers, (mode R | X | S, mean span, rate), and their probabilities (one
+      # each, summing to 1; () : uniform); objectives/ul2.py. The paper's seven:
+      ul2_denoisers=(('R', 3.0, 0.15), ('R', 8.0, 0.15), ('X', 3.0, 0.5), ('X', 8.0, 0.5),
+                     ('X', 64.0, 0.15), ('X', 64.0, 0.5), ('S', 0.0, 0.5)),
+      ul2_proportions=(),
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -107,6 +113,22 @@ def base_config():
       keep_best=True,
       async_save=True,
       init_from='',                  # a checkpoint dir (ours or from import-hf): weights, fresh head
+  ))
+
+  # objective=distillation (DistilBERT, Sanh et al. 2019; transformer/objectives/distillation.py).
+  # The weights are the Hugging Face distillation example's DistilBERT command
+  # (examples/research_projects/distillation/README.md), T its train.py default.
+  c.distill = ml_collections.ConfigDict(dict(
+      teacher='',                    # a run directory or an import-hf output: an MLM encoder
+                                     # with the student's tokenizer
+      temperature=2.0,               # soft targets softmax(logits / T), the loss x T^2
+      alpha_ce=5.0,                  # soft-target cross-entropy (KL to the teacher)
+      alpha_mlm=2.0,                 # the MLM loss
+      alpha_cos=1.0,                 # 1 - cos(student, teacher last hidden states)
+      restrict_ce_to_mask=False,     # soft targets on the masked positions only; False: every
+                                     # real token (Hugging Face's default)
+      init_from_teacher=True,        # the student starts from the teacher's embeddings, heads
+                                     # and every other layer
   ))
 
   c.log = ml_collections.ConfigDict(dict(

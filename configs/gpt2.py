@@ -14,6 +14,9 @@ SIZES = dict(
     medium=dict(num_layers=24, d_model=1024, num_heads=16, d_ff=4096),
     large=dict(num_layers=36, d_model=1280, num_heads=20, d_ff=5120),
 )
+# The first remat policy that fits a v5e-8 at bfloat16 with FSDP, 32 x 1024 tokens (README
+# "Accelerators": experiments/benchmark_plan.py; compiler figures, not hardware measurements).
+REMAT = dict(small='dots', medium='dots', large='full')
 
 
 def model(size):
@@ -26,7 +29,8 @@ def model(size):
       classifier_bias=False)   # a linear classifier without bias (GPT-1's W_y, HF's score)
   if size == 'tiny':
     published.update(vocab_size=0, dropout_rate=0.0, attention_dropout_rate=0.0)
-  return common.sized_model_config(size, **{**published, **SIZES[size]})
+  return common.sized_model_config(size, **{**published, 'remat': REMAT.get(size, 'none'),
+                                            **SIZES[size]})
 
 
 def get_config(arg='tiny'):

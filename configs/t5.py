@@ -3,8 +3,9 @@
   ./launch.sh train --config configs/t5.py:tiny --workdir runs
   ./launch.sh summary --config configs/t5.py:v1_1_base
 
-Sizes: tiny, small (60M), base (220M) are T5 v1.0 (ReLU MLP, tied logits); v1_1_tiny, v1_1_small
-(77M) and v1_1_base (248M) are T5 v1.1 (gated-GELU MLP, untied logits, no dropout in pretraining).
+Sizes: tiny, small (60M), base (220M), large (738M) are T5 v1.0 (ReLU MLP, tied logits);
+v1_1_tiny, v1_1_small (77M), v1_1_base (248M) and v1_1_large (783M) are T5 v1.1 (gated-GELU MLP,
+untied logits, no dropout in pretraining).
 """
 
 from configs import common
@@ -13,11 +14,13 @@ V1_0 = dict(
     tiny=dict(num_layers=2, d_model=128, num_heads=4, head_dim=32, d_ff=512),
     small=dict(num_layers=6, d_model=512, num_heads=8, head_dim=64, d_ff=2048),
     base=dict(num_layers=12, d_model=768, num_heads=12, head_dim=64, d_ff=3072),
+    large=dict(num_layers=24, d_model=1024, num_heads=16, head_dim=64, d_ff=4096),
 )
 V1_1 = dict(
     tiny=dict(num_layers=2, d_model=128, num_heads=4, head_dim=32, d_ff=384),
     small=dict(num_layers=8, d_model=512, num_heads=6, head_dim=64, d_ff=1024),
     base=dict(num_layers=12, d_model=768, num_heads=12, head_dim=64, d_ff=2048),
+    large=dict(num_layers=24, d_model=1024, num_heads=16, head_dim=64, d_ff=2816),
 )
 SIZES = {**V1_0, **{f'v1_1_{k}': v for k, v in V1_1.items()}}
 

@@ -5,7 +5,9 @@
 
 Pretraining objectives (full packing, data/packing.py) on the embedded corpus
 `python_stdlib/text`: causal LM and prefix LM (configs/gpt2.py), MLM (configs/bert.py), span
-corruption (configs/t5.py, targets_len = seq_len / 4 as in T5 tiny). Pair data (seq2seq on
+corruption (configs/t5.py, targets_len = seq_len / 4 as in T5 tiny), UL2's mixture of
+denoisers on a decoder (configs/gpt2.py) and an encoder-decoder (configs/t5.py, targets_len =
+seq_len / 2: its X and S denoisers have long targets). Pair data (seq2seq on
 `gettext_catalogs/en_de` and `python_stdlib/docstrings`, configs/t5.py): the best-fit window of
 packing.PAIR_WINDOW open rows against one open row (the greedy packer it replaces), on the same
 examples. Each row is --batches train batches of 16 rows from the start of the data.
@@ -20,7 +22,8 @@ from transformer.data import packing
 from transformer.training import setup
 
 PRETRAINING = (('causal_lm', 'configs/gpt2.py:tiny'), ('prefix_lm', 'configs/gpt2.py:tiny'),
-               ('mlm', 'configs/bert.py:tiny'), ('span_corruption', 'configs/t5.py:tiny'))
+               ('mlm', 'configs/bert.py:tiny'), ('span_corruption', 'configs/t5.py:tiny'),
+               ('ul2', 'configs/gpt2.py:tiny'), ('ul2', 'configs/t5.py:tiny'))
 PAIRS = ('gettext_catalogs/en_de', 'python_stdlib/docstrings')
 BATCH = 16
 
@@ -37,6 +40,8 @@ def pretraining_row(objective, spec, seq_len, count):
                'model.max_len': max(seq_len, 256)}
   if objective == 'span_corruption':
     overrides['data.targets_len'] = seq_len // 4
+  elif objective == 'ul2' and 't5' in spec:
+    overrides['data.targets_len'] = seq_len // 2
   pipe = _pipeline(spec, overrides)
   it = pipe.iterator()
   batches = [next(it) for _ in range(count)]

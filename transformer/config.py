@@ -158,6 +158,7 @@ def validate(config):
   HParams.from_config({**config.model, 'vocab_size': config.model.vocab_size or
                        config.data.vocab_size}, vocabulary=objectives.reads_text(config.objective))
   _validate_data(config)
+  objectives.check_config(config)
   _validate_train(config.train)
   _validate_opt(config)
   _validate_mesh(config.mesh)

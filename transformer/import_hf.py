@@ -65,8 +65,8 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32', weights_only
 @cli.main
 def main(argv=None):
   parser = cli.Parser('python -m transformer.import_hf',
-                      'Import a local Hugging Face checkpoint (bert, gpt2, bart, t5, mt5) and its '
-                      'tokenizer as one of our checkpoints, for '
+                      'Import a local Hugging Face checkpoint (bert, distilbert, gpt2, bart, t5, '
+                      'mt5) and its tokenizer as one of our checkpoints, for '
                       '--config.checkpoint.init_from=WORKDIR.', config=False, workdir=False)
   parser.add_argument('--from', dest='hf_dir', required=True,
                       help='Hugging Face checkpoint directory (config.json, weights, tokenizer)')

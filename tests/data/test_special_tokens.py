@@ -12,12 +12,13 @@ from transformer.data import hf_files, sp_to_hf, special_tokens
 from transformer.data.hf_tokenizer import HFTokenizer
 from transformer.objectives import base
 
-MODE = special_tokens.Special('mode_r', 'control', '[R]')   # UL2's regular-denoising mode token
+NEW = special_tokens.Special('fim', 'control', '<fim>')   # a token registered after today's
+MODES = ['[R]', '[X]', '[S]']                              # UL2's mode tokens, ids 39, 40, 41
 
 
 @pytest.fixture
-def with_mode_token(monkeypatch):
-  monkeypatch.setattr(special_tokens, 'TOKENS', special_tokens.TOKENS + (MODE,))
+def with_new_token(monkeypatch):
+  monkeypatch.setattr(special_tokens, 'TOKENS', special_tokens.TOKENS + (NEW,))
 
 
 def _config(tmp_path, english_file):
@@ -27,41 +28,44 @@ def _config(tmp_path, english_file):
 
 def test_the_registry_holds_todays_tokens_in_id_order():
   assert [t.name for t in special_tokens.TOKENS] == ['pad', 'eos', 'unk', 'bos', 'mask', 'sep',
-                                                     'cls', 'sentinel']
+                                                     'cls', 'sentinel', 'mode_r', 'mode_x',
+                                                     'mode_s']
   assert special_tokens.control_pieces() == (['<mask>', '<sep>', '<cls>'] +
-                                             [f'<extra_id_{i}>' for i in range(32)])
+                                             [f'<extra_id_{i}>' for i in range(32)] + MODES)
   assert hf_files.ROLES == ('pad', 'eos', 'unk', 'bos', 'mask', 'sep', 'cls')
 
 
-def test_a_registered_token_is_known_to_both_tokenizer_kinds(with_mode_token, tmp_path,
+def test_a_registered_token_is_known_to_both_tokenizer_kinds(with_new_token, tmp_path,
                                                             english_file):
   sp = data_lib.get_tokenizer(_config(tmp_path, english_file))
   assert (sp.pad_id, sp.eos_id, sp.unk_id, sp.bos_id) == (0, 1, 2, 3)
   assert (sp.mask_id, sp.sep_id, sp.cls_id, sp.sentinel_ids) == (4, 5, 6, list(range(7, 39)))
-  assert sp.mode_r_id == 39 and sp.id_to_piece(39) == '[R]'
-  assert 39 not in sp.encode('a [R] b') and '[R]' in sp.decode(sp.encode('a') + [39])
-  assert 39 in base.special_ids(sp)
+  assert (sp.mode_r_id, sp.mode_x_id, sp.mode_s_id) == (39, 40, 41)
+  assert sp.fim_id == 42 and sp.id_to_piece(42) == '<fim>' and sp.id_to_piece(39) == '[R]'
+  assert 42 not in sp.encode('a <fim> b') and '<fim>' in sp.decode(sp.encode('a') + [42])
+  assert {39, 40, 41, 42} <= set(base.special_ids(sp))
 
   out = sp_to_hf.write_hf_files(sp, str(tmp_path / 'hf'))
   with open(tmp_path / 'hf' / 'tokenizer_config.json') as f:
     config = json.load(f)
-  assert config['extra_special_tokens'] == [f'<extra_id_{i}>' for i in range(32)] + ['[R]']
+  assert config['extra_special_tokens'] == ([f'<extra_id_{i}>' for i in range(32)] + MODES +
+                                            ['<fim>'])
   hf = HFTokenizer(out)
-  assert hf.mode_r_id == 39 and hf.sentinel_ids == sp.sentinel_ids
-  assert 39 in hf.encode('a [R] b') and 39 in base.special_ids(hf)
+  assert (hf.mode_r_id, hf.fim_id) == (39, 42) and hf.sentinel_ids == sp.sentinel_ids
+  assert 42 in hf.encode('a <fim> b') and 42 in base.special_ids(hf)
 
 
 def test_an_objective_needing_a_registered_token_refuses_a_tokenizer_without_it(
-    with_mode_token, small_tokenizer):
-  class ModeDenoising(objectives.Objective):
-    name = 'mode_denoising'
-    tokens = ('eos', 'mode_r')
+    with_new_token, small_tokenizer):
+  class FillInTheMiddle(objectives.Objective):
+    name = 'fill_in_the_middle'
+    tokens = ('eos', 'fim')
   lacks = objectives._lacks  # pylint: disable=protected-access
-  assert lacks(ModeDenoising, 'decoder', small_tokenizer) == ['mode_r']
+  assert lacks(FillInTheMiddle, 'decoder', small_tokenizer) == ['fim']
 
 
 def test_a_cached_tokenizer_without_a_registered_token_is_not_reused(monkeypatch, tmp_path,
                                                                    english_file):
   before = data_lib.tokenizer.cache_path(_config(tmp_path, english_file))
-  monkeypatch.setattr(special_tokens, 'TOKENS', special_tokens.TOKENS + (MODE,))
+  monkeypatch.setattr(special_tokens, 'TOKENS', special_tokens.TOKENS + (NEW,))
   assert data_lib.tokenizer.cache_path(_config(tmp_path, english_file)) != before

@@ -55,6 +55,15 @@ PRESET_COUNTS = [
     ('configs/bart.py:base', 'lm', 139_467_609),
     # T5 v1.1 small (gated GELU, untied logits): 76,961,152 == HF google/t5-v1_1-small ("77M").
     ('configs/t5.py:v1_1_small', 'lm', 76_961_152),
+    # The large sizes (issue 24's fit table): HF t5-large 737,668,096 and google/t5-v1_1-large
+    # 783,150,080 exactly; GPT2LMHeadModel gpt2-large 774,030,080; BertForMaskedLM
+    # bert-large-uncased 335,174,458; BART-large = HF's 406,291,456 - 2 * 2 * 1024 + 50,265
+    # (the same offset rows and final_logits_bias as BART-base above).
+    ('configs/t5.py:large', 'lm', 737_668_096),
+    ('configs/t5.py:v1_1_large', 'lm', 783_150_080),
+    ('configs/gpt2.py:large', 'lm', 774_030_080),
+    ('configs/bert.py:large', 'lm', 335_174_458),
+    ('configs/bart.py:large', 'lm', 406_337_625),
 ]
 
 

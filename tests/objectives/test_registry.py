@@ -5,15 +5,19 @@ import pytest
 from transformer import objectives
 from transformer.errors import ConfigError
 
+from tests.objectives.test_ul2 import ModeTokenizer
+
 VALID = [('mlm', 'encoder'), ('causal_lm', 'decoder'), ('prefix_lm', 'decoder'),
          ('span_corruption', 'encoder_decoder'), ('span_corruption', 'decoder'),
          ('seq2seq', 'encoder_decoder'),
-         ('seq2seq', 'decoder'), ('classification', 'encoder'), ('classification', 'decoder')]
+         ('seq2seq', 'decoder'), ('classification', 'encoder'), ('classification', 'decoder'),
+         ('ul2', 'encoder_decoder'), ('ul2', 'decoder'), ('distillation', 'encoder')]
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
 
 
 @pytest.mark.parametrize('objective,family', VALID)
 def test_valid_pairs_build_with_consistent_attributes(objective, family, make_config, tokenizer):
+  tokenizer = ModeTokenizer() if objective == 'ul2' else tokenizer   # UL2's mode tokens too
   obj = objectives.get(make_config(objective, family), tokenizer)
   assert obj.name == objective
   assert obj.head == ('classification' if objective == 'classification' else 'lm')

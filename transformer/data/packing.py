@@ -17,8 +17,11 @@ row fills it and goes on in the next row. Each piece of a document is one segmen
 segment id, positions from 0), so attention never crosses documents nor rows; a row's position
 is (document, token offset), and the piece at that offset starts the row. The objective turns
 a piece of n text tokens into features (`objective.piece`) and says how long they will be
-(`objective.piece_lengths(n, first=, last=)`, non-decreasing in n); the packer takes the longest
-piece that fits the row, at least `objective.min_piece` tokens (or the document's rest).
+(`objective.piece_lengths(n, first=, last=, key=)`, non-decreasing in n); the packer takes the
+longest piece that fits the row, at least `objective.min_piece` tokens (or the document's rest).
+`key` is the piece's random key, fixed by where the piece starts (document, offset) and not by
+its length: `piece` is given `np.random.default_rng(key)`, so a random choice that changes the
+lengths (UL2's denoiser, its prefix split) is drawn alike in both and the prediction stays exact.
 What each objective does with a piece (first / last: it starts / ends its document):
   causal LM    [bos] only when first, [eos] only when last: a split document reads as one text
                whose next-token loss stops at the row's edge (the first token of a continuing
@@ -31,6 +34,8 @@ What each objective does with a piece (first / last: it starts / ends its docume
   span corr.   each piece is corrupted on its own (sentinels restart at <extra_id_0>, [eos] in
                both streams); pieces are sized so that inputs and targets both fit (on a
                decoder, so that the one stream [bos] inputs [sep] targets fits).
+  UL2          span corruption with one denoiser per piece, drawn from the piece's key (R, X:
+               spans; S: a prefix and its continuation), its mode token first.
 Greedy example packing (`batches`, window=1; objectives without pieces): an example goes into
 the current row if every one of its streams still fits, otherwise it starts the next row, and a
 batch ends where the next example starts a fresh row.
@@ -40,6 +45,8 @@ oldest); an example that fits none closes the whole block of rows, which are emi
 order they were opened. A position inside a block is (first example of the block, rows of it
 already emitted): the block is packed again from its first example and those rows skipped.
 """
+
+import functools
 
 import numpy as np
 
@@ -256,19 +263,22 @@ def fit(piece_lengths, rest, room, *, first, min_piece):
   return lo if lo >= min(min_piece, rest) else 0
 
 
-def stream_rows(documents, objective, stream_lengths, make_piece):
+def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None):
   """(row, position after it) cut from a stream of documents; see the module docstring.
 
   documents: (index, start offset, int32 tokens) from a position on; make_piece(index, offset,
-  tokens, first, last) -> the piece's truncated features. The position after a row is the
-  (index, offset) where the next row starts; None after the last (partial) row.
+  tokens, first, last) -> the piece's truncated features, made with the rng of
+  np.random.default_rng(piece_key(index, offset)); piece_key(index, offset) -> the key that
+  objective.piece_lengths is given as key= (None: it is given none). The position after a row is
+  the (index, offset) where the next row starts; None after the last (partial) row.
   """
   row, room = [], dict(stream_lengths)
   for index, offset, tokens in documents:
     while offset < len(tokens):
       rest = len(tokens) - offset
-      n = fit(objective.piece_lengths, rest, room, first=offset == 0,
-              min_piece=objective.min_piece)
+      keyed = {} if piece_key is None else {'key': piece_key(index, offset)}
+      piece_lengths = functools.partial(objective.piece_lengths, **keyed)
+      n = fit(piece_lengths, rest, room, first=offset == 0, min_piece=objective.min_piece)
       if n == 0:
         if not row:
           raise ValueError(f'no piece of a document fits an empty row of {stream_lengths}')
@@ -278,7 +288,7 @@ def stream_rows(documents, objective, stream_lengths, make_piece):
       piece = make_piece(index, offset, tokens[offset:offset + n], first=offset == 0,
                          last=offset + n == len(tokens))
       sizes = lengths(piece, stream_lengths)
-      if sizes != objective.piece_lengths(n, first=offset == 0, last=offset + n == len(tokens)):
+      if sizes != piece_lengths(n, first=offset == 0, last=offset + n == len(tokens)):
         raise ValueError(f'{type(objective).__name__}.piece gave lengths {sizes}; '
                          'piece_lengths promised others')
       row.append(piece)

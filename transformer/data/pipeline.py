@@ -187,8 +187,12 @@ class Pipeline:
       tokens = np.asarray(self.tokenizer.encode(raw['text']), np.int32)
       yield index, (offset if index == start else 0), tokens
 
+  def _piece_key(self, index, offset):
+    """The random key of the piece at token `offset` of raw example `index` (packing.py)."""
+    return (self.seed, self.shard[0], index, offset)
+
   def _piece(self, index, offset, tokens, *, first, last):
-    rng = np.random.default_rng([self.seed, self.shard[0], index, offset])
+    rng = np.random.default_rng(self._piece_key(index, offset))
     return packing.truncate(self.objective.piece(tokens, rng, first=first, last=last),
                             self.stream_lengths)
 
@@ -196,7 +200,7 @@ class Pipeline:
     """(row, position after it) of the 'stream' or 'window' mode from `position` on."""
     if self.mode == 'stream':
       rows = packing.stream_rows(self.documents(position), self.objective, self.stream_lengths,
-                                 self._piece)
+                                 self._piece, self._piece_key)
       return self._finished(rows, parse_position(position))
     raw, skip = parse_position(position)
     examples = (((index, 0), f) for (index, _), f in self.examples(raw))

@@ -24,7 +24,7 @@ A trained SentencePiece model has the meta tokens at their sp_id, then the contr
 pieces in table order, then the learned pieces. So a new token goes at the END of the table, and
 that one entry is all it takes: e.g. UL2's mode tokens
   Special('mode_r', 'control', '[R]'), Special('mode_x', 'control', '[X]'), ...
-give both tokenizer kinds `mode_r_id` (None where the vocabulary lacks the piece), let an
+(the last entries) give both tokenizer kinds `mode_r_id` (None where the vocabulary lacks the piece), let an
 objective list 'mode_r' in its `tokens` (a tokenizer without it is refused in one line), make
 `objectives.base.special_ids` count it as structure, and put it among export-hf's special
 tokens. Tokenizers trained before keep their ids (their files do not change), and the tokenizer
@@ -67,6 +67,9 @@ TOKENS = (
     Special('sep', 'control', '<sep>', hf_role=True, partner='eos'),
     Special('cls', 'control', '<cls>', hf_role=True, partner='bos'),
     Special('sentinel', 'numbered', '<extra_id_{}>', count=32),
+    Special('mode_r', 'control', '[R]'),    # UL2's mode tokens (objectives/ul2.py): regular,
+    Special('mode_x', 'control', '[X]'),    # extreme and sequential denoising
+    Special('mode_s', 'control', '[S]'),
 )
 ORIGINAL_CONTROL_PIECES = 35   # <mask> <sep> <cls> and 32 sentinels: the pieces of format 3
 

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out (bert, gpt2, bart, t5, mt5) without torch.
+"""Hugging Face checkpoints in and out (bert, distilbert, gpt2, bart, t5, mt5) without torch.
 
   config, model = transformer.hf.from_pretrained('/path/to/hf_checkpoint_dir')
   config, model, tok = transformer.hf.from_pretrained(path, with_tokenizer=True)

@@ -4,8 +4,10 @@
   values = hf_config_json(arch, hf_class, hp, tokenizer)
 
 Each family pins the knobs its Hugging Face model hard-codes (FIXED: BERT is post-norm with
-learned positions, T5 pre-RMSNorm with relative bias, ...); a model that sets one differently has
-no Hugging Face twin, and the export is refused with one line naming the knob. The knobs that
+learned positions; DistilBERT, which an encoder without token types exports as, the same with
+eps 1e-12 and learned or sinusoidal positions; T5 pre-RMSNorm with relative bias, ...); a model
+that sets one differently has no Hugging Face twin, and the export is refused with one line
+naming the knob. The knobs that
 config.json carries (sizes, activation, eps, dropout) are written from our values; hf_config.py
 reads the same fields back, so import and export agree.
 """
@@ -22,6 +24,9 @@ FIXED = {
     'bert': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
                  final_norm=False, positions='learned', use_bias=True, lm_head_bias=True,
                  mlm_transform=True),
+    'distilbert': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
+                       final_norm=False, positions=None, use_bias=True, lm_head_bias=True,
+                       mlm_transform=True, norm_eps=1e-12, type_vocab_size=0),
     'gpt2': dict(COMMON, norm='layernorm', norm_position='pre', final_norm=True,
                  positions='learned', use_bias=True, lm_head_bias=False),
     'bart': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
@@ -32,13 +37,20 @@ FIXED = {
                scale_tied_logits=None),
 }
 CLASSES = {('bert', 'lm'): 'BertForMaskedLM', ('bert', 'classification'):
-           'BertForSequenceClassification', ('gpt2', 'lm'): 'GPT2LMHeadModel',
+           'BertForSequenceClassification', ('distilbert', 'lm'): 'DistilBertForMaskedLM',
+           ('distilbert', 'classification'): 'DistilBertForSequenceClassification',
+           ('gpt2', 'lm'): 'GPT2LMHeadModel',
            ('gpt2', 'classification'): 'GPT2ForSequenceClassification',
            ('bart', 'lm'): 'BartForConditionalGeneration',
            ('t5', 'lm'): 'T5ForConditionalGeneration'}
-HEAD_FIXED = {('bert', 'classification'): dict(classifier_pooler=True, classifier_bias=True),
+HEAD_FIXED = {('bert', 'classification'): dict(classifier_pooler=True, classifier_bias=True,
+                                                pooler_activation='tanh'),
+              ('distilbert', 'classification'): dict(classifier_pooler=True,
+                                                      classifier_bias=True,
+                                                      pooler_activation='relu'),
               ('gpt2', 'classification'): dict(classifier_pooler=False, classifier_bias=False)}
-SCOPES = {'bert': 'bert.', 'gpt2': 'transformer.', 'bart': 'model.', 't5': ''}
+SCOPES = {'bert': 'bert.', 'distilbert': 'distilbert.', 'gpt2': 'transformer.', 'bart': 'model.',
+          't5': ''}
 ACTIVATION_NAMES = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu', 'silu': 'silu'}
 T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-silu',
                    'reglu': 'gated-relu'}
@@ -47,7 +59,7 @@ T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-s
 def _refuse(hp, key, arch, want):
   raise ConfigError(f'`model.{key}={getattr(hp, key)!r}`: Hugging Face {arch.upper()} has '
                     f'{want}, so export-hf cannot express this model; only runs whose '
-                    f'architecture Hugging Face has (BERT, GPT-2, BART, T5) export')
+                    'architecture Hugging Face has (BERT, DistilBERT, GPT-2, BART, T5) export')
 
 
 def architecture(hp, head):
@@ -57,8 +69,10 @@ def architecture(hp, head):
     if hp.positions not in ('learned', 'relative'):
       _refuse(hp, 'positions', 'BART / T5', "learned (BART) or T5's relative positions")
     arch = 'bart' if hp.positions == 'learned' else 't5'
+  elif hp.family == 'encoder':   # DistilBERT: BERT without token types
+    arch = 'bert' if hp.type_vocab_size else 'distilbert'
   else:
-    arch = 'bert' if hp.family == 'encoder' else 'gpt2'
+    arch = 'gpt2'
   if (arch, head) not in CLASSES:
     raise ConfigError(f'`objective=classification`: Hugging Face has no {arch} classifier '
                       'export here')
@@ -74,8 +88,9 @@ def architecture(hp, head):
   names = T5_FEED_FORWARD if arch == 't5' else ACTIVATION_NAMES
   if hp.activation not in names:
     _refuse(hp, 'activation', arch, f'one of {", ".join(sorted(names))}')
-  if arch == 'bert' and not hp.type_vocab_size:
-    _refuse(hp, 'type_vocab_size', arch, 'token-type embeddings (type_vocab_size >= 1)')
+  if arch == 'distilbert' and hp.positions not in ('learned', 'sinusoidal'):
+    _refuse(hp, 'positions', arch, "learned or sinusoidal positions (BERT's token types: "
+            'model.type_vocab_size >= 1)')
   return arch, CLASSES[(arch, head)]
 
 
@@ -103,6 +118,13 @@ def _bert(hp):
               hidden_dropout_prob=hp.dropout_rate,
               attention_probs_dropout_prob=hp.attention_dropout_rate,
               position_embedding_type='absolute')
+
+
+def _distilbert(hp):
+  return dict(dim=hp.d_model, n_layers=hp.num_layers, n_heads=hp.num_heads, hidden_dim=hp.d_ff,
+              activation=ACTIVATION_NAMES[hp.activation], max_position_embeddings=hp.max_len,
+              sinusoidal_pos_embds=hp.positions == 'sinusoidal', dropout=hp.dropout_rate,
+              attention_dropout=hp.attention_dropout_rate, seq_classif_dropout=hp.dropout_rate)
 
 
 def _gpt2(hp):
@@ -135,4 +157,4 @@ def _t5(hp):
               scale_decoder_outputs=hp.tie_embeddings)
 
 
-_FAMILY = {'bert': _bert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5}
+_FAMILY = {'bert': _bert, 'distilbert': _distilbert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5}

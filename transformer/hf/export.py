@@ -4,9 +4,10 @@
 
 The run's config.json gives the model, its checkpoints the latest parameters, and the tokenizer
 recorded beside them the tokenizer files: a Hugging Face one as it was imported, our SentencePiece
-model converted (data/sp_to_hf.py). architectures.py picks the Hugging Face class (BERT, GPT-2,
-BART, T5 v1.0 / v1.1; *ForSequenceClassification for classification runs) or refuses a model it
-cannot express, naming the knob; mapping.py's table turns every parameter into its tensor. The
+model converted (data/sp_to_hf.py). architectures.py picks the Hugging Face class (BERT,
+DistilBERT, GPT-2, BART, T5 v1.0 / v1.1; *ForSequenceClassification for classification runs) or
+refuses a model it cannot express, naming the knob; mapping.py's table turns every parameter
+into its tensor (and derived_tensors adds what our model computes instead of storing). The
 directory is written under a temporary name and renamed at the end, so a refused or failed
 export leaves nothing behind.
 """
@@ -118,6 +119,7 @@ def export_run(run_dir, out):
   params = load_params(hp, head, ckpt_dir)
   tensors = mapping.export_tensors(arch, params, architectures.SCOPES[arch],
                                    _kept(run_dir, config))
+  tensors.update(mapping.derived_tensors(arch, hp, architectures.SCOPES[arch]))
   values = architectures.hf_config_json(arch, hf_class, hp, tokenizer)
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)

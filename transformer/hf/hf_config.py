@@ -5,8 +5,11 @@ The family config only supplies the training defaults (objective, optimizer, ...
 architectural field that config.json decides is set from config.json.
 """
 
+import numpy as np
+
 from transformer.data import hf_files
 from transformer.errors import ConfigError
+from transformer.hf import mapping
 
 # Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
@@ -61,6 +64,26 @@ def bert(c: HFConfig, weights):
       type_vocab_size=c('type_vocab_size', 2), dropout_rate=c('hidden_dropout_prob', 0.1),
       attention_dropout_rate=c('attention_probs_dropout_prob', 0.1), mlp_dropout=False,
       final_dropout=False, tie_embeddings=bool(c('tie_word_embeddings', True)))
+
+
+def distilbert(c: HFConfig, weights):
+  """DistilBERT: BERT without token types or pooler, eps 1e-12 fixed in its code, learned or
+  sinusoidal positions (whose table the file still holds: checked, then left to our encoding)."""
+  dim, max_len = c('dim'), c('max_position_embeddings')
+  sinusoidal = bool(c('sinusoidal_pos_embds', False))
+  if sinusoidal:
+    table = weights.get('embeddings.position_embeddings.weight', (max_len, dim))
+    if not np.allclose(table, mapping.sinusoidal_table(max_len, dim), atol=1e-6):
+      c.bad('sinusoidal_pos_embds', 'but embeddings.position_embeddings.weight is not the '
+            'sinusoidal table; set it false to import the table as learned positions')
+  return 'configs/bert.py:base', dict(
+      family='encoder', vocab_size=c('vocab_size'), num_layers=c('n_layers'), d_model=dim,
+      num_heads=c('n_heads'), head_dim=0, d_ff=c('hidden_dim'),
+      activation=c.activation('activation', 'gelu'), norm_eps=1e-12, max_len=max_len,
+      positions='sinusoidal' if sinusoidal else 'learned', type_vocab_size=0,
+      dropout_rate=c('dropout', 0.1), attention_dropout_rate=c('attention_dropout', 0.1),
+      mlp_dropout=False, final_dropout=False, classifier_pooler=True, pooler_activation='relu',
+      tie_embeddings=bool(c('tie_word_embeddings', True)))
 
 
 def gpt2(c: HFConfig, weights):
@@ -131,8 +154,10 @@ def t5(c: HFConfig, weights):
       decoder_start_id=c('decoder_start_token_id', 0))
 
 
-ARCHITECTURES = {'bert': bert, 'gpt2': gpt2, 'bart': bart, 't5': t5, 'mt5': t5}
-WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'gpt2': ('transformer.', ''), 'bart': ('model.', ''),
+ARCHITECTURES = {'bert': bert, 'distilbert': distilbert, 'gpt2': gpt2, 'bart': bart, 't5': t5,
+                 'mt5': t5}
+WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'distilbert': ('distilbert.', ''),
+                   'gpt2': ('transformer.', ''), 'bart': ('model.', ''),
                    't5': ('',), 'mt5': ('',)}
 
 

@@ -162,7 +162,7 @@ def from_pretrained(path, *, dtype='float32', with_tokenizer=False, **model_over
 
   Args:
     path: a directory with config.json and model.safetensors (or sharded safetensors, or
-      pytorch_model.bin); model_type bert, gpt2, bart, t5 or mt5.
+      pytorch_model.bin); model_type bert, distilbert, gpt2, bart, t5 or mt5.
     dtype: compute and parameter dtype of the model ('float32', 'bfloat16', 'float16').
     **model_overrides: any config.model key, e.g. scan_layers=True, attention_impl='reference',
       dropout_rate=0.0.

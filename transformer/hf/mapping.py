@@ -84,6 +84,24 @@ BERT = (
     *_dense('classifier/classifier', '/classifier'),
 )
 
+DISTILBERT = (
+    Rule('token_embed/embedding', 'embeddings.word_embeddings.weight'),
+    Rule('encoder/position_embedding', 'embeddings.position_embeddings.weight'),
+    *_norm('encoder/embed_norm', 'embeddings.LayerNorm'),
+    *_attention('encoder/layers/{i}/self_attention',
+                [f'transformer.layer.{{i}}.attention.{n}_lin' for n in ('q', 'k', 'v', 'out')]),
+    *_norm('encoder/layers/{i}/attention_norm', 'transformer.layer.{i}.sa_layer_norm'),
+    *_dense('encoder/layers/{i}/mlp/wi', 'transformer.layer.{i}.ffn.lin1'),
+    *_dense('encoder/layers/{i}/mlp/wo', 'transformer.layer.{i}.ffn.lin2'),
+    *_norm('encoder/layers/{i}/mlp_norm', 'transformer.layer.{i}.output_layer_norm'),
+    *_dense('mlm_head/transform', '/vocab_transform'),
+    *_norm('mlm_head/transform_norm', '/vocab_layer_norm'),
+    Rule('mlm_head/lm/bias', '/vocab_projector.bias'),
+    Rule('mlm_head/lm/kernel/kernel', '/vocab_projector.weight', 'linear'),
+    *_dense('classifier/pooler', '/pre_classifier'),
+    *_dense('classifier/classifier', '/classifier'),
+)
+
 GPT2 = (
     Rule('token_embed/embedding', 'wte.weight'),
     Rule('decoder/position_embedding', 'wpe.weight'),
@@ -139,7 +157,7 @@ T5 = (
     Rule('lm_head/kernel/kernel', '/lm_head.weight', 'linear'),
 )
 
-TABLES = {'bert': BERT, 'gpt2': GPT2, 'bart': BART, 't5': T5, 'mt5': T5}
+TABLES = {'bert': BERT, 'distilbert': DISTILBERT, 'gpt2': GPT2, 'bart': BART, 't5': T5, 'mt5': T5}
 # Import: the optional heads of a Hugging Face file that our 'lm' model does not build, kept for
 # a classification fine-tune (BERT's pooler, as BertForSequenceClassification starts from it).
 OTHER_HEADS = {'bert': ('classifier/pooler/kernel', 'classifier/pooler/bias')}
@@ -257,6 +275,27 @@ def export_tensors(arch, params, prefix, extras=None):
   for key, parts in fused.items():
     out[key] = np.concatenate([parts[p] for p in range(3)], axis=-1)
   return {(name if top else prefix + name): value for (name, top), value in out.items()}
+
+
+def sinusoidal_table(n_pos, dim):
+  """DistilBERT's sinusoidal_pos_embds table [n_pos, dim] as transformers fills it (float64 angles
+  pos / 10000^(2 (j // 2) / dim), sin on even and cos on odd columns, then float32): the export
+  writes it bit for bit, the import checks a file's table against it."""
+  j = np.arange(dim)
+  angles = np.arange(n_pos)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]
+  table = np.empty((n_pos, dim), np.float32)
+  table[:, 0::2] = np.sin(angles[:, 0::2])
+  table[:, 1::2] = np.cos(angles[:, 1::2])
+  return table
+
+
+def derived_tensors(arch, hp, prefix):
+  """Tensors a Hugging Face file holds that our model computes instead: DistilBERT's sinusoidal
+  position table, {name under `prefix`: array}."""
+  if arch == 'distilbert' and hp.positions == 'sinusoidal':
+    return {f'{prefix}embeddings.position_embeddings.weight': sinusoidal_table(hp.max_len,
+                                                                               hp.d_model)}
+  return {}
 
 
 def kept_rows(arch, weights, shapes):

@@ -7,6 +7,7 @@ embedding stays tied: as an input weight it keeps its init and learning rate (mu
 weights), and the readout multiplier makes the tied logits muP's.
 """
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -71,8 +72,12 @@ class MLMHead(nnx.Module):
     return self.lm(x_BLD, embed)
 
 
+POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': jax.nn.relu}
+
+
 class ClassificationHead(nnx.Module):
-  """Optional BERT pooler (dense + tanh) on one pooled vector, dropout, then a linear classifier."""
+  """Optional pooler on one pooled vector (BERT's dense + tanh, DistilBERT's pre_classifier +
+  ReLU), dropout, then a linear classifier."""
 
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     dense = dict(use_bias=True, init_std=hp.std(0.02), dtype=hp.compute_dtype,
@@ -81,12 +86,13 @@ class ClassificationHead(nnx.Module):
                                 **{**dense, 'init_std': hp.std(0.02) * hp.mup_ratio ** -0.5})
                    if hp.classifier_pooler else None)
     self.output_multiplier = hp.output_multiplier
+    self.pooler_act = POOLER_ACTIVATIONS[hp.pooler_activation]
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
     self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'),
                                    **{**dense, 'use_bias': hp.classifier_bias})
 
   def __call__(self, pooled_BD, *, deterministic=True):
     if self.pooler is not None:
-      pooled_BD = jnp.tanh(self.pooler(pooled_BD))
+      pooled_BD = self.pooler_act(self.pooler(pooled_BD))
     pooled_BD = self.dropout(pooled_BD, deterministic=deterministic)
     return self.classifier(pooled_BD * self.output_multiplier).astype(jnp.float32)

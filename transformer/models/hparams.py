@@ -24,6 +24,7 @@ REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each
 DTYPES = ('float32', 'bfloat16', 'float16')
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
+POOLER_ACTIVATIONS = ('tanh', 'relu')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,8 @@ class HParams:
   mlm_transform: bool = False          # BERT: dense + activation + norm before the MLM logits
   num_classes: int = 2                 # classification head
   classifier_pooler: bool = False      # BERT pooler (dense + tanh on the first token)
+  pooler_activation: str = 'tanh'      # the pooler's: tanh (BERT) | relu (DistilBERT's
+                                       # pre_classifier)
   classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
   decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
   dropout_rate: float = 0.0
@@ -180,7 +183,8 @@ class HParams:
   def _validate_choices(self):
     choices = dict(family=FAMILIES, positions=POSITIONS, norm=NORMS, activation=ACTIVATIONS,
                    remat=REMAT, dtype=DTYPES, param_dtype=DTYPES, attention_impl=IMPLEMENTATIONS,
-                   norm_position=NORM_POSITIONS, init=INITS, kernels=KERNELS)
+                   norm_position=NORM_POSITIONS, init=INITS, kernels=KERNELS,
+                   pooler_activation=POOLER_ACTIVATIONS)
     for key, allowed in choices.items():
       if getattr(self, key) not in allowed:
         self._bad(key, f'choose one of {", ".join(allowed)}')

@@ -12,9 +12,12 @@ Which objective runs on which model family:
   span_corruption  encoder_decoder   T5 sentinel denoising
                    decoder           one stream, inputs [sep] targets, loss on the targets
                                      (data.denoise_attention: prefix | causal over the inputs)
+  ul2              encoder_decoder   UL2's mixture of denoisers (R, X spans; S prefix LM), one
+                   decoder           per example, its mode token [R] [X] [S] first
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text
+  distillation     encoder           mlm's examples, DistilBERT's loss against distill.teacher
 """
 
 from transformer.data import fields
@@ -22,14 +25,16 @@ from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
+from transformer.objectives.distillation import Distillation
 from transformer.objectives.lm import CausalLM
 from transformer.objectives.lm import PrefixLM
 from transformer.objectives.mlm import MaskedLM
 from transformer.objectives.seq2seq import Seq2Seq
 from transformer.objectives.span_corruption import SpanCorruption
+from transformer.objectives.ul2 import UL2
 
 REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
-                                      Classification)}
+                                      Classification, UL2, Distillation)}
 
 
 def objectives_for(family):
@@ -48,6 +53,13 @@ def reads_text(name):
   """Whether objective `name` tokenizes a field: only then is there a tokenizer and a
   vocabulary (data.vocab_size, model.vocab_size)."""
   return fields.reads_text(declared_fields(name))
+
+
+def check_config(config):
+  """The objective's own config keys checked (objective.check_config), before anything runs."""
+  cls = REGISTRY.get(config.objective)
+  if cls is not None:
+    cls.check_config(config)
 
 
 def get(config, tokenizer):
@@ -89,5 +101,6 @@ def _check_tokens(cls, family, tokenizer):
       f'({", ".join(usable) or "none"})')
 
 
-__all__ = ['Objective', 'REGISTRY', 'declared_fields', 'get', 'objectives_for', 'reads_text',
-           'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq', 'Classification']
+__all__ = ['Objective', 'REGISTRY', 'check_config', 'declared_fields', 'get', 'objectives_for',
+           'reads_text', 'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq',
+           'Classification', 'UL2']

@@ -16,9 +16,14 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   features(example, rng)                    host side, numpy: per-stream 1-D arrays + scalars
   min_piece        > 0: the objective cuts pieces out of a token stream (full packing, see
                    data/packing.py) with the two methods below; 0: examples only
-  piece_lengths(n, *, first, last) -> {stream: length} of the features of an n-token piece
+  piece_lengths(n, *, first, last, key=None) -> {stream: length} of the features of an
+                   n-token piece, exactly; key: the piece's random key (None where there is
+                   none: then the lengths must not be random), fixed by where the piece starts
   piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
-                                            last: the piece starts / ends the document)
+                                            last: the piece starts / ends the document); the
+                                            packer gives rng = np.random.default_rng(key), fresh,
+                                            so a choice that sets the lengths (UL2's denoiser)
+                                            is drawn from it as piece_lengths draws it from key
   finish_row(pieces, rng)                   optional: the pieces of a packed row, made final
                                             together (MLM draws its masking budget per row)
   loss_and_metrics(model, batch, *, deterministic) -> (loss, {name: (sum, count)})
@@ -30,6 +35,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
                    a sampled example's noise follows its index). Decoding never chooses an
                    id past tokenizer.vocab_size (the model may have more rows)
   eval_metrics(model, batch)                 loss_and_metrics without dropout, metrics only
+  check_config(config)                       classmethod: the objective's own config keys
+                                            checked before anything runs (ConfigError)
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
   score(samples) -> {name: float}            corpus scores of predictions
@@ -172,6 +179,12 @@ class Objective:
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     cls.example_fields = tuple(cls.fields)
+
+  @classmethod
+  def check_config(cls, config):
+    """Raise ConfigError for a bad value of the objective's own keys (config.validate calls it,
+    before a tokenizer or a run directory exists); most objectives check theirs in __init__."""
+    del config
 
   @classmethod
   def tokens_needed(cls, family):

@@ -78,8 +78,8 @@ class MaskedLM(base.Objective):
       inputs[to_random] = rng.choice(self.ordinary, size=to_random.size)
     return {'inputs': inputs, 'inputs_labels': labels}
 
-  def piece_lengths(self, n, *, first, last):
-    del first, last   # every piece is a BERT sequence of its own
+  def piece_lengths(self, n, *, first, last, key=None):
+    del first, last, key   # every piece is a BERT sequence of its own
     return {'inputs': n + 2}
 
   def piece(self, tokens, rng=None, *, first, last):

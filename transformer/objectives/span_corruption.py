@@ -180,8 +180,8 @@ class SpanCorruption(base.Objective):
   def features(self, example, rng=None):
     return self._corrupted(np.asarray(example['text'], np.int32)[:self.text_chunk_len], rng)
 
-  def piece_lengths(self, n, *, first, last):
-    del first, last   # every piece is corrupted on its own
+  def piece_lengths(self, n, *, first, last, key=None):
+    del first, last, key   # every piece is corrupted on its own; its lengths are not random
     i, t = corrupted_lengths(n, self.noise_density, self.mean_span_length,
                              len(self.sentinel_ids))
     if self.family == 'decoder':

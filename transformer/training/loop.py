@@ -80,7 +80,8 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
 
 def restore_or_init(run, latest):
   """(state, checkpointer, data position, tokens seen): the latest checkpoint's, or a fresh state
-  (from `checkpoint.init_from`'s weights with a fresh head when given)."""
+  (from `checkpoint.init_from`'s weights with a fresh head when given, or a distillation
+  student from its teacher's layers with distill.init_from_teacher)."""
   trainer, config = run.trainer, run.config
   state = trainer.init_state()
   ckpt = run.checkpointer(state)
@@ -98,6 +99,9 @@ def restore_or_init(run, latest):
     state = trainer.state_from_params(params)
     print_once(f'Initialised from {config.checkpoint.init_from}; '
                f'fresh: {", ".join(missing) or "none"}.')
+  elif getattr(run.objective, 'teacher', None) and run.objective.settings['init_from_teacher']:
+    state = trainer.state_from_params(run.objective.init_student(state['params']))
+    print_once(f'Initialised from the teacher {config.distill.teacher} (every other layer).')
   return state, ckpt, (0, 0), 0
 
 

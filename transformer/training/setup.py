@@ -24,7 +24,7 @@ import jax
 from transformer import data, models, objectives
 from transformer.errors import ConfigError
 from transformer.models.hparams import HParams
-from transformer.training import checkpoint, optim, sharding
+from transformer.training import checkpoint, optim, sharding, teacher
 from transformer.training.trainer import Trainer
 
 # Model keys that may differ from a checkpoint's without changing its parameters.
@@ -79,11 +79,31 @@ def prepare(config, workdir, *, devices=None):
                if objectives.reads_text(config.objective) else None)
   config = resolve(config, tokenizer)
   objective = objectives.get(config, tokenizer)
+  if getattr(objective, 'teacher_key', None):
+    _attach_teacher(config, tokenizer, objective)
   steps = optim.total_steps(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   trainer = Trainer.create(config, objective, mesh, steps)
   return Run(config=config, dir=path, tokenizer=tokenizer, objective=objective, mesh=mesh,
              trainer=trainer, steps=steps)
+
+
+def _attach_teacher(config, tokenizer, objective):
+  """Load the teacher an objective learns from (`distill.teacher`: one of our runs or an
+  import-hf output) into it (training/teacher.py)."""
+  where = config.distill.teacher
+  if not where:
+    raise ConfigError(f'`{objective.teacher_key}`: empty; give the teacher, a run directory or '
+                      'an import-hf output, e.g. --config.distill.teacher=runs/default/bert_tiny')
+  ckpt_dir, saved = pretrained_paths(where)
+  if not os.path.isdir(ckpt_dir) or saved is None:
+    raise ConfigError(f'`{objective.teacher_key}={where}`: no run there (no config.json); give '
+                      'a run directory or an import-hf output (python -m transformer.import_hf '
+                      'converts a Hugging Face checkpoint)')
+  recorded = data.tokenizer.recorded_tokenizer(where)
+  if recorded:   # else an import-hf --weights_only teacher: its vocabulary size is checked
+    teacher.same_vocabulary(where, tokenizer, data.tokenizer.load(recorded), recorded)
+  teacher.attach(objective, read_run_config(saved)['model'], ckpt_dir, where)
 
 
 def _dir_name(key, value):
