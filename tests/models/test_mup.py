@@ -115,6 +115,7 @@ def _slopes(base):
           for k in ('residual_rms', 'max_attention_logit', 'output_logits_rms')}
 
 
+@pytest.mark.slow   # ~18 s of CPU: six widths x settings compiled
 def test_coordinate_check_flat_under_mup_growing_without():
   mup, default = _slopes(64), _slopes(0)
   for stat in ('residual_rms', 'max_attention_logit', 'output_logits_rms'):   # ~-0.1 .. -0.2

@@ -5,6 +5,7 @@ equal to unrolled ones, the tags and layout of a real run, and the max-logit war
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tests.e2e.sharding_helper import FakeTokenizer, TINY
@@ -127,6 +128,7 @@ def test_scanned_layers_give_the_unrolled_values():
     np.testing.assert_allclose(a[tag], b[tag], rtol=1e-5, err_msg=tag)
 
 
+@pytest.mark.slow   # a whole training run (~12 s of CPU)
 def test_a_run_writes_every_statistic_per_layer_and_does_not_warn(tmp_path, capsys):
   config = config_lib.load('configs/gpt2.py:tiny', {
       **TINY, 'model.num_layers': '2', 'train.batch_size': '4', 'mesh.shape': '(1, 1, 1)',
