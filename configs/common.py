@@ -137,6 +137,9 @@ def base_config():
       sample_length=48,
       attention_images=True,         # one picture per layer and head of an eval example, each eval
       attention_stats=True,          # attention entropy / distance scalars per layer and head
+      stability=False,               # per layer, every train.log_every steps: max attention
+                                     # logit, query/key norms, residual RMS, gradient, parameter
+                                     # and update/parameter norms (monitoring/stability.py)
       hparams_first=(),              # config keys the HParams dashboard lists first (a sweep
                                      # sets its swept keys), e.g. ('opt.learning_rate',)
       # Generation metrics at each eval (objectives that generate, i.e. seq2seq): the first

@@ -20,7 +20,8 @@ COMMON = dict(scale_tied_logits=False, scale_embeddings=False, scale_attention=T
               share_encoder_decoder=False,
               # the ablation knobs (models/knobs.py): none of the four classes has them
               qk_norm='none', attention_softcap=0.0, local_window=0, parallel_block=False,
-              logit_softcap=0.0, moe_experts=0)
+              logit_softcap=0.0, moe_experts=0,
+              mup_base_width=0)   # muP's output multiplier and 1/head_dim attention scale
 FIXED = {
     'bert': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
                  final_norm=False, positions='learned', use_bias=True, lm_head_bias=True,

@@ -13,6 +13,8 @@ unrolled, and a scanned input beside the stacked layers when a scanned stack int
 and global layers. A scanned stack with dense and MoE MLPs interleaved scans `Period`s of
 moe_every blocks (the last one MoE). Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
 MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
+A Block with `stability` set (log.stability) sows `residual_rms`, the RMS of its output over real
+tokens (monitoring/stability.py).
 """
 
 import jax
@@ -34,8 +36,9 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels,
-      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap, rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.hidden_std(), kernels=hp.kernels,
+      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap,
+      scale=hp.attention_scale, rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -62,9 +65,10 @@ class Block(nnx.Module):
     self.mlp_norm = None if self.parallel else _norm(hp)
     self.mlp = moe_lib.MoE(hp, rngs=rngs) if moe else layers.MLP(
         hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
-        dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0, init_std=hp.std(None),
+        dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0, init_std=hp.hidden_std(),
         dtype=hp.compute_dtype, param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+    self.stability = False   # sow the residual stream's RMS (the train step sets it)
 
   def _residual(self, norm, fn, x, deterministic):
     if self.pre_norm:
@@ -93,11 +97,22 @@ class Block(nnx.Module):
       h = self.attention_norm(x)
       for fn in (self_attn, cross_attn, mlp) if crossing else (self_attn, mlp):
         x = x + self.dropout(fn(h), deterministic=deterministic)
-      return x
-    x = self._residual(self.attention_norm, self_attn, x, deterministic)
-    if crossing:
-      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
-    return self._residual(self.mlp_norm, mlp, x, deterministic)
+    else:
+      x = self._residual(self.attention_norm, self_attn, x, deterministic)
+      if crossing:
+        x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
+      x = self._residual(self.mlp_norm, mlp, x, deterministic)
+    if self.stability:
+      self.sow(nnx.Intermediate, 'residual_rms', residual_rms(x, segment_ids))
+    return x
+
+
+def residual_rms(x_BLD, segment_ids_BL):
+  """sqrt(mean(x^2)) over the real tokens (segment id != 0) of x [B, L, D], float32."""
+  x_BLD = jax.lax.stop_gradient(x_BLD).astype(jnp.float32)
+  weight_BL = (segment_ids_BL != 0).astype(jnp.float32)
+  total = jnp.sum(jnp.square(x_BLD) * weight_BL[..., None])
+  return jnp.sqrt(total / jnp.maximum(jnp.sum(weight_BL) * x_BLD.shape[-1], 1))
 
 
 class Period(nnx.Module):

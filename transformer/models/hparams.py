@@ -117,6 +117,10 @@ class HParams:
   init: str = 'normal'                 # normal: N(0, init_std) everywhere (GPT-2, BERT);
                                        # fan_in: 1/sqrt(fan-in) kernels, unit embeddings (T5)
   init_std: float = 0.02               # the std of init='normal'
+  mup_base_width: int = 0              # 0: off; muP (Yang et al. 2022, Table 8, Adam) against a
+                                       # base model of this d_model (width only, not depth):
+                                       # hidden init std and lr / ratio, logits / ratio,
+                                       # attention 1/head_dim; equal to the default at the base
 
   @classmethod
   def defaults(cls):
@@ -127,6 +131,30 @@ class HParams:
     """The init std of a weight: init_std under init='normal', `fan_in_value` under 'fan_in'
     (None means 1/sqrt(fan-in) to the layer that gets it)."""
     return self.init_std if self.init == 'normal' else fan_in_value
+
+  @property
+  def mup_ratio(self):
+    """muP's width multiplier d_model / model.mup_base_width (1 when muP is off). Every width
+    (d_ff, head_dim at a fixed head count) is taken to grow with d_model."""
+    return self.d_model / self.mup_base_width if self.mup_base_width else 1.0
+
+  def hidden_std(self):
+    """Init std of a hidden matrix (the blocks' projections, the heads' d_model x d_model
+    transforms): std(None), under muP with init='normal' init_std / sqrt(ratio), a variance
+    ~ 1/fan-in (init='fan_in' already is)."""
+    std = self.std(None)
+    return None if std is None else std * self.mup_ratio ** -0.5
+
+  @property
+  def attention_scale(self):
+    """The attention logits' scale under muP, 1/head_dim: sqrt(base head_dim) / head_dim, which
+    is 1/sqrt(head_dim) at the base width; None (1/sqrt(head_dim)) without muP."""
+    return self.head_dim ** -0.5 * self.mup_ratio ** -0.5 if self.mup_base_width else None
+
+  @property
+  def output_multiplier(self):
+    """muP's readout multiplier on the output (vocabulary, class) logits: 1 / ratio."""
+    return 1.0 / self.mup_ratio
 
   @property
   def compute_dtype(self):
@@ -239,6 +267,12 @@ class HParams:
                                        self.decoder_layers != self.num_layers):
       self._bad('share_encoder_decoder', 'needs model.family=encoder_decoder, '
                 'model.scan_layers=False and as many decoder layers as encoder layers')
+    if self.mup_base_width < 0:
+      self._bad('mup_base_width', 'must be >= 0 (0: off; else the d_model the learning rate was '
+                'tuned at, e.g. 64)')
+    if self.mup_base_width and not self.scale_attention:
+      self._bad('mup_base_width', 'muP scales the attention logits by 1/head_dim; set '
+                'model.scale_attention=True or model.mup_base_width=0')
     if self.scale_tied_logits and not self.tie_embeddings:
       self._bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')
 

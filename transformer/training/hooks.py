@@ -16,15 +16,19 @@ console lines (`Console`), traces of chosen steps (`Profiler`), and a search tri
   before_save(step)           a checkpoint of `step` is about to be written
   finish(last, stopped)       the run ends; `stopped` is the line it stopped with, or None
 
+`standard()` also holds `StabilityWarning`: with `log.stability`, one line on stderr the first
+time a logged max attention logit passes monitoring/stability.py's MAX_LOGIT.
+
 Every hook runs on every process (a hook decides what process 0 alone does).
 """
 
 import dataclasses
+import sys
 from typing import Any
 
 import jax
 
-from transformer.monitoring import accounting, profiler
+from transformer.monitoring import accounting, profiler, stability
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import Progress
 from transformer.training import console, evaluation, generation
@@ -96,7 +100,7 @@ class Hooks:
 
 def standard():
   """The hooks of every training run: TensorBoard, the console, the profiler."""
-  return [TensorBoard(), Console(), Profiler()]
+  return [TensorBoard(), Console(), Profiler(), StabilityWarning()]
 
 
 class TensorBoard(Hook):
@@ -181,3 +185,17 @@ class Profiler(Hook):
 
   def finish(self, last, stopped):
     self.trace.close()
+
+
+class StabilityWarning(Hook):
+  """With log.stability: warns once (process 0, stderr) when a logged max attention logit passes
+  stability.MAX_LOGIT (monitoring/stability.py says why that threshold)."""
+
+  def start(self, session):
+    self.watching = bool(session.run.config.log.get('stability', False)) and is_primary()
+
+  def after_log(self, step, scalars):
+    line = stability.warning(scalars, step) if self.watching else None
+    if line:
+      print(line, file=sys.stderr)
+      self.watching = False

@@ -223,7 +223,8 @@ class _Loop:
 
   def _log_train(self, step, sums):
     """Logs one window: the mean train metrics and the job's rates; returns them."""
-    scalars = {**{f'train/{k}': v for k, v in evaluation.average(sums).items()},
+    scalars = {**{k if k.startswith('stability/') else f'train/{k}': v   # log.stability's own
+                  for k, v in evaluation.average(sums).items()},
                **self.meter.report(step)}
     self.hooks.after_log(step, scalars)
     return {'loss': scalars['train/loss'], **scalars}
