@@ -106,7 +106,8 @@ def base_config():
 
   c.mesh = ml_collections.ConfigDict(dict(
       shape=(-1, 1, 1),              # (data, fsdp, tensor); one -1 is filled from the device count
-      preset='data',                 # data | fsdp | tensor | fsdp_tensor | data_tensor
+      preset='data',                 # data | fsdp | tensor | fsdp_tensor | data_tensor | expert
+                                     # | expert_tensor (MoE experts over data: sharding.py)
       rules=(),                      # extra (logical axis, mesh axis or None) pairs over the
                                      # preset, e.g. --config.mesh.rules="(('mlp', 'tensor'),)"
   ))
@@ -140,6 +141,9 @@ def base_config():
       sample_length=48,
       attention_images=True,         # one picture per layer and head of an eval example, each eval
       attention_stats=True,          # attention entropy / distance scalars per layer and head
+      stability=False,               # per layer, every train.log_every steps: max attention
+                                     # logit, query/key norms, residual RMS, gradient, parameter
+                                     # and update/parameter norms (monitoring/stability.py)
       hparams_first=(),              # config keys the HParams dashboard lists first (a sweep
                                      # sets its swept keys), e.g. ('opt.learning_rate',)
       # Generation metrics at each eval (objectives that generate, i.e. seq2seq): the first

@@ -20,7 +20,9 @@ from transformer.comparisons import generation
 BASE = 'configs/t5.py'
 EXPERIMENT = 'compare_positions'
 VARIABLE = 'model.positions'
-VALUES = ('relative', 'rotary', 'learned')   # T5's relative bias first: the baseline
+# T5's relative bias first (the baseline), then ALiBi (Press et al. 2022) and NoPE (no
+# positions: the causal mask alone; decoder-only, which every cell here is)
+VALUES = ('relative', 'rotary', 'learned', 'alibi', 'none')
 BASELINE = VALUES[0]
 
 _PRETRAIN = {'train.batch_size': 16, 'data.vocab_size': 2048, 'opt.warmup_steps': 20,

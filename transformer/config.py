@@ -208,6 +208,10 @@ def _validate_opt(config):
     raise ConfigError(f'`opt.schedule={opt.schedule}`: {opt.optimizer} needs no decay (it '
                       'averages its iterates instead); use --config.opt.schedule=constant (the '
                       'warmup stays opt.warmup_steps)')
+  if config.model.get('mup_base_width', 0) and opt.optimizer not in optim.MUP_OPTIMIZERS:
+    raise ConfigError(f'`opt.optimizer={opt.optimizer}`: muP (model.mup_base_width) defines '
+                      f'learning-rate multipliers for {" and ".join(optim.MUP_OPTIMIZERS)} '
+                      '(Adam-like updates); use one of them or set model.mup_base_width=0')
   _finite('opt.learning_rate', opt.learning_rate, lambda v: v > 0, '> 0', 3e-4)
   _finite('opt.weight_decay', opt.weight_decay, lambda v: v >= 0, '>= 0 (0: none)', 0.1)
   _finite('opt.end_lr_fraction', opt.end_lr_fraction, lambda v: 0 <= v <= 1, 'in [0, 1]', 0.1)

@@ -23,8 +23,9 @@ def main(argv=None):
   parser.add_argument('--to', required=True, help='output directory (new or empty)')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   hf_class = export.export_run(args.workdir, args.to)
+  extra = 'preprocessor_config.json' if hf_class.startswith('ViT') else 'tokenizer files'
   print(f'exported {args.workdir} -> {args.to} ({hf_class}: config.json, model.safetensors, '
-        'tokenizer files); load it with transformers.AutoModel*.from_pretrained')
+        f'{extra}); load it with transformers.AutoModel*.from_pretrained')
   return 0
 
 

@@ -22,7 +22,7 @@ import sys
 import safetensors.numpy
 
 from transformer.training import checkpoint
-from transformer import cli
+from transformer import cli, objectives
 from transformer.data import hf_files
 from transformer.hf.load import import_params
 from transformer.hf.tokenizer import read_tokenizer
@@ -40,7 +40,8 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32', weights_only
     raise ConfigError(f'--workdir {workdir}: exists and is not empty; choose a new or empty '
                       'directory')
   config, params, kept = import_params(hf_dir, dtype=dtype, scan_layers=scan_layers)
-  tok = None if weights_only else read_tokenizer(hf_dir, config.model.vocab_size)
+  text = objectives.reads_text(config.objective)   # an image model has no tokenizer
+  tok = None if weights_only or not text else read_tokenizer(hf_dir, config.model.vocab_size)
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1, keep_best=False)
   try:
@@ -66,7 +67,7 @@ def convert(hf_dir, workdir, *, scan_layers=False, dtype='float32', weights_only
 def main(argv=None):
   parser = cli.Parser('python -m transformer.import_hf',
                       'Import a local Hugging Face checkpoint (bert, distilbert, gpt2, bart, t5, '
-                      'mt5) and its tokenizer as one of our checkpoints, for '
+                      'mt5, vit) and its tokenizer as one of our checkpoints, for '
                       '--config.checkpoint.init_from=WORKDIR.', config=False, workdir=False)
   parser.add_argument('--from', dest='hf_dir', required=True,
                       help='Hugging Face checkpoint directory (config.json, weights, tokenizer)')
@@ -83,6 +84,9 @@ def main(argv=None):
   m = config.model
   what = ('without a tokenizer (--weights_only)' if args.weights_only else
           f'with its tokenizer in {os.path.join(args.workdir, "tokenizer")}')
+  if not objectives.reads_text(config.objective):
+    what = (f'with its image processor (data.image_size {config.data.image_size}, '
+            f'model.image_mean {tuple(m.image_mean)}, model.image_std {tuple(m.image_std)})')
   print(f'imported {args.hf_dir} ({m.family}, {m.num_layers} layers, d_model {m.d_model}, '
         f'vocab {m.vocab_size}) -> {args.workdir}, {what}; fine-tune it with '
         f'--config.checkpoint.init_from={args.workdir}')

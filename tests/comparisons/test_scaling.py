@@ -98,9 +98,21 @@ def test_the_one_variable_template_plans_every_value_at_every_size(tmp_path):
   path = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'compare_positions.py')
   plan = plan_lib.load(path, 'tiny', 1, str(tmp_path))
   budget_lib.match_budget(plan)
-  assert len(plan.cells) == 9 and {o['model.positions'] for o in plan.cells.values()} == {
-      'relative', 'rotary', 'learned'}
+  assert len(plan.cells) == 15 and {o['model.positions'] for o in plan.cells.values()} == {
+      'relative', 'rotary', 'learned', 'alibi', 'none'}
   for cell, row in plan.budget.items():   # one variable: same steps and FLOPs within 1% per size
     reference = plan.budget['relative' + cell[len(cell.split('@')[0]):]]
     assert row['steps'] == reference['steps'] == 200
     assert row['train_flops'] == pytest.approx(reference['train_flops'], rel=0.01)
+
+
+def test_compare_lists_the_positions_template_with_alibi_and_nope(tmp_path, capsys):
+  """`./launch.sh compare experiments/compare_positions.py --list` plans the five positions (ALiBi
+  and NoPE included) at both sizes with 2 seeds, running nothing."""
+  import os
+  from tests.comparisons.test_compare import _main
+  path = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'compare_positions.py')
+  code, out, err = _main([path, '--workdir', str(tmp_path), '--list', '--seeds', '2'], capsys)
+  assert code == 0, err
+  for value in ('alibi', 'none', 'alibi@xs', 'none@xs'):
+    assert value in out, out

@@ -68,6 +68,7 @@ MESHES = {
     'data2_tensor4': ((2, 1, 4), 'data_tensor', 8),
     'fsdp2_tensor4': ((1, 2, 4), 'fsdp_tensor', 8),
     'data2': ((2, 1, 1), 'data', 2),
+    'expert4_tensor2': ((4, 1, 2), 'expert_tensor', 8),   # MoE experts split over data
 }
 
 

@@ -5,7 +5,7 @@ fixed when jax starts):
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/models/knobs_parity.py \
       FAMILY STEPS MESHES OUT_DIR KEY=VALUE...
 
-prints one JSON line {mesh: {'losses', 'grad_norms', 'z_losses'}} and writes each mesh's final
+prints one JSON line {mesh: {'losses', 'grad_norms', 'z_losses', 'aux_losses' (MoE)}} and writes each mesh's final
 parameters to OUT_DIR/<family>_<mesh>.npz (the layout tests/e2e/test_sharding.py compares).
 """
 
@@ -32,12 +32,14 @@ def run(family, steps, mesh_names, out_dir, *assignments):
     data = helper.batches(config, objective, int(steps))
     state = trainer.init_state()
     step_fn = trainer.compile(state, sharding.global_batch(data[0], mesh))
-    got = {'losses': [], 'grad_norms': [], 'z_losses': [], 'attention': trainer.attention[0]}
+    got = {'losses': [], 'grad_norms': [], 'z_losses': [], 'aux_losses': [],
+           'attention': trainer.attention[0]}
     for batch in data:
       state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
       metrics = jax.device_get(metrics)
-      for key, name_ in (('losses', 'loss'), ('grad_norms', 'grad_norm'), ('z_losses', 'z_loss')):
-        total, count = metrics[name_]
+      for key, name_ in (('losses', 'loss'), ('grad_norms', 'grad_norm'), ('z_losses', 'z_loss'),
+                         ('aux_losses', 'moe/aux_loss')):
+        total, count = metrics.get(name_, (0.0, 1.0))
         got[key].append(float(total / max(float(count), 1e-9)))
     np.savez(os.path.join(out_dir, f'{family}_{name}.npz'),
              **helper.flat_params(state['params']))

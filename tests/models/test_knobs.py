@@ -316,7 +316,9 @@ EXPORT_REFUSED = [('configs/gpt2.py:tiny', dict(positions='alibi'), 'positions')
                   ('configs/gpt2.py:tiny', dict(attention_softcap=50.0), 'attention_softcap'),
                   ('configs/gpt2.py:tiny', dict(parallel_block=True), 'parallel_block'),
                   ('configs/t5.py:tiny', dict(logit_softcap=30.0), 'logit_softcap'),
-                  ('configs/bart.py:tiny', dict(positions='alibi'), 'positions')]
+                  ('configs/bart.py:tiny', dict(positions='alibi'), 'positions'),
+                  ('configs/gpt2.py:tiny', dict(mup_base_width=64), 'mup_base_width'),
+                  ('configs/bert.py:tiny', dict(mup_base_width=64), 'mup_base_width')]
 
 
 @pytest.mark.parametrize('spec,knob,key', EXPORT_REFUSED, ids=[k for _, _, k in EXPORT_REFUSED])

@@ -54,7 +54,7 @@ def resolve_vocabulary(plan):
 
 
 def flops_row(config, steps, convention='matmul'):
-  """{family, objective, params, non_embedding, tokens_per_step, flops_per_step (under
+  """{family, objective, params, non_embedding, active_params, tokens_per_step, flops_per_step (under
   `convention`), steps, train_flops, flops: {convention: FLOPs per step}, logits_share (of the
   matmul FLOPs)} of a config."""
   from transformer.monitoring import accounting  # pylint: disable=import-outside-toplevel
@@ -65,6 +65,7 @@ def flops_row(config, steps, convention='matmul'):
               for name in FLOP_CONVENTIONS}
   return {'family': config.model.family, 'objective': config.objective,
           'params': counts['total'], 'non_embedding': counts['non_embedding'],
+          'active_params': counts.get('active', counts['total']),   # MoE: what a token uses
           'flops_per_step': per_step[convention], 'steps': steps,
           'train_flops': per_step[convention] * steps, 'tokens_per_step': tokens,
           'flops': per_step, 'logits_share': flops['logits'] / flops['total_forward']}

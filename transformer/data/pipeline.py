@@ -168,12 +168,15 @@ class Pipeline:
     start, first_offset = parse_position(position)
     chunk_len = getattr(self.objective, 'text_chunk_len', None) or 1
     process = self.shard[0]
+    # eval data without training's random augmentation, where an objective has any (images)
+    make = (self.objective.features if self.training else
+            getattr(self.objective, 'eval_features', self.objective.features))
     for index, raw in self.raw_examples(start):
       chunks = self.tokenize(raw)
       first = -(-first_offset // chunk_len) if index == start else 0
       for c in range(first, len(chunks)):
         rng = np.random.default_rng([self.seed, process, index, c])
-        features = self.objective.features(chunks[c], rng)
+        features = make(chunks[c], rng)
         if features is None:
           continue
         features = packing.truncate(features, self.stream_lengths, self.passed)

@@ -5,7 +5,9 @@ A source is one of
     our embedded `python_stdlib/text`, `python_stdlib/docstrings`, `gettext_catalogs/en_de`, or
     any other TFDS dataset whose fields are named by `data.text_key` / `inputs_key` / ...);
   * `text:/path/*.txt`: one example per non-empty line;
-  * `jsonl:/path/*.jsonl`: one JSON object per line, fields named by the `data.*_key` keys.
+  * `jsonl:/path/*.jsonl`: one JSON object per line, fields named by the `data.*_key` keys;
+  * images (data/image_sources.py): `digits` (scikit-learn's, embedded), `images:/path` (one
+    folder per class), or the TFDS image datasets mnist, cifar10, imagenette, imagenet2012.
 
 Every source hands out the same thing: `source.dataset(split, roles, ...)`, a tf.data dataset of
 dicts keyed by *role* ('text', 'inputs', 'targets', 'label', or any field an objective declares,
@@ -42,6 +44,7 @@ import tensorflow_datasets as tfds
 from transformer.data import fields as fields_lib
 from transformer.data import gettext_corpus
 from transformer.data import glue
+from transformer.data import image_sources
 from transformer.data import stdlib_corpus
 from transformer.errors import ConfigError
 
@@ -59,6 +62,7 @@ class Known:
 
 _PAIRS = {'inputs': 'inputs', 'targets': 'targets'}
 _WMT = {'inputs': 'en', 'targets': 'de'}
+_IMAGES = {'image': 'image', 'label': 'label'}
 KNOWN = {
     'lm1b': Known('lm1b', {'text': 'text'}, {'validation': 'test'}),
     'c4': Known('c4/en', {'text': 'text'}),
@@ -76,6 +80,10 @@ KNOWN = {
     'python_stdlib/docstrings': Known('python_stdlib/docstrings', _PAIRS),
     'gettext_catalogs': Known('gettext_catalogs/en_de', _PAIRS),
     'gettext_catalogs/en_de': Known('gettext_catalogs/en_de', _PAIRS),
+    'mnist': Known('mnist', _IMAGES, {'validation': 'test'}),
+    'cifar10': Known('cifar10', _IMAGES, {'validation': 'test'}),
+    'imagenette': Known('imagenette', _IMAGES),
+    'imagenet2012': Known('imagenet2012', _IMAGES),
 }
 _LOCAL_BUILDERS = ('python_stdlib', 'gettext_catalogs')
 
@@ -359,6 +367,9 @@ def get_source(config):
   kind, sep, rest = spec.partition(':')
   name = config.data.get('text_to_text', '')
   task = glue.get(name) if name else None   # checked before any data is read
+  if spec == 'digits' or (sep and kind == 'images'):
+    return (image_sources.DigitsSource(config) if spec == 'digits' else
+            image_sources.FolderSource(config, rest))
   source = (LocalSource(config, kind, rest) if sep and kind in ('text', 'jsonl') else
             TfdsSource(config, spec))
   if task:

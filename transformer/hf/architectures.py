@@ -13,13 +13,15 @@ reads the same fields back, so import and export agree.
 """
 
 from transformer.errors import ConfigError
+from transformer.hf import vit
 
 COMMON = dict(scale_tied_logits=False, scale_embeddings=False, scale_attention=True,
               embed_norm=False, num_kv_heads=None,   # None: must equal num_heads
               share_encoder_decoder=False,
               # the ablation knobs (models/knobs.py): none of the four classes has them
               qk_norm='none', attention_softcap=0.0, local_window=0, parallel_block=False,
-              logit_softcap=0.0)
+              logit_softcap=0.0, moe_experts=0,
+              mup_base_width=0)   # muP's output multiplier and 1/head_dim attention scale
 FIXED = {
     'bert': dict(COMMON, norm='layernorm', norm_position='post', embed_norm=True,
                  final_norm=False, positions='learned', use_bias=True, lm_head_bias=True,
@@ -35,6 +37,8 @@ FIXED = {
     't5': dict(COMMON, norm='rmsnorm', norm_position='pre', final_norm=True,
                positions='relative', use_bias=False, lm_head_bias=False, scale_attention=False,
                scale_tied_logits=None),
+    'vit': dict(COMMON, norm='layernorm', norm_position='pre', final_norm=True,
+                positions='learned_2d', use_bias=True, pooling='cls', type_vocab_size=0),
 }
 CLASSES = {('bert', 'lm'): 'BertForMaskedLM', ('bert', 'classification'):
            'BertForSequenceClassification', ('distilbert', 'lm'): 'DistilBertForMaskedLM',
@@ -42,15 +46,17 @@ CLASSES = {('bert', 'lm'): 'BertForMaskedLM', ('bert', 'classification'):
            ('gpt2', 'lm'): 'GPT2LMHeadModel',
            ('gpt2', 'classification'): 'GPT2ForSequenceClassification',
            ('bart', 'lm'): 'BartForConditionalGeneration',
-           ('t5', 'lm'): 'T5ForConditionalGeneration'}
+           ('t5', 'lm'): 'T5ForConditionalGeneration',
+           ('vit', 'lm'): 'ViTModel', ('vit', 'classification'): 'ViTForImageClassification'}
 HEAD_FIXED = {('bert', 'classification'): dict(classifier_pooler=True, classifier_bias=True,
                                                 pooler_activation='tanh'),
               ('distilbert', 'classification'): dict(classifier_pooler=True,
                                                       classifier_bias=True,
                                                       pooler_activation='relu'),
-              ('gpt2', 'classification'): dict(classifier_pooler=False, classifier_bias=False)}
+              ('gpt2', 'classification'): dict(classifier_pooler=False, classifier_bias=False),
+              ('vit', 'classification'): dict(classifier_pooler=False, classifier_bias=True)}
 SCOPES = {'bert': 'bert.', 'distilbert': 'distilbert.', 'gpt2': 'transformer.', 'bart': 'model.',
-          't5': ''}
+          't5': '', 'vit': 'vit.'}
 ACTIVATION_NAMES = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu', 'silu': 'silu'}
 T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-silu',
                    'reglu': 'gated-relu'}
@@ -59,7 +65,7 @@ T5_FEED_FORWARD = {**ACTIVATION_NAMES, 'geglu': 'gated-gelu', 'swiglu': 'gated-s
 def _refuse(hp, key, arch, want):
   raise ConfigError(f'`model.{key}={getattr(hp, key)!r}`: Hugging Face {arch.upper()} has '
                     f'{want}, so export-hf cannot express this model; only runs whose '
-                    'architecture Hugging Face has (BERT, DistilBERT, GPT-2, BART, T5) export')
+                    'architecture Hugging Face has (BERT, DistilBERT, GPT-2, BART, T5, ViT) export')
 
 
 def architecture(hp, head):
@@ -69,6 +75,8 @@ def architecture(hp, head):
     if hp.positions not in ('learned', 'relative'):
       _refuse(hp, 'positions', 'BART / T5', "learned (BART) or T5's relative positions")
     arch = 'bart' if hp.positions == 'learned' else 't5'
+  elif hp.patch_size:            # an image model
+    arch = 'vit'
   elif hp.family == 'encoder':   # DistilBERT: BERT without token types
     arch = 'bert' if hp.type_vocab_size else 'distilbert'
   else:
@@ -85,7 +93,8 @@ def architecture(hp, head):
             f'(model.tie_embeddings={hp.tie_embeddings})')
   if arch != 't5' and hp.head_dim * hp.num_heads != hp.d_model:
     _refuse(hp, 'head_dim', arch, 'head_dim * num_heads = d_model')
-  names = T5_FEED_FORWARD if arch == 't5' else ACTIVATION_NAMES
+  names = T5_FEED_FORWARD if arch == 't5' else (
+      {'gelu': 'gelu', 'gelu_tanh': 'gelu_new'} if arch == 'vit' else ACTIVATION_NAMES)
   if hp.activation not in names:
     _refuse(hp, 'activation', arch, f'one of {", ".join(sorted(names))}')
   if arch == 'distilbert' and hp.positions not in ('learned', 'sinusoidal'):
@@ -101,10 +110,14 @@ def _ids(tokenizer):
 
 def hf_config_json(arch, hf_class, hp, tokenizer):
   """The config.json of `hf_class` for our model `hp` (dtype: the parameter dtype)."""
-  values = dict(architectures=[hf_class], model_type=arch, vocab_size=hp.vocab_size,
-                tie_word_embeddings=hp.tie_embeddings, dtype=hp.param_dtype, **_ids(tokenizer))
+  if arch == 'vit':   # an image model: no vocabulary, no tokenizer
+    values = dict(architectures=[hf_class], model_type=arch, dtype=hp.param_dtype)
+  else:
+    values = dict(architectures=[hf_class], model_type=arch, vocab_size=hp.vocab_size,
+                  tie_word_embeddings=hp.tie_embeddings, dtype=hp.param_dtype,
+                  **_ids(tokenizer))
   values.update(_FAMILY[arch](hp))
-  if hf_class.endswith('SequenceClassification'):
+  if hf_class.endswith(('SequenceClassification', 'ImageClassification')):
     values['id2label'] = {str(i): f'LABEL_{i}' for i in range(hp.num_classes)}
     values['label2id'] = {f'LABEL_{i}': i for i in range(hp.num_classes)}
   return values
@@ -157,4 +170,5 @@ def _t5(hp):
               scale_decoder_outputs=hp.tie_embeddings)
 
 
-_FAMILY = {'bert': _bert, 'distilbert': _distilbert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5}
+_FAMILY = {'bert': _bert, 'distilbert': _distilbert, 'gpt2': _gpt2, 'bart': _bart, 't5': _t5,
+           'vit': vit.config_json}

@@ -7,7 +7,8 @@ recorded beside them the tokenizer files: a Hugging Face one as it was imported,
 model converted (data/sp_to_hf.py). architectures.py picks the Hugging Face class (BERT,
 DistilBERT, GPT-2, BART, T5 v1.0 / v1.1; *ForSequenceClassification for classification runs) or
 refuses a model it cannot express, naming the knob; mapping.py's table turns every parameter
-into its tensor (and derived_tensors adds what our model computes instead of storing). The
+into its tensor (and derived_tensors adds what our model computes instead of storing; an image
+model: ViTModel / ViTForImageClassification with its preprocessor_config.json). The
 directory is written under a temporary name and renamed at the end, so a refused or failed
 export leaves nothing behind.
 """
@@ -29,7 +30,8 @@ from transformer.data import hf_files
 from transformer.data import sp_to_hf
 from transformer.data import tokenizer as tokenizer_lib
 from transformer.errors import ConfigError
-from transformer.hf import architectures, mapping
+from transformer import objectives
+from transformer.hf import architectures, mapping, vit
 from transformer.training import checkpoint, setup
 
 KEPT_TENSORS = 'hf_kept.safetensors'   # written by import-hf: tensors our model leaves out
@@ -78,6 +80,13 @@ def load_params(hp, head, ckpt_dir):
   return unstack_layers(flat) if hp.scan_layers else flat
 
 
+def _has_classifier(hp, ckpt_dir):
+  abstract = nnx.eval_shape(lambda: models.build(hp, head='classification', rngs=nnx.Rngs(0)))
+  wanted = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+  _, missing, _ = checkpoint.load_pretrained(ckpt_dir, {'classifier': wanted['classifier']})
+  return not missing
+
+
 def _kept(run_dir, config):
   """Tensors an import kept aside: beside the run, else beside its checkpoint.init_from."""
   for home in (run_dir, config.checkpoint.get('init_from', '') or ''):
@@ -108,17 +117,21 @@ def export_run(run_dir, out):
   out = os.path.abspath(os.path.expanduser(os.fspath(out)))
   _check_target(out)
   config, ckpt_dir = read_run(run_dir)
-  hp = models.HParams.from_config(config.model)
-  head = 'classification' if config.get('objective') == 'classification' else 'lm'
+  text = objectives.reads_text(config.get('objective', ''))   # else an image model
+  hp = models.HParams.from_config(config.model, vocabulary=text)
+  head = getattr(objectives.REGISTRY.get(config.get('objective')), 'head', 'lm')
   arch, hf_class = architectures.architecture(hp, head)
-  recorded = tokenizer_lib.recorded_tokenizer(run_dir)
-  if recorded is None:
+  recorded = tokenizer_lib.recorded_tokenizer(run_dir) if text else None
+  if recorded is None and text:
     raise ConfigError(f'--workdir {run_dir}: no tokenizer recorded beside it (tokenizer.model '
                       'or tokenizer/), so the exported model would have no token ids')
-  tokenizer = tokenizer_lib.load(recorded)
+  tokenizer = tokenizer_lib.load(recorded) if text else None
+  if arch == 'vit' and head == 'classification' and not _has_classifier(hp, ckpt_dir):
+    head = 'lm'   # an import of a ViTModel: no classifier, exported as one again
+    arch, hf_class = architectures.architecture(hp, head)
   params = load_params(hp, head, ckpt_dir)
-  tensors = mapping.export_tensors(arch, params, architectures.SCOPES[arch],
-                                   _kept(run_dir, config))
+  scope = '' if hf_class == 'ViTModel' else architectures.SCOPES[arch]   # a base model: none
+  tensors = mapping.export_tensors(arch, params, scope, _kept(run_dir, config))
   tensors.update(mapping.derived_tensors(arch, hp, architectures.SCOPES[arch]))
   values = architectures.hf_config_json(arch, hf_class, hp, tokenizer)
   parent = os.path.dirname(out)
@@ -129,7 +142,10 @@ def export_run(run_dir, out):
                                os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
       json.dump(values, f, indent=2, sort_keys=True)
-    write_tokenizer(tokenizer, tmp)
+    if tokenizer is not None:
+      write_tokenizer(tokenizer, tmp)
+    else:   # an image model: its image processor instead
+      vit.write_processor(config, tmp)
     if os.path.isdir(out):
       os.rmdir(out)
     os.rename(tmp, out)

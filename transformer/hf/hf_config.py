@@ -10,6 +10,7 @@ import numpy as np
 from transformer.data import hf_files
 from transformer.errors import ConfigError
 from transformer.hf import mapping
+from transformer.hf import vit
 
 # Hugging Face ACT2FN names -> ours. gelu_new / gelu_pytorch_tanh are the tanh approximation.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
@@ -155,10 +156,10 @@ def t5(c: HFConfig, weights):
 
 
 ARCHITECTURES = {'bert': bert, 'distilbert': distilbert, 'gpt2': gpt2, 'bart': bart, 't5': t5,
-                 'mt5': t5}
+                 'mt5': t5, 'vit': vit.config_fields}
 WEIGHT_PREFIXES = {'bert': ('bert.', ''), 'distilbert': ('distilbert.', ''),
                    'gpt2': ('transformer.', ''), 'bart': ('model.', ''),
-                   't5': ('',), 'mt5': ('',)}
+                   't5': ('',), 'mt5': ('',), 'vit': ('vit.', '')}
 
 
 def model_type(c: HFConfig) -> str:

@@ -20,7 +20,7 @@ from flax import nnx
 from transformer import config as config_lib
 from transformer import models
 from transformer.errors import ConfigError
-from transformer.hf import hf_config, mapping, reader, tokenizer
+from transformer.hf import hf_config, mapping, reader, tokenizer, vit
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ def _import(path, dtype, model_overrides):
   tensors, label = reader.read_weights(path)
   weights = reader.Weights(tensors, label, hf_config.WEIGHT_PREFIXES[arch])
   config = build_config(c, arch, weights, dtype=dtype, **model_overrides)
-  hp = models.HParams.from_config(config.model)
+  if arch == 'vit':   # the image processor's size, mean and std (hf/vit.py)
+    vit.apply_processor(config, path)
+  hp = models.HParams.from_config(config.model, vocabulary=bool(config.model.vocab_size))
   try:
     shapes = param_shapes(hp)
     flat = mapping.import_tensors(arch, weights, shapes)
@@ -162,7 +164,8 @@ def from_pretrained(path, *, dtype='float32', with_tokenizer=False, **model_over
 
   Args:
     path: a directory with config.json and model.safetensors (or sharded safetensors, or
-      pytorch_model.bin); model_type bert, distilbert, gpt2, bart, t5 or mt5.
+      pytorch_model.bin); model_type bert, distilbert, gpt2, bart, t5, mt5 or vit (the 'lm'
+      model of an image model is its encoder's features, Hugging Face's ViTModel).
     dtype: compute and parameter dtype of the model ('float32', 'bfloat16', 'float16').
     **model_overrides: any config.model key, e.g. scan_layers=True, attention_impl='reference',
       dropout_rate=0.0.

@@ -14,6 +14,8 @@ leading '/', a top-level name (the heads). `kind` says how the array changes on 
   qkv0..2   a third of GPT-2's fused c_attn weight [d, 3d] or bias [3d]
   offset    BART's position table, whose first OFFSET rows precede position 0 (unused by the
             model: import keeps them aside, export puts them back)
+  conv2d    ViT's patch projection, torch Conv2d weight [out, in, kh, kw] <-> our kernel
+            [kh, kw, in, out] (the HWIO kernel of the same convolution)
 
 `to_ours` walks every parameter of our model and reads its tensor; `to_hf` walks the same
 parameters and writes each tensor back; both read the same rule, so an import followed by an
@@ -157,10 +159,51 @@ T5 = (
     Rule('lm_head/kernel/kernel', '/lm_head.weight', 'linear'),
 )
 
-TABLES = {'bert': BERT, 'distilbert': DISTILBERT, 'gpt2': GPT2, 'bart': BART, 't5': T5, 'mt5': T5}
+
+def _vit_layer(ours, hf, new):
+  """One ViT layer's tensors as checkpoint files name them (`hf`); on import also the names of
+  transformers 5's modules (`new`: q_proj, o_proj, mlp.fc1, ...), as a raw state_dict has them."""
+  rules = []
+  for part, name, now in (('query', 'attention.attention.query', 'attention.q_proj'),
+                          ('key', 'attention.attention.key', 'attention.k_proj'),
+                          ('value', 'attention.attention.value', 'attention.v_proj')):
+    rules += [Rule(f'{ours}/self_attention/{part}/kernel', f'{hf}.{name}.weight', 'linear',
+                   fallback=f'{new}.{now}.weight'),
+              Rule(f'{ours}/self_attention/{part}/bias', f'{hf}.{name}.bias', 'vector',
+                   fallback=f'{new}.{now}.bias')]
+  pairs = (('self_attention/out', 'attention.output.dense', 'attention.o_proj', 2),
+           ('mlp/wi', 'intermediate.dense', 'mlp.fc1', 1),
+           ('mlp/wo', 'output.dense', 'mlp.fc2', 1))
+  for part, name, now, split in pairs:
+    rules += [Rule(f'{ours}/{part}/kernel', f'{hf}.{name}.weight', 'linear', split,
+                   fallback=f'{new}.{now}.weight'),
+              Rule(f'{ours}/{part}/bias', f'{hf}.{name}.bias', fallback=f'{new}.{now}.bias')]
+  for norm, name in (('attention_norm', 'layernorm_before'), ('mlp_norm', 'layernorm_after')):
+    rules += [Rule(f'{ours}/{norm}/scale', f'{hf}.{name}.weight', fallback=f'{new}.{name}.weight'),
+              Rule(f'{ours}/{norm}/bias', f'{hf}.{name}.bias', fallback=f'{new}.{name}.bias')]
+  return tuple(rules)
+
+
+VIT = (
+    Rule('token_embed/class_token', 'embeddings.cls_token', 'row'),
+    Rule('token_embed/position_embedding', 'embeddings.position_embeddings', 'row'),
+    Rule('token_embed/projection/kernel', 'embeddings.patch_embeddings.projection.weight',
+         'conv2d', 3),
+    Rule('token_embed/projection/bias', 'embeddings.patch_embeddings.projection.bias'),
+    *_vit_layer('encoder/layers/{i}', 'encoder.layer.{i}', 'layers.{i}'),
+    *_norm('encoder/final_norm', 'layernorm'),
+    *_dense('classifier/pooler', 'pooler.dense'),
+    *_dense('classifier/classifier', '/classifier'),
+)
+
+TABLES = {'bert': BERT, 'distilbert': DISTILBERT, 'gpt2': GPT2, 'bart': BART, 't5': T5, 'mt5': T5,
+          'vit': VIT}
 # Import: the optional heads of a Hugging Face file that our 'lm' model does not build, kept for
-# a classification fine-tune (BERT's pooler, as BertForSequenceClassification starts from it).
-OTHER_HEADS = {'bert': ('classifier/pooler/kernel', 'classifier/pooler/bias')}
+# a classification fine-tune (BERT's pooler, as BertForSequenceClassification starts from it;
+# ViTModel's pooler and ViTForImageClassification's classifier).
+OTHER_HEADS = {'bert': ('classifier/pooler/kernel', 'classifier/pooler/bias'),
+               'vit': ('classifier/pooler/kernel', 'classifier/pooler/bias',
+                       'classifier/classifier/kernel', 'classifier/classifier/bias')}
 
 
 def _compile(rule):
@@ -210,6 +253,8 @@ def hf_shape(rule, shape):
     return (1,) + tuple(shape)
   if kind == 'offset':
     return (shape[0] + OFFSET,) + tuple(shape[1:])
+  if kind == 'conv2d':
+    return (shape[3], shape[2], shape[0], shape[1])
   if kind.startswith('qkv'):   # a kernel [d, heads, head_dim] or a bias [heads, head_dim]
     return (shape[0], 3 * n_out) if len(shape) == 3 else (3 * int(np.prod(shape)),)
   return tuple(shape)
@@ -226,6 +271,8 @@ def to_ours(rule, tensor, shape):
     return tensor[..., part * width:(part + 1) * width].reshape(shape)
   if kind == 'offset':
     return tensor[OFFSET:]
+  if kind == 'conv2d':
+    return tensor.transpose(2, 3, 1, 0)
   return tensor.reshape(shape)
 
 
@@ -239,6 +286,8 @@ def to_hf(rule, value):
     return value.reshape(value.shape[:1] + (-1,) if value.ndim == 3 else (-1,))
   if rule.kind == 'offset':
     return value
+  if rule.kind == 'conv2d':
+    return value.transpose(3, 2, 0, 1)
   return value.reshape(shape)
 
 

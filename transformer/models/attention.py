@@ -24,6 +24,11 @@ and says why: 'auto' takes splash on TPU and cuDNN on NVIDIA GPUs where they can
 else xla; an explicit backend that cannot run it is a one-line ConfigError. Nothing falls back
 at run time. Softmax is always computed in float32.
 
+With `stability` set (the train step's `log.stability`, monitoring/stability.py) the module sows
+per call, from the queries and keys it attends with: `max_logit` (the largest scale * q.k over the
+allowed pairs, before the soft-cap and bias), `mean_query_norm` and `mean_key_norm` (the mean
+L2 norm of a head's query / key vector over real tokens): `logit_stats`, on stopped gradients.
+
 `MultiHeadAttention` is the single module built on it (q/k/v/out projections, grouped KV heads,
 optional per-head query/key norms (model.qk_norm, before rotary), rotary positions, an optional
 KV cache for incremental decoding that remembers each cached
@@ -215,23 +220,47 @@ def attend(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, *, bias=None, scale=1.0,
                                       scale=scale, implementation=impl)
 
 
+def logit_stats(q_BTNH, k_BSKH, mask_B1TS, scale, q_valid_BT, kv_valid_BS):
+  """{'max_logit', 'mean_query_norm', 'mean_key_norm'} as float32 scalars (the module docstring
+  says what each is); a batch with no allowed pair has max_logit 0."""
+  q_BTNH, k_BSKH = jax.lax.stop_gradient((q_BTNH, k_BSKH))
+  b, t, n, h = q_BTNH.shape
+  kv_heads = k_BSKH.shape[2]
+  logits_BKGTS = jnp.einsum('btkgh,bskh->bkgts', q_BTNH.reshape(b, t, kv_heads, n // kv_heads, h),
+                            k_BSKH, preferred_element_type=jnp.float32)
+  logits_BNTS = logits_BKGTS.reshape(b, n, t, -1) * scale
+  top = jnp.max(jnp.where(mask_B1TS, logits_BNTS, -jnp.inf))
+
+  def mean_norm(x_BLNH, valid_BL):
+    norms_BLN = jnp.linalg.norm(x_BLNH.astype(jnp.float32), axis=-1)
+    weight_BL1 = valid_BL[..., None].astype(jnp.float32)
+    count = jnp.sum(weight_BL1) * x_BLNH.shape[2]
+    return jnp.sum(norms_BLN * weight_BL1) / jnp.maximum(count, 1)
+  return {'max_logit': jnp.where(jnp.any(mask_B1TS), top, 0.0),
+          'mean_query_norm': mean_norm(q_BTNH, q_valid_BT),
+          'mean_key_norm': mean_norm(k_BSKH, kv_valid_BS)}
+
+
 class MultiHeadAttention(nnx.Module):
   """Self- or cross-attention with separate q/k/v/out projections ('query', 'key', 'value', 'out')."""
 
   def __init__(self, d_model, num_heads, *, num_kv_heads=0, head_dim=0, use_bias=True,
                scale_attention=True, dropout_rate=0.0, implementation='auto', rotary=False,
                rotary_base=10000.0, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.02,
-               kernels='tuned', qk_norm='none', norm_eps=1e-6, softcap=0.0, rngs: nnx.Rngs):
+               kernels='tuned', qk_norm='none', norm_eps=1e-6, softcap=0.0, scale=None,
+               rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.num_kv_heads = num_kv_heads or num_heads
     self.head_dim = head_dim or d_model // num_heads
-    self.scale = self.head_dim ** -0.5 if scale_attention else 1.0
+    self.scale = scale if scale is not None else (   # `scale`: muP's 1/head_dim (HParams)
+        self.head_dim ** -0.5 if scale_attention else 1.0)
     self.implementation = implementation
     self.rotary = rotary
     self.rotary_base = rotary_base
     self.softcap = softcap
     self.dtype = dtype
     self.capture_weights = False
+    self.stability = False   # sow logit_stats (the train step sets it: log.stability)
     h, n, k = self.head_dim, num_heads, self.num_kv_heads
     # T5 folds the 1/sqrt(head_dim) into the query init when the logits are not scaled.
     q_std = init_std if init_std is not None or scale_attention else (d_model * h) ** -0.5
@@ -332,6 +361,10 @@ class MultiHeadAttention(nnx.Module):
     out = attend(q_BTNH, k_BSKH, v_BSKH, mask, bias=bias, scale=self.scale,
                  implementation=impl, dropout=dropout, softcap=self.softcap,
                  return_weights=self.capture_weights, structure=structure)
+    if self.stability:   # monitoring/stability.py reads them
+      for name, value in logit_stats(q_BTNH, k_BSKH, mask, self.scale, q_segment_ids != 0,
+                                     kv_segment_ids != 0).items():
+        self.sow(nnx.Intermediate, name, value)
     if self.capture_weights:   # monitoring/attention.py reads both
       out, weights = out
       self.sow(nnx.Intermediate, 'attention_weights', weights)

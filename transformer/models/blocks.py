@@ -1,7 +1,8 @@
 """Shared blocks and the layer stack every family is built from.
 
 Block: self-attention (bidirectional, causal or prefix, as the Stack says) + optional
-cross-attention ('encoder_decoder_attention') + MLP, one after the other, or with
+cross-attention ('encoder_decoder_attention') + MLP (or a mixture of experts, models/moe.py,
+on every model.moe_every-th layer; padding is routed nowhere), one after the other, or with
 hp.parallel_block all reading one norm output ('attention_norm') and all added to the residual
 (GPT-J, PaLM): x + attn(n(x)) [+ cross(n(x))] + mlp(n(x)). Norm placement (pre / post) and
 everything else come from HParams. `Stack` adds positions to token embeddings (or a logits bias:
@@ -9,15 +10,18 @@ T5 relative, ALiBi; nothing for NoPE), runs the blocks (a Python loop, or `nnx.s
 layers when hp.scan_layers) with optional remat, and applies the final norm. Each layer's local
 window (hp.layer_windows) is a Python int when every layer has the same one or the layers are
 unrolled, and a scanned input beside the stacked layers when a scanned stack interleaves local
-and global layers. Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
+and global layers. A scanned stack with dense and MoE MLPs interleaved scans `Period`s of
+moe_every blocks (the last one MoE). Dropout (hp.dropout_rate) follows the embeddings and every sublayer; inside the
 MLP after its activation when hp.mlp_dropout, and after the final norm when hp.final_dropout.
+A Block with `stability` set (log.stability) sows `residual_rms`, the RMS of its output over real
+tokens (monitoring/stability.py).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from transformer.models import attention, layers
+from transformer.models import attention, layers, moe as moe_lib
 from transformer.models.hparams import HParams
 
 REMAT_POLICIES = {
@@ -32,8 +36,9 @@ def _attention(hp: HParams, rngs, *, rotary):
       use_bias=hp.use_bias, scale_attention=hp.scale_attention,
       dropout_rate=hp.attention_dropout_rate, implementation=hp.attention_impl,
       rotary=rotary, rotary_base=hp.rotary_base, dtype=hp.compute_dtype,
-      param_dtype=hp.params_dtype, init_std=hp.std(None), kernels=hp.kernels,
-      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap, rngs=rngs)
+      param_dtype=hp.params_dtype, init_std=hp.hidden_std(), kernels=hp.kernels,
+      qk_norm=hp.qk_norm, norm_eps=hp.norm_eps, softcap=hp.attention_softcap,
+      scale=hp.attention_scale, rngs=rngs)
 
 
 def _norm(hp: HParams):
@@ -45,8 +50,9 @@ class Block(nnx.Module):
   """Residual sublayers around self-attention, optional cross-attention and an MLP, pre- or
   post-norm. Whether self-attention is causal is the caller's (Stack's) argument."""
 
-  def __init__(self, hp: HParams, *, cross_attention, rngs: nnx.Rngs):
+  def __init__(self, hp: HParams, *, cross_attention, moe=False, rngs: nnx.Rngs):
     self.pre_norm = hp.norm_position == 'pre'
+    self.moe = moe
     self.parallel = hp.parallel_block
     rotary = hp.positions == 'rotary'
     self.attention_norm = _norm(hp)
@@ -57,11 +63,12 @@ class Block(nnx.Module):
     else:
       self.encoder_decoder_attention = None
     self.mlp_norm = None if self.parallel else _norm(hp)
-    self.mlp = layers.MLP(hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
-                          dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0,
-                          init_std=hp.std(None), dtype=hp.compute_dtype,
-                          param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
+    self.mlp = moe_lib.MoE(hp, rngs=rngs) if moe else layers.MLP(
+        hp.d_model, hp.d_ff, activation=hp.activation, use_bias=hp.use_bias,
+        dropout_rate=hp.dropout_rate if hp.mlp_dropout else 0.0, init_std=hp.hidden_std(),
+        dtype=hp.compute_dtype, param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
+    self.stability = False   # sow the residual stream's RMS (the train step sets it)
 
   def _residual(self, norm, fn, x, deterministic):
     if self.pre_norm:
@@ -81,17 +88,46 @@ class Block(nnx.Module):
           h, encoded, q_segment_ids=segment_ids, kv_segment_ids=encoded_segment_ids,
           q_positions=positions, kv_positions=encoded_positions, causal=False,
           deterministic=deterministic, decode=decode)
-    mlp = lambda h: self.mlp(h, deterministic=deterministic)
+    if self.moe:   # padding (segment id 0) is routed nowhere
+      mlp = lambda h: self.mlp(h, mask=segment_ids != 0, deterministic=deterministic)
+    else:
+      mlp = lambda h: self.mlp(h, deterministic=deterministic)
     crossing = self.encoder_decoder_attention is not None
     if self.parallel:   # pre-norm only (HParams refuses post): one norm, every sublayer from it
       h = self.attention_norm(x)
       for fn in (self_attn, cross_attn, mlp) if crossing else (self_attn, mlp):
         x = x + self.dropout(fn(h), deterministic=deterministic)
-      return x
-    x = self._residual(self.attention_norm, self_attn, x, deterministic)
-    if crossing:
-      x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
-    return self._residual(self.mlp_norm, mlp, x, deterministic)
+    else:
+      x = self._residual(self.attention_norm, self_attn, x, deterministic)
+      if crossing:
+        x = self._residual(self.cross_attention_norm, cross_attn, x, deterministic)
+      x = self._residual(self.mlp_norm, mlp, x, deterministic)
+    if self.stability:
+      self.sow(nnx.Intermediate, 'residual_rms', residual_rms(x, segment_ids))
+    return x
+
+
+def residual_rms(x_BLD, segment_ids_BL):
+  """sqrt(mean(x^2)) over the real tokens (segment id != 0) of x [B, L, D], float32."""
+  x_BLD = jax.lax.stop_gradient(x_BLD).astype(jnp.float32)
+  weight_BL = (segment_ids_BL != 0).astype(jnp.float32)
+  total = jnp.sum(jnp.square(x_BLD) * weight_BL[..., None])
+  return jnp.sqrt(total / jnp.maximum(jnp.sum(weight_BL) * x_BLD.shape[-1], 1))
+
+
+class Period(nnx.Module):
+  """The scanned unit of a stack whose dense and MoE MLPs interleave (model.moe_every = P with
+  model.scan_layers): P blocks, the last one MoE, so the scan runs over num_layers / P units."""
+
+  def __init__(self, hp: HParams, *, cross_attention, rngs: nnx.Rngs):
+    self.blocks = nnx.List([Block(hp, cross_attention=cross_attention,
+                                  moe=j + 1 == hp.moe_every, rngs=rngs)
+                            for j in range(hp.moe_every)])
+
+
+def _blocks(unit):
+  """The blocks of one unit of a stack's layers (a Block, or a Period of them)."""
+  return list(unit.blocks) if isinstance(unit, Period) else [unit]
 
 
 class Stack(nnx.Module):
@@ -111,15 +147,21 @@ class Stack(nnx.Module):
           init_std=hp.std(1.0), param_dtype=hp.params_dtype, rngs=rngs)
     self.embed_norm = _norm(hp) if hp.embed_norm else None
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
-    make = lambda r: Block(hp, cross_attention=cross_attention, rngs=r)
+    moes = moe_lib.moe_layers(hp, num_layers)   # per layer: a mixture of experts MLP
+    self.period = moe_lib.scan_period(hp)        # layers per scanned unit
     if hp.scan_layers:
-      @nnx.split_rngs(splits=num_layers)
+      make = ((lambda r: Period(hp, cross_attention=cross_attention, rngs=r))
+              if self.period > 1 else
+              (lambda r: Block(hp, cross_attention=cross_attention, moe=moes[0], rngs=r)))
+
+      @nnx.split_rngs(splits=num_layers // self.period)
       @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
       def stacked(r):
         return make(r)
       self.layers = stacked(rngs)
     else:
-      self.layers = nnx.List([make(rngs) for _ in range(num_layers)])
+      self.layers = nnx.List([Block(hp, cross_attention=cross_attention, moe=moes[i], rngs=rngs)
+                              for i in range(num_layers)])
     self.final_norm = _norm(hp) if hp.final_norm else None
     self.cache_len = 0
     self.windows = hp.layer_windows(num_layers)   # per layer; 0: global
@@ -127,7 +169,8 @@ class Stack(nnx.Module):
   def _each_block(self, fn, *args):
     """fn(block, *args) on every block (under nnx.vmap when the layers are scanned)."""
     if self.hp.scan_layers:
-      nnx.vmap(fn, in_axes=(0,) + (None,) * len(args), out_axes=0)(self.layers, *args)
+      each = lambda unit, *a: [fn(block, *a) for block in _blocks(unit)] and None
+      nnx.vmap(each, in_axes=(0,) + (None,) * len(args), out_axes=0)(self.layers, *args)
     else:
       for block in self.layers:
         fn(block, *args)
@@ -183,28 +226,32 @@ class Stack(nnx.Module):
                   encoded_segment_ids=encoded_segment_ids, encoded_positions=encoded_positions,
                   deterministic=deterministic, decode=decode)
 
-    def apply(block, x, window):
-      def one(block, x):
-        return block(x, window=window, **kwargs)
+    def apply(unit, x, windows):   # windows: one per block of the unit (ints or traced)
+      def one(unit, x):
+        for block, window in zip(_blocks(unit), windows):
+          x = block(x, window=window, **kwargs)
+        return x
       if hp.remat != 'none':
         one = nnx.remat(one, policy=REMAT_POLICIES[hp.remat], prevent_cse=not hp.scan_layers)
-      return one(block, x)
+      return one(unit, x)
 
+    p = self.period
     if hp.scan_layers and len(set(self.windows)) == 1:   # one static window (or none)
       @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry,
                 transform_metadata={nnx.PARTITION_NAME: 'layers'})
-      def run(x, block):
-        return apply(block, x, self.windows[0])
+      def run(x, unit):
+        return apply(unit, x, self.windows[:p])
       x_BLD = run(x_BLD, self.layers)
-    elif hp.scan_layers:   # interleaved local / global: the window is a scanned input
+    elif hp.scan_layers:   # interleaved local / global: the windows are a scanned input
       @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
                 transform_metadata={nnx.PARTITION_NAME: 'layers'})
-      def run_windows(x, block, window):
-        return apply(block, x, window)
-      x_BLD = run_windows(x_BLD, self.layers, jnp.asarray(self.windows, jnp.int32))
+      def run_windows(x, unit, windows):
+        return apply(unit, x, windows)
+      x_BLD = run_windows(x_BLD, self.layers,
+                          jnp.asarray(self.windows, jnp.int32).reshape(-1, p))
     else:
       for block, window in zip(self.layers, self.windows):
-        x_BLD = apply(block, x_BLD, window)
+        x_BLD = apply(block, x_BLD, (window,))
     if self.final_norm is not None:  # pre-norm stacks
       x_BLD = self.final_norm(x_BLD)
       if hp.final_dropout:  # T5 drops out after it; GPT-2 does not

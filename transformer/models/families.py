@@ -3,7 +3,9 @@
 EncoderOnly (BERT), DecoderOnly (GPT), EncoderDecoder (2017 Transformer, T5, BART). `head` is
 'lm' (masked-LM head for encoders, LM head otherwise) or 'classification'. Structure comes in as
 segment ids (0 = padding) and positions; when omitted, every token is real and positions count
-from 0.
+from 0. An image model (hp.patch_size > 0, ViT) is an EncoderOnly whose tokens are the patches
+of images [B, H, W, C] (models/patches.py: its `token_embed` adds the positions); its 'lm' head
+is none (the final features, Hugging Face's ViTModel) and its classifier reads patches.pool.
 """
 
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ from flax import nnx
 
 from transformer.models import layers
 from transformer.errors import ConfigError
-from transformer.models import blocks, heads
+from transformer.models import blocks, heads, patches
 from transformer.models.hparams import HParams
 
 HEADS = ('lm', 'classification')
@@ -32,6 +34,9 @@ class _Model(nnx.Module):
     if head not in HEADS:
       raise ConfigError(f'model head {head!r} is unknown; choose one of {HEADS}')
     self.hp, self.head = hp, head
+    if hp.patch_size:   # an image model: its tokens are patches
+      self.token_embed = patches.PatchEmbed(hp, rngs=rngs)
+      return
     std = hp.std(hp.d_model ** -0.5 if hp.scale_embeddings else 1.0)
     self.token_embed = layers.Embed(hp.vocab_size, hp.d_model, init_std=std,
                                     dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
@@ -54,15 +59,15 @@ class EncoderOnly(_Model):
                                            init_std=hp.std(1.0), dtype=hp.compute_dtype,
                                            param_dtype=hp.params_dtype, rngs=rngs)
     self.encoder = blocks.Stack(hp, num_layers=hp.num_layers, causal=False, rngs=rngs)
-    if head == 'lm':
+    if head == 'lm' and not hp.patch_size:
       self.mlm_head = heads.MLMHead(hp, rngs=rngs)
-    else:
+    elif head != 'lm':
       self.classifier = heads.ClassificationHead(hp, rngs=rngs)
 
   def encode(self, tokens, segment_ids=None, positions=None, token_types=None, *,
              deterministic=True):
-    segment_ids, positions = _defaults(tokens, segment_ids, positions)
-    x = self.embed(tokens)
+    x = self.embed(tokens)   # images: [B, H, W, C] -> [B, L, D]
+    segment_ids, positions = _defaults(x[..., 0], segment_ids, positions)
     if self.hp.type_vocab_size:
       x = x + self.token_type_embed(jnp.zeros_like(tokens) if token_types is None else token_types)
     return self.encoder(x, segment_ids=segment_ids, positions=positions,
@@ -73,6 +78,9 @@ class EncoderOnly(_Model):
     """MLM logits [B, L, V] (or [B, P, V] at the positions `logits_at` [B, P] only: the
     vocabulary projection of MLM training needs the masked tokens alone), or class logits."""
     x = self.encode(tokens, segment_ids, positions, token_types, deterministic=deterministic)
+    if self.hp.patch_size:
+      return x if self.head == 'lm' else self.classifier(patches.pool(x, self.hp),
+                                                          deterministic=deterministic)
     if self.head == 'lm':
       if logits_at is not None:
         x = jnp.take_along_axis(x, logits_at[..., None], axis=1)

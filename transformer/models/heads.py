@@ -1,4 +1,11 @@
-"""Output heads: LM (tied or untied), masked-LM (BERT transform + tied decoder), classification."""
+"""Output heads: LM (tied or untied), masked-LM (BERT transform + tied decoder), classification.
+
+Under muP (model.mup_base_width) the LM and class logits are multiplied by 1 / width ratio
+(`HParams.output_multiplier`, applied to the head's input so a logits bias stays as it is), and
+the heads' d_model x d_model transforms are hidden matrices (`HParams.hidden_std`). A tied
+embedding stays tied: as an input weight it keeps its init and learning rate (muP's vector-like
+weights), and the readout multiplier makes the tied logits muP's.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +23,7 @@ class LMHead(nnx.Module):
     self.tied, self.d_model = hp.tie_embeddings, hp.d_model
     self.scale_tied_logits = hp.scale_tied_logits
     self.logit_softcap = hp.logit_softcap
+    self.output_multiplier = hp.output_multiplier   # muP: 1 / width ratio; else 1
     self.kernel = None if hp.tie_embeddings else layers.Dense(
         (hp.d_model,), (hp.vocab_size,), ('embed', 'vocab'), use_bias=False,
         init_std=hp.std(None), dtype=hp.compute_dtype, param_dtype=hp.params_dtype,
@@ -27,6 +35,8 @@ class LMHead(nnx.Module):
     return layers.softcap(self._logits(x_BLD, embed), self.logit_softcap)
 
   def _logits(self, x_BLD, embed):
+    if self.output_multiplier != 1.0:
+      x_BLD = x_BLD * self.output_multiplier
     if self.tied:
       if self.scale_tied_logits:
         x_BLD = x_BLD * self.d_model ** -0.5
@@ -48,7 +58,8 @@ class MLMHead(nnx.Module):
     self.transform = nnx.data(None)
     if hp.mlm_transform:
       self.transform = layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'),
-                                    use_bias=True, init_std=hp.std(None), dtype=hp.compute_dtype,
+                                    use_bias=True, init_std=hp.hidden_std(),
+                                    dtype=hp.compute_dtype,
                                     param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
       self.transform_norm = layers.LayerNorm(hp.d_model, kind=hp.norm, eps=hp.norm_eps,
                                              dtype=hp.compute_dtype, param_dtype=hp.params_dtype)
@@ -71,8 +82,10 @@ class ClassificationHead(nnx.Module):
   def __init__(self, hp: HParams, *, rngs: nnx.Rngs):
     dense = dict(use_bias=True, init_std=hp.std(0.02), dtype=hp.compute_dtype,
                  param_dtype=hp.params_dtype, kernels=hp.kernels, rngs=rngs)
-    self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'), **dense)
+    self.pooler = (layers.Dense((hp.d_model,), (hp.d_model,), ('embed', 'mlp'),
+                                **{**dense, 'init_std': hp.std(0.02) * hp.mup_ratio ** -0.5})
                    if hp.classifier_pooler else None)
+    self.output_multiplier = hp.output_multiplier
     self.pooler_act = POOLER_ACTIVATIONS[hp.pooler_activation]
     self.dropout = nnx.Dropout(hp.dropout_rate, rngs=rngs)
     self.classifier = layers.Dense((hp.d_model,), (hp.num_classes,), ('embed', 'classes'),
@@ -82,4 +95,4 @@ class ClassificationHead(nnx.Module):
     if self.pooler is not None:
       pooled_BD = self.pooler_act(self.pooler(pooled_BD))
     pooled_BD = self.dropout(pooled_BD, deterministic=deterministic)
-    return self.classifier(pooled_BD).astype(jnp.float32)
+    return self.classifier(pooled_BD * self.output_multiplier).astype(jnp.float32)

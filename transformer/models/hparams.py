@@ -17,7 +17,7 @@ from transformer.models.layers import ACTIVATIONS as _PLAIN_ACTIVATIONS
 from transformer.models.layers import GATED
 
 FAMILIES = ('encoder', 'decoder', 'encoder_decoder')
-POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none')
+POSITIONS = ('learned', 'sinusoidal', 'relative', 'rotary', 'alibi', 'none', 'learned_2d')
 NORMS = ('layernorm', 'rmsnorm')
 ACTIVATIONS = (*_PLAIN_ACTIVATIONS, *GATED)    # models/layers.py owns them
 REMAT = ('none', 'dots', 'full')               # blocks.REMAT_POLICIES maps each but 'none'
@@ -25,6 +25,7 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 INITS = ('normal', 'fan_in')
 NORM_POSITIONS = ('pre', 'post')
 POOLER_ACTIVATIONS = ('tanh', 'relu')
+POOLINGS = ('cls', 'gap')                     # image models: models/patches.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ class HParams:
   embed_norm: bool = False             # a norm right after the embeddings (BERT, BART)
   final_norm: bool = True              # a norm after the last block (pre-norm models)
   positions: str = 'learned'           # learned | sinusoidal | relative | rotary | alibi | none
-                                       # (none: NoPE, decoder family only)
+                                       # (none: NoPE, decoder family only) | learned_2d (image
+                                       # models: a table over the patch grid)
   max_len: int = 512                   # rows of a learned position table
   relative_buckets: int = 32           # T5 relative position bias
   relative_max_distance: int = 128
@@ -67,6 +69,15 @@ class HParams:
   parallel_block: bool = False         # attention and MLP read one norm output, both add to the
                                        # residual (GPT-J, PaLM); pre-norm only
   logit_softcap: float = 0.0           # 0: off; output logits -> cap * tanh(logits / cap)
+  moe_experts: int = 0                 # 0: dense MLPs; E: every moe_every-th MLP is a mixture
+                                       # of E experts (models/moe.py)
+  moe_top_k: int = 1                   # experts per token (Switch 1; GShard, Mixtral 2)
+  moe_every: int = 1                   # layer i's MLP is MoE when (i + 1) % moe_every == 0
+  moe_capacity_factor: float = 1.25    # per row, each expert takes ceil(factor * L * k / E)
+                                       # tokens, the rest are dropped (Switch); 0: dropless
+  moe_shared_experts: int = 0          # experts every token also runs (DeepSeekMoE)
+  moe_aux_loss: float = 0.01           # weight of the load-balancing loss (Switch: 1e-2)
+  moe_z_loss: float = 0.001            # weight of the router z-loss (ST-MoE: 1e-3)
   type_vocab_size: int = 0             # BERT token-type (segment A/B) embeddings; 0: none
   use_bias: bool = True                # biases in attention and MLP projections
   scale_attention: bool = True         # q.k / sqrt(head_dim); T5 folds the scale into its init
@@ -80,6 +91,15 @@ class HParams:
   pooler_activation: str = 'tanh'      # the pooler's: tanh (BERT) | relu (DistilBERT's
                                        # pre_classifier)
   classifier_bias: bool = True         # a bias on the class logits (GPT-2's score layer has none)
+  patch_size: int = 0                  # > 0: an image model (ViT, encoder family): its tokens
+                                       # are the image's patch_size x patch_size patches, embedded
+                                       # by models/patches.py; needs positions='learned_2d'
+  image_size: int = 224                # image models: the side of the square image the position
+                                       # table is for (other sizes interpolate it in 2-D)
+  num_channels: int = 3                # image models: channels of the input images
+  pooling: str = 'cls'                 # image models: cls (a class token) | gap (mean of patches)
+  image_mean: tuple = (0.5, 0.5, 0.5)  # image models: per-channel normalisation of pixels
+  image_std: tuple = (0.5, 0.5, 0.5)   # scaled to [0, 1]: (x / 255 - mean) / std (in the model)
   decoder_start_id: int = 0            # encoder_decoder: the decoder's first input (T5 0, BART 2)
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -97,6 +117,10 @@ class HParams:
   init: str = 'normal'                 # normal: N(0, init_std) everywhere (GPT-2, BERT);
                                        # fan_in: 1/sqrt(fan-in) kernels, unit embeddings (T5)
   init_std: float = 0.02               # the std of init='normal'
+  mup_base_width: int = 0              # 0: off; muP (Yang et al. 2022, Table 8, Adam) against a
+                                       # base model of this d_model (width only, not depth):
+                                       # hidden init std and lr / ratio, logits / ratio,
+                                       # attention 1/head_dim; equal to the default at the base
 
   @classmethod
   def defaults(cls):
@@ -107,6 +131,30 @@ class HParams:
     """The init std of a weight: init_std under init='normal', `fan_in_value` under 'fan_in'
     (None means 1/sqrt(fan-in) to the layer that gets it)."""
     return self.init_std if self.init == 'normal' else fan_in_value
+
+  @property
+  def mup_ratio(self):
+    """muP's width multiplier d_model / model.mup_base_width (1 when muP is off). Every width
+    (d_ff, head_dim at a fixed head count) is taken to grow with d_model."""
+    return self.d_model / self.mup_base_width if self.mup_base_width else 1.0
+
+  def hidden_std(self):
+    """Init std of a hidden matrix (the blocks' projections, the heads' d_model x d_model
+    transforms): std(None), under muP with init='normal' init_std / sqrt(ratio), a variance
+    ~ 1/fan-in (init='fan_in' already is)."""
+    std = self.std(None)
+    return None if std is None else std * self.mup_ratio ** -0.5
+
+  @property
+  def attention_scale(self):
+    """The attention logits' scale under muP, 1/head_dim: sqrt(base head_dim) / head_dim, which
+    is 1/sqrt(head_dim) at the base width; None (1/sqrt(head_dim)) without muP."""
+    return self.head_dim ** -0.5 * self.mup_ratio ** -0.5 if self.mup_base_width else None
+
+  @property
+  def output_multiplier(self):
+    """muP's readout multiplier on the output (vocabulary, class) logits: 1 / ratio."""
+    return 1.0 / self.mup_ratio
 
   @property
   def compute_dtype(self):
@@ -133,6 +181,8 @@ class HParams:
     values['head_dim'] = values['head_dim'] or (
         values['d_model'] // values['num_heads'] if values['num_heads'] > 0 else 0)
     values['num_kv_heads'] = values['num_kv_heads'] or values['num_heads']
+    for key in ('image_mean', 'image_std'):   # config.json gives lists; HParams is hashable
+      values[key] = tuple(float(v) for v in values[key])
     hp = cls(**values)
     hp.validate(vocabulary=vocabulary)
     return hp
@@ -146,6 +196,7 @@ class HParams:
     self._validate_sizes(vocabulary)
     self._validate_numbers()
     self._validate_combinations()
+    self._validate_image()
     knobs.validate(self)
 
   def layer_windows(self, num_layers):
@@ -216,5 +267,37 @@ class HParams:
                                        self.decoder_layers != self.num_layers):
       self._bad('share_encoder_decoder', 'needs model.family=encoder_decoder, '
                 'model.scan_layers=False and as many decoder layers as encoder layers')
+    if self.mup_base_width < 0:
+      self._bad('mup_base_width', 'must be >= 0 (0: off; else the d_model the learning rate was '
+                'tuned at, e.g. 64)')
+    if self.mup_base_width and not self.scale_attention:
+      self._bad('mup_base_width', 'muP scales the attention logits by 1/head_dim; set '
+                'model.scale_attention=True or model.mup_base_width=0')
     if self.scale_tied_logits and not self.tie_embeddings:
       self._bad('scale_tied_logits', 'only applies with model.tie_embeddings=True')
+
+  def _validate_image(self):
+    """Image models (patch_size > 0): an encoder whose positions are the patch grid's."""
+    if not self.patch_size:
+      if self.positions == 'learned_2d':
+        self._bad('positions', 'learned_2d is for image models; set model.patch_size, or use '
+                  'learned positions')
+      return
+    if self.family != 'encoder':
+      self._bad('family', 'image models (model.patch_size > 0) are encoders; set '
+                'model.family=encoder')
+    if self.positions != 'learned_2d':
+      self._bad('positions', 'image models take a learned table over the patch grid; set '
+                'model.positions=learned_2d')
+    if self.patch_size < 0 or self.image_size % self.patch_size:
+      self._bad('patch_size', f'must divide model.image_size={self.image_size}')
+    if self.pooling not in POOLINGS:
+      self._bad('pooling', f'choose one of {", ".join(POOLINGS)}')
+    if self.num_channels <= 0:
+      self._bad('num_channels', 'must be a positive integer (1 grey, 3 RGB)')
+    for key in ('image_mean', 'image_std'):
+      if len(getattr(self, key)) != self.num_channels:
+        self._bad(key, f'needs one value per channel (model.num_channels={self.num_channels})')
+    if not all(v > 0 for v in self.image_std):
+      self._bad('image_std', 'every channel\'s std must be > 0')
+

@@ -11,6 +11,9 @@ and their one-line validation (HParams.validate calls `validate`).
                            ('gll': ModernBERT's global layer every third, first)
   model.parallel_block     attention and MLP read one norm output and both add to the residual
   model.logit_softcap      0 off; output logits -> cap * tanh(logits / cap)
+  model.moe_*              mixture-of-experts MLPs (models/moe.py): moe_experts (0 off),
+                           moe_top_k, moe_every, moe_capacity_factor (0: dropless),
+                           moe_shared_experts, and the weights moe_aux_loss / moe_z_loss
 """
 
 import math
@@ -65,3 +68,34 @@ def validate(hp):
   if hp.parallel_block and hp.norm_position != 'pre':
     hp._bad('parallel_block', 'attention and MLP read one pre-norm output; set '
             'model.norm_position=pre')
+  validate_moe(hp)
+
+
+def validate_moe(hp):
+  """The mixture-of-experts keys, each problem one line naming the key (and the other key)."""
+  for key in ('moe_experts', 'moe_shared_experts'):
+    if getattr(hp, key) < 0:
+      hp._bad(key, 'must be >= 0 (0: none)')
+  for key in ('moe_capacity_factor', 'moe_aux_loss', 'moe_z_loss'):
+    value = getattr(hp, key)
+    if not (math.isfinite(value) and value >= 0):
+      hp._bad(key, 'must be a finite number >= 0 (capacity 0: dropless; Switch uses 1.25 '
+              'capacity, 0.01 aux loss; ST-MoE 0.001 z-loss)')
+  if hp.moe_every < 1:
+    hp._bad('moe_every', 'must be >= 1 (1: every MLP is MoE, 2: every other one)')
+  if not hp.moe_experts:
+    return
+  if not 1 <= hp.moe_top_k <= hp.moe_experts:
+    hp._bad('moe_top_k', f'must be between 1 and model.moe_experts={hp.moe_experts}; lower '
+            'it or add experts')
+  for key in ('num_layers', 'num_decoder_layers'):
+    layers = getattr(hp, key) or hp.num_layers
+    if hp.moe_every > layers:
+      hp._bad('moe_every', f'exceeds model.{key}={layers}, so no layer would be MoE; '
+              'lower it')
+    if hp.scan_layers and layers % hp.moe_every:
+      hp._bad('moe_every', f'must divide model.{key}={layers} when model.scan_layers=True '
+              '(a scanned unit holds one dense/MoE period); change one or unroll')
+  if hp.share_encoder_decoder:
+    hp._bad('share_encoder_decoder', 'cannot share MoE layers between encoder and decoder '
+            '(each records its own routing statistics); set it False or model.moe_experts=0')

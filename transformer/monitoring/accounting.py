@@ -19,6 +19,9 @@ Conventions:
     (what a kernel that skips masked blocks, like splash's LocalMask, computes; the XLA path
     still forms and masks the whole [T, S] score matrix). Training = 3 x forward (backward = 2 x forward).
     The MLM head counts the positions it projects: max_predictions of a row (objectives/mlm.py).
+    A mixture-of-experts layer counts active compute: the top-k experts and the shared ones a
+    token runs, and the router (2 d E), not every expert (so compare matches on active FLOPs);
+    the parameter counts give both 'total' and 'active'.
   * Activation memory follows Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
     Transformer Models", sec. 4): the tensors each block keeps for its backward pass, in bytes of
     the compute dtype, 1 byte per dropout-mask element, and the [heads, key length] softmax
@@ -30,7 +33,7 @@ Conventions:
 import numpy as np
 from flax import nnx
 
-from transformer.models import layers
+from transformer.models import layers, moe
 from transformer import models, objectives
 from transformer.data import fields
 from transformer.models.hparams import REMAT, HParams
@@ -87,7 +90,12 @@ def _group(path):
     if part in ('embed_norm', 'final_norm'):
       return f'{top}/norms'
     if part == 'layers' and len(names) > 2:
+      names = [n for n in names if n != 'blocks']   # a scanned dense/MoE period
       sub = names[2]
+      if sub == 'mlp' and len(names) > 3 and names[3] == 'router':   # a mixture of experts
+        return f'{top}/router'
+      if sub == 'mlp' and len(names) == 4:   # its expert weights (a dense MLP's are mlp/wi/kernel)
+        return f'{top}/experts'
       if sub == 'self_attention':
         return f'{top}/attention'
       if sub == 'encoder_decoder_attention':
@@ -105,21 +113,27 @@ def count_params(abstract_state):
   Groups: 'embeddings' (token, token-type and learned position tables), '<stack>/attention',
   '<stack>/cross_attention', '<stack>/mlp', '<stack>/norms', '<stack>/relative_bias', 'head'.
   'non_embedding' = total - embeddings (Kaplan et al. 2020's N; an untied output projection and
-  T5's tiny relative bias tables count as non-embedding).
+  T5's tiny relative bias tables count as non-embedding). A mixture-of-experts model also has
+  '<stack>/experts', '<stack>/router' and 'active': the parameters one token uses (total less
+  the experts it is not routed to: a weight tagged active=k/E counts k/E of its size).
   """
   state = abstract_state
   if isinstance(state, nnx.Module):
     state = nnx.state(state, nnx.Param)
-  counts = {}
+  counts, idle = {}, 0.0
   for path, var in nnx.to_flat_state(state):
     if not isinstance(var, nnx.Param):
       continue
     group = _group(path)
-    counts[group] = counts.get(group, 0) + int(np.prod(var.get_value().shape))
+    size = int(np.prod(var.get_value().shape))
+    counts[group] = counts.get(group, 0) + size
+    idle += size * (1 - var.get_metadata().get('active', 1.0))
   order = lambda g: (g != 'embeddings', g == 'head', g.startswith('decoder'), g)
   counts = {g: counts[g] for g in sorted(counts, key=order)}
   counts['total'] = sum(counts.values())
   counts['non_embedding'] = counts['total'] - counts.get('embeddings', 0)
+  if idle:
+    counts['active'] = counts['total'] - int(round(idle))
   return counts
 
 
@@ -142,11 +156,19 @@ def _keys_per_layer(hp, stack, num_layers, kv_len):
   return sum(width(w) for w in hp.layer_windows(num_layers)) / num_layers
 
 
+def _mlp_per_token(hp, num_layers, d, f_mats):
+  """MLP FLOPs per token of a stack: dense layers 2 d f per matrix; a MoE layer the experts a
+  token runs (top-k routed + shared) and its router (2 d E): active, not total, compute."""
+  moe_layers = sum(moe.moe_layers(hp, num_layers))
+  per_moe = 2 * d * f_mats * (hp.moe_top_k + hp.moe_shared_experts) + 2 * d * hp.moe_experts
+  return (num_layers - moe_layers) * 2 * d * f_mats + moe_layers * per_moe
+
+
 def flops_per_token(config):
   """Forward matmul FLOPs per output token (see the module docstring), split by kind.
 
   Keys: 'attention_projections' (q/k/v/out), 'attention_scores' (QK^T and AV), 'attention' (the
-  two together), 'mlp', 'logits' (LM or classification head), 'total_forward', 'total_train'
+  two together), 'mlp' (a MoE layer's active experts and router), 'logits' (LM or classification head), 'total_forward', 'total_train'
   (3 x forward), 'train_6n' (Kaplan's 6N: 6 x the non-embedding weights each token multiplies,
   no attention scores or logits) and 'tokens_per_example'.
   """
@@ -163,7 +185,7 @@ def flops_per_token(config):
       proj += num_layers * cross_len * 2 * d * 2 * k * h
     proj += num_layers * tokens * per_token
     scores += num_layers * tokens * per_token_scores
-    mlp += num_layers * tokens * 2 * d * f * mlp_mats
+    mlp += tokens * _mlp_per_token(hp, num_layers, d, f * mlp_mats)
   if head_for(config) == 'classification':
     logits = 2 * d * hp.num_classes + (2 * d * d if hp.classifier_pooler else 0)
   else:

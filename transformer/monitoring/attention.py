@@ -1,6 +1,6 @@
 """Attention at eval: the weights of every attention layer on a few rows, what each head does
 (entropy, distance, near-uniform or near-one-hot) and the example drawn (pictures:
-attention_plot.py).
+attention_plot.py; an image model's over its input image: image_attention.py).
 
   maps = capture(model, objective, rows)          # [AttentionMap], every layer of every kind
   scalars = diagnostic_scalars(maps)               # {'attention/entropy/layer0': 2.31, ...}
@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from transformer.data import fields
+from transformer.monitoring import image_attention
 from transformer.models.attention import MultiHeadAttention
 from transformer.objectives import losses
 
@@ -218,6 +219,10 @@ def write_eval(writer, step, model, objective, batch, tokenizer, config):
   maps = capture(model, objective, rows)
   if config.log.attention_stats:
     writer.scalars(step, diagnostic_scalars(maps))
+  if fields.sequence_kind(fields.declared(objective)) is fields.IMAGE:   # over the image itself
+    if config.log.attention_images:
+      image_attention.write_eval(writer, step, maps, rows, model.hp)
+    return
   chosen = example(maps) if config.log.attention_images else None
   if not chosen:
     return

@@ -65,14 +65,26 @@ class Throughput:
   'perf/packing_efficiency', the share of slots that hold a token) and starts a new one. `sum_fn`
   turns this process's counts into the job's (a collective in multi-process runs).
   `restart_clock()` leaves time spent elsewhere (eval) out of the window.
+
+  Batches without token streams (images) are counted by `count(batch) -> (examples, positions,
+  position slots)` (the objective's), named `units` = (examples, positions), e.g. ('images',
+  'patches'): the window then also reports perf/images_per_sec and perf/patches_per_sec, and
+  perf/tokens_per_sec counts the positions (a ViT's tokens are its patches).
   """
 
-  def __init__(self, step):
-    self.step = step
-    self.tokens = self.outputs = self.slots = 0
+  def __init__(self, step, count=None, units=None):
+    self.step, self.count, self.units = step, count, units
+    self.tokens = self.outputs = self.slots = self.examples = 0
     self.start = time.perf_counter()
 
   def add(self, batch):
+    if self.count is not None:
+      examples, positions, slots = self.count(batch)
+      self.examples += examples
+      self.tokens += positions
+      self.outputs += positions
+      self.slots += slots
+      return
     self.tokens += tokens_in(batch)
     self.outputs += tokens_in(batch, (output_stream(batch),))
     self.slots += packing.efficiency(batch)[1]
@@ -83,11 +95,15 @@ class Throughput:
   def report(self, step, *, peak, flops_per_token, sum_fn):
     """(perf scalars of the window up to `step`, the job's tokens in it); starts a new window."""
     elapsed = max(time.perf_counter() - self.start, 1e-9)
-    tokens, outputs, slots = sum_fn(self.tokens, self.outputs, self.slots)
+    tokens, outputs, slots, examples = sum_fn(self.tokens, self.outputs, self.slots,
+                                              self.examples)
     tflops = outputs * flops_per_token / elapsed / jax.device_count() / 1e12
     scalars = {'perf/tokens_per_sec': tokens / elapsed,
                'perf/steps_per_sec': (step - self.step) / elapsed,
                'perf/tflops_per_device': tflops, 'perf/mfu': tflops * 1e12 / peak,
                'perf/packing_efficiency': tokens / max(slots, 1)}
-    self.__init__(step)
+    if self.units:
+      scalars[f'perf/{self.units[0]}_per_sec'] = examples / elapsed
+      scalars[f'perf/{self.units[1]}_per_sec'] = tokens / elapsed
+    self.__init__(step, self.count, self.units)
     return scalars, tokens

@@ -22,17 +22,18 @@ BAR_FORMAT = ('step {n_fmt}/{total_fmt} {percentage:3.0f}%|{bar}| {elapsed}<{rem
               '{rate_fmt}{postfix}')
 
 
-def rate_text(tokens_per_sec):
-  """8123.4 -> '8.12k tok/s' (tqdm's SI prefixes)."""
-  return f'{tqdm.tqdm.format_sizeof(float(tokens_per_sec))} tok/s'
+def rate_text(tokens_per_sec, units='tokens'):
+  """8123.4 -> '8.12k tok/s' (tqdm's SI prefixes); other units by name ('8.12k patches/s')."""
+  return (f'{tqdm.tqdm.format_sizeof(float(tokens_per_sec))} '
+          f'{"tok" if units == "tokens" else units}/s')
 
 
-def _fields(loss, tokens_per_sec):
+def _fields(loss, tokens_per_sec, units='tokens'):
   parts = []
   if loss is not None:
     parts.append(f'loss {float(loss):.4f}')
   if tokens_per_sec is not None:
-    parts.append(rate_text(tokens_per_sec))
+    parts.append(rate_text(tokens_per_sec, units))
   return parts
 
 
@@ -45,9 +46,12 @@ def _columns(stream):
 
 class Progress:
   """Progress of a run from `initial` (after a resume) to `total` steps; `enabled=False`
-  (processes other than 0) shows nothing."""
+  (processes other than 0) shows nothing; `units` names what the rate counts (an image
+  model's tokens are patches)."""
 
-  def __init__(self, total, *, initial=0, every=20, enabled=True, stream=None, refresh_s=0.1):
+  def __init__(self, total, *, initial=0, every=20, enabled=True, stream=None, refresh_s=0.1,
+               units='tokens'):
+    self.units = units
     self.total = max(int(total), 1)
     self.initial = int(initial)
     self.every = max(int(every), 1)
@@ -72,7 +76,8 @@ class Progress:
     step = int(step)
     self._latest = (step, loss, tokens_per_sec)
     if self._bar is not None:
-      self._bar.set_postfix_str(', '.join(_fields(loss, tokens_per_sec)), refresh=False)
+      self._bar.set_postfix_str(', '.join(_fields(loss, tokens_per_sec, self.units)),
+                                refresh=False)
       self._bar.update(step - self._bar.n)
     elif step % self.every == 0 or step >= self.total:
       self._print_line()
@@ -83,7 +88,7 @@ class Progress:
     done = step - self.initial
     eta = (self.total - step) * elapsed / done if done > 0 else math.nan
     parts = [f'step {step}/{self.total} ({100.0 * step / self.total:.1f}%)',
-             *_fields(loss, tokens_per_sec), f'{tqdm.tqdm.format_interval(elapsed)} elapsed',
+             *_fields(loss, tokens_per_sec, self.units), f'{tqdm.tqdm.format_interval(elapsed)} elapsed',
              f'ETA {tqdm.tqdm.format_interval(eta) if math.isfinite(eta) else "?"}']
     return ', '.join(parts)
 

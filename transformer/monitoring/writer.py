@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from transformer.monitoring import attention_plot
+from transformer.monitoring import attention_plot, stability
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def _chart(*tags):
 
 def scalars_layout(config):
   """The custom-scalars layout: train and eval loss one chart each (every run of the experiment
-  on it), the eval metrics, the perf panel (tokens/s, MFU, packing efficiency) and, with
-  `log.attention_stats`, attention entropy and distance per layer and per head."""
+  on it), the eval metrics, the perf panel (tokens/s, MFU, packing efficiency), the router
+  statistics of a mixture-of-experts model and, with
+  `log.attention_stats`, attention entropy and distance per layer and per head; with
+  `log.stability`, one chart per stability statistic, a line per layer (monitoring/stability.py)."""
   layout = {
       'loss': {'train/loss': _chart('train/loss'), 'eval/loss': _chart('eval/loss')},
       'eval': {'eval/accuracy': _chart('eval/accuracy'),
@@ -102,6 +104,13 @@ def scalars_layout(config):
   }
   if config.objective == 'seq2seq':
     layout['eval']['eval/bleu, eval/rouge'] = _chart(r'eval/(bleu|rouge.*)')
+  if config.model.get('moe_experts'):   # router statistics (models/moe.py)
+    layout['moe'] = {'router losses': _chart('train/moe/aux_loss', 'train/moe/z_loss'),
+                     'load (x uniform), dropped share': _chart(
+                         'train/moe/max_load', 'train/moe/min_load', 'train/moe/dropped'),
+                     'load per expert': _chart(r'train/moe/load/.*')}
+  if config.log.get('stability', False):
+    layout['stability'] = stability.layout()
   if not config.log.attention_stats:
     return layout
   groups = layer_groups(config)

@@ -17,6 +17,7 @@ Which objective runs on which model family:
   seq2seq          encoder_decoder   source -> target
                    decoder           prefix LM over source + <sep> + target, loss on the target
   classification   encoder, decoder  one label per text or sentence pair (1 class: regression)
+  image_classification  encoder (an image model: model.patch_size > 0)  one label per image
   distillation     encoder           mlm's examples, DistilBERT's loss against distill.teacher
 """
 
@@ -25,6 +26,7 @@ from transformer.data import special_tokens
 from transformer.errors import ConfigError
 from transformer.objectives.base import Objective
 from transformer.objectives.classification import Classification
+from transformer.objectives.image_classification import ImageClassification
 from transformer.objectives.distillation import Distillation
 from transformer.objectives.lm import CausalLM
 from transformer.objectives.lm import PrefixLM
@@ -34,7 +36,7 @@ from transformer.objectives.span_corruption import SpanCorruption
 from transformer.objectives.ul2 import UL2
 
 REGISTRY = {cls.name: cls for cls in (MaskedLM, CausalLM, PrefixLM, SpanCorruption, Seq2Seq,
-                                      Classification, UL2, Distillation)}
+                                      Classification, UL2, Distillation, ImageClassification)}
 
 
 def objectives_for(family):
@@ -106,4 +108,4 @@ def _check_tokens(cls, family, tokenizer):
 
 __all__ = ['Objective', 'REGISTRY', 'check_config', 'declared_fields', 'get', 'objectives_for',
            'reads_text', 'MaskedLM', 'CausalLM', 'PrefixLM', 'SpanCorruption', 'Seq2Seq',
-           'Classification', 'UL2']
+           'Classification', 'UL2', 'ImageClassification']

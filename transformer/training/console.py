@@ -21,6 +21,7 @@ import jax
 import tqdm
 
 from transformer.data import packing
+from transformer.monitoring import accounting
 from transformer.training.distributed import print_once
 
 
@@ -43,6 +44,8 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
   config = run.config
   evals = f' / {eval_pipeline.epoch_length:,} eval' if config.train.eval_steps else ''
   shard = ' (this process)' if jax.process_count() > 1 else ''
+  if run.tokenizer is None and hasattr(run.objective, 'count'):
+    return _image_data_line(run, train_pipeline, first_batch, evals + ' images' + shard)
   lengths = ' + '.join(str(n) for n in train_pipeline.stream_lengths.values())
   if len(train_pipeline.stream_lengths) > 1:
     lengths = f'({lengths})'
@@ -53,12 +56,26 @@ def data_line(run, train_pipeline, eval_pipeline, first_batch):
           f'{100 * packing.fill(first_batch):.1f}% of token slots filled')
 
 
+def _image_data_line(run, pipeline, first_batch, examples):
+  """The data line of an image run: the images a step, their patches and how many are real."""
+  m, image = run.config.model, first_batch['image']
+  images, used, slots = run.objective.count(first_batch)
+  cls = ' + a class token' if m.pooling == 'cls' else ''
+  return (f'data   {pipeline.source.name}: {pipeline.epoch_length:,} train{examples}; '
+          f'{image.shape[0]} x {"x".join(map(str, image.shape[1:]))} images a step '
+          f'({(image.shape[1] // m.patch_size) * (image.shape[2] // m.patch_size)} patches of '
+          f'{m.patch_size}x{m.patch_size}{cls}), not packed, {100 * used / max(slots, 1):.1f}% '
+          f'of patch slots filled')
+
+
 def model_line(config, counts, flops_per_token, attention=None):
   """`attention` (backend, why) as the trainer chose it (attention.choose)."""
   chosen = f'; attention {attention[0]} ({attention[1]})' if attention else ''
+  active = f', {counts["active"]:,} active' if 'active' in counts else ''   # mixture of experts
   return (f'model  {config.model.family}, {config.objective}: {counts["total"]:,} parameters '
-          f'({counts["non_embedding"]:,} non-embedding), '
-          f'{tqdm.tqdm.format_sizeof(flops_per_token)} FLOPs/token (train){chosen}')
+          f'({counts["non_embedding"]:,} non-embedding{active}), '
+          f'{tqdm.tqdm.format_sizeof(flops_per_token)} FLOPs/{accounting.unit(config)[0]} '
+          f'(train){chosen}')
 
 
 def mesh_line(run, show_table):

@@ -1,4 +1,5 @@
-"""Eval during and after training: metrics over the eval split, text samples, attention images.
+"""Eval during and after training: metrics over the eval split, text samples (an image model:
+its misclassified images), attention images.
 
 Metrics are (sum, count) pairs added over batches and divided once (`average`), so every eval
 batch weighs by its tokens, and multi-process runs agree on the number of batches. Corpus-level
@@ -15,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from transformer.errors import ConfigError
-from transformer.monitoring import attention
+from transformer.monitoring import attention, image_attention
 from transformer.training import distributed, generation, optim, scoring, sharding
 
 
@@ -123,8 +124,25 @@ def _markdown(samples):
 
 def _samples(run, state, batch, writer, step, samples=None):
   config, trainer = run.config, run.trainer
+  if hasattr(trainer.objective, 'classify'):   # images: the misclassified ones, as a picture
+    return _mistakes(run, state, batch, writer, step)
   rows = {k: v[:config.log.samples] for k, v in batch.items()}
   if samples is None:
     samples = trainer.objective.predict(trainer.model(state['params']), rows, run.tokenizer,
                                         max_new_tokens=config.log.sample_length)
   writer.text(step, 'samples', _markdown(samples))
+
+
+def _mistakes(run, state, batch, writer, step):
+  """Up to `log.samples` misclassified images of the eval batch with their predicted and true
+  labels (`eval_images/misclassified`), or a line saying there were none."""
+  predicted, true, weight = run.trainer.objective.classify(run.trainer.model(state['params']),
+                                                          batch)
+  wrong = np.flatnonzero((predicted != true) & (weight > 0))[:run.config.log.samples]
+  if not len(wrong):
+    writer.text(step, 'samples', f'every one of the {int(np.sum(weight > 0))} images of the '
+                'last eval batch is classified right')
+    return
+  images = [np.asarray(batch['image'][i]) for i in wrong]
+  writer.image(step, 'eval_images/misclassified', image_attention.render_mistakes(
+      images, predicted[wrong].tolist(), true[wrong].tolist()))

@@ -16,15 +16,19 @@ console lines (`Console`), traces of chosen steps (`Profiler`), and a search tri
   before_save(step)           a checkpoint of `step` is about to be written
   finish(last, stopped)       the run ends; `stopped` is the line it stopped with, or None
 
+`standard()` also holds `StabilityWarning`: with `log.stability`, one line on stderr the first
+time a logged max attention logit passes monitoring/stability.py's MAX_LOGIT.
+
 Every hook runs on every process (a hook decides what process 0 alone does).
 """
 
 import dataclasses
+import sys
 from typing import Any
 
 import jax
 
-from transformer.monitoring import profiler
+from transformer.monitoring import accounting, profiler, stability
 from transformer.monitoring import writer as tb
 from transformer.monitoring.progress import Progress
 from transformer.training import console, evaluation, generation
@@ -96,7 +100,7 @@ class Hooks:
 
 def standard():
   """The hooks of every training run: TensorBoard, the console, the profiler."""
-  return [TensorBoard(), Console(), Profiler()]
+  return [TensorBoard(), Console(), Profiler(), StabilityWarning()]
 
 
 class TensorBoard(Hook):
@@ -106,14 +110,17 @@ class TensorBoard(Hook):
     run = session.run
     self.run, self.writer = run, tb.MetricWriter(run.dir, enabled=is_primary())
     self.hparams_in = {**tb.flatten_config(run.config), **session.extra('hparams')}
+    corpus = getattr(run.objective, 'gathered_metrics', ())   # F1, Matthews, correlations
     self.writer.hparams(self.hparams_in,
                         {'eval/loss': None, 'eval/accuracy': None,
                          **dict.fromkeys(generation.metric_tags(run)),
-                         **dict.fromkeys(f'eval/{m}' for m in getattr(run.objective, 'gathered_metrics', ())),
+                         **dict.fromkeys(f'eval/{m}' for m in corpus),
                          **session.extra('metrics')},
                         first=run.config.log.hparams_first)
     self.writer.scalars(session.step, {'params/total': session.counts['total'],
                                        'params/non_embedding': session.counts['non_embedding'],
+                                       **{f'params/{k}': v for k, v in session.counts.items()
+                                          if k == 'active'},   # mixture of experts
                                        'perf/compile_seconds': session.compile_s})
     self.writer.layout(tb.scalars_layout(run.config))
 
@@ -145,7 +152,7 @@ class Console(Hook):
       print_once('Text samples and attention maps and statistics are not written in '
                  'multi-process runs.')
     self.bar = Progress(run.steps, initial=session.step, every=run.config.train.log_every,
-                        enabled=is_primary())
+                        enabled=is_primary(), units=accounting.unit(run.config)[1])
 
   def after_step(self, step, outputs, live):
     if live is not None:   # the live bar between logging steps
@@ -181,3 +188,17 @@ class Profiler(Hook):
 
   def finish(self, last, stopped):
     self.trace.close()
+
+
+class StabilityWarning(Hook):
+  """With log.stability: warns once (process 0, stderr) when a logged max attention logit passes
+  stability.MAX_LOGIT (monitoring/stability.py says why that threshold)."""
+
+  def start(self, session):
+    self.watching = bool(session.run.config.log.get('stability', False)) and is_primary()
+
+  def after_log(self, step, scalars):
+    line = stability.warning(scalars, step) if self.watching else None
+    if line:
+      print(line, file=sys.stderr)
+      self.watching = False

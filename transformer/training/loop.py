@@ -49,9 +49,9 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
     return {}
   train_data = run.pipeline('train')   # reads the source first: a bad one writes nothing
   state, ckpt, position, tokens_seen = restore_or_init(run, latest)
-  _write_run_files(run)
   it = train_data.iterator(position)
-  first = next(it)
+  first = next(it)   # before the run directory: a bad first example writes nothing
+  _write_run_files(run)
   eval_data = run.pipeline('eval')
   counts = accounting.count_params(accounting.abstract_model(run.config))
   flops_token = accounting.flops_per_token(run.config)['total_train']
@@ -70,7 +70,8 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
   loop = _Loop(run=run, ckpt=ckpt, step_fn=step_fn, it=it, hooks=hooks, stop=stop,
                evaluate=functools.partial(evaluation.evaluate_at, run, pipeline=eval_data,
                                           eval_fn=jax.jit(run.trainer.eval_step)),
-               meter=_Meter(perf.Throughput(int(state['step'])), peak, flops_token, tokens_seen))
+               meter=_Meter(_throughput(run, int(state['step'])), peak, flops_token,
+                            tokens_seen))
   last, stopped = loop.train(state, first)
   ckpt.wait_until_finished()
   ckpt.close()
@@ -106,12 +107,21 @@ def restore_or_init(run, latest):
 
 
 def _write_run_files(run):
-  """The run directory with its config.json and tokenizer (process 0 only)."""
+  """The run directory with its config.json and tokenizer (process 0 only; a run that reads
+  no text has no tokenizer)."""
   if distributed.is_primary():
     os.makedirs(run.dir, exist_ok=True)
     with open(os.path.join(run.dir, 'config.json'), 'w') as f:
       f.write(run.config.to_json_best_effort(indent=2))
-    run.tokenizer.save_to(run.dir)   # tokenizer.model, or tokenizer/ for a Hugging Face one
+    if run.tokenizer is not None:   # tokenizer.model, or tokenizer/ for a Hugging Face one
+      run.tokenizer.save_to(run.dir)
+
+
+def _throughput(run, step):
+  """The meter of this session: tokens from the batches' segment ids, or what the objective
+  counts where its batches have no token stream (images: images and patches)."""
+  return perf.Throughput(step, getattr(run.objective, 'count', None),
+                         getattr(run.objective, 'units', None))
 
 
 def _own_position(saved, step):
@@ -213,7 +223,8 @@ class _Loop:
 
   def _log_train(self, step, sums):
     """Logs one window: the mean train metrics and the job's rates; returns them."""
-    scalars = {**{f'train/{k}': v for k, v in evaluation.average(sums).items()},
+    scalars = {**{k if k.startswith('stability/') else f'train/{k}': v   # log.stability's own
+                  for k, v in evaluation.average(sums).items()},
                **self.meter.report(step)}
     self.hooks.after_log(step, scalars)
     return {'loss': scalars['train/loss'], **scalars}

@@ -22,6 +22,16 @@ scan_layers every parameter has one more, stacked, axis).
                         interpolation beta); it needs no decay, so it takes opt.schedule=constant
                         (with its warmup). Evaluate at the averaged iterate x: `eval_params`
 
+muP (model.mup_base_width; Yang et al. 2022, Table 8, Adam): the hidden matrices' updates are
+multiplied by 1 / width ratio (`optax.masked(optax.scale(...))` after the optimizer, so their
+learning rate and their decoupled decay are lr / ratio); embeddings, the output head, biases and
+norms keep opt.learning_rate. Hidden (`mup_hidden`, by name like the decay mask): every 'kernel'
+inside the blocks and the heads' d_model x d_model transforms (MLM transform, pooler). Defined
+for the optimizers whose updates are entrywise-normalised like Adam's (`MUP_OPTIMIZERS`: adamw,
+lion); adafactor (its updates scale with the parameters' RMS), muon (orthogonalised matrix
+updates, a width scaling of their own) and schedule-free (the multiplier would have to act inside
+its averaging) are refused by the config check.
+
 Schedules, all after a linear warmup of opt.warmup_steps: cosine, linear, rsqrt, constant,
 constant_rsqrt (T5: flat, then rsqrt), and wsd: warmup-stable-decay (Hu et al. 2024; Hägele et
 al. 2024), flat at opt.learning_rate until the last opt.decay_fraction of the run, then down to
@@ -43,6 +53,8 @@ NOT_DECAYED_IN = ('relative_bias',)   # modules whose tables are biases (T5 rela
 BLOCKS = 'layers'    # the module holding the blocks (loop: layers/<i>/..., scanned: layers/...)
 MUON_MATRICES = ('kernel',)   # ... and the names of its parameters that Muon updates
 MUON_RMS = 0.2   # Muon's update RMS matched to AdamW's (Liu et al. 2025, "Muon is scalable")
+MUP_OPTIMIZERS = ('adamw', 'lion')   # Adam-like updates: muP's Adam column holds
+MUP_HIDDEN_HEADS = ('transform', 'pooler')   # heads' d_model x d_model matrices: hidden too
 
 
 def total_steps(config):
@@ -122,6 +134,17 @@ def muon_dims(path, leaf):
                                             tuple(range(lead + inputs, leaf.ndim)))
 
 
+def mup_hidden(path):
+  """Whether muP treats the parameter at `path` as a hidden matrix (lr / width ratio)."""
+  names = _names(path)
+  return names[-1] in MUON_MATRICES and (BLOCKS in names[:-1] or
+                                         any(n in MUP_HIDDEN_HEADS for n in names[:-1]))
+
+
+def _mup_mask(params):
+  return jax.tree_util.tree_map_with_path(lambda path, _: mup_hidden(path), params)
+
+
 def _muon_labels(params):
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: 'muon' if muon_dims(path, leaf) else 'adamw', params)
@@ -131,18 +154,23 @@ def _muon_dims_tree(params):
   return jax.tree_util.tree_map_with_path(muon_dims, params)
 
 
-def make(opt, total_steps):
-  """(optax.GradientTransformation, schedule) for `config.opt`."""
+def make(opt, total_steps, mup_ratio=1.0):
+  """(optax.GradientTransformation, schedule) for `config.opt` (muP's width ratio: HParams)."""
   lr = schedule(opt, total_steps)
-  return transform(opt, lr), lr
+  return transform(opt, lr, mup_ratio), lr
 
 
-def transform(opt, lr):
-  """The optax transformation of `config.opt` under the learning-rate schedule `lr`."""
+def transform(opt, lr, mup_ratio=1.0):
+  """The optax transformation of `config.opt` under the learning-rate schedule `lr`; with a muP
+  width ratio other than 1, the hidden matrices' updates divided by it."""
   parts = []
   if opt.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   parts.append(_OPTIMIZERS[opt.optimizer](opt, lr))
+  if mup_ratio != 1.0:
+    if opt.optimizer not in MUP_OPTIMIZERS:
+      raise ValueError(f'muP is defined here for {MUP_OPTIMIZERS}, not {opt.optimizer}')
+    parts.append(optax.masked(optax.scale(1.0 / mup_ratio), _mup_mask))
   return optax.chain(*parts)
 
 

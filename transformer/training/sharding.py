@@ -33,12 +33,18 @@ MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH = ('data', 'fsdp')  # the batch is split over every data-like axis
 _TENSOR = [('heads', 'tensor'), ('kv_heads', 'tensor'), ('mlp', 'tensor'), ('vocab', 'tensor')]
 _FSDP = [('embed', 'fsdp')]
+# Expert parallelism (GShard, Switch): the experts of a MoE layer split over the data axis, each
+# device holding E / data of them; the tokens (batch over data) reach them through the
+# all-to-all XLA puts around the dispatch and combine einsums (models/moe.py).
+_EXPERT = [('expert', 'data')]
 PRESETS = {
     'data': [],
     'fsdp': _FSDP,
     'tensor': _TENSOR,
     'fsdp_tensor': _FSDP + _TENSOR,
     'data_tensor': _TENSOR,
+    'expert': _EXPERT,
+    'expert_tensor': _EXPERT + _TENSOR,
 }
 
 

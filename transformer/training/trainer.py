@@ -7,6 +7,8 @@ inside each step with `nnx.merge(graphdef, params, rng_state)`; dropout keys com
 the keys an uninterrupted one would and no two micro-batches of a step share a dropout mask.
 Batches are built in the layout the 'batch' sharding rule gives them (`input_sharding`), and
 inside the steps every micro-batch is laid out as the rule says (`sharding.step_batch_sharding`).
+With `log.stability` the train step also returns the per-layer diagnostics of
+monitoring/stability.py among its metrics (sown in the forward pass it runs anyway).
 """
 
 import contextlib
@@ -21,7 +23,8 @@ from flax import nnx
 
 from transformer import models
 from transformer.data import fields
-from transformer.models import attention, splash
+from transformer.monitoring import stability as stability_lib
+from transformer.models import attention, moe, splash
 
 from transformer.training import optim
 
@@ -70,6 +73,7 @@ class Trainer:
   attention: tuple = ('xla', '')   # (backend, why): attention.choose, decided up front
   layout: Any = None           # {logical axis: mesh axes}: where splash's shard_map splits
   input_sharding: Any = None   # the layout batches are built in (sharding.input_sharding)
+  stability: bool = False      # log.stability: per-layer diagnostics among the step's metrics
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
@@ -86,7 +90,7 @@ class Trainer:
     graphdef, abs_params, _ = nnx.eval_shape(build)
     shardings = sharding.param_shardings(abs_params, mesh, config.mesh.preset,
                                          extra_rules=tuple(config.mesh.rules))
-    tx, lr_fn = optim.make(config.opt, total_steps)
+    tx, lr_fn = optim.make(config.opt, total_steps, mup_ratio=hp.mup_ratio)
     a, rows = config.opt.accumulation_steps, config.train.batch_size
     batch_shardings = (sharding.step_batch_sharding(mesh, config.mesh, rows // a, a),
                        sharding.step_batch_sharding(mesh, config.mesh, rows))
@@ -96,7 +100,8 @@ class Trainer:
                   batch_shardings=batch_shardings, attention=(impl, why),
                   input_sharding=sharding.input_sharding(mesh, config.mesh, rows),
                   layout=dict(sharding.config_rules(config.mesh)),
-                  sharding_table=sharding.sharding_table(abs_params, shardings))
+                  sharding_table=sharding.sharding_table(abs_params, shardings),
+                  stability=bool(config.log.get('stability', False)))
     return trainer
 
   # -- state -------------------------------------------------------------------------------
@@ -168,8 +173,17 @@ class Trainer:
       key = jax.random.fold_in(key, micro)
     batch = self._laid_out(batch, micro is not None)
     nnx.reseed(model, dropout=key, policy=_module_key)
+    if self.stability:
+      stability_lib.enable(model)
     with self._splash_layout():
       loss, metrics = self.objective.loss_and_metrics(model, batch, deterministic=False)
+    if self.hp.moe_experts:   # the router losses of the forward pass (models/moe.py)
+      aux, z, router_metrics = moe.router_losses(model)
+      loss = loss + self.hp.moe_aux_loss * aux + self.hp.moe_z_loss * z
+      metrics = {**metrics, **router_metrics}
+    if self.stability:
+      metrics = {**metrics, **stability_lib.sown_scalars(nnx.pop(model, nnx.Intermediate),
+                                                         stability_lib.stack_names(params))}
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
 
   def train_step(self, state, batch):
@@ -199,6 +213,8 @@ class Trainer:
     metrics = dict(metrics)
     metrics['grad_norm'] = (optax.global_norm(grads), jnp.ones(()))
     metrics['learning_rate'] = (jnp.asarray(self.lr_fn(step), jnp.float32), jnp.ones(()))
+    if self.stability:
+      metrics.update(stability_lib.parameter_scalars(grads, params, updates))
     return new_state, metrics
 
   def eval_step(self, params, batch):
