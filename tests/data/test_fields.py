@@ -38,9 +38,10 @@ def test_every_objective_declares_its_fields_with_a_kind():
   declared = {name: fields.declared(cls) for name, cls in objectives.REGISTRY.items()}
   assert declared['classification'] == {'text': fields.TEXT, 'label': fields.LABEL}
   assert declared['seq2seq'] == {'inputs': fields.TEXT, 'targets': fields.TEXT}
+  assert declared['image_classification'] == {'image': fields.IMAGE, 'label': fields.LABEL}
   assert all(d == {'text': fields.TEXT} for n, d in declared.items()
-             if n not in ('classification', 'seq2seq'))
-  assert all(fields.reads_text(d) for d in declared.values())
+             if n not in ('classification', 'seq2seq', 'image_classification'))
+  assert all(fields.reads_text(d) == (n != 'image_classification') for n, d in declared.items())
   assert all(cls.example_fields == tuple(cls.fields) for cls in objectives.REGISTRY.values())
 
 
