@@ -50,7 +50,8 @@ def test_positions_without_a_table_have_no_limit():
 
 
 class CountingTokenizer(FakeTokenizer):
-  eos_id = -1   # never stop early: every requested token is generated
+  eos_id = 10 ** 6   # an id no model row has: never stop early, every requested token is made
+                    # (-1 would mean "no eos", which objectives that end examples refuse)
 
   def decode(self, ids):
     return len(ids)
