@@ -253,7 +253,8 @@ def test_encoder_decoder_packed_equals_separate_and_cached_equals_full():
   np.testing.assert_array_equal(tokens, jnp.argmax(full, axis=-1))
 
 
-@pytest.mark.parametrize('pattern', ['1:1', pytest.param('gll', marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('pattern', ['1:1', 'gll'])
 def test_scanned_interleaved_pattern_equals_the_unrolled_stack(pattern):
   knobs = dict(num_layers=4, local_window=2, attention_pattern=pattern, positions='alibi')
   loop = models.build(_config(**knobs), rngs=nnx.Rngs(0))

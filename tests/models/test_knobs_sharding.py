@@ -33,6 +33,7 @@ MOE = ('model.moe_experts=8', 'model.moe_top_k=2', 'model.moe_capacity_factor=1.
        'model.moe_shared_experts=1')
 
 
+@pytest.mark.slow   # a subprocess on 8 fake devices, ~30 s
 def test_decoder_with_every_knob_sharded_equals_one_device(tmp_path):
   """Also a mixture of experts every other layer (the scanned unit a local MoE layer after a
   global dense one; capacity 1.0 drops tokens, the same ones), under 'expert4_tensor2' too:

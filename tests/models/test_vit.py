@@ -95,6 +95,7 @@ def test_positions_interpolate_in_2d_at_another_resolution():
   assert np.all(np.abs(grad).sum(-1) > 0)
 
 
+@pytest.mark.slow
 def test_class_token_or_average_pooling():
   images = _images((3, 16, 16, 3))
   for pooling, length in (('cls', 17), ('gap', 16)):
@@ -119,6 +120,7 @@ def test_attention_is_bidirectional_over_every_patch():
   assert np.all(per_patch > 0)
 
 
+@pytest.mark.slow
 def test_scan_and_bfloat16_match_the_unrolled_float32_model():
   images = _images((2, 16, 16, 3))
   hp = _hp(num_layers=2)

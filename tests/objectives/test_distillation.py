@@ -120,6 +120,7 @@ def _flat(params):
           for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('student_scan,teacher_scan',
                          [(False, False), (True, False), (False, True)])
 def test_the_student_starts_from_every_other_teacher_layer(student_scan, teacher_scan):

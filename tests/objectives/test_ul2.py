@@ -188,6 +188,7 @@ def test_a_tokenizer_without_the_mode_tokens_is_refused(make_config):
     objectives.get(make_config('ul2', 'encoder_decoder'), FakeTokenizer())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', FAMILIES)
 def test_a_tiny_model_trains_with_ul2_for_thirty_steps(make_config, family):
   config = make_config('ul2', family, seq_len=48, targets_len=32)

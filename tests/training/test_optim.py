@@ -78,7 +78,8 @@ def _kind(path):
 FAMILIES = ['configs/bert.py:tiny', 'configs/gpt2.py:tiny', 'configs/t5.py:tiny']
 
 
-@pytest.mark.parametrize('optimizer', optim.OPTIMIZERS)
+@pytest.mark.parametrize('optimizer', [o if o in ('adamw', 'adafactor', 'muon') else pytest.param(o, marks=pytest.mark.slow)
+                                       for o in optim.OPTIMIZERS])
 @pytest.mark.parametrize('scan_layers', [False, True], ids=['loop', 'scan'])
 @pytest.mark.parametrize('spec', FAMILIES, ids=lambda s: s.split('/')[1].split('.')[0])
 def test_weight_decay_spares_biases_norms_and_relative_bias_whatever_their_rank(
@@ -289,7 +290,8 @@ def _batches(n):
                                                             tokens.shape))}
 
 
-@pytest.mark.parametrize('optimizer', ['muon', 'lion', 'schedule_free_adamw'])
+@pytest.mark.parametrize('optimizer', ['muon', pytest.param('lion', marks=pytest.mark.slow),
+                                       pytest.param('schedule_free_adamw', marks=pytest.mark.slow)])
 def test_training_resumed_from_a_checkpoint_equals_training_straight_through(optimizer, tmp_path):
   """2 steps, save (orbax, the run's Checkpointer), restore into the state's abstract tree
 (shardings included) and take 2 more: bit-identical to 4 steps in one go."""
