@@ -170,7 +170,7 @@ def test_fine_tuning_picks_the_best_dev_accuracy_and_breaks_ties_by_loss(tmp_pat
       _finished(exp / lr_grid.tune_name('finetune', lr, cell, 'package'), scores=[
           {'correct': int(i < right), 'loss': loss / 4, 'tokens': 1} for i in range(4)])
   lr_grid.choose(plan, 'finetune')
-  assert {c: lr_grid.used(str(exp), c, 'package') for c in dev} == {
+  assert {c: lr_grid.used(lr_grid.read(str(exp)), c, 'package') for c in dev} == {
       'encdec': 3e-3, 'decoder': 3e-4, 'scratch': 3e-3}
   runs = {r['run_name']: r['opt.learning_rate'] for r in plan_lib.finetune_runs(plan)}
   assert runs['ft_package_encdec_s1'] == 3e-3 and runs['ft_package_decoder_s0'] == 3e-4

@@ -221,10 +221,9 @@ def read(exp_dir):
     return json.load(f)
 
 
-def used(exp_dir, cell, task=None):
-  """The chosen learning rate of a cell's pretraining (task None) or of its fine-tuning on
-  `task`, or None when the experiment chose none."""
-  record = read(exp_dir)
+def used(record, cell, task=None):
+  """The chosen learning rate in `record` (lr_choice.json, `read`) of a cell's pretraining
+  (task None) or of its fine-tuning on `task`, or None when the experiment chose none."""
   entry = (record.get('pretrain', {}).get(cell) if task is None
            else record.get('finetune', {}).get(task, {}).get(cell))
   return entry['chosen'] if entry else None
@@ -255,9 +254,9 @@ def markdown(plan):
            'test lists never take part):', '',
            '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for cell in plan.cells:
-    pre = used(plan.exp_dir, cell)
+    pre = used(record, cell)
     cells = [cell, 'n/a (control)' if cell in plan.controls else
              ('' if pre is None else value_text(pre))]
-    cells += ['' if (v := used(plan.exp_dir, cell, t)) is None else value_text(v) for t in tasks]
+    cells += ['' if (v := used(record, cell, t)) is None else value_text(v) for t in tasks]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return lines + ['']

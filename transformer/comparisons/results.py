@@ -307,13 +307,13 @@ def _write_rows(path, fields, rows_out):
 
 def write_csv(path, plan, table):
   """comparison.csv: one row per (cell, task, metric), the difference to the baseline."""
-  out = []
+  out, chosen = [], lr_grid.read(plan.exp_dir)
   for row in table:
     for task, metric in _metric_columns(plan):
       line = {**row, **{f'flops_{c}': row['flops'][c] for c in FLOP_COLUMNS},
               'task': task, 'metric': metric,
-              'lr_pretrain': lr_grid.used(plan.exp_dir, row['cell']),
-              'lr_finetune': lr_grid.used(plan.exp_dir, row['cell'], task),
+              'lr_pretrain': lr_grid.used(chosen, row['cell']),
+              'lr_finetune': lr_grid.used(chosen, row['cell'], task),
               'note': plan.skipped.get((task, row['cell']), '')}
       value, diff = row.get((task, metric)), row.get(('vs', task, metric))
       if value is not None:
