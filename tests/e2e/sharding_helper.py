@@ -184,6 +184,9 @@ class ShardRows:
         x, callback=lambda s: self.rows.append(int(s.shard_shape(x.shape)[0])))
     return self.inner.loss_and_metrics(model, batch, deterministic=deterministic)
 
+  def eval_metrics(self, model, batch):
+    return self.loss_and_metrics(model, batch, deterministic=True)[1]
+
 
 def batch_rule(mesh_name, rules, accumulation_steps='1'):
   overrides = {'opt.accumulation_steps': accumulation_steps}
