@@ -88,8 +88,15 @@ case "$mode" in
                # two workers, one test file each at a time (module fixtures stay shared)
                # tests/ unless test paths are given (./launch.sh test tests/test_x.py -k name)
                paths=(tests); for a in "$@"; do [[ $a != -* && -e ${a%%::*} ]] && paths=(); done
-               exec "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile \
-                 -m "not slow" "${paths[@]}" "$@" ;;
+               # one XLA compilation cache for the run's workers and the subprocesses they
+               # start (the same tiny models compile in many files), fresh for each run
+               cache="$(mktemp -d -t jax-test-cache.XXXXXX)"
+               rc=0; JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$cache}" \
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
+                 "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile \
+                 -m "not slow" "${paths[@]}" "$@" || rc=$?
+               rm -rf "$cache"; exit $rc ;;
   tensorboard) setup requirements.txt
                logdir="${1:-runs}"; port="${PORT:-6006}"
                echo "TensorBoard for $logdir at http://127.0.0.1:$port/"

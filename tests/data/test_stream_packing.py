@@ -39,8 +39,8 @@ def _documents(lengths, start=10):
 
 
 def _rows(docs, obj, position=(0, 0)):
-  def make(index, offset, tokens, *, first, last):
-    del index, offset
+  def make(tokens, key, *, first, last):
+    del key
     return obj.piece(tokens, first=first, last=last)
   raw, offset = position
   stream = ((i, offset if i == raw else 0, d) for i, d in enumerate(docs) if i >= raw)

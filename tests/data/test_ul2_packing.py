@@ -48,8 +48,8 @@ def test_the_packer_gives_piece_lengths_the_key_of_the_piece():
           for i, n in enumerate(rng.integers(1, 30, size=60))]
   key = lambda index, offset: (9, index, offset)
 
-  def make_piece(index, offset, tokens, *, first, last):
-    return obj.piece(tokens, np.random.default_rng(key(index, offset)), first=first, last=last)
+  def make_piece(tokens, piece_key, *, first, last):
+    return obj.piece(tokens, np.random.default_rng(piece_key), first=first, last=last)
   rows = [r for r, _ in packing.stream_rows(docs, obj, obj.stream_lengths, make_piece, key)]
   batch = packing.build(rows, obj.stream_lengths, len(rows))
   assert (batch['targets_segment_ids'][:-1] > 0).mean() > 0.97
@@ -67,8 +67,8 @@ def test_ul2_stream_packs_the_embedded_corpus(stdlib_dir, small_tokenizer, famil
   it = pipe.iterator()
   batches = [next(it) for _ in range(10)]
   assert _rows_fill(batches, obj.stream_lengths).mean() >= 0.98
-  if family == 'decoder':
-    assert packing.fill(*batches) >= 0.98
+  # every slot, both streams of an encoder-decoder too (greedy cuts filled 0.78 of them here)
+  assert packing.fill(*batches) >= 0.98
   # each packed example starts with the mode token of its denoiser, the registry's id
   modes = {small_tokenizer.mode_r_id, small_tokenizer.mode_x_id, small_tokenizer.mode_s_id}
   assert modes == {i for name in ('mode_r', 'mode_x', 'mode_s')

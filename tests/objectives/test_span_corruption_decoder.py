@@ -87,8 +87,8 @@ def test_stream_packing_keeps_the_piece_lengths_contract(make_config, tokenizer)
   docs = [(i, 0, rng.integers(39, 100, size=n).astype(np.int32))
           for i, n in enumerate((100, 7, 60, 3))]
 
-  def make_piece(index, offset, tokens, first, last):
-    del index, offset
+  def make_piece(tokens, key, first, last):
+    del key
     return obj.piece(tokens, rng, first=first, last=last)
   rows = [row for row, _ in packing.stream_rows(docs, obj, obj.stream_lengths, make_piece)]
   assert len(rows) > 2

@@ -142,8 +142,8 @@ def test_the_mode_token_leads_each_packed_example(make_config, family):
   docs = [(i, 0, _text(rng, int(n))) for i, n in enumerate(rng.integers(5, 200, size=40))]
   key = lambda index, offset: (0, 0, index, offset)
 
-  def make_piece(index, offset, tokens, *, first, last):
-    return obj.piece(tokens, np.random.default_rng(key(index, offset)), first=first, last=last)
+  def make_piece(tokens, piece_key, *, first, last):
+    return obj.piece(tokens, np.random.default_rng(piece_key), first=first, last=last)
   rows = [r for r, _ in packing.stream_rows(docs, obj, obj.stream_lengths, make_piece, key)]
   batch = packing.build(rows, obj.stream_lengths, len(rows))
   stream = 'targets' if family == 'decoder' else 'inputs'
@@ -200,8 +200,8 @@ def test_a_tiny_model_trains_with_ul2_for_thirty_steps(make_config, family):
           enumerate(rng.integers(4, 40, size=300))]
   key = lambda index, offset: (0, 0, index, offset)
 
-  def make_piece(index, offset, tokens, *, first, last):
-    return obj.piece(tokens, np.random.default_rng(key(index, offset)), first=first, last=last)
+  def make_piece(tokens, piece_key, *, first, last):
+    return obj.piece(tokens, np.random.default_rng(piece_key), first=first, last=last)
   rows = [r for r, _ in packing.stream_rows(docs, obj, obj.stream_lengths, make_piece, key)]
   batches = [packing.build(rows[i:i + 8], obj.stream_lengths, 8) for i in range(0, 240, 8)]
   model = models.build(config.model, head='lm', rngs=nnx.Rngs(params=0, dropout=1))

@@ -19,9 +19,11 @@ is (document, token offset), and the piece at that offset starts the row. The ob
 a piece of n text tokens into features (`objective.piece`) and says how long they will be
 (`objective.piece_lengths(n, first=, last=, key=)`, non-decreasing in n); the packer takes the
 longest piece that fits the row, at least `objective.min_piece` tokens (or the document's rest).
-`key` is the piece's random key, fixed by where the piece starts (document, offset) and not by
-its length: `piece` is given `np.random.default_rng(key)`, so a random choice that changes the
-lengths (UL2's denoiser, its prefix split) is drawn alike in both and the prediction stays exact.
+`key` is the piece's random key, fixed by where its row starts (document, offset) and its place
+in the row, not by its length: `piece` is given `np.random.default_rng(key)`, so a random choice
+that changes the lengths (UL2's denoiser, its prefix split) is drawn alike in both and the
+prediction stays exact; and the keys of a row's coming pieces are known before it is cut, which
+lets the packer balance two streams (`_balanced`: UL2 on an encoder-decoder fills both).
 What each objective does with a piece (first / last: it starts / ends its document):
   causal LM    [bos] only when first, [eos] only when last: a split document reads as one text
                whose next-token loss stops at the row's edge (the first token of a continuing
@@ -263,32 +265,51 @@ def fit(piece_lengths, rest, room, *, first, min_piece):
   return lo if lo >= min(min_piece, rest) else 0
 
 
+BALANCE = 0.05   # what is left of a row may hold this share of its slots more of one stream
+REROLLS = 3      # short pieces a row's last piece may put before the one that fills it
+
+
 def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None):
   """(row, position after it) cut from a stream of documents; see the module docstring.
 
-  documents: (index, start offset, int32 tokens) from a position on; make_piece(index, offset,
-  tokens, first, last) -> the piece's truncated features, made with the rng of
-  np.random.default_rng(piece_key(index, offset)); piece_key(index, offset) -> the key that
-  objective.piece_lengths is given as key= (None: it is given none). The position after a row is
-  the (index, offset) where the next row starts; None after the last (partial) row.
+  documents: (index, start offset, int32 tokens) from a position on; make_piece(tokens, key,
+  first=, last=) -> the piece's truncated features, made with np.random.default_rng(key);
+  piece_key(index, offset) -> a tuple of ints, the key of the ROW that starts there: its j-th
+  piece has key (*piece_key(row start), j), which objective.piece_lengths is given as key=
+  (None: no keys, piece_lengths gets none and make_piece gets key=None). The position after a
+  row is the (index, offset) where the next row starts; None after the last (partial) row.
+
+  Two streams whose pieces' lengths depend on the key (UL2's denoisers on an encoder-decoder:
+  R makes long inputs and short targets, X at 50% about as many of each, S any split) are
+  balanced (`_balanced`) so that rows end with both streams full, not one.
   """
-  row, room = [], dict(stream_lengths)
+  row, room, base = [], dict(stream_lengths), None
+  balance = piece_key is not None and len(stream_lengths) == 2
   for index, offset, tokens in documents:
     while offset < len(tokens):
+      if base is None:
+        base = tuple(piece_key(index, offset)) if piece_key is not None else None
+      key = None if base is None else (*base, len(row))
       rest = len(tokens) - offset
-      keyed = {} if piece_key is None else {'key': piece_key(index, offset)}
+      keyed = {} if key is None else {'key': key}
       piece_lengths = functools.partial(objective.piece_lengths, **keyed)
-      n = fit(piece_lengths, rest, room, first=offset == 0, min_piece=objective.min_piece)
+      first = offset == 0
+      n = fit(piece_lengths, rest, room, first=first, min_piece=objective.min_piece)
+      if n and balance:
+        def later(k, j=len(row), base=base):
+          return functools.partial(objective.piece_lengths, key=(*base, j + k))
+        n = _balanced(piece_lengths, later, n, room, stream_lengths, first=first, rest=rest,
+                      min_piece=objective.min_piece)
       if n == 0:
         if not row:
           raise ValueError(f'no piece of a document fits an empty row of {stream_lengths}')
         yield row, (index, offset)
-        row, room = [], dict(stream_lengths)
+        row, room, base = [], dict(stream_lengths), None
         continue
-      piece = make_piece(index, offset, tokens[offset:offset + n], first=offset == 0,
+      piece = make_piece(tokens[offset:offset + n], key, first=first,
                          last=offset + n == len(tokens))
       sizes = lengths(piece, stream_lengths)
-      if sizes != piece_lengths(n, first=offset == 0, last=offset + n == len(tokens)):
+      if sizes != piece_lengths(n, first=first, last=offset + n == len(tokens)):
         raise ValueError(f'{type(objective).__name__}.piece gave lengths {sizes}; '
                          'piece_lengths promised others')
       row.append(piece)
@@ -296,3 +317,92 @@ def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None
       offset += n
   if row:
     yield row, None
+
+
+def _vec(lengths_dict):
+  return np.array([float(v) for v in lengths_dict.values()])
+
+
+def _balanced(piece_lengths, later, n_max, room, stream_lengths, *, first, rest, min_piece):
+  """The length of a piece on two streams: n_max (the longest that fits) or shorter.
+
+  Both streams of a row fill when (1) what is left of the row keeps about the ratio of the
+  streams' lengths: a piece grows only while the surplus of one stream in what it leaves
+  (inputs - ratio x targets) stays within BALANCE of the row's slots, or while it shrinks; one
+  that would only grow it is cut at min_piece tokens, and the rest of its document is the next
+  piece, with the next key's denoiser; and (2) the last piece (the one the row's room cuts)
+  stops where a piece after it (the next, or one after up to REROLLS short ones) fills both
+  streams from the rest of its document (`_completion`).
+  """
+  streams = tuple(room)
+  space = np.array([float(room[s]) for s in streams])
+  ratio = stream_lengths[streams[0]] / stream_lengths[streams[1]]
+  band = BALANCE * sum(stream_lengths.values())
+  lo = min(min_piece, rest)
+  def surplus(n):
+    left = space - _vec(piece_lengths(n, first=first, last=n == rest))
+    return left[0] - ratio * left[1]
+  if n_max < rest:
+    n = _completion(piece_lengths, later, n_max, space, first=first, rest=rest, lo=lo)
+    if n is not None:
+      return n
+  if n_max <= lo or abs(surplus(n_max)) <= band:
+    return n_max
+  s_lo = surplus(lo)
+  if abs(s_lo) > band and abs(surplus(lo + 1)) >= abs(s_lo):
+    return lo             # it only pulls further away: a short piece, the rest gets a new key
+  def inside(n):          # within the band, or not yet as far out as it started
+    s = surplus(n)
+    return abs(s) <= band or (s * s_lo > 0 and abs(s) <= abs(s_lo))
+  good, bad = lo, n_max
+  while bad - good > 1:
+    mid = (good + bad) // 2
+    good, bad = (mid, bad) if inside(mid) else (good, mid)
+  return good
+
+
+def _completion(piece_lengths, later, n_max, space, *, first, rest, lo):
+  """The n at which this piece, k - 1 short pieces (lo tokens) and piece k cut from the rest
+  of the document fill both streams, for the first k in 1..REROLLS + 1 where one exists; None
+  where none does. Piece k's lengths grow about linearly in its tokens: a line from its lengths
+  at lo tokens, and n is found where what is left crosses it (bisection)."""
+  for k in range(1, REROLLS + 2):
+    sizes = later(k)
+    start = _vec(sizes(lo, first=False, last=False))
+    probe = max(rest, lo + 16)
+    slope = (_vec(sizes(probe, first=False, last=True)) - start) / (probe - lo)
+    shorts = sum((_vec(later(i)(lo, first=False, last=False)) for i in range(1, k)),
+                 np.zeros(2))
+    def gap(n, shorts=shorts, start=start):
+      return space - _vec(piece_lengths(n, first=first, last=False)) - shorts - start
+    top = min(n_max, rest - k * lo)
+    if top < lo:
+      return None
+    def side(n, slope=slope, gap=gap):
+      return _cross(gap(n), slope)
+    n = _crossing(side, lo, top)
+    if n is None:
+      continue
+    g = gap(n)
+    t = lo + (g @ slope) / max(slope @ slope, 1e-9)
+    if (g >= 0).all() and t <= rest - n - (k - 1) * lo:
+      return n
+  return None
+
+
+def _cross(u, v):
+  return u[0] * v[1] - u[1] * v[0]
+
+
+def _crossing(f, lo, hi):
+  """The last n in lo..hi before f changes sign (f monotone in n), or None if it does not."""
+  f_lo, f_hi = f(lo), f(hi)
+  if f_lo == 0:
+    return lo
+  if f_lo * f_hi > 0:
+    return None
+  good, bad = lo, hi
+  while bad - good > 1:
+    mid = (good + bad) // 2
+    good, bad = (mid, bad) if f(mid) * f_lo > 0 else (good, mid)
+  return good

@@ -191,11 +191,12 @@ class Pipeline:
       yield index, (offset if index == start else 0), tokens
 
   def _piece_key(self, index, offset):
-    """The random key of the piece at token `offset` of raw example `index` (packing.py)."""
+    """The random key of the row that starts at token `offset` of raw example `index`; its
+    pieces' keys follow from it (packing.stream_rows)."""
     return (self.seed, self.shard[0], index, offset)
 
-  def _piece(self, index, offset, tokens, *, first, last):
-    rng = np.random.default_rng(self._piece_key(index, offset))
+  def _piece(self, tokens, key, *, first, last):
+    rng = np.random.default_rng(key)
     return packing.truncate(self.objective.piece(tokens, rng, first=first, last=last),
                             self.stream_lengths)
 

@@ -18,7 +18,8 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
                    data/packing.py) with the two methods below; 0: examples only
   piece_lengths(n, *, first, last, key=None) -> {stream: length} of the features of an
                    n-token piece, exactly; key: the piece's random key (None where there is
-                   none: then the lengths must not be random), fixed by where the piece starts
+                   none: then the lengths must not be random), fixed by where the piece's row
+                   starts and the piece's place in it (data/packing.py)
   piece(tokens, rng, *, first, last)        the features of a piece of a document (first /
                                             last: the piece starts / ends the document); the
                                             packer gives rng = np.random.default_rng(key), fresh,

@@ -29,10 +29,12 @@ one probability per denoiser, summing to 1. The mode token ([R] [X] [S], the reg
 Spans are capped at the tokenizer's sentinel count (32), so at long lengths a high-rate denoiser
 makes longer spans than its mean. Which denoiser a piece gets, and S's split, are the first draws
 of the piece's rng, so `piece_lengths(n, key=)` predicts them from the piece's key exactly and a
-row of mixed denoisers still packs full. Loss, prediction: span_corruption.SpanCorruption's.
+row of mixed denoisers still packs full (on an encoder-decoder the packer also balances the two
+streams, data/packing.py). Loss, prediction: span_corruption.SpanCorruption's.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -178,8 +180,13 @@ class UL2(sc.SpanCorruption):
     del first, last   # every piece is an example of its own
     if key is None:
       raise ValueError('UL2 piece lengths depend on the piece\'s denoiser: pass key=')
-    d, share = self.draw(np.random.default_rng(key))
+    d, share = self._drawn(tuple(key))
     return self._lengths(*self._text_lengths(d, n, share))
+
+  @functools.lru_cache(maxsize=4096)
+  def _drawn(self, key):
+    """draw() from a piece's key (the packer asks for the same key many times)."""
+    return self.draw(np.random.default_rng(key))
 
   def _denoised(self, text, rng):
     d, share = self.draw(rng)
