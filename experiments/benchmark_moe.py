@@ -1,12 +1,13 @@
 """Dense against mixture of experts at the same active FLOPs and step count (issue 27 item 4).
 
-  python experiments/benchmark_moe.py [--steps 300] [--workdir /tmp/moe_bench] [--out moe.json]
+  python experiments/benchmark_moe.py [--steps 300] [--capacity_factor 1.25] [--aux_loss 0.01] \
+      [--workdir /tmp/moe_bench] [--out moe.json]
 
 Two tiny decoders (configs/gpt2.py:tiny narrowed: 2 layers, d_model 64, seq_len 64, batch 16)
 train on the embedded corpus (python_stdlib/text) through the train entry point's loop with the
 same data, seed and steps: 'dense' with d_ff 256, and 'moe' with 8 experts of d_ff 128, top-2,
-in both layers (capacity factor 1.25, the Switch load-balancing loss at 0.01 and the router
-z-loss at 0.001). Top-2 of 128-wide experts is the dense model's 256-wide MLP in active FLOPs
+in both layers (capacity factor 1.25, the Switch load-balancing loss at 0.01 (--aux_loss) and
+the router z-loss at 0.001). Top-2 of 128-wide experts is the dense model's 256-wide MLP in active FLOPs
 (the router adds 2 d E per token; both figures are printed, from monitoring/accounting.py).
 
 Prints and writes (JSON) each run's final eval loss, parameters (total and active), training
@@ -39,11 +40,12 @@ RUNS = {
 EXPERTS = 8
 
 
-def _config(name, steps, capacity_factor):
+def _config(name, steps, capacity_factor, aux_loss=0.01):
   values = {**BASE, **RUNS[name], 'train.steps': steps, 'train.eval_every': steps,
             'run_name': name}
   if name == 'moe':
     values['model.moe_capacity_factor'] = capacity_factor
+    values['model.moe_aux_loss'] = aux_loss
   return config_lib.load('configs/gpt2.py:tiny', {k: str(v) for k, v in values.items()})
 
 
@@ -61,8 +63,8 @@ def _loads(run_dir):
   return dict(sorted(loads.items())), extra
 
 
-def run(name, steps, workdir, capacity_factor):
-  config = _config(name, steps, capacity_factor)
+def run(name, steps, workdir, capacity_factor, aux_loss=0.01):
+  config = _config(name, steps, capacity_factor, aux_loss)
   run_dir = setup.run_dir(config, workdir)
   shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run, not a resumed one
   start = time.time()
@@ -92,9 +94,12 @@ def main(argv=None):
   parser.add_argument('--out', default='benchmark_moe.json')
   parser.add_argument('--capacity_factor', type=float, default=1.25,
                       help='model.moe_capacity_factor of the MoE run (0: dropless)')
+  parser.add_argument('--aux_loss', type=float, default=0.01,
+                      help='model.moe_aux_loss of the MoE run (Switch: 0.01)')
   args = parser.parse_args(argv)
-  results = {name: run(name, args.steps, args.workdir, args.capacity_factor) for name in RUNS}
-  results['capacity_factor'] = args.capacity_factor
+  results = {name: run(name, args.steps, args.workdir, args.capacity_factor, args.aux_loss)
+             for name in RUNS}
+  results['capacity_factor'], results['aux_loss'] = args.capacity_factor, args.aux_loss
   dense, moe = results['dense'], results['moe']
   results['steps'] = args.steps
   results['moe_beats_dense'] = moe['eval_loss'] < dense['eval_loss']

@@ -23,7 +23,7 @@ longest piece that fits the row, at least `objective.min_piece` tokens (or the d
 in the row, not by its length: `piece` is given `np.random.default_rng(key)`, so a random choice
 that changes the lengths (UL2's denoiser, its prefix split) is drawn alike in both and the
 prediction stays exact; and the keys of a row's coming pieces are known before it is cut, which
-lets the packer balance two streams (`_balanced`: UL2 on an encoder-decoder fills both).
+lets the packer balance two streams (stream_balance.py: UL2 on an encoder-decoder fills both).
 What each objective does with a piece (first / last: it starts / ends its document):
   causal LM    [bos] only when first, [eos] only when last: a split document reads as one text
                whose next-token loss stops at the row's edge (the first token of a continuing
@@ -51,6 +51,8 @@ already emitted): the block is packed again from its first example and those row
 import functools
 
 import numpy as np
+
+from transformer.data import stream_balance
 
 RESERVED = ('segment_ids', 'positions')
 PAIR_WINDOW = 8    # rows open at once when packing examples of pair data
@@ -265,10 +267,6 @@ def fit(piece_lengths, rest, room, *, first, min_piece):
   return lo if lo >= min(min_piece, rest) else 0
 
 
-BALANCE = 0.05   # what is left of a row may hold this share of its slots more of one stream
-REROLLS = 3      # short pieces a row's last piece may put before the one that fills it
-
-
 def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None):
   """(row, position after it) cut from a stream of documents; see the module docstring.
 
@@ -281,7 +279,7 @@ def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None
 
   Two streams whose pieces' lengths depend on the key (UL2's denoisers on an encoder-decoder:
   R makes long inputs and short targets, X at 50% about as many of each, S any split) are
-  balanced (`_balanced`) so that rows end with both streams full, not one.
+  balanced (data/stream_balance.py) so that rows end with both streams full, not one.
   """
   row, room, base = [], dict(stream_lengths), None
   balance = piece_key is not None and len(stream_lengths) == 2
@@ -298,8 +296,8 @@ def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None
       if n and balance:
         def later(k, j=len(row), base=base):
           return functools.partial(objective.piece_lengths, key=(*base, j + k))
-        n = _balanced(piece_lengths, later, n, room, stream_lengths, first=first, rest=rest,
-                      min_piece=objective.min_piece)
+        n = stream_balance.balanced(piece_lengths, later, n, room, stream_lengths, first=first,
+                                    rest=rest, min_piece=objective.min_piece)
       if n == 0:
         if not row:
           raise ValueError(f'no piece of a document fits an empty row of {stream_lengths}')
@@ -317,92 +315,3 @@ def stream_rows(documents, objective, stream_lengths, make_piece, piece_key=None
       offset += n
   if row:
     yield row, None
-
-
-def _vec(lengths_dict):
-  return np.array([float(v) for v in lengths_dict.values()])
-
-
-def _balanced(piece_lengths, later, n_max, room, stream_lengths, *, first, rest, min_piece):
-  """The length of a piece on two streams: n_max (the longest that fits) or shorter.
-
-  Both streams of a row fill when (1) what is left of the row keeps about the ratio of the
-  streams' lengths: a piece grows only while the surplus of one stream in what it leaves
-  (inputs - ratio x targets) stays within BALANCE of the row's slots, or while it shrinks; one
-  that would only grow it is cut at min_piece tokens, and the rest of its document is the next
-  piece, with the next key's denoiser; and (2) the last piece (the one the row's room cuts)
-  stops where a piece after it (the next, or one after up to REROLLS short ones) fills both
-  streams from the rest of its document (`_completion`).
-  """
-  streams = tuple(room)
-  space = np.array([float(room[s]) for s in streams])
-  ratio = stream_lengths[streams[0]] / stream_lengths[streams[1]]
-  band = BALANCE * sum(stream_lengths.values())
-  lo = min(min_piece, rest)
-  def surplus(n):
-    left = space - _vec(piece_lengths(n, first=first, last=n == rest))
-    return left[0] - ratio * left[1]
-  if n_max < rest:
-    n = _completion(piece_lengths, later, n_max, space, first=first, rest=rest, lo=lo)
-    if n is not None:
-      return n
-  if n_max <= lo or abs(surplus(n_max)) <= band:
-    return n_max
-  s_lo = surplus(lo)
-  if abs(s_lo) > band and abs(surplus(lo + 1)) >= abs(s_lo):
-    return lo             # it only pulls further away: a short piece, the rest gets a new key
-  def inside(n):          # within the band, or not yet as far out as it started
-    s = surplus(n)
-    return abs(s) <= band or (s * s_lo > 0 and abs(s) <= abs(s_lo))
-  good, bad = lo, n_max
-  while bad - good > 1:
-    mid = (good + bad) // 2
-    good, bad = (mid, bad) if inside(mid) else (good, mid)
-  return good
-
-
-def _completion(piece_lengths, later, n_max, space, *, first, rest, lo):
-  """The n at which this piece, k - 1 short pieces (lo tokens) and piece k cut from the rest
-  of the document fill both streams, for the first k in 1..REROLLS + 1 where one exists; None
-  where none does. Piece k's lengths grow about linearly in its tokens: a line from its lengths
-  at lo tokens, and n is found where what is left crosses it (bisection)."""
-  for k in range(1, REROLLS + 2):
-    sizes = later(k)
-    start = _vec(sizes(lo, first=False, last=False))
-    probe = max(rest, lo + 16)
-    slope = (_vec(sizes(probe, first=False, last=True)) - start) / (probe - lo)
-    shorts = sum((_vec(later(i)(lo, first=False, last=False)) for i in range(1, k)),
-                 np.zeros(2))
-    def gap(n, shorts=shorts, start=start):
-      return space - _vec(piece_lengths(n, first=first, last=False)) - shorts - start
-    top = min(n_max, rest - k * lo)
-    if top < lo:
-      return None
-    def side(n, slope=slope, gap=gap):
-      return _cross(gap(n), slope)
-    n = _crossing(side, lo, top)
-    if n is None:
-      continue
-    g = gap(n)
-    t = lo + (g @ slope) / max(slope @ slope, 1e-9)
-    if (g >= 0).all() and t <= rest - n - (k - 1) * lo:
-      return n
-  return None
-
-
-def _cross(u, v):
-  return u[0] * v[1] - u[1] * v[0]
-
-
-def _crossing(f, lo, hi):
-  """The last n in lo..hi before f changes sign (f monotone in n), or None if it does not."""
-  f_lo, f_hi = f(lo), f(hi)
-  if f_lo == 0:
-    return lo
-  if f_lo * f_hi > 0:
-    return None
-  good, bad = lo, hi
-  while bad - good > 1:
-    mid = (good + bad) // 2
-    good, bad = (mid, bad) if f(mid) * f_lo > 0 else (good, mid)
-  return good
