@@ -50,6 +50,8 @@ def base_config():
       label_key='',                  # classification label field (a number for regression)
       text_to_text='',               # a GLUE task name: read inputs/targets in T5's format
                                      # (e.g. 'mnli hypothesis: .. premise: ..' -> 'neutral')
+      prefix_pairs=False,            # read each text as (prefix, continuation): inputs and
+                                     # targets, cut once per text (T5's prefix LM as seq2seq)
       vocab_size=2048,               # SentencePiece vocabulary trained on the train split
       tokenizer='',                  # '' : train one and cache it beside the data; or a .model
                                      # path, or a directory of Hugging Face tokenizer files

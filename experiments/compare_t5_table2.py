@@ -19,7 +19,10 @@ the extra row the paper discusses but leaves out of Table 2 because it cannot ge
 Scales: tiny runs on 2 CPU cores (README: Comparing architectures, with its measured time);
 small and base are the published T5 sizes (60M, 220M with seq_len 512 / targets 114 and a
 2^18-step-sized budget scaled down here to 2^16 and 2^15 steps), meant for accelerators through
---slurm.
+--slurm. Tiny pretrains on the embedded corpus (comparisons/corpora.py); small and base on C4
+(TFDS `c4/en`, as T5 did), which must be prepared in the TFDS data_dir first (`--corpus
+embedded` pretrains them on the embedded text instead). The tokenizer learns from the embedded
+text at every scale.
 """
 
 from configs import t5
@@ -35,17 +38,18 @@ _TINY_PRETRAIN = {'train.batch_size': 16, 'data.vocab_size': 2048, 'opt.warmup_s
 _TINY_FINETUNE = {'train.batch_size': 16, 'train.steps': 60, 'train.eval_steps': 4,
                   'opt.schedule': 'constant', 'opt.learning_rate': 3e-3, 'opt.warmup_steps': 0,
                   'train.log_every': 10, 'log.samples': 0, 'log.attention_images': False}
-# The embedded corpus is a few MB: an 8k vocabulary (T5: 32k on C4) is what it supports.
+# The tokenizer learns from the embedded text (a few MB) at every scale: an 8k vocabulary
+# (T5: 32k on C4) is what it supports.
 _LARGE_PRETRAIN = {'train.batch_size': 128, 'data.vocab_size': 8192, 'train.eval_steps': 10}
 _LARGE_FINETUNE = {'train.batch_size': 128, 'train.steps': 2 ** 14, 'train.eval_steps': 8,
                    'opt.schedule': 'constant', 'opt.learning_rate': 1e-3, 'opt.warmup_steps': 0}
 SCALES = {
     'tiny': {'size': 'tiny', 'pretrain_steps': 240, 'pretrain': _TINY_PRETRAIN,
              'finetune': _TINY_FINETUNE},
-    'small': {'size': 'small', 'pretrain_steps': 2 ** 16,
+    'small': {'size': 'small', 'pretrain_steps': 2 ** 16, 'corpus': 'c4/en',
               'pretrain': _LARGE_PRETRAIN,
               'finetune': _LARGE_FINETUNE},
-    'base': {'size': 'base', 'pretrain_steps': 2 ** 15,
+    'base': {'size': 'base', 'pretrain_steps': 2 ** 15, 'corpus': 'c4/en',
              'pretrain': _LARGE_PRETRAIN,
              'finetune': _LARGE_FINETUNE},
 }
@@ -69,10 +73,11 @@ LENGTHS = {'tiny': (128, 32), 'small': (512, 114), 'base': (512, 114)}
 def cells(scale):
   """T5 Table 2's ten cells (5 architectures x {denoising, LM objective}) and the BERT row.
 
-  The LM objective: seq2seq on (prefix, continuation) pairs for the encoder-decoders (the plan
-  turns 'prefix_lm' on an encoder_decoder into that), causal_lm on the decoder, prefix_lm on
-  the prefix LM. Denoising on a decoder-only model is span corruption in one stream, its inputs
-  read left to right (LM) or bidirectionally (prefix LM): data.denoise_attention. The L/2 + L/2
+  The LM objective: seq2seq on (prefix, continuation) pairs for the encoder-decoders and the
+  prefix LM (the plan turns 'prefix_lm' on either family into that: the same cut of each
+  text, data.prefix_pairs), causal_lm on the decoder. Denoising on a decoder-only model is
+  span corruption in one stream, its inputs read left to right (LM) or bidirectionally
+  (prefix LM): data.denoise_attention. The L/2 + L/2
   encoder-decoder costs half the baseline's FLOPs per step, so it declares cost 0.5 and runs the
   baseline's steps (T5's "cost M/2")."""
   inputs, targets = LENGTHS[scale]

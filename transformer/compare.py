@@ -5,10 +5,12 @@ objective comparison (transformer/comparisons/plan.py says what a declaration ho
       [--finetune_seeds 1] [--scale tiny|small|base] [--parallel K] [--results]
       [--allow_mismatch] [--budget flops|steps] [--flops matmul|6n|6n_attn] [--list] [--slurm]
       [--phase all|pretrain|finetune] [--index I] [--tasks A,B] [--deterministic]
-      [--lr_grid] [--config.a.b=v ...]
+      [--lr_grid] [--corpus embedded|TFDS_NAME] [--config.a.b=v ...]
 
 --deterministic adds --xla_gpu_deterministic_ops=true to XLA_FLAGS for every run (GPU
 reductions in a fixed order: slower, repeatable); manifest.json records the flags in effect.
+--corpus replaces the scale's pretraining corpus (SCALES' 'corpus': the tiny scale reads the
+embedded text, small and base the TFDS corpus c4/en, which must be prepared on disk first).
 """
 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
@@ -52,6 +54,9 @@ def _parser():
   parser.add_argument('--lr_grid', action='store_true',
                       help='choose each cell\'s learning rates from the declaration\'s LR_GRID '
                       'on dev data first (transformer/comparisons/lr_grid.py)')
+  parser.add_argument('--corpus', default='',
+                      help='pretrain every cell on this: embedded (the stdlib text) or a TFDS '
+                      'name such as c4/en (default: the scale\'s declared corpus)')
   parser.add_argument('--index', type=int, default=None,
                       help='run only run I of --phase (one Slurm array task)')
   return parser
@@ -69,13 +74,15 @@ def main(argv=None):
     manifest.deterministic()
   plan = load(args.compare_file, args.scale, args.seeds, args.workdir, overrides,
               args.finetune_seeds, budget=args.budget, flops=args.flops,
-              tasks=[t for t in args.tasks.split(',') if t], tune_lr=args.lr_grid)
+              tasks=[t for t in args.tasks.split(',') if t], tune_lr=args.lr_grid,
+              corpus=args.corpus)
   budget = match_budget(plan, args.allow_mismatch)
   for line in plan.warnings:
     print(line)
   nested = f' x {plan.finetune_seeds} fine-tuning seeds' if plan.finetune_seeds > 1 else ''
   print(f'[compare] {plan.module.EXPERIMENT} at scale {plan.scale}: {len(plan.cells)} cells x '
-        f'{plan.seeds} seeds{nested}, {compare_results.budget_line(plan, budget)}')
+        f'{plan.seeds} seeds{nested}, {compare_results.budget_line(plan, budget)}; '
+        f'pretraining corpus {plan.corpus}')
   if args.list or args.slurm:
     finetune_runs(plan)
     if args.slurm:

@@ -42,7 +42,7 @@ def files():
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory, files):
   exp_dir = str(tmp_path_factory.mktemp('exp'))
-  corpora.prepare(exp_dir, TASKS, True, files=files, catalogs=CATALOGS)
+  corpora.prepare(exp_dir, TASKS, files=files, catalogs=CATALOGS)
   return exp_dir
 
 
@@ -138,7 +138,7 @@ def test_package_classification_has_every_class_in_train_and_test(prepared):
 
 
 def test_files_are_the_same_bytes_on_a_second_call(prepared, files, tmp_path):
-  corpora.prepare(str(tmp_path), TASKS, True, files=files, catalogs=CATALOGS)
+  corpora.prepare(str(tmp_path), TASKS, files=files, catalogs=CATALOGS)
   with open(corpora.manifest_file(prepared), encoding='utf-8') as f:
     manifest = json.load(f)
   assert {'python_version', 'sys_version', 'stdlib_path', 'stdlib_files',
@@ -146,7 +146,7 @@ def test_files_are_the_same_bytes_on_a_second_call(prepared, files, tmp_path):
   assert manifest['stdlib_files'] == len(files)
   assert manifest['gettext_catalogs'] == [os.path.basename(p) for p in CATALOGS]
   assert {'pretrain.jsonl', 'tokenizer_text.txt', 'docstring/test.jsonl', 'package/labels.json',
-          'prefix_lm_python_stdlib_text.jsonl', 'overlap.json'} <= set(manifest['sha256'])
+          'overlap.json'} <= set(manifest['sha256'])
   for rel in list(manifest['sha256']) + ['manifest.json']:
     assert filecmp.cmp(corpora.data_path(prepared, rel), corpora.data_path(str(tmp_path), rel),
                        shallow=False), rel
@@ -172,15 +172,15 @@ def test_epochs_warning_past_four_passes():
 
 
 def test_pretraining_reads_the_jsonl_text_whole(prepared, tmp_path):
-  """Every cell pretrains on data/pretrain.jsonl (the prefix-LM encoder-decoder on its pairs);
-  the `jsonl:` source gives back the multi-line texts as they were."""
+  """Every cell pretrains on data/pretrain.jsonl (the prefix-LM cells of both families on its
+  (prefix, continuation) pairs, data.prefix_pairs); the `jsonl:` source gives back the
+  multi-line texts as they were."""
   plan = plan_lib.load(os.path.join(REPO, 'experiments', 'compare_t5_table2.py'), 'tiny', 1,
                        str(tmp_path))
   exp_dir = os.path.abspath(plan.exp_dir)
   for cell, overrides in plan.cells.items():
-    wanted = (corpora.prefix_file(exp_dir) if overrides['objective'] == 'seq2seq'
-              else corpora.pretrain_file(exp_dir))
-    assert overrides['data.source'] == 'jsonl:' + wanted, cell
+    assert overrides['data.source'] == 'jsonl:' + corpora.pretrain_file(exp_dir), cell
+    assert overrides.get('data.prefix_pairs', False) == (overrides['objective'] == 'seq2seq')
   config = config_lib.load('configs/t5.py:tiny', {
       'data.source': 'jsonl:' + corpora.pretrain_file(prepared), 'data.text_key': 'text'})
   source = sources.get_source(config)

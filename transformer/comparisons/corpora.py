@@ -23,20 +23,28 @@ only; its target is a class name) shares a whitespace-token n-gram (8 tokens, or
 when shorter: comparisons/overlap.py) with the pretraining text or the tokenizer's text; the
 count dropped is recorded.
 
-`prepare(exp_dir, tasks, with_prefix)` writes under <exp_dir>/data/ (each file once, whole):
+`prepare(exp_dir, tasks, corpus)` writes under <exp_dir>/data/ (each file once, whole):
   pretrain.jsonl                     {"id", "text"}: read as `jsonl:` with data.text_key=text
+                                     (the pretraining text of the EMBEDDED corpus; the
+                                     tokenizer's text whatever the corpus)
   <task>/train.jsonl, test.jsonl     generation {"id", "inputs", "targets"}; classification
                                      {"id", "text", "label", "name"} and <task>/labels.json;
                                      test: a fixed list of Task.eval_examples (stable-hash order;
                                      classification round-robin over the classes)
-  prefix_lm_python_stdlib_text.jsonl (prefix, continuation) pairs of pretrain.jsonl's texts
   tokenizer_text.txt                 the pretraining text + TRAINING inputs/targets (never test)
   overlap.json, overlap.md           `overlap_report`: per task, what remains after the split
+                                     (a TFDS corpus is not scanned, and the report says so)
   manifest.json                      Python and stdlib, catalogs, sha256 of every file above
                                      (the experiment's manifest.json, manifest.py, adds the
                                      code, packages and devices)
 The task files are where tasks.task_file / labels_file say: fine-tuning reads train.jsonl and
 every run scores test.jsonl (the protocol of comparisons/tasks.py).
+
+The corpus a comparison pretrains on (SCALES[scale]['corpus'], or --corpus): EMBEDDED, the
+pretrain.jsonl above, or a TFDS name (`c4/en`, read as data.source names it). The prefix-LM
+cells of both families read (prefix, continuation) pairs of either through the one rule of
+data/prefix_pairs.py (`data.prefix_pairs=True`). A TFDS corpus must be prepared in the TFDS
+data_dir before a comparison runs (plan.check_corpus: one line otherwise; nothing downloads it).
 """
 
 import json
@@ -48,14 +56,15 @@ import sysconfig
 from transformer.comparisons import manifest as manifest_lib
 from transformer.comparisons import overlap
 from transformer.comparisons import tasks as compare_tasks
-from transformer.data import gettext_corpus, stdlib_corpus
+from transformer.data import gettext_corpus, prefix_pairs as prefix_pairs_lib, stdlib_corpus
 from transformer.data import tokenizer as tokenizer_lib
 from transformer.files import atomic_write
 
 HELDOUT_PERCENT = 15         # of module files (groups), by a stable hash of the path
 TOKENIZER_EXTRA = 0.25       # task training text in the tokenizer's text, per pretraining line
 EPOCHS_LIMIT = 4             # pretraining past this many passes warns (Muennighoff et al. 2023)
-PREFIX_CHARS = 320           # a prefix pair's last characters kept: ~128 tokens at 2.5 a token
+PREFIX_CHARS = prefix_pairs_lib.MAX_CHARS   # a prefix pair's last characters kept
+EMBEDDED = 'embedded'        # the pretraining corpus written here (pretrain.jsonl)
 DOCSTRINGS, TRANSLATE = 'python_stdlib/docstrings', 'gettext_catalogs/en_de'
 overlap_report = overlap.overlap_report
 
@@ -67,10 +76,6 @@ def data_path(exp_dir, *parts):
 
 def pretrain_file(exp_dir):
   return data_path(exp_dir, 'pretrain.jsonl')
-
-
-def prefix_file(exp_dir):
-  return data_path(exp_dir, 'prefix_lm_python_stdlib_text.jsonl')
 
 
 def tokenizer_file(exp_dir):
@@ -189,17 +194,16 @@ def choose_test(candidates, count, by_class=False):
   return ordered[:count]
 
 
-def prefix_pairs(texts, low=0.5, high=0.85, max_chars=PREFIX_CHARS):
-  """(prefix, continuation) pairs for an encoder-decoder prefix LM: each text split at a word
-  boundary a stable-random fraction low..high of the way in (T5 sec. 3.3.1). The prefix keeps
-  its last `max_chars` characters, so the encoder's truncation (which keeps the start) never
-  separates it from the continuation; packing fills the rows with several pairs."""
+def prefix_pairs(texts, max_chars=PREFIX_CHARS):
+  """{'inputs': prefix, 'targets': continuation} of each text by the rule every prefix-LM cell
+  reads its pairs with (data/prefix_pairs.py: `split`, T5 sec. 3.3.1)."""
   for text in texts:
-    cut = int(len(text) * (low + (high - low) * _unit(text)))
-    space = text.find(' ', cut)
-    if 0 < space < len(text) - 1:
-      start = text.find(' ', max(0, space - max_chars)) + 1 if space > max_chars else 0
-      yield {'inputs': text[start:space], 'targets': text[space + 1:]}
+    prefix, continuation = prefix_pairs_lib.split(text, max_chars=max_chars)
+    yield {'inputs': prefix, 'targets': continuation}
+
+
+def is_tfds(corpus):
+  return corpus != EMBEDDED
 
 
 def tokenizer_texts(texts, train_extra, extra_ratio=TOKENIZER_EXTRA):
@@ -296,7 +300,7 @@ def _task_split(task, files, held, catalogs):
           'extra': [t for r in train for t in (r['inputs'], r['targets'])]}
 
 
-def build(tasks, files, catalogs, with_prefix):
+def build(tasks, files, catalogs):
   """Everything `prepare` writes, in memory: {path relative to data/: records or lines}, the
   per-task dropped counts and the held-out groups."""
   held = heldout_groups(files)
@@ -320,8 +324,6 @@ def build(tasks, files, catalogs, with_prefix):
                                             by_class=split['labels'] is not None)
     if split['labels'] is not None:
       out[f'{name}/labels.json'] = split['labels']
-  if with_prefix:
-    out['prefix_lm_python_stdlib_text.jsonl'] = list(prefix_pairs(texts))
   return out, dropped, held
 
 
@@ -336,24 +338,26 @@ def _write(path, value):
   return _write_jsonl(path, value) if path.endswith('.jsonl') else _write_json(path, value)
 
 
-def prepare(exp_dir, tasks, with_prefix, files=None, catalogs=None):
+def prepare(exp_dir, tasks, corpus=EMBEDDED, files=None, catalogs=None):
   """Write the comparison's corpora under <exp_dir>/data/ (see the module docstring), each file
-  only when absent; then the overlap report of the files as written and the manifest. `files`
+  only when absent; then the overlap report of the files as written (against `corpus`, the
+  pretraining corpus: a TFDS one is recorded as not scanned) and the manifest. `files`
   ((relative path, source), default the whole standard library) and `catalogs` (.mo paths,
   default this machine's German ones) narrow the inputs for tests. Returns {name: path}."""
   catalogs = list(gettext_corpus.catalog_paths() if catalogs is None else catalogs)
   done = [manifest_file(exp_dir)] + [compare_tasks.task_file(exp_dir, name, 'test')
                                      for name, task in tasks.items() if _derived(task, catalogs)]
-  if all(map(os.path.exists, done + [prefix_file(exp_dir)] * with_prefix)):
+  if all(map(os.path.exists, done)):
     return {os.path.relpath(p, data_path(exp_dir)): p for p in done}   # an earlier call's
   files = list(stdlib_corpus.stdlib_files() if files is None else files)
-  out, dropped, held = build(tasks, files, catalogs, with_prefix)
+  out, dropped, held = build(tasks, files, catalogs)
   paths = _write_absent(exp_dir, out)
   tests = {name: read_jsonl(compare_tasks.task_file(exp_dir, name, 'test')) for name in dropped}
   pretrain = [r['text'] for r in read_jsonl(pretrain_file(exp_dir))]
   with open(tokenizer_file(exp_dir), encoding='utf-8') as f:
     tokenizer = f.read().splitlines()
-  report = overlap_report(tests, pretrain, tokenizer, dropped)   # of the files as they are
+  scanned = None if is_tfds(corpus) else pretrain   # of the files as they are
+  report = overlap_report(tests, scanned, tokenizer, dropped, corpus=corpus)
   paths.update(_write_absent(exp_dir, {'overlap.json': report,
                                        'overlap.md': overlap.report_markdown(report)}))
   paths.update(_write_absent(exp_dir, {'manifest.json': manifest(exp_dir, paths, files,

@@ -7,6 +7,7 @@
   devices     the JAX backend and devices, XLA_FLAGS (with --deterministic:
               --xla_gpu_deterministic_ops=true, so GPU reductions repeat bit for bit)
   tasks       which tasks ran and why the others did not (translate needs the gettext catalogs)
+  corpus      what every cell pretrained on ('embedded', or a TFDS name such as c4/en)
   data        the derived data files with their sha256 (data/ of the experiment)
 
 Written at the start of every run of the comparison (the last one wins), and its summary line
@@ -83,6 +84,7 @@ def collect(plan, data_dir):
   return {
       'experiment': plan.module.EXPERIMENT, 'declaration': os.path.abspath(plan.path),
       'scale': plan.scale, 'seeds': plan.seeds, 'finetune_seeds': plan.finetune_seeds,
+      'corpus': plan.corpus,
       'overrides': {k: str(v) for k, v in plan.extra.items()},
       'code': _git(repo),
       'python': {'version': platform.python_version(), 'implementation':

@@ -13,14 +13,17 @@ A declaration file (beside the sweeps) names:
                <workdir>/<EXPERIMENT>/<run>/, so TensorBoard overlays them by tag
   BASE         a config file; SCALES[scale]['size'] is its size argument
   SCALES       {scale: {'size', 'pretrain_steps' (of the BASELINE cell; they set the FLOPs
-               budget), 'pretrain' and 'finetune' (overrides of every run of the phase)}}
+               budget), 'pretrain' and 'finetune' (overrides of every run of the phase),
+               optional 'corpus': what every cell pretrains on, 'embedded' (the default:
+               corpora.py's split of the stdlib text) or a TFDS name as data.source spells it,
+               e.g. 'c4/en'; --corpus replaces it}}
   CELLS        {cell: overrides} (or cells(scale) returning them): model.family, objective,
                sizes and stream lengths of each (architecture, objective); 'objective':
                'prefix_lm' (either family) is seq2seq on the (prefix, continuation) pairs of
-               the pretraining text, one split per text for both; three keys are not config
-               keys: 'cost' (default 1) the cell's pretraining FLOPs as a fraction of the
-               baseline's (T5 Table 2's cost column, e.g. 0.5 for the encoder-decoder with
-               L/2 + L/2 layers); 'pretrain': False a control: fine-tuned from random init
+               the pretraining corpus, one split per text for both (data.prefix_pairs);
+               three keys are not config keys: 'cost' (default 1) the cell's pretraining
+               FLOPs as a fraction of the baseline's (T5 Table 2's cost column, e.g. 0.5 for
+               the encoder-decoder with L/2 + L/2 layers); 'pretrain': False a control: fine-tuned from random init
                with the same tokenizer (what the task alone gives); 'sizes': ('xs', ...) the
                cell also runs at these SIZES (rows <cell>@<size>; scaling.py fits them)
   SIZES        optional {scale: {size: overrides}}: model sizes a cell may list (the baseline
@@ -43,7 +46,9 @@ vocabulary is the shared tokenizer's size rounded up to a multiple of 128 (as T5
 32,100 pieces); a cell pinning `model.vocab_size` more than 2x that is refused. Pretraining
 reads stdlib docstrings less the ~15% of module files the tests come from (comparisons/corpora.py,
 a warning past ~4 epochs); one tokenizer learns that text + the tasks' training text (never test
-text); fine-tuning starts from the pretraining checkpoint with a fresh head
+text); a TFDS corpus (SCALES' 'corpus') replaces the pretraining text, not the tokenizer's, and
+must be prepared on disk first (check_corpus: one line before anything is written; --list needs
+no data); fine-tuning starts from the pretraining checkpoint with a fresh head
 (`checkpoint.init_from`, which carries that tokenizer along), the protocol of comparisons/tasks.py.
 
 Runs go through the sweep runner (transformer/sweeps/runner.py), one phase after the other:
@@ -95,6 +100,7 @@ class Plan:
   only_tasks: tuple = ()                                       # --tasks (all when empty)
   lr_grid: dict = dataclasses.field(default_factory=dict)      # --lr_grid: phase -> values
   lr: dict = dataclasses.field(default_factory=dict)           # chosen: lr_grid.choose
+  corpus: str = corpora.EMBEDDED                               # what every cell pretrains on
 
   def declared(self, cell):
     """The declaration's overrides of `cell` (of its base cell for `<cell>@<size>`)."""
@@ -121,9 +127,10 @@ class Plan:
 
 
 def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flops',
-         flops='matmul', tasks=(), tune_lr=False):
+         flops='matmul', tasks=(), tune_lr=False, corpus=''):
   """The Plan of declaration file `path` (ConfigError for a bad declaration); `tasks`: run
-  only these of its TASKS; `tune_lr`: choose each cell's learning rates (comparisons/lr_grid.py)."""
+  only these of its TASKS; `tune_lr`: choose each cell's learning rates (comparisons/lr_grid.py);
+  `corpus`: pretrain on this instead of the scale's declared corpus."""
   module = runner.load_module(path, wanted=('CELLS', 'cells'))
   unknown = sorted(set(tasks) - set(getattr(module, 'TASKS', {})))
   if unknown:
@@ -143,7 +150,8 @@ def load(path, scale, seeds, workdir, extra=None, finetune_seeds=1, budget='flop
                       f'the pretrained cells ({", ".join(module.CELLS)})')
   _check_options(seeds, finetune_seeds, budget, flops)
   plan = Plan(path, module, scale, seeds, dict(extra or {}), finetune_seeds, budget_kind=budget,
-              convention=flops, only_tasks=tuple(tasks))
+              convention=flops, only_tasks=tuple(tasks),
+              corpus=corpus or module.SCALES[scale].get('corpus', corpora.EMBEDDED))
   plan.exp_dir = os.path.join(workdir, module.EXPERIMENT)
   if tune_lr:
     plan.lr_grid = lr_grid.grid(module, scale, path)
@@ -189,16 +197,20 @@ def _check_options(seeds, finetune_seeds, budget, flops):
 
 
 def _pretrain_overrides(plan, cell):
-  """A cell's pretraining overrides. A prefix LM of either family reads the same (prefix,
-  continuation) pairs (one split point per text, drawn once: T5 sec. 3.3.1), as seq2seq: the
-  encoder reads the prefix, or the decoder reads it bidirectionally before the continuation."""
+  """A cell's pretraining overrides: the plan's corpus (the embedded text without the held-out
+  module files, or a TFDS corpus by name). A prefix LM of either family reads the same (prefix,
+  continuation) pairs of it (one split point per text, data/prefix_pairs.py: T5 sec. 3.3.1), as
+  seq2seq: the encoder reads the prefix, or the decoder reads it bidirectionally before the
+  continuation."""
   scale = plan.module.SCALES[plan.scale]
   out = {**scale.get('pretrain', {}), **cell}
-  exp_dir = os.path.abspath(plan.exp_dir)
-  if 'data.source' not in out:   # the pretraining text without the held-out module files
-    out.update({'data.source': 'jsonl:' + corpora.pretrain_file(exp_dir), 'data.text_key': 'text'})
+  if 'data.source' not in out and corpora.is_tfds(plan.corpus):
+    out['data.source'] = plan.corpus   # its text field: data.text_key, else the source's own
+  elif 'data.source' not in out:
+    out.update({'data.source': 'jsonl:' + corpora.pretrain_file(os.path.abspath(plan.exp_dir)),
+                'data.text_key': 'text'})
   if out.get('objective') == 'prefix_lm':
-    out.update({'objective': 'seq2seq', 'data.source': 'jsonl:' + corpora.prefix_file(exp_dir)})
+    out.update({'objective': 'seq2seq', 'data.prefix_pairs': True})
   return out
 
 
@@ -274,7 +286,8 @@ def shared_tokenizer(plan):
   kept = corpora.data_path(os.path.abspath(plan.exp_dir), 'tokenizer.model')
   if not os.path.exists(kept):
     text = 'text:' + os.path.abspath(corpora.tokenizer_file(plan.exp_dir))
-    config = budget_lib.config_of(plan, {**plan.cells[plan.baseline], 'data.source': text})
+    config = budget_lib.config_of(plan, {**plan.cells[plan.baseline], 'data.source': text,
+                                         'data.prefix_pairs': False})
     with atomic_write(kept) as tmp:
       shutil.copyfile(data.get_tokenizer(config).model_path, tmp)
   return kept
@@ -293,13 +306,40 @@ def _phase(plan, name, runs, args):
                     parallel=args.parallel, index=index)
 
 
+def check_corpus(plan):
+  """ConfigError (one line) unless the plan's TFDS corpus is prepared in the TFDS data_dir: the
+  comparison never downloads or builds one (C4 is hundreds of GB and needs Apache Beam), so
+  without it on disk (offline, or not built yet) it stops before anything is written."""
+  corpus = plan.corpus
+  if not corpora.is_tfds(corpus):
+    return
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from transformer.data import sources  # pylint: disable=import-outside-toplevel
+  data_dir = sources.data_dir(budget_lib.config_of(plan, plan.cells[plan.baseline]))
+  known = sources.KNOWN.get(corpus)
+  name = known.name if known else corpus
+  try:
+    prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+  except Exception as e:  # pylint: disable=broad-except  (an unknown name, a bad data_dir)
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+    prepared, why = False, f'not available ({first})'
+  else:
+    why = f'not prepared in {data_dir}'
+  if not prepared:
+    raise ConfigError(
+        f'`corpus={corpus}` (scale {plan.scale}): the TFDS pretraining corpus {name} is {why}; '
+        f'build it first where there is internet (`tfds build {name} --data_dir DIR`, then '
+        'TFDS_DATA_DIR=DIR or --config.data.data_dir=DIR) or pretrain on the embedded corpus '
+        'with --corpus embedded')
+
+
 def execute(plan, args):
   """Prepare the data and tokenizer, pretrain, fine-tune what pretrained; {run: status}."""
-  prefix = 'jsonl:' + corpora.prefix_file(os.path.abspath(plan.exp_dir))
-  corpora.prepare(plan.exp_dir, plan.tasks, any(o['data.source'] == prefix
-                                                for o in plan.cells.values()))
+  check_corpus(plan)
+  corpora.prepare(plan.exp_dir, plan.tasks, plan.corpus)
   tokenizer = shared_tokenizer(plan)
-  corpora.warn_epochs(plan.exp_dir, plan.budget, tokenizer)
+  if not corpora.is_tfds(plan.corpus):   # a TFDS corpus is not counted (c4: ~156B tokens)
+    corpora.warn_epochs(plan.exp_dir, plan.budget, tokenizer)
   manifest.write(plan, corpora.data_path(plan.exp_dir))
   outcome = {}
   if args.phase in ('all', 'pretrain'):

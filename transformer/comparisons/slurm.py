@@ -15,7 +15,7 @@ def write(plan, args):
   base = [sys.executable, '-m', 'transformer.compare', os.path.abspath(plan.path),
           '--workdir', os.path.abspath(os.path.dirname(plan.exp_dir)), '--scale', plan.scale,
           '--seeds', str(plan.seeds), '--finetune_seeds', str(plan.finetune_seeds),
-          '--budget', plan.budget_kind, '--flops', plan.convention] + (
+          '--budget', plan.budget_kind, '--flops', plan.convention, '--corpus', plan.corpus] + (
               ['--allow_mismatch'] if args.allow_mismatch else []) + (
                   ['--tasks', ','.join(plan.only_tasks)] if plan.only_tasks else []) + [
                   f'--config.{k}={override_text(v)}' for k, v in plan.extra.items()]

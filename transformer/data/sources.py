@@ -27,7 +27,8 @@ reads (e.g. a pair's `text_pair`) must be in every record: both refused the same
 
 GLUE's tasks (data/glue.py) are KNOWN by their TFDS names with their fields ('text' and, for
 sentence pairs, 'text_pair'); `data.text_to_text=<task>` reads any source of such examples as
-T5's text-to-text pairs ('inputs', 'targets'; glue_source.py).
+T5's text-to-text pairs ('inputs', 'targets'; glue_source.py). `data.prefix_pairs=True` reads
+any text source as T5's prefix-LM pairs, each text cut once (prefix_pairs.py).
 """
 
 import dataclasses
@@ -375,6 +376,9 @@ def get_source(config):
   if task:
     from transformer.data import glue_source  # pylint: disable=import-outside-toplevel
     return glue_source.TextToText(source, task)
+  if config.data.get('prefix_pairs', False):
+    from transformer.data import prefix_pairs  # pylint: disable=import-outside-toplevel
+    return prefix_pairs.PrefixPairs(source)
   return source
 
 
