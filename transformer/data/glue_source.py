@@ -13,41 +13,22 @@ TensorFlow ops, so the seq2seq objective reads them like any pair source.
 
 import tensorflow as tf
 
-from transformer.errors import ConfigError
+from transformer.data import pair_view
 
 
-class TextToText:
+class TextToText(pair_view.PairView):
   """A source (sources.Source's interface; sources.get_source builds it) whose 'inputs' and
   'targets' are T5's strings of `task`'s examples."""
 
-  ROLES = ('inputs', 'targets')
-
   def __init__(self, inner, task):
-    self.inner, self.task = inner, task
-    self.name = inner.name
-    self.config = getattr(inner, 'config', None)
+    super().__init__(inner)
+    self.task = task
+    self.setting = f'`data.text_to_text={task.name}`'
+    self.unset = 'leave data.text_to_text empty'
 
   def inner_roles(self):
     """{role: kind} the inner source is read by."""
     return self.task.kinds
-
-  def field(self, role):
-    return role if role in self.ROLES else None
-
-  def available_fields(self):
-    return list(self.ROLES)
-
-  def require(self, roles):
-    """ConfigError for a role other than inputs/targets; then the inner source's checks."""
-    for role in roles:
-      if role not in self.ROLES:
-        raise ConfigError(f'`data.text_to_text={self.task.name}`: the source gives only '
-                          f'inputs and targets, not {role!r}; use objective=seq2seq or leave '
-                          'data.text_to_text empty')
-    self.inner.require(self.inner_roles())
-
-  def tfds_split(self, split):
-    return self.inner.tfds_split(split)
 
   def dataset(self, split, roles, *, shard=(0, 1), file_seed=None):
     self.require(roles)

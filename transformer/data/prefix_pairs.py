@@ -16,8 +16,7 @@ point is cut at its last space before it; one with no space at all is all contin
 
 import tensorflow as tf
 
-from transformer.data import stdlib_corpus
-from transformer.errors import ConfigError
+from transformer.data import pair_view, stdlib_corpus
 
 LOW, HIGH = 0.5, 0.85        # where the cut falls, as a fraction of the text's characters
 MAX_CHARS = 320              # a prefix's last characters kept: ~128 tokens at 2.5 a token
@@ -36,33 +35,14 @@ def split(text, low=LOW, high=HIGH, max_chars=MAX_CHARS):
   return text[start:space], text[space + 1:]
 
 
-class PrefixPairs:
+class PrefixPairs(pair_view.PairView):
   """A source (sources.Source's interface; sources.get_source builds it) whose 'inputs' and
   'targets' are `split` of the inner source's 'text' (`data.text_key`)."""
 
-  ROLES = ('inputs', 'targets')
+  setting, unset = '`data.prefix_pairs=True`', 'set data.prefix_pairs=False'
 
-  def __init__(self, inner):
-    self.inner = inner
-    self.name = inner.name
-    self.config = getattr(inner, 'config', None)
-
-  def field(self, role):
-    return role if role in self.ROLES else None
-
-  def available_fields(self):
-    return list(self.ROLES)
-
-  def require(self, roles):
-    """ConfigError for a role other than inputs/targets; then the inner source's 'text'."""
-    for role in roles:
-      if role not in self.ROLES:
-        raise ConfigError(f'`data.prefix_pairs=True`: the source gives only inputs and targets, '
-                          f'not {role!r}; use objective=seq2seq or set data.prefix_pairs=False')
-    self.inner.require(('text',))
-
-  def tfds_split(self, split_name):
-    return self.inner.tfds_split(split_name)
+  def inner_roles(self):
+    return ('text',)
 
   def dataset(self, split_name, roles, *, shard=(0, 1), file_seed=None):
     self.require(roles)
