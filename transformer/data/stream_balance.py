@@ -15,8 +15,9 @@ REROLLS = 3      # short pieces a row's last piece may put before the one that f
 
 
 
-def _vec(lengths_dict):
-  return np.array([float(v) for v in lengths_dict.values()])
+def _vec(lengths, streams):
+  """A piece's lengths in the order of `streams` (the row's), as floats."""
+  return np.array([float(lengths[s]) for s in streams])
 
 
 def balanced(piece_lengths, later, n_max, room, stream_lengths, *, first, rest, min_piece):
@@ -36,10 +37,10 @@ def balanced(piece_lengths, later, n_max, room, stream_lengths, *, first, rest, 
   band = BALANCE * sum(stream_lengths.values())
   lo = min(min_piece, rest)
   def surplus(n):
-    left = space - _vec(piece_lengths(n, first=first, last=n == rest))
+    left = space - _vec(piece_lengths(n, first=first, last=n == rest), streams)
     return left[0] - ratio * left[1]
   if n_max < rest:
-    n = _completion(piece_lengths, later, n_max, space, first=first, rest=rest, lo=lo)
+    n = _completion(piece_lengths, later, n_max, space, streams, first=first, rest=rest, lo=lo)
     if n is not None:
       return n
   if n_max <= lo or abs(surplus(n_max)) <= band:
@@ -57,20 +58,20 @@ def balanced(piece_lengths, later, n_max, room, stream_lengths, *, first, rest, 
   return good
 
 
-def _completion(piece_lengths, later, n_max, space, *, first, rest, lo):
+def _completion(piece_lengths, later, n_max, space, streams, *, first, rest, lo):
   """The n at which this piece, k - 1 short pieces (lo tokens) and piece k cut from the rest
   of the document fill both streams, for the first k in 1..REROLLS + 1 where one exists; None
   where none does. Piece k's lengths grow about linearly in its tokens: a line from its lengths
   at lo tokens, and n is found where what is left crosses it (bisection)."""
   for k in range(1, REROLLS + 2):
     sizes = later(k)
-    start = _vec(sizes(lo, first=False, last=False))
+    start = _vec(sizes(lo, first=False, last=False), streams)
     probe = max(rest, lo + 16)
-    slope = (_vec(sizes(probe, first=False, last=True)) - start) / (probe - lo)
-    shorts = sum((_vec(later(i)(lo, first=False, last=False)) for i in range(1, k)),
+    slope = (_vec(sizes(probe, first=False, last=True), streams) - start) / (probe - lo)
+    shorts = sum((_vec(later(i)(lo, first=False, last=False), streams) for i in range(1, k)),
                  np.zeros(2))
     def gap(n, shorts=shorts, start=start):
-      return space - _vec(piece_lengths(n, first=first, last=False)) - shorts - start
+      return space - _vec(piece_lengths(n, first=first, last=False), streams) - shorts - start
     top = min(n_max, rest - k * lo)
     if top < lo:
       return None
