@@ -64,7 +64,7 @@ import time
 
 import jax
 
-from experiments import benchmark_memory
+from experiments import benchmark_memory, benchmark_output
 from experiments.benchmark_configs import (CPU_BATCH, CPU_SEQ_LEN, FAMILIES, family_config,
                                           platform as _platform)
 from transformer import cli
@@ -420,10 +420,7 @@ def main(argv=None):
     result = run(args, overrides)
     print(markdown(result))
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=2)
-    print(f'wrote {args.out}', file=sys.stderr)
+    benchmark_output.write_json(args.out, result)
   return 0
 
 

@@ -12,7 +12,6 @@ panels. A run whose loss is not finite is recorded as diverged (NaN). Reported p
 setting: the best learning rate and its loss; the figure marks them.
 """
 
-import json
 import math
 import os
 import sys
@@ -21,6 +20,7 @@ import time
 import jax
 import numpy as np
 
+from experiments import benchmark_output
 from transformer import cli
 from transformer import config as config_lib
 from transformer.training import evaluation, setup, sharding
@@ -143,9 +143,7 @@ def main(argv=None):
     print(f'{key:12s} best lr {value["lr"]}  eval loss {value["eval_loss"]}')
   print(f'{result["cpu_seconds"]:.0f} s CPU in all')
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=2)
+    benchmark_output.write_json(args.out, result)
   if args.png:
     plot(result, args.png)
   return 0

@@ -11,11 +11,10 @@ reported: the median over rounds of each setting's step time and their ratio (on
 how many statistics one step returns.
 """
 
-import json
-import os
 import statistics
 import sys
 
+from experiments import benchmark_output
 from experiments.benchmark import time_steps
 from experiments.benchmark_configs import FAMILIES, family_config
 from transformer import cli
@@ -76,10 +75,7 @@ def main(argv=None):
         f'({result["statistics_per_step"]} statistics per step; median of {args.rounds} '
         f'alternating rounds of {args.steps} steps)')
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=2)
-    print(f'wrote {args.out}', file=sys.stderr)
+    benchmark_output.write_json(args.out, result)
   return 0
 
 
