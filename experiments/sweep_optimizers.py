@@ -5,8 +5,8 @@ AdamW (cosine), AdamW with warmup-stable-decay, Muon, Lion, schedule-free AdamW 
   ./launch.sh sweep experiments/sweep_optimizers.py --workdir runs --list     # the 15 runs
   ./launch.sh tensorboard runs/gpt2_optimizers
 
-Fifteen runs of 600 steps (batch 16 x 128 tokens; about 10 minutes each on 2 CPU cores), three
-learning rates per optimizer around its usual range (Lion's a decade lower, Chen et al. 2023:
+Fifteen runs of the README's first command (600 steps of 32 x 128 tokens, its warmup; a few
+minutes each on one CPU core, so --parallel 2 on 2 cores), three learning rates per optimizer around its usual range (Lion's a decade lower, Chen et al. 2023:
 its sign update is larger). Every run logs eval/loss and eval/bits_per_byte; the table
 (runs/gpt2_optimizers/results.md) has final and best of each, and the README's optimizer table
 takes each optimizer's best learning rate by final eval loss. Schedule-free AdamW runs at a
@@ -17,8 +17,7 @@ from transformer.sweeps import grid
 
 BASE = 'configs/gpt2.py:tiny'
 EXPERIMENT = 'gpt2_optimizers'
-OVERRIDES = {'train.steps': 600, 'train.batch_size': 16, 'train.eval_every': 200,
-             'opt.warmup_steps': 60, 'checkpoint.every': 600}
+OVERRIDES = {'train.steps': 600, 'train.eval_every': 200, 'checkpoint.every': 600}
 # optimizer -> (its schedule, its learning rates)
 OPTIMIZERS = {
     'adamw': ('cosine', [1e-3, 3e-3, 1e-2]),
