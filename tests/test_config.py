@@ -119,3 +119,23 @@ def test_published_configs_validate_without_warnings(spec, capsys):
 def test_sizes_above_tiny_scan_over_layers_unless_told(spec, scan):
   assert config_lib.load(spec).model.scan_layers is scan
   assert config_lib.load(spec, {'model.scan_layers': 'false'}).model.scan_layers is False
+
+
+def test_an_entry_point_process_ends_as_the_interpreter_would(tmp_path):
+  """cli.exit_process skips only the interpreter's final collection: the exit code, unflushed
+  output, a non-daemon thread's work and atexit handlers all arrive."""
+  import subprocess
+  import sys
+  done = tmp_path / 'atexit'
+  script = (
+      'import atexit, sys, threading, time\n'
+      'from transformer import cli\n'
+      f'atexit.register(lambda: open({str(done)!r}, "w").write("ran"))\n'
+      'threading.Thread(target=lambda: (time.sleep(0.5), print("thread", flush=True))).start()\n'
+      'sys.stdout.write("unflushed"); sys.stderr.write("err")\n'
+      'cli.exit_process(3)\n')
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 3
+  assert proc.stdout == 'unflushedthread\n' and proc.stderr == 'err'
+  assert done.read_text() == 'ran'

@@ -108,4 +108,4 @@ def main(argv=None):
 
 if __name__ == '__main__':
   signal.signal(signal.SIGTERM, signal.default_int_handler)
-  sys.exit(main())
+  cli.exit_process(main())

@@ -17,7 +17,6 @@ from transformer import quiet  # noqa: F401  (first: library start-up noise off)
 
 import json
 import os
-import sys
 
 import safetensors.numpy
 
@@ -94,4 +93,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.exit_process(main())

@@ -17,7 +17,6 @@ devices (a GPU host: deviceless GPU compilation is not supported by jax). Nothin
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
 
 import itertools
-import sys
 
 from transformer import cli
 from transformer import config as config_lib
@@ -88,4 +87,4 @@ def _print_one(args, slice_, report, config):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.exit_process(main())

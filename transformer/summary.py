@@ -8,8 +8,6 @@ The accounting itself (parameters per module, FLOPs per token, activation memory
 
 from transformer import quiet  # noqa: F401  (first: library start-up noise off)
 
-import sys
-
 from transformer import cli
 from transformer.monitoring.accounting import format_table
 
@@ -24,4 +22,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.exit_process(main())

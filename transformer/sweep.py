@@ -121,4 +121,4 @@ def _write_slurm(sweep, args, exp_dir, script=None):
 if __name__ == '__main__':
   # SIGTERM (e.g. a preempted job) stops the runs like Ctrl-C: each saves, then the runner exits.
   signal.signal(signal.SIGTERM, signal.default_int_handler)
-  sys.exit(main())
+  cli.exit_process(main())
