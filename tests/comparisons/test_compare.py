@@ -1,6 +1,6 @@
 """Architecture comparisons (transformer/comparisons/, transformer/compare.py): matched FLOPs and the refusal, the
 downstream tasks per family, results with intervals rebuilt from event files; slow: a 2-cell
-2-seed comparison end to end through the CLI, and resume after a kill."""
+2-seed comparison end to end through the CLI, killed once and resumed."""
 
 import csv
 import json
@@ -382,14 +382,42 @@ def _cli(args, **kwargs):
                         capture_output=True, text=True, timeout=1500, **kwargs)
 
 
+def _wait_for(predicate, timeout):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return True
+    time.sleep(1)
+  return False
+
+
 @pytest.mark.slow
-def test_two_cells_two_seeds_pretrain_finetune_table(tmp_path):
+def test_two_cells_two_seeds_killed_then_resumed_to_the_table(tmp_path):
+  """The whole comparison through the CLI, SIGKILLed once its first pretraining run is done:
+  the same command resumes without retraining finished runs and ends with the table."""
   path = _write(tmp_path)
-  proc = _cli([path, '--workdir', str(tmp_path), '--seeds', '2', '--parallel', '2'])
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  args = [path, '--workdir', str(tmp_path), '--seeds', '2', '--parallel', '2']
   exp_dir = tmp_path / 'two'
-  for run in ('pre_encdec_s0', 'pre_decoder_s1', 'ft_docstring_encdec_s1',
-              'ft_docstring_decoder_s0', 'ft_package_encdec_s0', 'ft_package_decoder_s1'):
+  first = exp_dir / 'pre_encdec_s0'
+  proc = subprocess.Popen([sys.executable, '-m', 'transformer.compare', *args], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+  try:
+    done = lambda: (first / 'sweep_status.json').exists() and json.loads(
+        (first / 'sweep_status.json').read_text())['status'] == 'done'
+    assert _wait_for(done, 900)
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)   # the comparison and the runs it had started next
+    proc.wait()
+  events = sorted(os.listdir(first))
+  again = _cli(args)
+  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+  assert '[sweep] skip   pre_encdec_s0' in again.stdout
+  assert sorted(os.listdir(first)) == events   # not retrained: no new event file
+  assert (first / 'train.log').read_text().count('Finished 4 steps') == 1
+  for run in ('pre_encdec_s0', 'pre_encdec_s1', 'pre_decoder_s0', 'pre_decoder_s1',
+              'ft_docstring_encdec_s1', 'ft_docstring_decoder_s0', 'ft_package_encdec_s0',
+              'ft_package_decoder_s1'):
     assert json.loads((exp_dir / run / 'sweep_status.json').read_text())['status'] == 'done', run
   config = json.loads((exp_dir / 'ft_docstring_decoder_s0' / 'config.json').read_text())
   assert config['checkpoint']['init_from'].endswith('pre_decoder_s0')
@@ -401,43 +429,8 @@ def test_two_cells_two_seeds_pretrain_finetune_table(tmp_path):
     assert rows[key]['n'] == '2' and rows[key]['low'] not in ('', 'nan'), key
   assert rows[('decoder', 'docstring', 'bleu')]['diff_mean'] != ''
   assert ' ± ' in (exp_dir / 'comparison.md').read_text()
-  again = _cli([path, '--workdir', str(tmp_path), '--seeds', '2', '--results'])
-  assert again.returncode == 0 and 'Differences between cells' in again.stdout
-
-
-def _wait_for(predicate, timeout):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if predicate():
-      return True
-    time.sleep(1)
-  return False
-
-
-@pytest.mark.slow
-def test_killed_comparison_resumes_without_retraining_finished_runs(tmp_path):
-  path = _write(tmp_path)
-  args = [path, '--workdir', str(tmp_path), '--seeds', '2', '--phase', 'pretrain']
-  first = tmp_path / 'two' / 'pre_encdec_s0'
-  proc = subprocess.Popen([sys.executable, '-m', 'transformer.compare', *args], cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
-  try:
-    done = lambda: (first / 'sweep_status.json').exists() and json.loads(
-        (first / 'sweep_status.json').read_text())['status'] == 'done'
-    assert _wait_for(done, 900)
-  finally:
-    os.killpg(proc.pid, signal.SIGKILL)   # the comparison and the run it had started next
-    proc.wait()
-  events = sorted(os.listdir(first))
-  again = _cli(args)
-  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-  assert '[sweep] skip   pre_encdec_s0' in again.stdout
-  assert sorted(os.listdir(first)) == events   # not retrained: no new event file
-  assert (first / 'train.log').read_text().count('Finished 4 steps') == 1
-  for run in ('pre_encdec_s1', 'pre_decoder_s0', 'pre_decoder_s1'):
-    status = json.loads((tmp_path / 'two' / run / 'sweep_status.json').read_text())
-    assert status['status'] == 'done', run
+  table = _cli([path, '--workdir', str(tmp_path), '--seeds', '2', '--results'])
+  assert table.returncode == 0 and 'Differences between cells' in table.stdout
 
 
 def test_manifest_records_code_python_packages_devices_and_data(tmp_path, monkeypatch):
