@@ -91,9 +91,10 @@ def parse(argv, *, extra_flags=(), prog='python -m transformer.train'):
 def exit_process(code):
   """End this process with `code` (an int or None) as the interpreter would, less its final
   garbage collection of every module object: threads joined, atexit handlers run, streams
-  flushed, then os._exit. With TensorFlow and JAX loaded that collection took 4-9 s of CPU per
-  process on this 2-core machine (a stack sample shows Py_FinalizeEx in gc_collect_main), as long
-  as a whole short run's eval; sweeps, comparisons and their tests start hundreds of processes."""
+  flushed, then os._exit. With TensorFlow and JAX loaded that collection took 2.2-2.5 s of CPU
+  per process on this 2-core machine (4-9 s of wall time when the cores are shared; a stack
+  sample shows Py_FinalizeEx in gc_collect_main); sweeps, comparisons and their tests start
+  hundreds of processes."""
   shutdown = getattr(threading, '_shutdown', None)   # joins non-daemon threads, as exit does
   if shutdown is not None:
     shutdown()
