@@ -117,7 +117,6 @@ def test_generate_samples_each_input_by_its_line(runs):
   assert by_batch_size[1] == by_batch_size[0]
 
 
-@pytest.mark.slow   # keeps the default run under 15 minutes; CI runs the slow tests too
 def test_text_samples_past_the_tokenizer_do_not_end_training(tmp_path, monkeypatch):
   """A model with more rows than its tokenizer has ids (1100 for 1024), biased toward its last
   row: its eval samples never hold that id, and training goes on to its last checkpoint (the

@@ -274,8 +274,7 @@ def _batch(objective, pairs, length, targets_length):
   return batch
 
 
-@pytest.mark.parametrize('family, start', [pytest.param('bart', 2, marks=pytest.mark.slow),
-                                           ('t5', 0)])   # bart: slow, for the default run's time
+@pytest.mark.parametrize('family, start', [('bart', 2), ('t5', 0)])
 def test_imported_decoder_starts_from_the_hf_decoder_start_token(tmp_path, family, start):
   """Teacher forcing and generation start the decoder where Hugging Face does: BART from
   decoder_start_token_id=2 (</s>), T5 from 0; the seq2seq loss equals HF's loss with labels."""

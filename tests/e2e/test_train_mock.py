@@ -30,16 +30,16 @@ TINY = {
 }
 STEPS = 3
 
-# name -> (config, TFDS source, overrides). The default run trains a decoder on a text and a
-# labelled TFDS source; the rest, and the BERT fine-tuning test below, are slow tests (CI runs
-# both; tests/e2e/test_train.py and test_local_files.py train the other families by default).
+# name -> (config, TFDS source, overrides). The default run trains one objective per source and
+# family path; the rest are marked slow (mlm and encoder classification also run, by default, in
+# the fine-tuning test below; tests/e2e/test_train.py trains every LM objective on the embedded corpus).
 RUNS = {
     'causal_lm': ('configs/gpt2.py:tiny', 'lm1b', {}),
+    'seq2seq': ('configs/transformer.py:tiny', 'wmt14_translate/de-en', {'data.targets_len': 16}),
     'classification_decoder': ('configs/gpt2.py:tiny', 'glue/sst2',
                                {'objective': 'classification'}),
 }
 SLOW_RUNS = {
-    'seq2seq': ('configs/transformer.py:tiny', 'wmt14_translate/de-en', {'data.targets_len': 16}),
     'prefix_lm': ('configs/gpt2.py:tiny', 'lm1b', {'objective': 'prefix_lm'}),
     'mlm': ('configs/bert.py:tiny', 'lm1b', {}),
     'span_corruption': ('configs/t5.py:tiny', 'lm1b', {'data.targets_len': 16}),
@@ -87,7 +87,6 @@ def _flat(tree):
           for kp, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.mark.slow   # with the slow mock runs: the default run stays under 15 minutes
 def test_classifier_fine_tunes_from_pretrained_bert(data_dir, tmp_path, monkeypatch):
   # Pretrain a tiny BERT with MLM on mock lm1b.
   pre = load('configs/bert.py:tiny', data_dir, **{'data.source': 'lm1b', 'run_name': 'pre'})

@@ -12,9 +12,6 @@ take it (everywhere but T5's relative bias, attention dropout and 64-token targe
                    classification (data), causal_lm with attention dropout (data)
   encoder_decoder  span_corruption: T5 (data), BART (tensor); seq2seq: Transformer (fsdp)
   two slices       causal_lm, 2 x v5e-4, data over DCN x fsdp
-
-The default run compiles one pair per family with and without splash (DEFAULT below) and the
-two slices; the other nine are slow tests, so CI (which runs both) still compiles all 14.
 """
 
 import functools
@@ -92,13 +89,7 @@ def compile_step(labelled):
   return compile_
 
 
-DEFAULT = {('encoder/mlm', 'data'), ('decoder/causal_lm', 'data'), ('t5/span_corruption', 'data'),
-           ('bart/span_corruption', 'tensor')}
-
-
-@pytest.mark.parametrize('pair,preset', [
-    case if case in DEFAULT else pytest.param(*case, marks=pytest.mark.slow) for case in COVER],
-    ids=[f'{p}-{m}' for p, m in COVER])
+@pytest.mark.parametrize('pair,preset', COVER, ids=[f'{p}-{m}' for p, m in COVER])
 def test_train_step_compiles_for_v5e_2x2(compile_step, pair, preset):
   run, hlo = compile_step(pair, preset)
   assert dict(run.mesh.shape)[preset] == (2 if preset == 'tensor' else 4)
