@@ -6,7 +6,7 @@ AdamW (cosine), AdamW with warmup-stable-decay, Muon, Lion, schedule-free AdamW 
   ./launch.sh tensorboard runs/gpt2_optimizers
 
 Twenty-one runs of the README's first command (600 steps of 32 x 128 tokens, its warmup;
-5-9 minutes each at --parallel 2 on 2 CPU cores, about 90 minutes in all), a learning-rate grid
+4-9 minutes each at --parallel 2 on 2 CPU cores, 73 minutes in all, measured), a learning-rate grid
 per optimizer around its usual range (Lion's a decade lower, Chen et al. 2023: its sign update
 is larger), widened upwards for Muon, Lion and schedule-free AdamW, whose best rate fell on the
 first grid's upper edge. Every run logs eval/loss and eval/bits_per_byte; the table
