@@ -1,10 +1,17 @@
-"""Library start-up noise switched off at its source; every entry point imports this first.
+"""Library start-up noise (and dead weight) switched off at its source; every entry point
+imports this first.
 
 Importing it (before TensorFlow, TFDS or JAX are imported) sets, unless already set:
   TF_CPP_MIN_LOG_LEVEL=3   TensorFlow's C++ INFO/WARNING lines (cpu_feature_guard, ...)
   TF_ENABLE_ONEDNN_OPTS=0  the 'oneDNN custom operations are on' line, and absl's 'All log
                            messages before absl::InitializeLog()' that it sets off. TensorFlow
                            only reads data here (tf.data, no float math), so nothing changes.
+  TF_USE_LEGACY_KERAS=1    `import tensorflow` otherwise eagerly imports Keras 3's optimizers,
+                           which pull in Keras and scikit-learn (~600 modules, 1.4 s of CPU per
+                           process, measured); with it TensorFlow tries the `tf_keras` package
+                           instead, which is not installed, and skips the load. Nothing here
+                           uses `tf.keras`; in a process that imported this module it is not
+                           available unless `tf_keras` is installed or the variable is set to 0.
 and, on a host with no accelerator (no TPU or NVIDIA/AMD GPU device), JAX_PLATFORMS=cpu: with
 libtpu installed (requirements-plan.txt, for `plan`) jax would otherwise load the TPU runtime at
 its first device query, which prints libtpu's metadata warnings and finds no chip; plan loads it
@@ -19,7 +26,8 @@ import os
 
 from absl import logging as absl_logging   # pure Python: imports nothing of TF or JAX
 
-ENVIRONMENT = {'TF_CPP_MIN_LOG_LEVEL': '3', 'TF_ENABLE_ONEDNN_OPTS': '0'}
+ENVIRONMENT = {'TF_CPP_MIN_LOG_LEVEL': '3', 'TF_ENABLE_ONEDNN_OPTS': '0',
+               'TF_USE_LEGACY_KERAS': '1'}
 _TFDS = f'{os.sep}tensorflow_datasets{os.sep}'
 
 
