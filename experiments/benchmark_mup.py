@@ -70,7 +70,7 @@ def train_one(args, overrides, width, lr, base):
     batch = sharding.global_batch(next(it), run.mesh, trainer.input_sharding)
   train = [float(s) / max(float(c), 1) for s, c in jax.device_get(losses[-10:])]
   scalars, _ = evaluation.evaluate(run, state['params'], run.pipeline('eval'),
-                                   jax.jit(trainer.eval_step))
+                                   trainer.eval_fn())
   loss = scalars.get('loss', math.nan)
   return {'eval_loss': loss if math.isfinite(loss) else math.nan,
           'train_loss': float(np.mean(train)) if all(map(math.isfinite, train)) else math.nan,

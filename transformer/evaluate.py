@@ -20,8 +20,6 @@ import json
 import os
 import sys
 
-import jax
-
 from transformer import cli
 from transformer import generate as generate_cli
 from transformer.comparisons import fewshot as tasks_lib
@@ -45,7 +43,7 @@ def run(config, workdir):
   step, state, _ = run_.checkpointer(state, resuming=False).restore(Trainer.abstract(state))
   params = optim.eval_params(state)   # schedule-free: the averaged iterate, as in training
   metrics, _ = evaluation.evaluate(run_, params, run_.pipeline('eval'),
-                                   jax.jit(run_.trainer.eval_step))
+                                   run_.trainer.eval_fn())
   decoded, _ = generation.decode_eval(run_, params, run_.pipeline('eval'), step)
   metrics.update({k[len('eval/'):]: v for k, v in decoded.items()})   # bleu, rouge*
   print(f'{run_.dir} step {step}: ' + ', '.join(f'eval/{k} {v:.4f}' for k, v in metrics.items()))

@@ -2,7 +2,9 @@
 the MLM loss, the cosine between last hidden states), the student from every other teacher
 layer, and a teacher that does not fit refused in one line naming the key, nothing written."""
 
+import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,8 @@ from transformer import config as config_lib
 from transformer import models, objectives
 from transformer.errors import ConfigError
 from transformer.objectives import mlm
-from transformer.training import loop, setup
+from transformer.training import loop, setup, sharding
+from transformer.training.trainer import Trainer
 
 from tests.e2e.sharding_helper import FakeTokenizer
 from tests.hf import builders
@@ -113,6 +116,36 @@ def test_only_the_student_gets_gradients():
       lambda p: obj.loss_and_metrics(nnx.merge(graphdef, p, rest), batch)[0]))(params)
   norms = [float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads)]
   assert all(np.isfinite(norms)) and sum(n > 0 for n in norms) > len(norms) // 2
+
+
+def _large_constants(hlo):
+  """The constants of more than 256 elements in a compiled program's HLO text."""
+  shapes = re.findall(r'= \w+\[([\d,]*)\]\S* constant\(', hlo)
+  return [s for s in shapes if math.prod(int(d) for d in s.split(',') if d) > 256]
+
+
+def test_the_teacher_is_an_argument_of_the_steps_not_a_constant_compiled_in():
+  """Trainer.compile passes the teacher's parameters to the step (Objective.frozen); closed
+  over, jit compiled them into the program as constants, the whole teacher in every
+  compile. The step and the eval step compute what the closed-over teacher gives."""
+  config = _config()
+  obj, _ = _with_teacher(config)
+  trainer = Trainer.create(config, obj, sharding.make_mesh(config.mesh, jax.devices()[:1]),
+                           total_steps=10)
+  state, batch = trainer.init_state(), _batch(obj)
+  closed_over = jax.jit(trainer.train_step).lower(state, batch).compile().as_text()
+  assert _large_constants(closed_over)   # the teacher's embedding, its layers, ...
+  want_state, want = jax.jit(trainer.train_step)(state, batch)
+  want_eval = jax.jit(trainer.eval_step)(state['params'], batch)
+  step = trainer.compile(state, batch)
+  assert _large_constants(step.as_text()) == []
+  got_eval = trainer.eval_fn()(state['params'], batch)
+  got_state, got = step(state, batch)   # donates `state`
+  for name in ('distill_kl', 'distill_cos', 'loss', 'distill_total'):
+    np.testing.assert_allclose(_ratio(got, name), _ratio(want, name), rtol=1e-4)
+    np.testing.assert_allclose(_ratio(got_eval, name), _ratio(want_eval, name), rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               got_state['params'], want_state['params'])
 
 
 def _flat(params):

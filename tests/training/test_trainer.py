@@ -18,6 +18,9 @@ class RecordingObjective:
   def __init__(self, inner):
     self.inner, self.head, self.losses = inner, inner.head, []
 
+  def __getattr__(self, name):   # the rest of the Objective API (frozen, reading, ...)
+    return getattr(self.inner, name)
+
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     loss, metrics = self.inner.loss_and_metrics(model, batch, deterministic=deterministic)
     jax.debug.callback(lambda s: self.losses.append(float(s)), metrics['loss'][0])

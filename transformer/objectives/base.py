@@ -47,11 +47,17 @@ An objective owns the batch-to-loss logic of one task (t5x draws the same line b
   corpus_metrics   the names `score` returns (() when the objective has none; seq2seq: bleu,
                    and rouge1/rouge2/rougeL for summarisation-style data)
   score(samples) -> {name: float}            corpus scores of predictions
+  frozen()         the arrays the loss reads but never trains ({} for most; a distillation
+                   teacher's parameters). The trainer passes them to its jitted steps as an
+                   argument and binds them with `reading(frozen)` while it traces, so they are
+                   inputs of the compiled program, not constants baked into it; the loss
+                   reads `self.bound` (None outside a trainer's step: its own arrays)
 
 Metrics are (sum, count) pairs so that the trainer can add them over steps and devices and
 divide once; `loss` is the mean cross-entropy per weighted token, so exp(loss) is perplexity.
 """
 
+import contextlib
 import functools
 
 import numpy as np
@@ -182,6 +188,7 @@ class Objective:
   families = ()
   tokens = ()              # special tokens the examples need: bos, eos, sep, cls, mask, sentinel
   min_piece = 0
+  bound = None             # the step's `frozen` argument while a trainer traces (reading)
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -226,6 +233,20 @@ class Objective:
     """The fields this objective reads under `config` (the class's declaration)."""
     del config
     return dict(cls.fields)
+
+  def frozen(self):
+    """{name: pytree of arrays} the loss reads but never trains ({}: none)."""
+    return {}
+
+  @contextlib.contextmanager
+  def reading(self, frozen):
+    """While a step is traced: `self.bound` is `frozen`, that step's traced argument (None:
+    the objective reads its own arrays)."""
+    saved, self.bound = self.bound, frozen
+    try:
+      yield
+    finally:
+      self.bound = saved
 
   def eval_metrics(self, model, batch):
     """Metrics of one eval batch: the training loss without dropout."""

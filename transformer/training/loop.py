@@ -69,7 +69,7 @@ def _train(config, workdir, stop, hooks, dry_run, show_sharding):
                                 counts=counts, peak=peak, peak_name=peak_name))
   loop = _Loop(run=run, ckpt=ckpt, step_fn=step_fn, it=it, hooks=hooks, stop=stop,
                evaluate=functools.partial(evaluation.evaluate_at, run, pipeline=eval_data,
-                                          eval_fn=jax.jit(run.trainer.eval_step)),
+                                          eval_fn=run.trainer.eval_fn()),
                meter=_Meter(_throughput(run, int(state['step'])), peak, flops_token,
                             tokens_seen))
   last, stopped = loop.train(state, first)

@@ -146,11 +146,8 @@ def plan(config, workdir, devices, chip, *, eval_step=False):
 
 
 def _eval_memory(run, state, batch):
-  trainer = run.trainer
-  step = jax.jit(trainer.eval_step, in_shardings=(trainer.state_shardings['params'],
-                                                  {k: v.sharding for k, v in batch.items()}))
   try:
-    return compiled_lib.memory(step.lower(state['params'], batch).compile()).total
+    return compiled_lib.memory(run.trainer.compile_eval(state['params'], batch)).total
   except Exception as e:  # pylint: disable=broad-except
     refused = compiled_lib.out_of_memory(str(e))
     if refused is None:

@@ -113,9 +113,11 @@ def _batches(run, features):
 
 @functools.lru_cache(maxsize=None)
 def _per_row(eval_step):
-  """jit(params, batch) -> {metric: (sum [B], count [B])}: the eval step of each row alone."""
-  def rows(params, batch):
-    return jax.vmap(lambda row: eval_step(params, jax.tree.map(lambda v: v[None], row)))(batch)
+  """jit(params, batch, frozen) -> {metric: (sum [B], count [B])}: the eval step of each row
+  alone."""
+  def rows(params, batch, frozen):
+    return jax.vmap(lambda row: eval_step(params, jax.tree.map(lambda v: v[None], row),
+                                          frozen))(batch)
   return jax.jit(rows)
 
 
@@ -124,7 +126,7 @@ def per_example(run, params, features):
   fn = _per_row(run.trainer.eval_step)
   sums = {}
   for _, n, batch in _batches(run, features):
-    out = jax.device_get(fn(params, batch))
+    out = jax.device_get(fn(params, batch, run.trainer.frozen_arrays()))
     for name, (s, c) in out.items():
       got = sums.setdefault(name, ([], []))
       got[0].extend(np.asarray(s)[:n].tolist())

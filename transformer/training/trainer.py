@@ -13,6 +13,7 @@ monitoring/stability.py among its metrics (sown in the forward pass it runs anyw
 
 import contextlib
 import dataclasses
+import functools
 import zlib
 from typing import Any
 
@@ -74,6 +75,7 @@ class Trainer:
   layout: Any = None           # {logical axis: mesh axes}: where splash's shard_map splits
   input_sharding: Any = None   # the layout batches are built in (sharding.input_sharding)
   stability: bool = False      # log.stability: per-layer diagnostics among the step's metrics
+  frozen_placed: Any = None    # frozen_arrays(), once placed
 
   @classmethod
   def create(cls, config, objective, mesh, total_steps):
@@ -186,8 +188,26 @@ class Trainer:
                                                          stability_lib.stack_names(params))}
     return loss * metrics['loss'][1], metrics  # summed loss: micro-batches weigh by tokens
 
-  def train_step(self, state, batch):
-    """One optimizer update (accumulating gradients over micro-batches when asked)."""
+  def frozen_arrays(self):
+    """The objective's frozen arrays (Objective.frozen: a distillation teacher's parameters)
+    placed on this mesh, replicated; {} for most objectives. Placed once."""
+    if self.frozen_placed is None:
+      self.frozen_placed = jax.device_put(self.objective.frozen(),
+                                          sharding.replicated(self.mesh))
+    return self.frozen_placed
+
+  def _abstract_frozen(self):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        self.objective.frozen())
+
+  def train_step(self, state, batch, frozen=None):
+    """One optimizer update (accumulating gradients over micro-batches when asked). `frozen`:
+    frozen_arrays() as an argument of the jitted step (None: the objective's own arrays, which
+    jit then compiles in as constants)."""
+    with self.objective.reading(frozen):
+      return self._update(state, batch)
+
+  def _update(self, state, batch):
     grad_fn = jax.value_and_grad(self._loss, has_aux=True)
     params, step = state['params'], state['step']
     a = self.accumulation_steps
@@ -217,15 +237,42 @@ class Trainer:
       metrics.update(stability_lib.parameter_scalars(grads, params, updates))
     return new_state, metrics
 
-  def eval_step(self, params, batch):
+  def eval_step(self, params, batch, frozen=None):
     model = nnx.merge(self.graphdef, params, self.rng_state)
-    with self._splash_layout():
+    with self._splash_layout(), self.objective.reading(frozen):
       return self.objective.eval_metrics(model, self._laid_out(batch, False))
+
+  def eval_fn(self):
+    """jit(params, batch) -> metrics of one eval batch, the frozen arrays passed in."""
+    return functools.partial(jax.jit(self.eval_step), frozen=self.frozen_arrays())
+
+  def compile_eval(self, params, batch):
+    """The eval step AOT-compiled for `params` and `batch` (arrays or ShapeDtypeStructs)."""
+    step = jax.jit(self.eval_step, in_shardings=(
+        self.state_shardings['params'], {k: v.sharding for k, v in batch.items()},
+        sharding.replicated(self.mesh)))
+    return step.lower(params, batch, self._abstract_frozen()).compile()
 
   def compile(self, state, batch):
     """AOT-compile the train step for this state and the layout `batch` arrives in (donating
-    the state)."""
+    the state): step(state, batch), the frozen arrays bound (CompiledStep)."""
     batch_shardings = {k: v.sharding for k, v in batch.items()}
-    step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings),
+    step = jax.jit(self.train_step, in_shardings=(self.state_shardings, batch_shardings,
+                                                  sharding.replicated(self.mesh)),
                    out_shardings=(self.state_shardings, None), donate_argnums=0)
-    return step.lower(state, batch).compile()
+    return CompiledStep(step.lower(state, batch, self._abstract_frozen()).compile(), self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+  """The compiled train step called as step(state, batch): it passes the trainer's frozen
+  arrays; jax's Compiled is `compiled` (its memory_analysis, cost_analysis, as_text, ... are
+  reachable on this object too)."""
+  compiled: Any
+  trainer: Any
+
+  def __call__(self, state, batch):
+    return self.compiled(state, batch, self.trainer.frozen_arrays())
+
+  def __getattr__(self, name):
+    return getattr(self.compiled, name)
