@@ -128,14 +128,14 @@ def test_the_teacher_is_an_argument_of_the_steps_not_a_constant_compiled_in():
   """Trainer.compile passes the teacher's parameters to the step (Objective.frozen); closed
   over, jit compiled them into the program as constants, the whole teacher in every
   compile. The step and the eval step compute what the closed-over teacher gives."""
-  config = _config()
-  obj, _ = _with_teacher(config)
+  config = _config(layers=1)
+  obj, _ = _with_teacher(config, teacher_layers=2)
   trainer = Trainer.create(config, obj, sharding.make_mesh(config.mesh, jax.devices()[:1]),
                            total_steps=10)
   state, batch = trainer.init_state(), _batch(obj)
-  closed_over = jax.jit(trainer.train_step).lower(state, batch).compile().as_text()
-  assert _large_constants(closed_over)   # the teacher's embedding, its layers, ...
-  want_state, want = jax.jit(trainer.train_step)(state, batch)
+  closed_over = jax.jit(trainer.train_step).lower(state, batch).compile()
+  assert _large_constants(closed_over.as_text())   # the teacher's embedding, its layers, ...
+  want_state, want = closed_over(state, batch)
   want_eval = jax.jit(trainer.eval_step)(state['params'], batch)
   step = trainer.compile(state, batch)
   assert _large_constants(step.as_text()) == []

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -190,10 +191,13 @@ class Trainer:
 
   def frozen_arrays(self):
     """The objective's frozen arrays (Objective.frozen: a distillation teacher's parameters)
-    placed on this mesh, replicated; {} for most objectives. Placed once."""
+    placed on this mesh, replicated (every process holds them whole); {} for most objectives.
+    Placed once."""
     if self.frozen_placed is None:
-      self.frozen_placed = jax.device_put(self.objective.frozen(),
-                                          sharding.replicated(self.mesh))
+      rep = sharding.replicated(self.mesh)
+      self.frozen_placed = jax.tree.map(
+          lambda x: jax.make_array_from_callback(x.shape, rep, lambda i: np.asarray(x)[i]),
+          self.objective.frozen())
     return self.frozen_placed
 
   def _abstract_frozen(self):
