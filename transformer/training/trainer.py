@@ -195,9 +195,11 @@ class Trainer:
     Placed once."""
     if self.frozen_placed is None:
       rep = sharding.replicated(self.mesh)
-      self.frozen_placed = jax.tree.map(
-          lambda x: jax.make_array_from_callback(x.shape, rep, lambda i: np.asarray(x)[i]),
-          self.objective.frozen())
+
+      def place(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, rep, lambda index: host[index])
+      self.frozen_placed = jax.tree.map(place, self.objective.frozen())
     return self.frozen_placed
 
   def _abstract_frozen(self):
