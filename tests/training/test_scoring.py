@@ -137,3 +137,30 @@ def test_unpacked_fine_tuning_feeds_both_families_the_same_examples(runs):
   for _ in range(3):
     enc, dec = _targets(enc_run, next(enc_it)), _targets(dec_run, next(dec_it))
     assert enc == dec and len(enc) == 4 and len(set(enc)) > 1
+
+
+def test_a_classification_head_scores_each_example_by_its_argmax(files):
+  """A head (objective=classification) scores every test example: `correct` is its argmax
+  against the label, the sum equals the batched eval's accuracy count. The objective's
+  whole-eval-set arrays (`gathered`: prediction, label, weight) are no per-example metric."""
+  root = files[0]
+  labelled = [{'id': f'ex{k}', 'text': _pair(k)['inputs'], 'label': k % 3} for k in range(60)]
+  train, test = root / 'labelled.jsonl', root / 'labelled_test.jsonl'
+  train.write_text(''.join(json.dumps(r) + '\n' for r in labelled[10:]))
+  test.write_text(''.join(json.dumps(r) + '\n' for r in labelled[:10]))
+  config = config_lib.load('configs/gpt2.py:tiny', {
+      **SMALL, 'objective': 'classification', 'data.source': f'jsonl:{train}',
+      'data.text_key': 'text', 'data.label_key': 'label', 'model.num_classes': 3, 'data.seq_len': 16,
+      'data.pack': False,
+      'log.score.file': str(test)})
+  run = setup.prepare(config, str(root / 'head'))
+  params = run.trainer.init_state()['params']
+  records = scoring.score(run, params)
+  assert [r['id'] for r in records] == [f'ex{k}' for k in range(10)]
+  assert all(r['tokens'] == 1 and r['correct'] in (0, 1) for r in records)
+  features = [scoring._features(run, raw, i)
+              for i, (_, raw, _) in enumerate(scoring.read_examples(run.config))]
+  eval_fn = run.trainer.eval_fn()
+  correct = sum(float(eval_fn(params, batch)['accuracy'][0])
+                for _, _, batch in scoring._batches(run, features))
+  assert sum(r['correct'] for r in records) == correct
