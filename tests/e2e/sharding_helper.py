@@ -178,6 +178,9 @@ class ShardRows:
   def __init__(self, inner):
     self.inner, self.head, self.rows = inner, inner.head, []
 
+  def __getattr__(self, name):   # the rest of the Objective API (frozen, reading, ...)
+    return getattr(self.inner, name)
+
   def loss_and_metrics(self, model, batch, *, deterministic=True):
     x = batch['targets']
     jax.debug.inspect_array_sharding(
