@@ -124,6 +124,7 @@ def _large_constants(hlo):
   return [s for s in shapes if math.prod(int(d) for d in s.split(',') if d) > 256]
 
 
+@pytest.mark.slow   # four compiles, the closed-over one slow to fold (~20 s on 2 cores)
 def test_the_teacher_is_an_argument_of_the_steps_not_a_constant_compiled_in():
   """Trainer.compile passes the teacher's parameters to the step (Objective.frozen); closed
   over, jit compiled them into the program as constants, the whole teacher in every
