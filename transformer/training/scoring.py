@@ -125,11 +125,12 @@ def per_example(run, params, features):
   """{metric: (sums, counts)} numpy arrays, one entry per example of `features` (the
   objective's whole-eval-set arrays, `gathered`, left out)."""
   fn = _per_row(run.trainer.eval_step)
-  gathered = set(getattr(run.objective, 'gathered', ()))
   sums = {}
   for _, n, batch in _batches(run, features):
     out = jax.device_get(fn(params, batch, run.trainer.frozen_arrays()))
-    for name, (s, c) in ((k, v) for k, v in out.items() if k not in gathered):
+    for name in run.objective.gathered:
+      out.pop(name)
+    for name, (s, c) in out.items():
       got = sums.setdefault(name, ([], []))
       got[0].extend(np.asarray(s)[:n].tolist())
       got[1].extend(np.asarray(c)[:n].tolist())
